@@ -1,0 +1,272 @@
+"""The catalog: which collections exist and which immutable regions hold them.
+
+A catalog is an orjson object written as one region per commit and referenced
+by the superblock (SPEC.md §4). It is small (its size grows with the number of
+collections and segments, never with the number of records), so every commit
+writes a complete new one and readers parse it whole at open.
+
+Everything in a catalog comes from disk and may be hostile: ``decode_catalog``
+checks every type, every count and every region reference against the
+snapshot's ``file_length`` before anything else may use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import orjson
+
+from ..errors import CorruptFileError
+from .header import DATA_START, REGION_ALIGN, crc32
+
+CATALOG_FORMAT = 1
+DISTANCES = ("cosine", "euclidean", "dot")
+DTYPES = ("f32",)
+MAX_DIM = 65536
+MAX_NAME_BYTES = 255
+
+# Segment regions: name -> (numpy dtype, shape rule). The shape rule names the
+# element count: "n*dim", "n", "n+1", "bytes" (free length), "bits" (ceil(n/8)).
+SEGMENT_REGIONS: dict[str, tuple[str, str]] = {
+    "vectors": ("<f4", "n*dim"),
+    "norms": ("<f4", "n"),
+    "id_hashes": ("<u8", "n"),
+    "id_order": ("<u4", "n"),
+    "id_offsets": ("<u8", "n+1"),
+    "id_blob": ("u1", "bytes"),
+    "meta_offsets": ("<u8", "n+1"),
+    "meta_crc": ("<u4", "n"),
+    "meta_blob": ("u1", "bytes"),
+}
+OPTIONAL_SEGMENT_REGIONS: dict[str, tuple[str, str]] = {
+    "tombstones": ("u1", "bits"),
+}
+
+
+@dataclass(frozen=True)
+class RegionRef:
+    offset: int
+    length: int
+    crc32: int
+
+    def to_json(self) -> list[int]:
+        return [self.offset, self.length, self.crc32]
+
+
+@dataclass(frozen=True)
+class SegmentMeta:
+    segment_id: int
+    n: int
+    n_deleted: int
+    generation: int
+    regions: dict[str, RegionRef]
+
+    def to_json(self) -> dict:
+        return {
+            "segment_id": self.segment_id,
+            "n": self.n,
+            "n_deleted": self.n_deleted,
+            "generation": self.generation,
+            "regions": {k: v.to_json() for k, v in sorted(self.regions.items())},
+        }
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    m: int = 16
+    ef_construction: int = 200
+    ef_search: int = 64
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return {"M": self.m, "ef_construction": self.ef_construction,
+                "ef_search": self.ef_search, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class CollectionMeta:
+    name: str
+    dim: int
+    distance: str
+    dtype: str = "f32"
+    kind: str = "dense"
+    hnsw: HnswParams = field(default_factory=HnswParams)
+    next_segment_id: int = 1
+    segments: tuple[SegmentMeta, ...] = ()
+
+    @property
+    def count(self) -> int:
+        return sum(s.n - s.n_deleted for s in self.segments)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "distance": self.distance,
+            "dtype": self.dtype,
+            "kind": self.kind,
+            "hnsw": self.hnsw.to_json(),
+            "next_segment_id": self.next_segment_id,
+            "segments": [s.to_json() for s in self.segments],
+        }
+
+    def with_segments(self, segments, next_segment_id: int) -> "CollectionMeta":
+        return replace(self, segments=tuple(segments), next_segment_id=next_segment_id)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    generation: int
+    collections: dict[str, CollectionMeta]
+
+    def encode(self) -> bytes:
+        doc = {
+            "format": CATALOG_FORMAT,
+            "generation": self.generation,
+            "collections": [self.collections[k].to_json() for k in sorted(self.collections)],
+        }
+        return orjson.dumps(doc)
+
+
+def region_element_count(rule: str, n: int, dim: int) -> int | None:
+    if rule == "n*dim":
+        return n * dim
+    if rule == "n":
+        return n
+    if rule == "n+1":
+        return n + 1
+    if rule == "bits":
+        return (n + 7) // 8
+    return None  # "bytes": free length
+
+
+# --------------------------------------------------------------------------
+# Decoding: trust nothing.
+
+
+class _Bad(Exception):
+    pass
+
+
+def _int(obj, key: str, lo: int = 0, hi: int = 2**62) -> int:
+    v = obj.get(key) if isinstance(obj, dict) else None
+    if type(v) is not int or not lo <= v <= hi:
+        raise _Bad(f"field {key!r} must be an integer in [{lo}, {hi}], got {v!r}")
+    return v
+
+
+def _str(obj, key: str, choices=None) -> str:
+    v = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(v, str) or (choices is not None and v not in choices):
+        raise _Bad(f"field {key!r} must be {'one of ' + repr(choices) if choices else 'a string'}, got {v!r}")
+    return v
+
+
+def _region(raw, name: str, file_length: int, itemsize: int, expected_count: int | None) -> RegionRef:
+    if not (isinstance(raw, list) and len(raw) == 3 and all(type(x) is int for x in raw)):
+        raise _Bad(f"region {name!r} must be [offset, length, crc32], got {raw!r}")
+    offset, length, crc = raw
+    if offset < DATA_START or offset % REGION_ALIGN or length < 0 or offset + length > file_length:
+        raise _Bad(f"region {name!r} [{offset}, +{length}) lies outside the data area [{DATA_START}, {file_length})")
+    if not 0 <= crc < 2**32:
+        raise _Bad(f"region {name!r} crc32 {crc} out of range")
+    if length % itemsize:
+        raise _Bad(f"region {name!r} length {length} is not a multiple of its item size {itemsize}")
+    if expected_count is not None and length != expected_count * itemsize:
+        raise _Bad(f"region {name!r} length {length} != {expected_count} items x {itemsize} bytes")
+    return RegionRef(offset, length, crc)
+
+
+def _segment(raw, dim: int, file_length: int) -> SegmentMeta:
+    import numpy as np  # local: keeps this module importable for docs tooling
+
+    if not isinstance(raw, dict):
+        raise _Bad("segment entry is not an object")
+    n = _int(raw, "n", 0, 2**32 - 1)
+    n_deleted = _int(raw, "n_deleted", 0, n)
+    regions_raw = raw.get("regions")
+    if not isinstance(regions_raw, dict):
+        raise _Bad("segment 'regions' is not an object")
+    regions = {}
+    for name, (dtype, rule) in {**SEGMENT_REGIONS, **OPTIONAL_SEGMENT_REGIONS}.items():
+        if name not in regions_raw:
+            if name in SEGMENT_REGIONS:
+                raise _Bad(f"segment lacks required region {name!r}")
+            continue
+        regions[name] = _region(regions_raw[name], name, file_length,
+                                np.dtype(dtype).itemsize, region_element_count(rule, n, dim))
+    unknown = set(regions_raw) - set(regions)
+    if unknown:
+        raise _Bad(f"segment has unknown regions {sorted(unknown)}")
+    if n_deleted and "tombstones" not in regions:
+        raise _Bad("segment has n_deleted > 0 but no tombstones region")
+    return SegmentMeta(
+        segment_id=_int(raw, "segment_id", 1),
+        n=n,
+        n_deleted=n_deleted,
+        generation=_int(raw, "generation", 1),
+        regions=regions,
+    )
+
+
+def _collection(raw, file_length: int) -> CollectionMeta:
+    if not isinstance(raw, dict):
+        raise _Bad("collection entry is not an object")
+    name = _str(raw, "name")
+    if not name or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise _Bad(f"collection name {name!r} is empty or longer than {MAX_NAME_BYTES} bytes")
+    dim = _int(raw, "dim", 1, MAX_DIM)
+    hnsw_raw = raw.get("hnsw")
+    hnsw = HnswParams(
+        m=_int(hnsw_raw, "M", 2, 1024),
+        ef_construction=_int(hnsw_raw, "ef_construction", 1, 1 << 20),
+        ef_search=_int(hnsw_raw, "ef_search", 1, 1 << 20),
+        seed=_int(hnsw_raw, "seed", 0, 2**62),
+    )
+    segs_raw = raw.get("segments")
+    if not isinstance(segs_raw, list):
+        raise _Bad("collection 'segments' is not a list")
+    segments = tuple(_segment(s, dim, file_length) for s in segs_raw)
+    next_id = _int(raw, "next_segment_id", 1)
+    ids = [s.segment_id for s in segments]
+    if len(set(ids)) != len(ids) or any(i >= next_id for i in ids):
+        raise _Bad("segment ids are duplicated or not below next_segment_id")
+    return CollectionMeta(
+        name=name,
+        dim=dim,
+        distance=_str(raw, "distance", DISTANCES),
+        dtype=_str(raw, "dtype", DTYPES),
+        kind=_str(raw, "kind", ("dense",)),
+        hnsw=hnsw,
+        next_segment_id=next_id,
+        segments=segments,
+    )
+
+
+def decode_catalog(raw: bytes, expected_crc: int, generation: int, file_length: int, path: str) -> Catalog:
+    """Parse and fully validate a catalog region (SPEC.md §4)."""
+    if crc32(raw) != expected_crc:
+        raise CorruptFileError(f"{path!r}: catalog CRC mismatch (generation {generation})")
+    try:
+        doc = orjson.loads(raw)
+        if not isinstance(doc, dict):
+            raise _Bad("catalog is not a JSON object")
+        fmt = _int(doc, "format", 0)
+        if fmt != CATALOG_FORMAT:
+            raise _Bad(f"catalog format {fmt} is not {CATALOG_FORMAT}")
+        if _int(doc, "generation", 1) != generation:
+            raise _Bad("catalog generation differs from its superblock's")
+        cols_raw = doc.get("collections")
+        if not isinstance(cols_raw, list):
+            raise _Bad("'collections' is not a list")
+        collections = {}
+        for c in cols_raw:
+            meta = _collection(c, file_length)
+            if meta.name in collections:
+                raise _Bad(f"collection {meta.name!r} appears twice")
+            collections[meta.name] = meta
+    except orjson.JSONDecodeError as exc:
+        raise CorruptFileError(f"{path!r}: catalog is not valid JSON ({exc})") from None
+    except _Bad as exc:
+        raise CorruptFileError(f"{path!r}: catalog (generation {generation}): {exc}") from None
+    return Catalog(generation=generation, collections=collections)

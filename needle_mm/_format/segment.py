@@ -1,0 +1,178 @@
+"""Segment regions: encoding records into arrays, and typed views onto them.
+
+A segment is an immutable batch of records (SPEC.md §5). Its regions are
+structure-of-arrays with fixed strides so a reader can use them straight from
+the memory map: ``vectors[n, dim]``, ``norms[n]``, a sorted id-hash index, and
+offset-indexed blobs for the id strings and the orjson metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+
+import numpy as np
+
+from ..errors import CorruptFileError
+from .catalog import OPTIONAL_SEGMENT_REGIONS, SEGMENT_REGIONS, SegmentMeta
+from .header import crc32
+
+
+def id_hash(id_bytes: bytes) -> int:
+    """The 64-bit id hash of SPEC.md §5.2: blake2b-64 of the UTF-8 id, little-endian."""
+    return int.from_bytes(hashlib.blake2b(id_bytes, digest_size=8).digest(), "little")
+
+
+def id_hashes(ids_utf8: list[bytes]) -> np.ndarray:
+    return np.fromiter((id_hash(b) for b in ids_utf8), dtype=np.uint64, count=len(ids_utf8))
+
+
+def concat_with_offsets(items: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(items) + 1, dtype=np.uint64)
+    if items:
+        np.cumsum(np.fromiter(map(len, items), dtype=np.uint64, count=len(items)), out=offsets[1:])
+    blob = np.frombuffer(b"".join(items), dtype=np.uint8)
+    return offsets, blob
+
+
+def encode_segment_arrays(ids_utf8: list[bytes], vectors: np.ndarray, norms: np.ndarray,
+                          metas: list[bytes]) -> dict[str, np.ndarray]:
+    """The required regions of a new segment, as little-endian arrays."""
+    n = len(ids_utf8)
+    assert vectors.shape[0] == n == len(metas) == norms.shape[0]
+    hashes = id_hashes(ids_utf8)
+    order = np.argsort(hashes, kind="stable").astype(np.uint32)
+    id_offsets, id_blob = concat_with_offsets(ids_utf8)
+    meta_offsets, meta_blob = concat_with_offsets(metas)
+    meta_crc = np.fromiter((crc32(m) for m in metas), dtype=np.uint32, count=n)
+    return {
+        "vectors": np.ascontiguousarray(vectors, dtype="<f4"),
+        "norms": np.ascontiguousarray(norms, dtype="<f4"),
+        "id_hashes": hashes[order].astype("<u8"),
+        "id_order": order.astype("<u4"),
+        "id_offsets": id_offsets.astype("<u8"),
+        "id_blob": id_blob,
+        "meta_offsets": meta_offsets.astype("<u8"),
+        "meta_crc": meta_crc.astype("<u4"),
+        "meta_blob": meta_blob,
+    }
+
+
+_DTYPES = {name: np.dtype(dt) for name, (dt, _) in {**SEGMENT_REGIONS, **OPTIONAL_SEGMENT_REGIONS}.items()}
+
+
+class SegmentView:
+    """Read-only typed views of one committed segment inside a memory map.
+
+    Views are created on first use and cached; the map they point into stays
+    alive as long as any view does. Offsets inside the id and metadata blobs
+    come from the file, so every access checks them before slicing.
+    """
+
+    def __init__(self, buffer, meta: SegmentMeta, dim: int, path: str):
+        self._buf = buffer
+        self.meta = meta
+        self.dim = dim
+        self.path = path
+        self.n = meta.n
+
+    def _view(self, name: str) -> np.ndarray:
+        ref = self.meta.regions[name]
+        dt = _DTYPES[name]
+        return np.frombuffer(self._buf, dtype=dt, count=ref.length // dt.itemsize, offset=ref.offset)
+
+    @cached_property
+    def vectors(self) -> np.ndarray:
+        return self._view("vectors").reshape(self.n, self.dim)
+
+    @cached_property
+    def norms(self) -> np.ndarray:
+        return self._view("norms")
+
+    @cached_property
+    def id_hashes(self) -> np.ndarray:
+        return self._view("id_hashes")
+
+    @cached_property
+    def id_order(self) -> np.ndarray:
+        return self._view("id_order")
+
+    @cached_property
+    def id_offsets(self) -> np.ndarray:
+        return self._view("id_offsets")
+
+    @cached_property
+    def id_blob(self) -> np.ndarray:
+        return self._view("id_blob")
+
+    @cached_property
+    def meta_offsets(self) -> np.ndarray:
+        return self._view("meta_offsets")
+
+    @cached_property
+    def meta_crc(self) -> np.ndarray:
+        return self._view("meta_crc")
+
+    @cached_property
+    def meta_blob(self) -> np.ndarray:
+        return self._view("meta_blob")
+
+    @cached_property
+    def tombstones(self) -> np.ndarray:
+        """Packed deletion bitmap (bit i of byte i//8, little bit order); empty if none."""
+        if "tombstones" not in self.meta.regions:
+            return np.zeros(0, dtype=np.uint8)
+        return self._view("tombstones")
+
+    def is_deleted(self, slot: int) -> bool:
+        t = self.tombstones
+        return bool(t.size) and bool((t[slot >> 3] >> (slot & 7)) & 1)
+
+    def _blob_slice(self, offsets: np.ndarray, blob: np.ndarray, slot: int, what: str) -> bytes:
+        start, end = int(offsets[slot]), int(offsets[slot + 1])
+        if not 0 <= start <= end <= blob.shape[0]:
+            raise CorruptFileError(
+                f"{self.path!r}: segment {self.meta.segment_id} {what} offsets of slot {slot} "
+                f"[{start}, {end}) fall outside its blob of {blob.shape[0]} bytes"
+            )
+        return blob[start:end].tobytes()
+
+    def id_at(self, slot: int) -> str:
+        raw = self._blob_slice(self.id_offsets, self.id_blob, slot, "id")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} id of slot {slot} is not UTF-8") from None
+
+    def meta_bytes_at(self, slot: int) -> bytes:
+        raw = self._blob_slice(self.meta_offsets, self.meta_blob, slot, "metadata")
+        if crc32(raw) != int(self.meta_crc[slot]):
+            raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} metadata of slot {slot} fails its CRC")
+        return raw
+
+    def find_slot(self, id_utf8: bytes, h: int) -> int:
+        """Slot holding this id (deleted or not), or -1."""
+        hashes = self.id_hashes
+        pos = int(np.searchsorted(hashes, np.uint64(h), side="left"))
+        while pos < hashes.shape[0] and int(hashes[pos]) == h:
+            slot = int(self.id_order[pos])
+            if slot >= self.n:
+                raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} id_order names slot {slot} >= n={self.n}")
+            if self._blob_slice(self.id_offsets, self.id_blob, slot, "id") == id_utf8:
+                return slot
+            pos += 1
+        return -1
+
+    def find_slots(self, ids_utf8: list[bytes], hashes: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`find_slot`: slot per id or -1."""
+        out = np.full(len(ids_utf8), -1, dtype=np.int64)
+        if self.n == 0 or not ids_utf8:
+            return out
+        table = self.id_hashes
+        pos = np.searchsorted(table, hashes, side="left")
+        inside = pos < table.shape[0]
+        hit = np.zeros(len(ids_utf8), dtype=bool)
+        hit[inside] = table[pos[inside]] == hashes[inside]
+        for i in np.flatnonzero(hit):
+            out[i] = self.find_slot(ids_utf8[i], int(hashes[i]))
+        return out

@@ -1,0 +1,13 @@
+"""numba kernels, and nothing else.
+
+Kernels take plain arrays, never raise (they return status codes where input
+could be bad) and are compiled with ``cache=True`` once per exact signature,
+so a fresh process with a warm cache starts answering at once. Callers
+validate anything that came from a file before passing it in.
+"""
+
+METRIC_COSINE = 0
+METRIC_EUCLIDEAN = 1
+METRIC_DOT = 2
+
+METRIC_CODES = {"cosine": METRIC_COSINE, "euclidean": METRIC_EUCLIDEAN, "dot": METRIC_DOT}

@@ -1,0 +1,141 @@
+"""Exact (brute-force) k-nearest-neighbour search, fused in numba.
+
+Why this shape: distances and top-k are computed in one pass, never
+materialising an n-long distance array. Work is split into tasks of
+(a tile of up to 8 queries) x (a chunk of rows): each row is loaded once per
+tile and dotted with every query of the tile while it sits in L1, which cuts
+memory traffic by the tile size for batches. Tasks run under ``prange``; for
+small jobs the serial driver avoids thread start-up cost.
+
+We do not call BLAS here on purpose: OpenBLAS's worker threads and numba's
+spin against each other on a small machine (measured: a 3,000 x 384 query
+went from 0.08 ms to 8.7 ms when the two alternated).
+
+Each task keeps a max-heap per query (root = current worst) in its own slice
+of ``heap_d``/``heap_i``; a final pass merges the chunks per query.
+Euclidean distances are squared here; the caller takes the root.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import METRIC_COSINE, METRIC_DOT, METRIC_EUCLIDEAN
+
+QUERY_TILE = 8
+SERIAL_WORK = 1 << 21  # queries x rows x dim below which one thread is faster
+
+
+@njit(cache=True, nogil=True, inline="always")
+def heap_replace_root(top_d, top_i, d, i):
+    k = top_d.shape[0]
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= k:
+            break
+        if child + 1 < k and top_d[child + 1] > top_d[child]:
+            child += 1
+        if top_d[child] <= d:
+            break
+        top_d[pos] = top_d[child]
+        top_i[pos] = top_i[child]
+        pos = child
+    top_d[pos] = d
+    top_i[pos] = i
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _scan(vectors, norms, queries, qnorms, metric, excluded, q0, q1, r0, r1, heap_d, heap_i, c):
+    d = vectors.shape[1]
+    has_excluded = excluded.shape[0] > 0
+    for r in range(r0, r1):
+        if has_excluded and (excluded[r >> 3] >> (r & 7)) & 1:
+            continue
+        xn = norms[r]
+        for q in range(q0, q1):
+            acc = np.float32(0.0)
+            if metric == METRIC_EUCLIDEAN:
+                for j in range(d):
+                    t = vectors[r, j] - queries[q, j]
+                    acc += t * t
+                dist = acc
+            else:
+                for j in range(d):
+                    acc += vectors[r, j] * queries[q, j]
+                if metric == METRIC_COSINE:
+                    dist = np.float32(1.0) - acc / (xn * qnorms[q])
+                else:
+                    dist = np.float32(1.0) - acc
+            if dist < heap_d[q, c, 0]:
+                heap_replace_root(heap_d[q, c], heap_i[q, c], dist, r)
+
+
+@njit(cache=True, nogil=True)
+def _merge(heap_d, heap_i, k, out_d, out_i, q):
+    flat_d = heap_d[q].ravel()
+    flat_i = heap_i[q].ravel()
+    order = np.argsort(flat_d, kind="mergesort")
+    for j in range(k):
+        out_d[q, j] = flat_d[order[j]]
+        out_i[q, j] = flat_i[order[j]]
+
+
+@njit(cache=True, nogil=True)
+def exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k):
+    m = queries.shape[0]
+    n = vectors.shape[0]
+    heap_d = np.full((m, 1, k), np.inf, dtype=np.float32)
+    heap_i = np.full((m, 1, k), -1, dtype=np.int64)
+    for q0 in range(0, m, QUERY_TILE):
+        _scan(vectors, norms, queries, qnorms, metric, excluded, q0, min(m, q0 + QUERY_TILE), 0, n,
+              heap_d, heap_i, 0)
+    out_d = np.empty((m, k), dtype=np.float32)
+    out_i = np.empty((m, k), dtype=np.int64)
+    for q in range(m):
+        _merge(heap_d, heap_i, k, out_d, out_i, q)
+    return out_d, out_i
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def exact_topk_parallel(vectors, norms, queries, qnorms, metric, excluded, k, n_chunks):
+    m = queries.shape[0]
+    n = vectors.shape[0]
+    n_tiles = (m + QUERY_TILE - 1) // QUERY_TILE
+    chunk = (n + n_chunks - 1) // n_chunks
+    heap_d = np.full((m, n_chunks, k), np.inf, dtype=np.float32)
+    heap_i = np.full((m, n_chunks, k), -1, dtype=np.int64)
+    for task in prange(n_tiles * n_chunks):
+        tile = task // n_chunks
+        c = task % n_chunks
+        q0 = tile * QUERY_TILE
+        r0 = c * chunk
+        _scan(vectors, norms, queries, qnorms, metric, excluded, q0, min(m, q0 + QUERY_TILE),
+              r0, min(n, r0 + chunk), heap_d, heap_i, c)
+    out_d = np.empty((m, k), dtype=np.float32)
+    out_i = np.empty((m, k), dtype=np.int64)
+    for q in prange(m):
+        _merge(heap_d, heap_i, k, out_d, out_i, q)
+    return out_d, out_i
+
+
+def exact_topk(vectors: np.ndarray, norms: np.ndarray, queries: np.ndarray, qnorms: np.ndarray,
+               metric: int, excluded: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` rows of ``vectors`` per query: ``(distances[m, k], slots[m, k])``, ascending.
+
+    Entries beyond the number of allowed rows have distance +inf and slot -1.
+    ``excluded`` is a packed bitmap (bit r set = skip row r) or empty.
+    """
+    m, n = queries.shape[0], vectors.shape[0]
+    if m * n * max(1, vectors.shape[1]) <= SERIAL_WORK:
+        return exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k)
+    threads = numba.get_num_threads()
+    tiles = (m + QUERY_TILE - 1) // QUERY_TILE
+    n_chunks = 1 if tiles >= 2 * threads else max(1, min(-(-2 * threads // tiles), n // 1024))
+    return exact_topk_parallel(vectors, norms, queries, qnorms, metric, excluded, k, n_chunks)
+
+
+__all__ = ["exact_topk", "exact_topk_serial", "exact_topk_parallel", "heap_replace_root",
+           "METRIC_COSINE", "METRIC_DOT", "METRIC_EUCLIDEAN"]

@@ -1,0 +1,59 @@
+"""Named failpoints, inert unless ``NEEDLE_FAILPOINTS`` sets a fault plan.
+
+The plan is a comma-separated list of ``name=action`` where ``name`` is a
+failpoint from SPEC.md §6 (for example ``commit.after_data_sync``) or
+``io.N`` for the N-th mutating I/O call of the process (1-based), and
+``action`` is ``kill`` (SIGKILL this process) or ``eio`` / ``enospc`` (raise
+that OSError from the call). The plan is read once per process.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+_plan: dict[str, str] | None = None
+_io_calls = 0
+
+
+def _load() -> dict[str, str]:
+    global _plan
+    if _plan is None:
+        _plan = {}
+        for item in filter(None, os.environ.get("NEEDLE_FAILPOINTS", "").split(",")):
+            name, _, action = item.partition("=")
+            _plan[name.strip()] = action.strip() or "kill"
+    return _plan
+
+
+def _act(action: str, where: str) -> None:
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "eio":
+        raise OSError(errno.EIO, f"injected EIO at {where}")
+    elif action == "enospc":
+        raise OSError(errno.ENOSPC, f"injected ENOSPC at {where}")
+
+
+def hit(name: str) -> None:
+    """Mark that execution reached failpoint ``name``."""
+    plan = _load()
+    if plan and name in plan:
+        _act(plan[name], name)
+
+
+def io_call(kind: str) -> None:
+    """Count one mutating I/O call; the plan may fail it by number."""
+    global _io_calls
+    plan = _load()
+    if plan:
+        _io_calls += 1
+        key = f"io.{_io_calls}"
+        if key in plan:
+            _act(plan[key], f"{key} ({kind})")
+
+
+def reset_for_tests() -> None:
+    global _plan, _io_calls
+    _plan, _io_calls = None, 0

@@ -1,0 +1,107 @@
+"""File I/O: positional reads, and the only pwrite/fsync/fallocate/rename calls.
+
+Writers never write through a memory map: a full disk then surfaces as an
+``OSError`` from ``pwrite``/``fallocate`` at save time instead of a SIGBUS in
+whichever process touches the page later (ENGINE-BRIEF §3.6).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from . import failpoints
+
+
+class FileIO:
+    """An open file descriptor of a Needle file."""
+
+    def __init__(self, path: str, writable: bool):
+        self.path = path
+        self.writable = writable
+        flags = os.O_RDWR if writable else os.O_RDONLY
+        self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def inode(self) -> tuple[int, int]:
+        st = os.fstat(self.fd)
+        return st.st_dev, st.st_ino
+
+    def pread(self, length: int, offset: int) -> bytes:
+        chunks = []
+        while length > 0:
+            chunk = os.pread(self.fd, length, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            length -= len(chunk)
+            offset += len(chunk)
+        return b"".join(chunks)
+
+    def pwrite(self, data, offset: int) -> None:
+        failpoints.io_call("pwrite")
+        view = memoryview(data).cast("B")
+        while view:
+            written = os.pwrite(self.fd, view, offset)
+            view = view[written:]
+            offset += written
+
+    def fsync(self) -> None:
+        failpoints.io_call("fsync")
+        os.fsync(self.fd)
+
+    def allocate(self, offset: int, length: int) -> None:
+        """Reserve disk blocks so that a full disk fails here, not later."""
+        failpoints.io_call("fallocate")
+        try:
+            os.posix_fallocate(self.fd, offset, length)
+        except OSError as exc:
+            # Some file systems (tmpfs on old kernels, some FUSE) lack fallocate;
+            # pwrite still reports ENOSPC there, so the guarantee holds.
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+
+
+def write_new_file(path: str, pieces: list[tuple[int, bytes]]) -> None:
+    """Create ``path`` atomically: write a temp file, fsync it, rename, fsync the dir.
+
+    A crash at any point leaves either no file at ``path`` or the complete one.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        for offset, data in pieces:
+            failpoints.io_call("pwrite")
+            view = memoryview(data).cast("B")
+            while view:
+                written = os.pwrite(fd, view, offset)
+                view = view[written:]
+                offset += written
+        failpoints.io_call("fsync")
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    failpoints.hit("create.before_rename")
+    failpoints.io_call("rename")
+    os.rename(tmp, path)
+    fsync_directory(directory)
+
+
+def fsync_directory(directory: str) -> None:
+    failpoints.io_call("fsync")
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

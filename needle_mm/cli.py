@@ -1,0 +1,67 @@
+"""The ``needle`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import NeedleError
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run
+
+    run(args.path, workers=args.workers)
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .database import Database
+
+    from .snapshot import read_header
+
+    with Database.open(args.file, read_only=True) as db:
+        snap = db._snapshot
+        header = read_header(snap.io)
+        print(f"{args.file}: {os.path.getsize(args.file)} bytes, format {header.read_version}/"
+              f"{header.write_version} (read/write), generation {snap.generation}, "
+              f"{snap.superblock.file_length} bytes in use")
+        for name in db.list_collections():
+            meta = snap.collection(name)
+            print(f"  {name}: {meta.count} records, dim {meta.dim}, distance {meta.distance}, "
+                  f"{len(meta.segments)} segments")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from .verify import verify_file
+
+    report = verify_file(args.file)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="needle", description="Needle vector database files")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="build a file from real sentences, search it, share it across processes")
+    p.add_argument("--path", help="where to write the demo file (default: a temporary directory)")
+    p.add_argument("--workers", type=int, default=3, help="reader processes to start")
+    p.set_defaults(func=_cmd_demo)
+    p = sub.add_parser("info", help="collections, counts, dims, segments")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_info)
+    p = sub.add_parser("verify", help="full structural check; exit 1 if anything is wrong")
+    p.add_argument("file")
+    p.set_defaults(func=_cmd_verify)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except NeedleError as exc:
+        print(f"needle: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The public Collection: records with string ids, vectors and JSON metadata."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+import orjson
+
+from . import search as _search
+from . import validation
+from ._kernels import METRIC_CODES
+from .config import CollectionConfig, DistanceFunction
+from .errors import DuplicateIdError, InvalidArgumentError, InvalidVectorError, RecordNotFoundError
+from .filters import compile_filter
+from .results import Entry, SearchResult
+
+if TYPE_CHECKING:
+    from .database import Database
+
+__all__ = ["Collection"]
+
+_MISSING = object()
+
+
+class Collection:
+    """A named set of records in a :class:`~needle_mm.Database`.
+
+    Obtain one with ``db.collection(name)``. Writes are visible to this process
+    at once and to other processes after ``db.save()``.
+    """
+
+    def __init__(self, db: "Database", name: str):
+        self._db = db
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Collection({self.name!r})"
+
+    # ------------------------------------------------------------ config
+
+    def _state(self):
+        return self._db._state(self.name)
+
+    @property
+    def config(self) -> CollectionConfig:
+        meta = self._state().meta
+        h = meta.hnsw
+        return CollectionConfig(meta.dim, DistanceFunction(meta.distance), h.m, h.ef_construction,
+                                h.ef_search, h.seed)
+
+    @property
+    def dimension(self) -> int:
+        return self._state().meta.dim
+
+    @property
+    def distance(self) -> DistanceFunction:
+        return DistanceFunction(self._state().meta.distance)
+
+    # ------------------------------------------------------------ writes
+
+    def _prepare(self, ids: Sequence[str], vectors, metadatas, what: str):
+        state = self._db._writable_state(self.name)
+        dim = state.meta.dim
+        ids = list(ids)
+        ids_utf8 = [validation.id_bytes(i) for i in ids]
+        matrix = validation.matrix(vectors, dim, what)
+        if matrix.shape[0] != len(ids):
+            raise InvalidVectorError(f"{len(ids)} ids but {matrix.shape[0]} vectors")
+        if metadatas is None:
+            metas = [b"{}"] * len(ids)
+        else:
+            metadatas = list(metadatas)
+            if len(metadatas) != len(ids):
+                raise validation.InvalidMetadataError(f"{len(ids)} ids but {len(metadatas)} metadata entries")
+            metas = [validation.metadata(m) for m in metadatas]
+        norms = validation.norms(matrix, what)
+        if state.meta.distance == "cosine":
+            validation.require_nonzero(norms, what)
+        return state, ids, ids_utf8, matrix, norms, metas
+
+    def insert(self, id: str, vector, metadata: dict | None = None) -> None:
+        """Add one record; raises :class:`DuplicateIdError` if ``id`` is live (use :meth:`upsert`)."""
+        state = self._db._writable_state(self.name)
+        vec = validation.vector(vector, state.meta.dim)
+        self.insert_many([id], vec[None, :], None if metadata is None else [metadata])
+
+    def insert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
+        """Add many records at once: the fast path (``vectors`` a 2-D array ``[n, dim]``).
+
+        All-or-nothing: if any record is invalid or any id is already live (or
+        repeated in the batch), nothing is added.
+        """
+        state, ids, ids_utf8, matrix, norms, metas = self._prepare(ids, vectors, metadatas, "vectors")
+        if len(set(ids)) != len(ids):
+            seen = set()
+            dup = next(i for i in ids if i in seen or seen.add(i))
+            raise DuplicateIdError(f"id {dup!r} appears more than once in this batch")
+        live = state.live_ids_among(ids, ids_utf8)
+        if live:
+            raise DuplicateIdError(
+                f"id {live[0]!r} already exists in collection {self.name!r}"
+                + (f" (and {len(live) - 1} more)" if len(live) > 1 else "") + "; use upsert to replace"
+            )
+        state.write(ids, ids_utf8, matrix, norms, metas, known_absent=True)
+
+    def upsert(self, id: str, vector, metadata: dict | None = None) -> None:
+        """Insert a record, or replace the one with the same id (vector and metadata)."""
+        state = self._db._writable_state(self.name)
+        vec = validation.vector(vector, state.meta.dim)
+        self.upsert_many([id], vec[None, :], None if metadata is None else [metadata])
+
+    def upsert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
+        """Insert or replace many records; a repeated id in the batch keeps its last record."""
+        state, ids, ids_utf8, matrix, norms, metas = self._prepare(ids, vectors, metadatas, "vectors")
+        state.write(ids, ids_utf8, matrix, norms, metas)
+
+    def delete(self, ids: str | Sequence[str]) -> int:
+        """Delete one id or a list of ids; returns how many live records were deleted.
+
+        Unknown ids are ignored (as in Chroma and Qdrant).
+        """
+        state = self._db._writable_state(self.name)
+        if isinstance(ids, str):
+            ids = [ids]
+        ids = list(ids)
+        ids_utf8 = [validation.id_bytes(i) for i in ids]
+        return state.delete(ids, ids_utf8)
+
+    def update_metadata(self, id: str, metadata: dict | None) -> None:
+        """Replace the metadata of a live record, keeping its vector."""
+        state = self._db._writable_state(self.name)
+        raw = validation.id_bytes(id)
+        meta = validation.metadata(metadata)
+        entry = state.get(id, raw)
+        if entry is None:
+            raise RecordNotFoundError(f"no record with id {id!r} in collection {self.name!r}")
+        norms = validation.norms(entry.vector[None, :])
+        state.write([id], [raw], entry.vector[None, :], norms, [meta])
+
+    # ------------------------------------------------------------ reads
+
+    def get(self, id: str, default: Any = _MISSING) -> Entry:
+        """The live record with this id; :class:`RecordNotFoundError` (or ``default``) if none."""
+        raw = validation.id_bytes(id)
+        entry = self._state().get(id, raw)
+        if entry is None:
+            if default is not _MISSING:
+                return default
+            raise RecordNotFoundError(f"no record with id {id!r} in collection {self.name!r}")
+        return entry
+
+    def __contains__(self, id: object) -> bool:
+        return isinstance(id, str) and bool(id) and self._state().is_live(id, validation.id_bytes(id))
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def count(self, filter: dict | None = None) -> int:
+        """Number of live records (matching ``filter`` if given)."""
+        predicate = compile_filter(filter)
+        state = self._state()
+        if predicate is None:
+            return state.count()
+        return sum(1 for _ in self._iter_matching(state, predicate))
+
+    def find(self, filter: dict | None = None, limit: int | None = None) -> list[tuple[str, dict]]:
+        """``(id, metadata)`` of live records matching ``filter``, in storage order."""
+        predicate = compile_filter(filter)
+        out = []
+        for source, slot, meta in self._iter_matching(self._state(), predicate):
+            if limit is not None and len(out) >= limit:
+                break
+            out.append((source.id_at(slot), meta))
+        return out
+
+    def _iter_matching(self, state, predicate):
+        for source, _, _, excluded in _search.sources(state, None):
+            n = source.n
+            dead = np.unpackbits(excluded, bitorder="little")[:n] if excluded.shape[0] else None
+            for slot in range(n):
+                if dead is not None and dead[slot]:
+                    continue
+                meta = orjson.loads(source.meta_bytes_at(slot))
+                if predicate is None or predicate(meta):
+                    yield source, slot, meta
+
+    def search(self, query, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
+               include_vector: bool = False) -> list[SearchResult]:
+        """The ``k`` nearest live records to ``query``, closest first.
+
+        Parameters
+        ----------
+        query : array-like of float, length ``dimension``
+        k : int
+            How many results at most.
+        filter : dict, optional
+            MongoDB-style filter on metadata (see :mod:`needle_mm.filters`).
+        ef : int, optional
+            HNSW search breadth for this query (more = better recall, slower).
+        include_vector : bool
+            Also return each result's vector.
+        """
+        state = self._state()
+        q = validation.vector(query, state.meta.dim, "query")
+        return self._search(state, q[None, :], k, filter, include_vector)[0]
+
+    def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
+                     include_vector: bool = False) -> list[list[SearchResult]]:
+        """:meth:`search` for each row of a 2-D array of queries, in parallel."""
+        state = self._state()
+        qs = validation.matrix(queries, state.meta.dim, "queries")
+        return self._search(state, qs, k, filter, include_vector)
+
+    def _search(self, state, queries, k, filter, include_vector):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
+        predicate = compile_filter(filter)
+        metric = METRIC_CODES[state.meta.distance]
+        queries = np.require(queries, np.float32, ["C", "W", "A"])
+        qnorms = _search.query_norms(queries, metric)
+        return _search.search(state, queries, qnorms, int(k), metric, predicate, include_vector)

@@ -1,0 +1,88 @@
+"""Collection configuration: dimension, distance function and index parameters."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from ._format.catalog import MAX_DIM
+from .errors import InvalidConfigError
+
+__all__ = ["DistanceFunction", "CollectionConfig"]
+
+
+class DistanceFunction(str, enum.Enum):
+    """How a collection measures distance; smaller is always closer.
+
+    - ``Cosine``: ``1 - cos(x, q)``, in [0, 2]. Vectors are stored as given.
+    - ``Euclidean``: ``sqrt(sum((x - q)**2))``, the true L2 distance.
+    - ``DotProduct``: ``1 - x·q`` (as hnswlib's and Chroma's ``ip``).
+    """
+
+    Cosine = "cosine"
+    Euclidean = "euclidean"
+    DotProduct = "dot"
+
+    @classmethod
+    def parse(cls, value) -> "DistanceFunction":
+        if isinstance(value, DistanceFunction):
+            return value
+        if isinstance(value, str):
+            key = value.strip().lower().replace("_", "").replace("-", "")
+            found = _ALIASES.get(key)
+            if found is not None:
+                return found
+        raise InvalidConfigError(
+            f"unknown distance {value!r}: use DistanceFunction.Cosine, .Euclidean or .DotProduct "
+            f"(or one of the strings {sorted(_ALIASES)})"
+        )
+
+
+_ALIASES = {
+    "cosine": DistanceFunction.Cosine, "cos": DistanceFunction.Cosine,
+    "euclidean": DistanceFunction.Euclidean, "l2": DistanceFunction.Euclidean,
+    "dot": DistanceFunction.DotProduct, "dotproduct": DistanceFunction.DotProduct,
+    "ip": DistanceFunction.DotProduct, "innerproduct": DistanceFunction.DotProduct,
+}
+
+
+def _positive_int(name: str, value, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidConfigError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    """Everything fixed when a collection is created.
+
+    Parameters
+    ----------
+    dimension : int
+        Length of every vector, 1 to 65536.
+    distance : DistanceFunction or str
+        ``Cosine`` (default), ``Euclidean`` or ``DotProduct``.
+    m : int
+        HNSW links per node on the upper layers (layer 0 has ``2*m``).
+    ef_construction : int
+        HNSW candidate list size while building.
+    ef_search : int
+        Default HNSW candidate list size while searching (``search(ef=...)`` overrides).
+    seed : int
+        Seed for the HNSW level draw, so builds are reproducible.
+    """
+
+    dimension: int
+    distance: DistanceFunction = DistanceFunction.Cosine
+    m: int = 16
+    ef_construction: int = 200
+    ef_search: int = 64
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "dimension", _positive_int("dimension", self.dimension, 1, MAX_DIM))
+        object.__setattr__(self, "distance", DistanceFunction.parse(self.distance))
+        _positive_int("m", self.m, 2, 1024)
+        _positive_int("ef_construction", self.ef_construction, 1, 1 << 20)
+        _positive_int("ef_search", self.ef_search, 1, 1 << 20)
+        _positive_int("seed", self.seed, 0, 2**62)

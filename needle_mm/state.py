@@ -1,0 +1,220 @@
+"""One collection as this process sees it: committed segments + pending writes.
+
+Writes since the last checkpoint live here, in memory, and are visible to this
+process at once; other processes see them only after ``save``. The invariant
+that keeps reads simple: an id has at most one live record. A write or delete
+of an id "touches" it: its committed record (if any) is hidden from this
+process's reads now (the ``excluded`` bitmaps) and tombstoned at the commit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._format.catalog import CollectionMeta
+from ._format.segment import SegmentView, id_hash, id_hashes
+from .results import Entry
+
+
+def set_bit(bitmap: np.ndarray, slot: int) -> None:
+    bitmap[slot >> 3] |= np.uint8(1 << (slot & 7))
+
+
+def get_bit(bitmap: np.ndarray, slot: int) -> bool:
+    return bitmap.shape[0] > 0 and bool((bitmap[slot >> 3] >> (slot & 7)) & 1)
+
+
+class PendingRecords:
+    """Records written since the last checkpoint, in growable arrays."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.n = 0
+        self.ids: list[str] = []
+        self.ids_utf8: list[bytes] = []
+        self.metas: list[bytes] = []
+        self.vectors = np.empty((16, dim), dtype=np.float32)
+        self.norms = np.empty(16, dtype=np.float32)
+        self.dead = np.zeros(2, dtype=np.uint8)  # packed bitmap, like tombstones
+        self.index: dict[str, int] = {}  # live id -> position
+
+    def _reserve(self, extra: int) -> None:
+        need = self.n + extra
+        cap = self.vectors.shape[0]
+        if need > cap:
+            cap = max(need, cap * 2)
+            vectors = np.empty((cap, self.dim), dtype=np.float32)
+            vectors[: self.n] = self.vectors[: self.n]
+            norms = np.empty(cap, dtype=np.float32)
+            norms[: self.n] = self.norms[: self.n]
+            dead = np.zeros((cap + 7) // 8, dtype=np.uint8)
+            dead[: self.dead.shape[0]] = self.dead
+            self.vectors, self.norms, self.dead = vectors, norms, dead
+
+    def append(self, ids, ids_utf8, vectors, norms, metas) -> None:
+        m = len(ids)
+        self._reserve(m)
+        start = self.n
+        self.vectors[start:start + m] = vectors
+        self.norms[start:start + m] = norms
+        self.ids.extend(ids)
+        self.ids_utf8.extend(ids_utf8)
+        self.metas.extend(metas)
+        for j, id in enumerate(ids):
+            old = self.index.get(id)
+            if old is not None:
+                set_bit(self.dead, old)
+            self.index[id] = start + j
+        self.n += m
+
+    def kill(self, id: str) -> bool:
+        pos = self.index.pop(id, None)
+        if pos is None:
+            return False
+        set_bit(self.dead, pos)
+        return True
+
+    def meta_bytes_at(self, pos: int) -> bytes:
+        return self.metas[pos]
+
+    def id_at(self, pos: int) -> str:
+        return self.ids[pos]
+
+    def live_positions(self) -> np.ndarray:
+        return np.fromiter(sorted(self.index.values()), dtype=np.int64, count=len(self.index))
+
+
+class CollectionState:
+    """Reads and pending writes of one collection in one process."""
+
+    def __init__(self, meta: CollectionMeta, views: list[SegmentView], fresh: bool):
+        self.meta = meta
+        self.views = views
+        self.fresh = fresh  # created since the last checkpoint: nothing committed under it
+        self.pending = PendingRecords(meta.dim)
+        self.touched: set[str] = set()
+        self.hidden = 0  # committed live records hidden by touches
+        self.excluded: list[np.ndarray] = [v.tombstones for v in views]
+        self._excluded_owned = [False] * len(views)
+
+    @property
+    def dirty(self) -> bool:
+        return self.fresh or bool(self.touched) or self.pending.n > 0
+
+    # ------------------------------------------------------------ lookups
+
+    def committed_live(self, id_utf8: bytes, h: int) -> tuple[int, int] | None:
+        """(segment index, slot) of the committed live record of an id, ignoring touches."""
+        for s in range(len(self.views) - 1, -1, -1):
+            view = self.views[s]
+            slot = view.find_slot(id_utf8, h)
+            if slot >= 0 and not view.is_deleted(slot):
+                return s, slot
+        return None
+
+    def committed_live_many(self, ids_utf8: list[bytes], hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        segs = np.full(len(ids_utf8), -1, dtype=np.int64)
+        slots = np.full(len(ids_utf8), -1, dtype=np.int64)
+        if len(ids_utf8) <= 4:  # scalar lookups beat numpy's per-call overhead
+            for i, (raw, h) in enumerate(zip(ids_utf8, hashes.tolist())):
+                loc = self.committed_live(raw, h)
+                if loc is not None:
+                    segs[i], slots[i] = loc
+            return segs, slots
+        for s, view in enumerate(self.views):
+            found = view.find_slots(ids_utf8, hashes)
+            for i in np.flatnonzero(found >= 0):
+                slot = int(found[i])
+                if not view.is_deleted(slot):
+                    segs[i], slots[i] = s, slot
+        return segs, slots
+
+    def is_live(self, id: str, id_utf8: bytes) -> bool:
+        if id in self.pending.index:
+            return True
+        if id in self.touched:
+            return False
+        return self.committed_live(id_utf8, id_hash(id_utf8)) is not None
+
+    def live_ids_among(self, ids: list[str], ids_utf8: list[bytes]) -> list[str]:
+        """The ids of this batch that already have a live record."""
+        out = [id for id in ids if id in self.pending.index]
+        rest = [(id, raw) for id, raw in zip(ids, ids_utf8)
+                if id not in self.pending.index and id not in self.touched]
+        if rest and self.views:
+            raws = [raw for _, raw in rest]
+            segs, _ = self.committed_live_many(raws, id_hashes(raws))
+            out.extend(rest[i][0] for i in np.flatnonzero(segs >= 0))
+        return out
+
+    def get(self, id: str, id_utf8: bytes) -> Entry | None:
+        import orjson
+
+        pos = self.pending.index.get(id)
+        if pos is not None:
+            return Entry(id, self.pending.vectors[pos].copy(), orjson.loads(self.pending.metas[pos]))
+        if id in self.touched:
+            return None
+        loc = self.committed_live(id_utf8, id_hash(id_utf8))
+        if loc is None:
+            return None
+        view = self.views[loc[0]]
+        return Entry(id, np.array(view.vectors[loc[1]], dtype=np.float32), orjson.loads(view.meta_bytes_at(loc[1])))
+
+    def count(self) -> int:
+        return self.meta.count - self.hidden + len(self.pending.index)
+
+    # ------------------------------------------------------------ writes
+
+    def _hide(self, s: int, slot: int) -> None:
+        if not self._excluded_owned[s]:
+            n = self.views[s].n
+            owned = np.zeros((n + 7) // 8, dtype=np.uint8)
+            src = self.excluded[s]
+            owned[: src.shape[0]] = src
+            self.excluded[s] = owned
+            self._excluded_owned[s] = True
+        set_bit(self.excluded[s], slot)
+        self.hidden += 1
+
+    def touch_many(self, ids: list[str], ids_utf8: list[bytes], known_absent: bool = False) -> None:
+        """Hide the committed records of these ids (``known_absent``: the caller
+        has just checked that none of them has a live committed record)."""
+        new = [(id, raw) for id, raw in zip(ids, ids_utf8) if id not in self.touched]
+        if not new:
+            return
+        # Deduplicate while keeping order: a batch may name one id twice.
+        seen = {}
+        for id, raw in new:
+            seen.setdefault(id, raw)
+        self.touched.update(seen)
+        if not self.views or known_absent:
+            return
+        raws = list(seen.values())
+        segs, slots = self.committed_live_many(raws, id_hashes(raws))
+        for s, slot in zip(segs.tolist(), slots.tolist()):
+            if s >= 0:
+                self._hide(s, slot)
+
+    def write(self, ids, ids_utf8, vectors, norms, metas, known_absent: bool = False) -> None:
+        """Insert-or-replace records (input already validated)."""
+        self.touch_many(ids, ids_utf8, known_absent)
+        self.pending.append(ids, ids_utf8, vectors, norms, metas)
+
+    def delete(self, ids: list[str], ids_utf8: list[bytes]) -> int:
+        deleted = 0
+        live_committed = set(self.live_ids_among(ids, ids_utf8)) - set(self.pending.index)
+        for id in dict.fromkeys(ids):
+            if self.pending.kill(id) or id in live_committed:
+                deleted += 1
+        self.touch_many(ids, ids_utf8)
+        return deleted
+
+    def rebase(self, meta: CollectionMeta, views: list[SegmentView]) -> "CollectionState":
+        """The same pending writes on top of a newer committed state."""
+        fresh = CollectionState(meta, views, fresh=False)
+        fresh.pending = self.pending
+        ids = list(self.touched)
+        fresh.touch_many(ids, [i.encode("utf-8") for i in ids])
+        return fresh
+

@@ -1,0 +1,124 @@
+"""Turning user input into what the engine stores, or a clear error.
+
+Every public write passes through here *before* anything changes, so a bad
+record raises without altering stored or pending state.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .errors import InvalidIdError, InvalidMetadataError, InvalidVectorError
+
+MAX_ID_BYTES = 65535
+_ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def id_bytes(id: Any) -> bytes:
+    """UTF-8 bytes of a record id; ids are non-empty ``str``."""
+    if not isinstance(id, str):
+        raise InvalidIdError(f"record ids must be str, got {type(id).__name__} {id!r} (convert with str())")
+    if not id:
+        raise InvalidIdError("record ids must be non-empty strings, got ''")
+    try:
+        raw = id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidIdError(f"record id {id!r} is not valid Unicode (lone surrogate)") from None
+    if len(raw) > MAX_ID_BYTES:
+        raise InvalidIdError(f"record id is {len(raw)} bytes of UTF-8; the limit is {MAX_ID_BYTES}")
+    return raw
+
+
+def vector(value: Any, dim: int, what: str = "vector") -> np.ndarray:
+    """A finite float32 vector of length ``dim``."""
+    arr = _as_float_array(value, what)
+    if arr.ndim != 1:
+        raise InvalidVectorError(f"{what} must be 1-D, got shape {arr.shape}")
+    if arr.shape[0] != dim:
+        raise InvalidVectorError(f"{what} has dimension {arr.shape[0]}, the collection expects {dim}")
+    if not np.isfinite(arr).all():
+        raise InvalidVectorError(f"{what} contains NaN or infinity (after conversion to float32)")
+    return arr
+
+
+def matrix(value: Any, dim: int, what: str = "vectors") -> np.ndarray:
+    """A finite C-contiguous float32 matrix ``[n, dim]``."""
+    arr = _as_float_array(value, what)
+    if arr.ndim != 2:
+        raise InvalidVectorError(f"{what} must be 2-D [n, {dim}], got shape {arr.shape}")
+    if arr.shape[1] != dim:
+        raise InvalidVectorError(f"{what} have dimension {arr.shape[1]}, the collection expects {dim}")
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise InvalidVectorError(f"{what} row {int(np.flatnonzero(bad)[0])} contains NaN or infinity")
+    return np.ascontiguousarray(arr)
+
+
+def _as_float_array(value: Any, what: str) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise InvalidVectorError(f"{what} is not a numeric array: {exc}") from None
+    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
+        if arr.dtype == object:
+            try:
+                arr = arr.astype(np.float64)
+            except (ValueError, TypeError):
+                raise InvalidVectorError(f"{what} holds non-numeric values") from None
+        else:
+            raise InvalidVectorError(f"{what} must hold real numbers, got dtype {arr.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        return arr.astype(np.float32, copy=False)
+
+
+def norms(arr: np.ndarray, what: str = "vector") -> np.ndarray:
+    """Row L2 norms (float32); they must be finite (huge values overflow)."""
+    with np.errstate(over="ignore"):
+        n = np.sqrt(np.einsum("ij,ij->i", arr, arr, dtype=np.float64)).astype(np.float32)
+    if not np.isfinite(n).all():
+        raise InvalidVectorError(f"{what} values are too large: the norm overflows float32")
+    return n
+
+
+def require_nonzero(n: np.ndarray, what: str = "vector") -> None:
+    if (n == 0).any():
+        raise InvalidVectorError(
+            f"{what} row {int(np.flatnonzero(n == 0)[0])} is all zeros: cosine distance is undefined for it"
+        )
+
+
+def metadata(value: Any) -> bytes:
+    """orjson bytes of a metadata object (``None`` is stored as ``{}``)."""
+    if value is None:
+        return b"{}"
+    if not isinstance(value, dict):
+        raise InvalidMetadataError(f"metadata must be a dict (JSON object) or None, got {type(value).__name__}")
+    _reject_non_finite(value, "metadata")
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTS)
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        raise InvalidMetadataError(f"metadata cannot be stored as JSON: {exc}") from None
+
+
+def _reject_non_finite(value: Any, path: str, depth: int = 0) -> None:
+    # orjson writes NaN/inf as null, silently changing the value; refuse instead.
+    if depth > 200:
+        raise InvalidMetadataError(f"metadata nests deeper than 200 levels at {path}")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _reject_non_finite(v, f"{path}.{k}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _reject_non_finite(v, f"{path}[{i}]", depth + 1)
+    elif isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise InvalidMetadataError(f"metadata value at {path} is {value}: JSON has no NaN or infinity")
+    elif isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise InvalidMetadataError(f"metadata array at {path} contains NaN or infinity")

@@ -1,0 +1,221 @@
+"""The public API: collections, records, search, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import needle_mm as needle
+from conftest import brute_force, run_python
+
+
+def make(db_path, dim=8, distance="cosine", **kw):
+    db = needle.Database.open(db_path)
+    db.create_collection("c", dim, distance, **kw)
+    return db, db.collection("c")
+
+
+def test_quick_tour_from_the_issue(db_path):
+    rng = np.random.default_rng(1)
+    vec, q = rng.normal(size=384), rng.normal(size=384)
+    db = needle.Database.open(db_path)
+    db.create_collection("my_collection", 384)
+    collection = db.collection("my_collection")
+    collection.insert("a", vec, {"category": "books", "price": 12.5})
+    collection.insert("b", -vec, {"category": "books", "price": 99})
+    collection.insert("c", vec, {"category": "music", "price": 1})
+    db.save()
+    res = collection.search(q, k=10, filter={"$and": [{"category": "books"}, {"price": {"$lt": 50}}]})
+    assert [r.id for r in res] == ["a"]
+    assert res[0].metadata == {"category": "books", "price": 12.5}
+    assert res[0].distance == pytest.approx(1 - vec @ q / np.linalg.norm(vec) / np.linalg.norm(q), abs=1e-5)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean", "dot"])
+def test_search_matches_brute_force(db_path, demo_data, distance):
+    vectors = demo_data["vectors"][:1500] * np.linspace(0.5, 2, 1500, dtype=np.float32)[:, None]
+    db, coll = make(db_path, 384, distance)
+    ids = [f"r{i}" for i in range(len(vectors))]
+    coll.insert_many(ids[:1000], vectors[:1000])
+    db.save()
+    coll.insert_many(ids[1000:], vectors[1000:])  # pending on top of committed
+    for q in demo_data["queries"]:
+        want_idx, want_d = brute_force(vectors, q, 10, distance)
+        got = coll.search(q, 10)
+        assert [r.id for r in got] == [ids[i] for i in want_idx]
+        np.testing.assert_allclose([r.distance for r in got], want_d, rtol=1e-4, atol=2e-5)
+    batch = coll.search_batch(demo_data["queries"], k=10)
+    assert [[r.id for r in row] for row in batch] == [[r.id for r in coll.search(q, 10)] for q in demo_data["queries"]]
+
+
+def test_distances_are_documented_values(db_path):
+    x, q = np.array([3.0, 4.0]), np.array([1.0, 0.0])
+    for distance, expected in [("cosine", 1 - 3 / 5), ("euclidean", np.hypot(2, 4)), ("dot", 1 - 3)]:
+        with needle.Database.open(db_path) as db:
+            db.create_collection(distance, 2, distance)
+            db.collection(distance).insert("x", x)
+            assert db.collection(distance).search(q, 1)[0].distance == pytest.approx(expected, rel=1e-6)
+
+
+def test_get_count_upsert_delete_update(db_path):
+    db, coll = make(db_path, 3)
+    coll.insert("a", [1, 0, 0], {"n": 1})
+    coll.insert("b", (0, 1, 0))
+    assert coll.count() == 2 and len(coll) == 2 and "a" in coll and "zz" not in coll
+    e = coll.get("b")
+    assert e.id == "b" and e.metadata == {} and e.vector.dtype == np.float32 and list(e.vector) == [0, 1, 0]
+    coll.upsert("a", [0, 0, 1], {"n": 2})
+    assert coll.count() == 2 and coll.get("a").metadata == {"n": 2} and list(coll.get("a").vector) == [0, 0, 1]
+    db.save()
+    coll.upsert("a", [1, 1, 0], {"n": 3})  # replace a committed record
+    assert coll.count() == 2 and coll.get("a").metadata == {"n": 3}
+    coll.update_metadata("b", {"tag": "x"})
+    assert coll.get("b").metadata == {"tag": "x"} and list(coll.get("b").vector) == [0, 1, 0]
+    assert coll.delete("b") == 1 and coll.delete("b") == 0 and coll.delete(["nope"]) == 0
+    assert coll.count() == 1 and coll.get("b", None) is None
+    with pytest.raises(needle.RecordNotFoundError, match="'b'"):
+        coll.get("b")
+    with pytest.raises(KeyError):
+        coll.get("b")
+    with pytest.raises(needle.RecordNotFoundError):
+        coll.update_metadata("b", {})
+    db.save()
+    db.close()
+    with needle.Database.open(db_path, read_only=True) as ro:
+        c = ro.collection("c")
+        assert c.count() == 1 and c.get("a").metadata == {"n": 3} and list(c.get("a").vector) == [1, 1, 0]
+        assert [r.id for r in c.search([1, 1, 0], 5)] == ["a"]
+
+
+def test_reinsert_after_delete_and_batch_semantics(db_path):
+    db, coll = make(db_path, 2)
+    coll.insert_many(["a", "b", "c"], np.eye(2)[[0, 1, 0]] + 0.1, [{"i": 0}, None, {"i": 2}])
+    db.save()
+    coll.delete("a")
+    coll.insert("a", [0, 1], {"again": True})  # allowed once deleted
+    assert coll.get("a").metadata == {"again": True}
+    coll.upsert_many(["x", "x"], [[1, 0], [0, 1]], [{"v": 1}, {"v": 2}])  # last one wins
+    assert coll.get("x").metadata == {"v": 2} and coll.count() == 4
+    db.save()
+    assert coll.count() == 4 and coll.get("x").metadata == {"v": 2}
+
+
+def test_search_k_larger_than_count_and_zero(db_path):
+    db, coll = make(db_path, 2)
+    coll.insert("a", [1, 0])
+    assert [r.id for r in coll.search([1, 0], 100)] == ["a"]
+    assert coll.search([1, 0], 0) == []
+    assert coll.search([1, 0], k=5, filter={"missing": 1}) == []
+    empty = db.create_collection("e", 2)
+    assert empty.search([1, 0], 3) == [] and empty.count() == 0
+
+
+def test_include_vector_and_lazy_metadata(db_path):
+    db, coll = make(db_path, 2)
+    coll.insert("a", [1, 2], {"k": [1, 2, {"z": None}]})
+    r = coll.search([1, 2], 1, include_vector=True)[0]
+    assert list(r.vector) == [1, 2] and r.metadata == {"k": [1, 2, {"z": None}]}
+    assert coll.search([1, 2], 1)[0].vector is None
+
+
+def test_collections_lifecycle(db_path):
+    db = needle.Database.open(db_path)
+    db.create_collection("a", 2)
+    db.create_collection_with_config("b", needle.CollectionConfig(3, needle.DistanceFunction.Euclidean, m=8))
+    assert db.list_collections() == ["a", "b"]
+    assert db.collection("b").config.m == 8 and db.collection("b").distance is needle.DistanceFunction.Euclidean
+    db.save()
+    db.drop_collection("a")
+    assert db.list_collections() == ["b"]
+    with pytest.raises(needle.CollectionNotFoundError):
+        db.collection("a")
+    db.create_collection("a", 5)  # recreate under the same name, fresh
+    assert db.collection("a").dimension == 5
+    db.save()
+    db.close()
+    with needle.Database.open(db_path) as db:
+        assert db.list_collections() == ["a", "b"] and db.collection("a").dimension == 5
+        db.drop_collection("b")
+    with needle.Database.open(db_path, read_only=True) as db:
+        assert db.list_collections() == ["a"]
+
+
+def test_context_manager_saves_on_success_and_discards_on_error(db_path):
+    with needle.Database.open(db_path) as db:
+        db.create_collection("c", 2).insert("kept", [1, 0])
+    with pytest.raises(RuntimeError):
+        with needle.Database.open(db_path) as db:
+            db.collection("c").insert("lost", [0, 1])
+            raise RuntimeError("boom")
+    with needle.Database.open(db_path, read_only=True) as db:
+        assert db.collection("c").count() == 1 and "kept" in db.collection("c")
+
+
+def test_closed_database_raises(db_path):
+    db, coll = make(db_path)
+    db.close()
+    with pytest.raises(needle.DatabaseClosedError):
+        coll.count()
+    with pytest.raises(needle.DatabaseClosedError):
+        db.list_collections()
+
+
+def test_many_commits_merge_segments_and_keep_results(db_path):
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    db, coll = make(db_path, 16, "euclidean")
+    for start in range(0, 3000, 100):
+        coll.insert_many([str(i) for i in range(start, start + 100)], vectors[start:start + 100])
+        coll.delete([str(i) for i in range(start, start + 100, 7)])
+        db.save()
+    segments = db._snapshot.collection("c").segments
+    assert len(segments) < 15, len(segments)
+    alive = np.array([(i % 100) % 7 != 0 for i in range(3000)])
+    assert coll.count() == alive.sum()
+    for q in rng.normal(size=(5, 16)).astype(np.float32):
+        idx, _ = brute_force(vectors[alive], q, 10, "euclidean")
+        assert [r.id for r in coll.search(q, 10)] == [str(i) for i in np.flatnonzero(alive)[idx]]
+
+
+def test_second_process_sees_saved_not_unsaved(db_path):
+    db, coll = make(db_path, 2)
+    coll.insert("saved", [1, 0], {"x": 1})
+    db.save()
+    coll.insert("unsaved", [0, 1])
+    out = run_python("""
+        import sys, needle_mm as needle
+        db = needle.Database.open(sys.argv[1], read_only=True)
+        c = db.collection("c")
+        print(c.count(), [r.id for r in c.search([0, 1], 5)], c.get("saved").metadata)
+    """, db_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "1 ['saved'] {'x': 1}"
+    db.save()
+    out = run_python("""
+        import sys, needle_mm as needle
+        with needle.Database.open(sys.argv[1], read_only=True) as db:
+            print(db.collection("c").count())
+    """, db_path)
+    assert out.stdout.strip() == "2"
+
+
+def test_refresh_picks_up_other_writer_and_keeps_pending(db_path):
+    db, coll = make(db_path, 2)
+    coll.insert("mine-saved", [1, 0])
+    db.save()
+    reader = needle.Database.open(db_path, read_only=True)
+    coll.insert("mine-pending", [0, 1])
+    out = run_python("""
+        import sys, needle_mm as needle
+        with needle.Database.open(sys.argv[1]) as db:
+            c = db.collection("c")
+            c.insert("theirs", [1, 1])
+            c.delete("mine-saved")
+    """, db_path)
+    assert out.returncode == 0, out.stderr
+    assert reader.collection("c").count() == 1
+    assert reader.refresh() and reader.collection("c").count() == 1 and "theirs" in reader.collection("c")
+    db.save()  # rebases onto the other writer's generation: nothing of theirs is lost
+    with needle.Database.open(db_path, read_only=True) as fresh:
+        c = fresh.collection("c")
+        assert sorted(i for i, _ in c.find()) == ["mine-pending", "theirs"]

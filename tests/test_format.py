@@ -1,0 +1,80 @@
+"""The bytes: golden files still read as dumped; the layout table matches the code."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+import needle_mm as needle
+from conftest import ROOT
+
+FORMAT = os.path.join(ROOT, "format")
+GOLDEN = sorted(f[:-7] for f in os.listdir(os.path.join(FORMAT, "golden")) if f.endswith(".needle"))
+
+
+def load_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_golden_files_exist():
+    assert {"empty", "basic", "deletes"} <= set(GOLDEN)
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_golden_file_reads_as_dumped(name, tmp_path):
+    src = os.path.join(FORMAT, "golden", f"{name}.needle")
+    want = load_json(os.path.join(FORMAT, "golden", f"{name}.json"))
+    path = tmp_path / f"{name}.needle"
+    shutil.copy(src, path)  # writes below must not touch the committed golden file
+    with needle.Database.open(path, read_only=True) as db:
+        assert db.generation == want["generation"]
+        assert db.list_collections() == sorted(want["collections"])
+        for cname, cwant in want["collections"].items():
+            c = db.collection(cname)
+            assert c.count() == cwant["count"] == len(cwant["records"])
+            assert c.dimension == cwant["dim"] and c.distance.value == cwant["distance"]
+            for id, rec in cwant["records"].items():
+                e = c.get(id)
+                assert e.metadata == rec["metadata"]
+                np.testing.assert_array_equal(e.vector, np.array(rec["vector"], dtype=np.float32))
+                assert c.search(e.vector, 1)[0].distance <= c.search(e.vector, 2)[-1].distance
+    from needle_mm.verify import verify_file
+
+    assert verify_file(str(path)).ok
+    # and a current writer can extend it
+    with needle.Database.open(path) as db:
+        for cname in db.list_collections():
+            c = db.collection(cname)
+            c.upsert("added", np.ones(c.dimension))
+    with needle.Database.open(path, read_only=True) as db:
+        for cname, cwant in want["collections"].items():
+            assert db.collection(cname).count() == cwant["count"] + ("added" not in cwant["records"])
+
+
+def test_layout_table_matches_code():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_golden", os.path.join(ROOT, "tools", "make_golden.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.layout() == load_json(os.path.join(FORMAT, "layout.json"))
+
+
+def test_spec_tables_match_layout():
+    """Every header/superblock field and segment region in layout.json appears in SPEC.md's tables."""
+    with open(os.path.join(ROOT, "SPEC.md"), encoding="utf-8") as f:
+        spec = f.read()
+    layout = load_json(os.path.join(FORMAT, "layout.json"))
+    for table in ("header", "superblock"):
+        for row in layout[table]:
+            assert re.search(rf"\| {row['offset']} \| {row['size']} \| `{row['field']}` \|", spec), row
+    for name in list(layout["segment_regions"]) + list(layout["optional_segment_regions"]):
+        assert f"| `{name}`" in spec, name
+    for fp in layout["commit_failpoints"]:
+        assert f"`{fp}`" in spec, fp

@@ -1,0 +1,110 @@
+"""Write format/golden/*.needle, their JSON dumps, and format/layout.json.
+
+The golden files are small files in format version 1 that the test suite must
+keep reading exactly as their dumps say, whatever the code becomes. Re-run this
+only when the format version changes, and keep the old files as well.
+
+    python tools/make_golden.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import needle_mm as needle  # noqa: E402
+from needle_mm._format import catalog, header  # noqa: E402
+
+OUT = ROOT / "format" / "golden"
+
+
+def dump(path: Path) -> dict:
+    """Everything a reader must see in a golden file."""
+    with needle.Database.open(path, read_only=True) as db:
+        snap = db._snapshot
+        out = {"generation": snap.generation, "collections": {}}
+        for name in db.list_collections():
+            c = db.collection(name)
+            meta = snap.collection(name)
+            records = {}
+            for id, m in c.find():
+                records[id] = {"vector": c.get(id).vector.tolist(), "metadata": m}
+            out["collections"][name] = {
+                "dim": meta.dim, "distance": meta.distance, "count": c.count(),
+                "segments": [{"n": s.n, "n_deleted": s.n_deleted} for s in meta.segments],
+                "records": records,
+            }
+    return out
+
+
+def build() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for p in OUT.glob("*.needle*"):
+        p.unlink()
+
+    with needle.Database.open(OUT / "empty.needle"):
+        pass
+
+    with needle.Database.open(OUT / "basic.needle") as db:
+        c = db.create_collection("docs", 4)
+        c.insert("a", [1, 0, 0, 0], {"category": "books", "price": 12.5})
+        c.insert("b", [0, 1, 0, 0], {"category": "music", "tags": ["x", "y"]})
+        c.insert("ünï", [0.5, 0.25, -1, 2], None)
+        e = db.create_collection("points", 2, "euclidean", m=8)
+        e.insert_many(["p0", "p1", "p2"], np.array([[0, 0], [1, 1], [-2, 3.5]]), [{"i": i} for i in range(3)])
+
+    with needle.Database.open(OUT / "deletes.needle") as db:
+        c = db.create_collection("d", 3, "dot")
+        c.insert_many([f"r{i}" for i in range(20)], np.arange(60, dtype=np.float32).reshape(20, 3) / 10,
+                      [{"i": i} for i in range(20)])
+        db.save()
+        c.delete(["r3", "r7"])
+        c.upsert("r5", [9, 9, 9], {"replaced": True})
+        db.save()
+        c.insert("late", [1, 2, 3], {"late": 1})
+
+    for path in sorted(OUT.glob("*.needle")):
+        lock = Path(str(path) + ".lock")
+        if lock.exists():
+            lock.unlink()
+        with open(path.with_suffix(".json"), "w", encoding="utf-8") as f:
+            json.dump(dump(path), f, indent=1, ensure_ascii=False, sort_keys=True)
+            f.write("\n")
+        print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
+
+
+def layout() -> dict:
+    def fields(dtype):
+        return [{"field": name, "offset": dtype.fields[name][1], "size": dtype.fields[name][0].itemsize}
+                for name in dtype.names]
+
+    return {
+        "format_version": {"read": header.READ_VERSION, "write": header.WRITE_VERSION},
+        "magic": header.MAGIC.decode(), "superblock_magic": header.SUPERBLOCK_MAGIC.decode(),
+        "page_size": header.PAGE_SIZE, "superblock_offsets": list(header.SUPERBLOCK_OFFSETS),
+        "data_start": header.DATA_START, "region_align": header.REGION_ALIGN,
+        "header": fields(header.HEADER_DTYPE), "superblock": fields(header.SUPERBLOCK_DTYPE),
+        "segment_regions": {k: {"dtype": d, "count": r} for k, (d, r) in catalog.SEGMENT_REGIONS.items()},
+        "optional_segment_regions": {k: {"dtype": d, "count": r}
+                                     for k, (d, r) in catalog.OPTIONAL_SEGMENT_REGIONS.items()},
+        "distances": list(catalog.DISTANCES),
+        "commit_failpoints": ["commit.after_data_write", "commit.after_data_sync",
+                              "commit.after_superblock_write", "commit.after_superblock_sync",
+                              "create.before_rename"],
+    }
+
+
+if __name__ == "__main__":
+    if "--layout-only" not in sys.argv:
+        build()
+    with open(ROOT / "format" / "layout.json", "w", encoding="utf-8") as f:
+        json.dump(layout(), f, indent=1)
+        f.write("\n")
+    print("wrote format/layout.json")
