@@ -186,7 +186,7 @@ class Collection:
                     yield source, slot, meta
 
     def search(self, query, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-               include_vector: bool = False) -> list[SearchResult]:
+               exact: bool = False, include_vector: bool = False) -> list[SearchResult]:
         """The ``k`` nearest live records to ``query``, closest first.
 
         Parameters
@@ -197,26 +197,34 @@ class Collection:
         filter : dict, optional
             MongoDB-style filter on metadata (see :mod:`needle_mm.filters`).
         ef : int, optional
-            HNSW search breadth for this query (more = better recall, slower).
+            HNSW search breadth for this query (more = better recall, slower);
+            default: the collection's ``ef_search``.
+        exact : bool
+            Brute force instead of the HNSW index: exact results, slower.
         include_vector : bool
             Also return each result's vector.
         """
         state = self._state()
         q = validation.vector(query, state.meta.dim, "query")
-        return self._search(state, q[None, :], k, filter, include_vector)[0]
+        return self._search(state, q[None, :], k, filter, include_vector, ef, exact)[0]
 
     def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-                     include_vector: bool = False) -> list[list[SearchResult]]:
+                     exact: bool = False, include_vector: bool = False) -> list[list[SearchResult]]:
         """:meth:`search` for each row of a 2-D array of queries, in parallel."""
         state = self._state()
         qs = validation.matrix(queries, state.meta.dim, "queries")
-        return self._search(state, qs, k, filter, include_vector)
+        return self._search(state, qs, k, filter, include_vector, ef, exact)
 
-    def _search(self, state, queries, k, filter, include_vector):
+    def _search(self, state, queries, k, filter, include_vector, ef, exact):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
         predicate = compile_filter(filter)
         metric = METRIC_CODES[state.meta.distance]
         queries = np.require(queries, np.float32, ["C", "W", "A"])
         qnorms = _search.query_norms(queries, metric)
-        return _search.search(state, queries, qnorms, int(k), metric, predicate, include_vector)
+        if ef is None:
+            ef = state.meta.hnsw.ef_search
+        elif isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
+            raise InvalidArgumentError(f"ef must be a positive integer, got {ef!r}")
+        return _search.search(state, queries, qnorms, int(k), metric, predicate, include_vector,
+                              None if exact else int(ef))

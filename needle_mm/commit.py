@@ -1,33 +1,47 @@
-"""Building a checkpoint: new segments, tombstones, merges and the catalog.
+"""Planning a checkpoint: what bytes to write, and the catalog that names them.
 
-``plan_commit`` turns the pending state of every collection into a list of
-regions to append and a new catalog; ``Database.save`` then writes them with
-the protocol of SPEC.md §6. Nothing here writes to the file, and nothing
-already committed is modified: a changed tombstone bitmap is a new region,
-a merged segment is a new segment, and the old ones simply stop being
-referenced by the new catalog.
+``plan_catalog`` turns the pending state of every collection into pieces of
+data to write and a new catalog; ``Database.save`` writes them with the
+protocol of SPEC.md §6. Nothing here performs I/O, and no byte that a
+committed generation references is ever planned for writing:
+
+- a collection's records live in one *segment* whose per-record regions
+  (vectors, norms, ids, metadata, HNSW levels) are *growable*: a commit
+  appends the new records past the used length, inside space the region
+  reserved earlier and no generation references yet; when the reserve is too
+  small the region is relocated (copied to a new, twice larger place);
+- regions that change as a whole (the sorted id index, the tombstone bitmap,
+  the HNSW adjacency) are written anew by each commit that changes them;
+- a segment whose records are more than half deleted is rebuilt from its
+  live records, with a fresh graph.
 """
 
 from __future__ import annotations
 
-import math
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._format.catalog import Catalog, CollectionMeta, RegionRef, SegmentMeta
-from ._format.header import align_up, crc32
-from ._format.segment import SegmentView, encode_segment_arrays
+from ._format.header import align_up
+from ._format.segment import SegmentView, concat_with_offsets, id_hashes
+from ._kernels import METRIC_CODES
+from .index import Graph, draw_levels, extend_graph, graph_of
 from .state import CollectionState, get_bit, set_bit
 
-MERGE_FACTOR = 8  # segments of one size tier that trigger a merge
-MERGE_MIN_SIZE = 1024  # tier 0 holds segments below MERGE_MIN_SIZE * MERGE_FACTOR live records
-MERGE_DELETED_FRACTION = 0.5  # a segment with more deleted records than this is rewritten
+REBUILD_DELETED_FRACTION = 0.5
+GROWTH = 2
+
+# Growable fixed-stride regions: name -> bytes per record (dim-dependent ones by rule)
+_FIXED_GROWABLE = ("vectors", "norms", "id_offsets", "meta_offsets", "meta_crc", "hnsw_levels")
+_BLOBS = ("id_blob", "meta_blob")
 
 
 @dataclass
 class RegionWriter:
-    """Lays regions out back to back from ``start`` (64-byte aligned)."""
+    """Places new regions back to back from ``start`` (64-byte aligned) and
+    collects every piece of data to write, including appends into reserves."""
 
     start: int
     pieces: list[tuple[int, bytes]] = field(default_factory=list)
@@ -35,98 +49,206 @@ class RegionWriter:
     def __post_init__(self):
         self.end = align_up(self.start)
 
-    def add(self, array: np.ndarray) -> RegionRef:
-        data = np.ascontiguousarray(array).tobytes()
+    def add(self, data, reserve: int = 0) -> RegionRef:
+        data = _bytes(data)
         offset = self.end
-        self.pieces.append((offset, data))
-        self.end = align_up(offset + len(data))
-        return RegionRef(offset, len(data), crc32(data))
+        reserved = max(len(data), reserve)
+        if data:
+            self.pieces.append((offset, data))
+        self.end = align_up(offset + reserved)
+        return RegionRef(offset, len(data), zlib.crc32(data) & 0xFFFFFFFF, reserved)
+
+    def append(self, ref: RegionRef, data) -> RegionRef:
+        data = _bytes(data)
+        assert ref.length + len(data) <= ref.reserved
+        if data:
+            self.pieces.append((ref.offset + ref.length, data))
+        return RegionRef(ref.offset, ref.length + len(data), zlib.crc32(data, ref.crc32) & 0xFFFFFFFF,
+                         ref.reserved)
 
 
-def _write_segment(writer: RegionWriter, segment_id: int, generation: int, ids_utf8: list[bytes],
-                   vectors: np.ndarray, norms: np.ndarray, metas: list[bytes]) -> SegmentMeta:
-    arrays = encode_segment_arrays(ids_utf8, vectors, norms, metas)
-    regions = {name: writer.add(arr) for name, arr in arrays.items()}
-    return SegmentMeta(segment_id=segment_id, n=len(ids_utf8), n_deleted=0,
-                       generation=generation, regions=regions)
+def _bytes(data) -> bytes:
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data).tobytes()
+    return bytes(data)
+
+
+@dataclass
+class Records:
+    """Records to add: ids (UTF-8), vectors, norms, metadata bytes."""
+
+    ids: list[bytes]
+    vectors: np.ndarray
+    norms: np.ndarray
+    metas: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @staticmethod
+    def concat(parts: list["Records"]) -> "Records":
+        dim = parts[0].vectors.shape[1]
+        return Records([i for p in parts for i in p.ids],
+                       np.concatenate([p.vectors for p in parts]).reshape(-1, dim),
+                       np.concatenate([p.norms for p in parts]),
+                       [x for p in parts for x in p.metas])
+
+
+def live_records(view: SegmentView, tombstones: np.ndarray) -> Records:
+    if tombstones.shape[0]:
+        slots = np.flatnonzero(~np.unpackbits(tombstones, bitorder="little")[: view.n].astype(bool))
+    else:
+        slots = np.arange(view.n)
+    id_blob, meta_blob = bytes(view.id_blob), bytes(view.meta_blob)
+    io_, mo = view.id_offsets.tolist(), view.meta_offsets.tolist()
+    ids = [id_blob[io_[s]:io_[s + 1]] for s in slots]
+    metas = [meta_blob[mo[s]:mo[s + 1]] for s in slots]
+    for s, raw in zip(slots.tolist(), metas):
+        if zlib.crc32(raw) & 0xFFFFFFFF != int(view.meta_crc[s]):
+            view.meta_bytes_at(s)  # raises CorruptFileError naming the record
+    return Records(ids, np.asarray(view.vectors[slots]), np.asarray(view.norms[slots]), metas)
+
+
+def _id_index(hashes_by_slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(hashes_by_slot, kind="stable").astype(np.uint32)
+    return hashes_by_slot[order].astype("<u8"), order.astype("<u4")
+
+
+def _merged_id_index(view: SegmentView, new_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted id index of ``view``'s records followed by new ones (O(n) merge)."""
+    old_h, old_o = np.asarray(view.id_hashes), np.asarray(view.id_order)
+    order = np.argsort(new_hashes, kind="stable")
+    new_h = new_hashes[order]
+    new_o = (order + view.n).astype(np.uint32)
+    # ties (equal hashes) keep the older slot first, as a full stable sort would
+    pos = np.searchsorted(old_h, new_h, side="right") + np.arange(len(new_h))
+    n = len(old_h) + len(new_h)
+    hashes = np.empty(n, dtype="<u8")
+    slots = np.empty(n, dtype="<u4")
+    mask = np.ones(n, dtype=bool)
+    mask[pos] = False
+    hashes[pos], slots[pos] = new_h, new_o
+    hashes[mask], slots[mask] = old_h, old_o
+    return hashes, slots
+
+
+def _per_record_parts(recs: Records, id_base: int, meta_base: int) -> dict[str, bytes]:
+    """The appended bytes of each growable region for these records."""
+    id_off, id_blob = concat_with_offsets(recs.ids)
+    meta_off, meta_blob = concat_with_offsets(recs.metas)
+    crcs = np.fromiter((zlib.crc32(m) & 0xFFFFFFFF for m in recs.metas), dtype="<u4", count=len(recs))
+    return {
+        "vectors": np.ascontiguousarray(recs.vectors, dtype="<f4").tobytes(),
+        "norms": np.ascontiguousarray(recs.norms, dtype="<f4").tobytes(),
+        "id_offsets": (id_off[1:] + np.uint64(id_base)).astype("<u8").tobytes(),
+        "id_blob": id_blob.tobytes(),
+        "meta_offsets": (meta_off[1:] + np.uint64(meta_base)).astype("<u8").tobytes(),
+        "meta_crc": crcs.tobytes(),
+        "meta_blob": meta_blob.tobytes(),
+    }
+
+
+def _graph_regions(writer: RegionWriter, graph: Graph) -> dict[str, RegionRef]:
+    return {
+        "hnsw_links0": writer.add(graph.links0.astype("<i4", copy=False)),
+        "hnsw_upper_offsets": writer.add(graph.upper_offsets.astype("<u4", copy=False)),
+        "hnsw_upper_links": writer.add(graph.upper_links.astype("<i4", copy=False)),
+    }
+
+
+def _row_bytes(name: str, dim: int) -> int:
+    return {"vectors": 4 * dim, "norms": 4, "id_offsets": 8, "meta_offsets": 8, "meta_crc": 4,
+            "hnsw_levels": 1}[name]
+
+
+def new_segment(writer: RegionWriter, meta: CollectionMeta, segment_id: int, generation: int,
+                recs: Records) -> SegmentMeta:
+    """A segment holding ``recs`` and a graph built from scratch."""
+    n = len(recs)
+    h = meta.hnsw
+    levels = draw_levels(n, h.m, h.seed, segment_id, 0)
+    graph = extend_graph(None, recs.vectors, recs.norms, recs.vectors[:0], recs.norms[:0], h.m,
+                         h.ef_construction, METRIC_CODES[meta.distance], levels)
+    parts = _per_record_parts(recs, 0, 0)
+    regions = {}
+    for name in _FIXED_GROWABLE:
+        data = levels.tobytes() if name == "hnsw_levels" else parts[name]
+        if name in ("id_offsets", "meta_offsets"):
+            data = bytes(8) + data  # offsets[0] = 0
+        regions[name] = writer.add(data)
+    for name in _BLOBS:
+        regions[name] = writer.add(parts[name])
+    hashes, order = _id_index(id_hashes(recs.ids))
+    regions["id_hashes"] = writer.add(hashes)
+    regions["id_order"] = writer.add(order)
+    regions.update(_graph_regions(writer, graph))
+    return SegmentMeta(segment_id, n, 0, generation, n, regions, graph.meta)
+
+
+def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta, view: SegmentView,
+                   tombstones: np.ndarray | None, generation: int, recs: Records) -> SegmentMeta:
+    """``seg`` with ``recs`` appended and inserted into its graph."""
+    n_old, n = seg.n, seg.n + len(recs)
+    h = meta.hnsw
+    levels = draw_levels(len(recs), h.m, h.seed, seg.segment_id, n_old)
+    graph = extend_graph(graph_of(view), view.vectors, view.norms, recs.vectors, recs.norms, h.m,
+                         h.ef_construction, METRIC_CODES[meta.distance], levels)
+    parts = _per_record_parts(recs, seg.regions["id_blob"].length, seg.regions["meta_blob"].length)
+    parts["hnsw_levels"] = levels.tobytes()
+    regions = dict(seg.regions)
+    capacity = seg.capacity
+    relocate = n > capacity
+    if relocate:
+        capacity = max(GROWTH * capacity, n)
+    for name in _FIXED_GROWABLE:
+        ref = regions[name]
+        if relocate:
+            extra = _row_bytes(name, meta.dim)
+            old = bytes(view._buf[ref.offset:ref.offset + ref.length])
+            lead = extra if name in ("id_offsets", "meta_offsets") else 0
+            regions[name] = writer.add(old + parts[name], reserve=capacity * extra + lead)
+        else:
+            regions[name] = writer.append(ref, parts[name])
+    for name in _BLOBS:
+        ref = regions[name]
+        data = parts[name]
+        if ref.length + len(data) <= ref.reserved:
+            regions[name] = writer.append(ref, data)
+        else:
+            old = bytes(view._buf[ref.offset:ref.offset + ref.length])
+            regions[name] = writer.add(old + data, reserve=max(GROWTH * ref.reserved, ref.length + len(data)))
+    hashes, order = _merged_id_index(view, id_hashes(recs.ids))
+    regions["id_hashes"] = writer.add(hashes)
+    regions["id_order"] = writer.add(order)
+    regions.update(_graph_regions(writer, graph))
+    n_deleted = seg.n_deleted
+    if tombstones is not None or "tombstones" in regions:
+        bits = tombstones if tombstones is not None else view.tombstones
+        grown = np.zeros((n + 7) // 8, dtype=np.uint8)
+        grown[: bits.shape[0]] = bits
+        regions["tombstones"] = writer.add(grown)
+    return SegmentMeta(seg.segment_id, n, n_deleted, seg.generation, capacity, regions, graph.meta)
 
 
 @dataclass
 class _Seg:
-    """A segment during planning: its view (None if new) and current tombstones."""
-
     meta: SegmentMeta
-    view: SegmentView | None
-    tombstones: np.ndarray | None  # packed; None = unchanged from meta
-    records: tuple | None = None  # (ids_utf8, vectors, norms, metas) for a new segment
+    view: SegmentView
+    tombstones: np.ndarray | None = None  # new bitmap, None = unchanged
 
-    @property
-    def live(self) -> int:
-        return self.meta.n - self.meta.n_deleted
-
-
-def _live_records(seg: _Seg):
-    """(ids_utf8, vectors, norms, metas) of the live records of a segment."""
-    if seg.records is not None:
-        return seg.records
-    view = seg.view
-    bitmap = seg.tombstones if seg.tombstones is not None else view.tombstones
-    if bitmap.shape[0]:
-        alive = ~np.unpackbits(bitmap, bitorder="little")[: view.n].astype(bool)
-        slots = np.flatnonzero(alive)
-    else:
-        slots = np.arange(view.n)
-    id_blob = view.id_blob.tobytes()
-    meta_blob = view.meta_blob.tobytes()
-    io_, mo = view.id_offsets, view.meta_offsets
-    ids = [id_blob[int(io_[s]):int(io_[s + 1])] for s in slots]
-    metas = []
-    for s in slots:
-        raw = meta_blob[int(mo[s]):int(mo[s + 1])]
-        if crc32(raw) != int(view.meta_crc[s]):
-            view.meta_bytes_at(int(s))  # raises CorruptFileError with details
-        metas.append(raw)
-    return ids, np.asarray(view.vectors[slots]), np.asarray(view.norms[slots]), metas
-
-
-def _tier(live: int) -> int:
-    if live < MERGE_MIN_SIZE * MERGE_FACTOR:
-        return 0
-    return int(math.log(live / MERGE_MIN_SIZE, MERGE_FACTOR))
-
-
-def plan_merges(segs: list[_Seg]) -> list[list[int]]:
-    """Groups of segment indexes to merge (tiered, like Lucene's policy).
-
-    Invariant afterwards: fewer than MERGE_FACTOR segments per size tier, so a
-    collection of n records has O(MERGE_FACTOR * log(n)) segments; and no
-    segment is more than half deleted.
-    """
-    tiers: dict[int, list[int]] = {}
-    groups = []
-    for i, s in enumerate(segs):
-        if s.meta.n and s.meta.n_deleted > MERGE_DELETED_FRACTION * s.meta.n:
-            groups.append([i])
-            continue
-        tiers.setdefault(_tier(s.live), []).append(i)
-    for members in tiers.values():
-        if len(members) >= MERGE_FACTOR:
-            groups.append(members)
-    return groups
+    def bitmap(self) -> np.ndarray:
+        return self.tombstones if self.tombstones is not None else self.view.tombstones
 
 
 def plan_collection(state: CollectionState, writer: RegionWriter, generation: int) -> CollectionMeta:
     """The committed form of one dirty collection after this checkpoint."""
     meta = state.meta
     next_id = meta.next_segment_id
-    segs = [_Seg(m, v, None) for m, v in zip(meta.segments, state.views)]
+    segs = [_Seg(m, v) for m, v in zip(meta.segments, state.views)]
 
     # 1. Tombstone the committed record of every touched id.
     if state.touched and segs:
-        ids = list(state.touched)
-        raws = [i.encode("utf-8") for i in ids]
-        from ._format.segment import id_hashes
-
+        raws = [i.encode("utf-8") for i in state.touched]
         seg_idx, slots = state.committed_live_many(raws, id_hashes(raws))
         for s, slot in zip(seg_idx.tolist(), slots.tolist()):
             if s < 0:
@@ -138,51 +260,56 @@ def plan_collection(state: CollectionState, writer: RegionWriter, generation: in
                 seg.tombstones[: old.shape[0]] = old
             if not get_bit(seg.tombstones, slot):
                 set_bit(seg.tombstones, slot)
-                seg.meta = SegmentMeta(seg.meta.segment_id, seg.meta.n, seg.meta.n_deleted + 1,
-                                       seg.meta.generation, seg.meta.regions)
+                m = seg.meta
+                seg.meta = SegmentMeta(m.segment_id, m.n, m.n_deleted + 1, m.generation, m.capacity,
+                                       m.regions, m.hnsw)
 
-    # 2. Pending live records become a new segment.
+    # 2. Pending live records.
     pending = state.pending
     positions = pending.live_positions()
+    recs = None
     if positions.size:
-        records = ([pending.ids_utf8[p] for p in positions], pending.vectors[positions],
-                   pending.norms[positions], [pending.metas[p] for p in positions])
-        placeholder = SegmentMeta(next_id, positions.size, 0, generation, {})
-        next_id += 1
-        segs.append(_Seg(placeholder, None, None, records))
+        recs = Records([pending.ids_utf8[p] for p in positions], pending.vectors[positions],
+                       pending.norms[positions], [pending.metas[p] for p in positions])
 
-    # 3. Merge policy; merged groups become one new segment each.
-    for group in plan_merges(segs):
-        parts = [_live_records(segs[i]) for i in group]
-        ids = [x for p in parts for x in p[0]]
-        vectors = np.concatenate([p[1] for p in parts]) if parts else None
-        norms = np.concatenate([p[2] for p in parts])
-        metas = [x for p in parts for x in p[3]]
-        merged = _Seg(SegmentMeta(next_id, len(ids), 0, generation, {}), None, None,
-                      (ids, vectors.reshape(len(ids), meta.dim), norms, metas))
-        next_id += 1
-        for i in group:
-            segs[i] = None
-        segs.append(merged)
-    segs = [s for s in segs if s is not None and s.live > 0]
+    total = sum(s.meta.n for s in segs)
+    deleted = sum(s.meta.n_deleted for s in segs)
+    rebuild = bool(segs) and (deleted > REBUILD_DELETED_FRACTION * total or segs[-1].meta.hnsw is None)
 
-    # 4. Emit regions.
-    out = []
-    for s in segs:
-        if s.records is not None:
-            out.append(_write_segment(writer, s.meta.segment_id, generation, *s.records))
-        elif s.tombstones is not None:
-            regions = dict(s.meta.regions)
-            regions["tombstones"] = writer.add(s.tombstones)
-            out.append(SegmentMeta(s.meta.segment_id, s.meta.n, s.meta.n_deleted, s.meta.generation, regions))
-        else:
-            out.append(s.meta)
+    out: list[SegmentMeta] = []
+    if rebuild:
+        parts = [live_records(s.view, s.bitmap()) for s in segs if s.meta.n > s.meta.n_deleted]
+        if recs is not None:
+            parts.append(recs)
+        if parts and sum(map(len, parts)):
+            out.append(new_segment(writer, meta, next_id, generation, Records.concat(parts)))
+            next_id += 1
+    else:
+        for s in segs[:-1] if (recs is not None and segs) else segs:
+            out.append(_with_tombstones(writer, s))
+        if recs is not None:
+            if segs:
+                last = segs[-1]
+                out.append(extend_segment(writer, meta, last.meta, last.view, last.tombstones, generation, recs))
+            else:
+                out.append(new_segment(writer, meta, next_id, generation, recs))
+                next_id += 1
+    out = [s for s in out if s.n > s.n_deleted]
     return meta.with_segments(out, next_id)
+
+
+def _with_tombstones(writer: RegionWriter, s: _Seg) -> SegmentMeta:
+    if s.tombstones is None:
+        return s.meta
+    regions = dict(s.meta.regions)
+    regions["tombstones"] = writer.add(s.tombstones)
+    m = s.meta
+    return SegmentMeta(m.segment_id, m.n, m.n_deleted, m.generation, m.capacity, regions, m.hnsw)
 
 
 def plan_catalog(base: dict[str, CollectionMeta], states: dict[str, CollectionState], dropped: set[str],
                  writer: RegionWriter, generation: int) -> Catalog:
-    """The catalog of the next generation, appending new regions to ``writer``."""
+    """The catalog of the next generation, collecting the data to write in ``writer``."""
     collections = {name: meta for name, meta in base.items() if name not in dropped}
     for name, state in states.items():
         if state.dirty:

@@ -307,11 +307,13 @@ class Database:
                                    writer, generation)
             catalog_ref = writer.add(memoryview(catalog.encode()))
             file_length = writer.end
-            # Commit protocol, SPEC.md §6. Steps 1-2 write only bytes past the
-            # committed file_length, which no snapshot references.
-            io.allocate(current.file_length, file_length - current.file_length)
+            # Commit protocol, SPEC.md §6. Data goes only to bytes no committed
+            # generation references: past file_length, or past the used length
+            # inside a growable region's reserve.
+            io.allocate(current.file_length, writer.end - current.file_length)
             for offset, data in writer.pieces:
                 io.pwrite(data, offset)
+            io.extend(file_length)
             failpoints.hit("commit.after_data_write")
             io.fsync()
             failpoints.hit("commit.after_data_sync")

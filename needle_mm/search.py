@@ -13,21 +13,11 @@ import numpy as np
 from ._kernels import METRIC_COSINE, METRIC_EUCLIDEAN
 from ._kernels.exact import exact_topk
 from .filters import Predicate
+from .index import readonly, search_segment
 from .results import SearchResult
 from .state import CollectionState
 
-_EMPTY = np.zeros(0, dtype=np.uint8)
-_EMPTY.flags.writeable = False
-
-
-def readonly(array: np.ndarray) -> np.ndarray:
-    """A read-only view: kernels see file-backed and in-memory arrays as one type
-    (numba compiles a separate signature for writable arrays)."""
-    if not array.flags.writeable:
-        return array
-    view = array.view()
-    view.flags.writeable = False
-    return view
+_EMPTY = readonly(np.zeros(0, dtype=np.uint8))
 
 
 def _filter_excluded(source, n: int, excluded: np.ndarray, predicate: Predicate) -> np.ndarray:
@@ -65,15 +55,18 @@ def sources(state: CollectionState, predicate: Predicate | None):
 
 
 def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: int, metric: int,
-           predicate: Predicate | None, include_vector: bool) -> list[list[SearchResult]]:
+           predicate: Predicate | None, include_vector: bool, ef: int | None) -> list[list[SearchResult]]:
+    """Top-k over every source; ``ef`` None means exact search everywhere."""
     m = queries.shape[0]
     srcs = sources(state, predicate)
     if not srcs or k == 0:
         return [[] for _ in range(m)]
     all_d, all_s, all_src = [], [], []
     for index, (source, vectors, norms, excluded) in enumerate(srcs):
-        d, s = exact_topk(vectors, norms, queries, qnorms, metric, excluded, k)
-        d, s = d[:, :k], s[:, :k]
+        if ef is not None and getattr(getattr(source, "meta", None), "hnsw", None) is not None:
+            d, s = search_segment(source, queries, qnorms, metric, excluded, k, ef)
+        else:
+            d, s = exact_topk(vectors, norms, queries, qnorms, metric, excluded, k)
         all_d.append(d)
         all_s.append(s)
         all_src.append(np.full(s.shape, index, dtype=np.int32))

@@ -108,7 +108,7 @@ class CollectionState:
         for s in range(len(self.views) - 1, -1, -1):
             view = self.views[s]
             slot = view.find_slot(id_utf8, h)
-            if slot >= 0 and not view.is_deleted(slot):
+            if slot >= 0:
                 return s, slot
         return None
 
@@ -124,9 +124,7 @@ class CollectionState:
         for s, view in enumerate(self.views):
             found = view.find_slots(ids_utf8, hashes)
             for i in np.flatnonzero(found >= 0):
-                slot = int(found[i])
-                if not view.is_deleted(slot):
-                    segs[i], slots[i] = s, slot
+                segs[i], slots[i] = s, int(found[i])
         return segs, slots
 
     def is_live(self, id: str, id_utf8: bytes) -> bool:

@@ -74,7 +74,7 @@ def verify_file(path: str) -> VerifyReport:
                 report.segments += 1
                 where = f"collection {name!r} segment {view.meta.segment_id}"
                 for rname, ref in view.meta.regions.items():
-                    extents.append((ref.offset, ref.offset + ref.length, f"{where} {rname}"))
+                    extents.append((ref.offset, ref.offset + ref.reserved, f"{where} {rname}"))
                     data = snap.mapping.buffer[ref.offset:ref.offset + ref.length]
                     if crc32(data) != ref.crc32:
                         report.problems.append(f"{where}: region {rname} fails its CRC")
@@ -124,6 +124,8 @@ def _check_segment(view, where: str, seen_ids: set, problems: list[str]) -> int:
     expect = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
     if not np.allclose(expect, norms, rtol=1e-4, atol=1e-6):
         problems.append(f"{where}: norms do not match the vectors")
+    if view.meta.hnsw is not None:
+        _check_graph(view, where, problems)
     for slot in range(n):
         raw_id = id_blob[int(id_off[slot]):int(id_off[slot + 1])]
         if id_hash(raw_id) != int(hashes_by_slot[slot]):
@@ -151,3 +153,26 @@ def _check_segment(view, where: str, seen_ids: set, problems: list[str]) -> int:
     return int(n - deleted.sum())
 
 
+
+
+def _check_graph(view, where: str, problems: list[str]) -> None:
+    n, h = view.n, view.meta.hnsw
+    levels = view.hnsw_levels.astype(np.int64)
+    if levels.max(initial=0) > 31:
+        problems.append(f"{where}: an HNSW level exceeds 31")
+        return
+    offsets = view.hnsw_upper_offsets.astype(np.int64)
+    if offsets[0] != 0 or not np.array_equal(np.diff(offsets), levels):
+        problems.append(f"{where}: hnsw_upper_offsets do not match hnsw_levels")
+        return
+    if offsets[-1] != view.hnsw_upper_links.shape[0]:
+        problems.append(f"{where}: hnsw_upper_links has {view.hnsw_upper_links.shape[0]} rows, offsets say {offsets[-1]}")
+        return
+    if levels[h.entry_point] != h.max_level or levels.max(initial=0) != h.max_level:
+        problems.append(f"{where}: entry point level {levels[h.entry_point]} / max_level {h.max_level} disagree")
+    for name, links in (("hnsw_links0", view.hnsw_links0), ("hnsw_upper_links", view.hnsw_upper_links)):
+        if ((links < -1) | (links >= n)).any():
+            problems.append(f"{where}: {name} holds neighbour ids outside [0, {n})")
+    owner = np.arange(n)
+    if (view.hnsw_links0 == owner[:, None]).any():
+        problems.append(f"{where}: a node links to itself on layer 0")

@@ -38,6 +38,9 @@ def test_golden_file_reads_as_dumped(name, tmp_path):
         for cname, cwant in want["collections"].items():
             c = db.collection(cname)
             assert c.count() == cwant["count"] == len(cwant["records"])
+            segs = [{"n": s.n, "n_deleted": s.n_deleted, "capacity": s.capacity,
+                     "hnsw": s.hnsw.to_json() if s.hnsw else None} for s in db._snapshot.collection(cname).segments]
+            assert segs == cwant["segments"]
             assert c.dimension == cwant["dim"] and c.distance.value == cwant["distance"]
             for id, rec in cwant["records"].items():
                 e = c.get(id)
@@ -74,7 +77,8 @@ def test_spec_tables_match_layout():
     for table in ("header", "superblock"):
         for row in layout[table]:
             assert re.search(rf"\| {row['offset']} \| {row['size']} \| `{row['field']}` \|", spec), row
-    for name in list(layout["segment_regions"]) + list(layout["optional_segment_regions"]):
-        assert f"| `{name}`" in spec, name
+    for group in ("segment_regions", "optional_segment_regions", "hnsw_regions"):
+        for name in layout[group]:
+            assert f"| `{name}`" in spec, name
     for fp in layout["commit_failpoints"]:
         assert f"`{fp}`" in spec, fp

@@ -93,8 +93,10 @@ class NeedleVsDict(RuleBasedStateMachine):
     @rule(q=VECTORS, k=st.integers(1, 6), flt=st.one_of(st.none(), st.just({"n": {"$gte": 0}})))
     def search(self, q, k, flt):
         ids = sorted(i for i, (_, m) in self.model.items() if flt is None or m.get("n", -1) >= 0)
-        got = self.coll.search(q, k, filter=flt)
+        got = self.coll.search(q, k, filter=flt, exact=True)
         assert len(got) == min(k, len(ids))
+        approx = self.coll.search(q, k, filter=flt)
+        assert len(approx) <= len(got) and all(r.id in ids for r in approx)
         if not ids:
             return
         vectors = np.array([self.model[i][0] for i in ids])

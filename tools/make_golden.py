@@ -38,7 +38,8 @@ def dump(path: Path) -> dict:
                 records[id] = {"vector": c.get(id).vector.tolist(), "metadata": m}
             out["collections"][name] = {
                 "dim": meta.dim, "distance": meta.distance, "count": c.count(),
-                "segments": [{"n": s.n, "n_deleted": s.n_deleted} for s in meta.segments],
+                "segments": [{"n": s.n, "n_deleted": s.n_deleted, "capacity": s.capacity,
+                              "hnsw": s.hnsw.to_json() if s.hnsw else None} for s in meta.segments],
                 "records": records,
             }
     return out
@@ -91,9 +92,13 @@ def layout() -> dict:
         "page_size": header.PAGE_SIZE, "superblock_offsets": list(header.SUPERBLOCK_OFFSETS),
         "data_start": header.DATA_START, "region_align": header.REGION_ALIGN,
         "header": fields(header.HEADER_DTYPE), "superblock": fields(header.SUPERBLOCK_DTYPE),
-        "segment_regions": {k: {"dtype": d, "count": r} for k, (d, r) in catalog.SEGMENT_REGIONS.items()},
-        "optional_segment_regions": {k: {"dtype": d, "count": r}
-                                     for k, (d, r) in catalog.OPTIONAL_SEGMENT_REGIONS.items()},
+        "segment_regions": {k: {"dtype": d, "length": r, "reserve": v}
+                            for k, (d, r, v) in catalog.SEGMENT_REGIONS.items()},
+        "optional_segment_regions": {k: {"dtype": d, "length": r, "reserve": v}
+                                     for k, (d, r, v) in catalog.OPTIONAL_SEGMENT_REGIONS.items()},
+        "hnsw_regions": {k: {"dtype": d, "length": r, "reserve": v}
+                         for k, (d, r, v) in catalog.HNSW_REGIONS.items()},
+        "max_level": catalog.MAX_LEVEL,
         "distances": list(catalog.DISTANCES),
         "commit_failpoints": ["commit.after_data_write", "commit.after_data_sync",
                               "commit.after_superblock_write", "commit.after_superblock_sync",

@@ -25,32 +25,58 @@ DTYPES = ("f32",)
 MAX_DIM = 65536
 MAX_NAME_BYTES = 255
 
-# Segment regions: name -> (numpy dtype, shape rule). The shape rule names the
-# element count: "n*dim", "n", "n+1", "bytes" (free length), "bits" (ceil(n/8)).
-SEGMENT_REGIONS: dict[str, tuple[str, str]] = {
-    "vectors": ("<f4", "n*dim"),
-    "norms": ("<f4", "n"),
-    "id_hashes": ("<u8", "n"),
-    "id_order": ("<u4", "n"),
-    "id_offsets": ("<u8", "n+1"),
-    "id_blob": ("u1", "bytes"),
-    "meta_offsets": ("<u8", "n+1"),
-    "meta_crc": ("<u4", "n"),
-    "meta_blob": ("u1", "bytes"),
+# Segment regions: name -> (numpy dtype, length rule, reserve rule).
+# Length rules name the element count of the used part: "n*dim", "n", "n+1",
+# "bits" (ceil(n/8)), "n*m0" (n x 2M), "rows*m" (a multiple of M), "bytes"
+# (free). Reserve rules: "cap*dim", "cap", "cap+1" for growable fixed-stride
+# regions (capacity = the segment's "capacity"), "free" for growable blobs,
+# "=" for regions written whole by one commit (reserved == length).
+SEGMENT_REGIONS: dict[str, tuple[str, str, str]] = {
+    "vectors": ("<f4", "n*dim", "cap*dim"),
+    "norms": ("<f4", "n", "cap"),
+    "id_offsets": ("<u8", "n+1", "cap+1"),
+    "id_blob": ("u1", "bytes", "free"),
+    "meta_offsets": ("<u8", "n+1", "cap+1"),
+    "meta_crc": ("<u4", "n", "cap"),
+    "meta_blob": ("u1", "bytes", "free"),
+    "id_hashes": ("<u8", "n", "="),
+    "id_order": ("<u4", "n", "="),
 }
-OPTIONAL_SEGMENT_REGIONS: dict[str, tuple[str, str]] = {
-    "tombstones": ("u1", "bits"),
+OPTIONAL_SEGMENT_REGIONS: dict[str, tuple[str, str, str]] = {
+    "tombstones": ("u1", "bits", "="),
 }
+HNSW_REGIONS: dict[str, tuple[str, str, str]] = {
+    "hnsw_levels": ("u1", "n", "cap"),
+    "hnsw_links0": ("<i4", "n*m0", "="),
+    "hnsw_upper_offsets": ("<u4", "n+1", "="),
+    "hnsw_upper_links": ("<i4", "rows*m", "="),
+}
+ALL_SEGMENT_REGIONS = {**SEGMENT_REGIONS, **OPTIONAL_SEGMENT_REGIONS, **HNSW_REGIONS}
+MAX_LEVEL = 31
 
 
 @dataclass(frozen=True)
 class RegionRef:
+    """``[offset, length, crc32, reserved]``: ``length`` bytes are in use and
+    covered by ``crc32``; ``reserved`` >= ``length`` bytes belong to the region
+    (a growable region is appended to in place, past ``length``)."""
+
     offset: int
     length: int
     crc32: int
+    reserved: int
 
     def to_json(self) -> list[int]:
-        return [self.offset, self.length, self.crc32]
+        return [self.offset, self.length, self.crc32, self.reserved]
+
+
+@dataclass(frozen=True)
+class HnswGraph:
+    entry_point: int
+    max_level: int
+
+    def to_json(self) -> dict:
+        return {"entry_point": self.entry_point, "max_level": self.max_level}
 
 
 @dataclass(frozen=True)
@@ -59,16 +85,22 @@ class SegmentMeta:
     n: int
     n_deleted: int
     generation: int
+    capacity: int
     regions: dict[str, RegionRef]
+    hnsw: HnswGraph | None = None
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "segment_id": self.segment_id,
             "n": self.n,
             "n_deleted": self.n_deleted,
             "generation": self.generation,
+            "capacity": self.capacity,
             "regions": {k: v.to_json() for k, v in sorted(self.regions.items())},
         }
+        if self.hnsw is not None:
+            out["hnsw"] = self.hnsw.to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -128,16 +160,12 @@ class Catalog:
         return orjson.dumps(doc)
 
 
-def region_element_count(rule: str, n: int, dim: int) -> int | None:
-    if rule == "n*dim":
-        return n * dim
-    if rule == "n":
-        return n
-    if rule == "n+1":
-        return n + 1
-    if rule == "bits":
-        return (n + 7) // 8
-    return None  # "bytes": free length
+def region_element_count(rule: str, n: int, dim: int, m: int) -> int | None:
+    """Elements a region must hold under ``rule`` (None: free)."""
+    return {
+        "n*dim": n * dim, "n": n, "n+1": n + 1, "bits": (n + 7) // 8, "n*m0": n * 2 * m,
+        "cap*dim": n * dim, "cap": n, "cap+1": n + 1,
+    }.get(rule)
 
 
 # --------------------------------------------------------------------------
@@ -162,39 +190,57 @@ def _str(obj, key: str, choices=None) -> str:
     return v
 
 
-def _region(raw, name: str, file_length: int, itemsize: int, expected_count: int | None) -> RegionRef:
-    if not (isinstance(raw, list) and len(raw) == 3 and all(type(x) is int for x in raw)):
-        raise _Bad(f"region {name!r} must be [offset, length, crc32], got {raw!r}")
-    offset, length, crc = raw
-    if offset < DATA_START or offset % REGION_ALIGN or length < 0 or offset + length > file_length:
-        raise _Bad(f"region {name!r} [{offset}, +{length}) lies outside the data area [{DATA_START}, {file_length})")
+def _region(raw, name: str, file_length: int, itemsize: int, expected_count: int | None,
+            reserved_count: int | None, multiple: int = 1) -> RegionRef:
+    if not (isinstance(raw, list) and len(raw) == 4 and all(type(x) is int for x in raw)):
+        raise _Bad(f"region {name!r} must be [offset, length, crc32, reserved], got {raw!r}")
+    offset, length, crc, reserved = raw
+    if (offset < DATA_START or offset % REGION_ALIGN or not 0 <= length <= reserved
+            or offset + reserved > file_length):
+        raise _Bad(f"region {name!r} [{offset}, +{length}/{reserved}) lies outside the data area "
+                   f"[{DATA_START}, {file_length}) or uses more than it reserves")
     if not 0 <= crc < 2**32:
         raise _Bad(f"region {name!r} crc32 {crc} out of range")
-    if length % itemsize:
-        raise _Bad(f"region {name!r} length {length} is not a multiple of its item size {itemsize}")
+    if length % (itemsize * multiple) or reserved % itemsize:
+        raise _Bad(f"region {name!r} length {length} is not a multiple of its row size {itemsize * multiple}")
     if expected_count is not None and length != expected_count * itemsize:
         raise _Bad(f"region {name!r} length {length} != {expected_count} items x {itemsize} bytes")
-    return RegionRef(offset, length, crc)
+    if reserved_count is not None and reserved != reserved_count * itemsize:
+        raise _Bad(f"region {name!r} reserves {reserved} bytes, not {reserved_count} items x {itemsize}")
+    return RegionRef(offset, length, crc, reserved)
 
 
-def _segment(raw, dim: int, file_length: int) -> SegmentMeta:
+def _segment(raw, dim: int, m: int, file_length: int) -> SegmentMeta:
     import numpy as np  # local: keeps this module importable for docs tooling
 
     if not isinstance(raw, dict):
         raise _Bad("segment entry is not an object")
-    n = _int(raw, "n", 0, 2**32 - 1)
+    n = _int(raw, "n", 1, 2**31 - 1)
     n_deleted = _int(raw, "n_deleted", 0, n)
+    capacity = _int(raw, "capacity", n, 2**31 - 1)
     regions_raw = raw.get("regions")
     if not isinstance(regions_raw, dict):
         raise _Bad("segment 'regions' is not an object")
+    hnsw = None
+    if "hnsw" in raw:
+        h = raw["hnsw"]
+        hnsw = HnswGraph(entry_point=_int(h, "entry_point", 0, n - 1), max_level=_int(h, "max_level", 0, MAX_LEVEL))
     regions = {}
-    for name, (dtype, rule) in {**SEGMENT_REGIONS, **OPTIONAL_SEGMENT_REGIONS}.items():
+    required = {**SEGMENT_REGIONS, **(HNSW_REGIONS if hnsw else {})}
+    for name, (dtype, rule, reserve) in ALL_SEGMENT_REGIONS.items():
         if name not in regions_raw:
-            if name in SEGMENT_REGIONS:
+            if name in required:
                 raise _Bad(f"segment lacks required region {name!r}")
             continue
-        regions[name] = _region(regions_raw[name], name, file_length,
-                                np.dtype(dtype).itemsize, region_element_count(rule, n, dim))
+        if name in HNSW_REGIONS and hnsw is None:
+            continue  # reported as unknown below
+        reserved = region_element_count(reserve, capacity, dim, m) if reserve != "=" else None
+        expected = region_element_count(rule, n, dim, m)
+        ref = _region(regions_raw[name], name, file_length, np.dtype(dtype).itemsize, expected, reserved,
+                      multiple=m if rule == "rows*m" else 1)
+        if reserve == "=" and ref.reserved != ref.length:
+            raise _Bad(f"region {name!r} is written whole but reserves {ref.reserved} != {ref.length} bytes")
+        regions[name] = ref
     unknown = set(regions_raw) - set(regions)
     if unknown:
         raise _Bad(f"segment has unknown regions {sorted(unknown)}")
@@ -205,7 +251,9 @@ def _segment(raw, dim: int, file_length: int) -> SegmentMeta:
         n=n,
         n_deleted=n_deleted,
         generation=_int(raw, "generation", 1),
+        capacity=capacity,
         regions=regions,
+        hnsw=hnsw,
     )
 
 
@@ -226,7 +274,7 @@ def _collection(raw, file_length: int) -> CollectionMeta:
     segs_raw = raw.get("segments")
     if not isinstance(segs_raw, list):
         raise _Bad("collection 'segments' is not a list")
-    segments = tuple(_segment(s, dim, file_length) for s in segs_raw)
+    segments = tuple(_segment(s, dim, hnsw.m, file_length) for s in segs_raw)
     next_id = _int(raw, "next_segment_id", 1)
     ids = [s.segment_id for s in segments]
     if len(set(ids)) != len(ids) or any(i >= next_id for i in ids):

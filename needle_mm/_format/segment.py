@@ -1,9 +1,11 @@
 """Segment regions: encoding records into arrays, and typed views onto them.
 
-A segment is an immutable batch of records (SPEC.md §5). Its regions are
+A segment is a batch of records (SPEC.md §5). Its regions are
 structure-of-arrays with fixed strides so a reader can use them straight from
-the memory map: ``vectors[n, dim]``, ``norms[n]``, a sorted id-hash index, and
-offset-indexed blobs for the id strings and the orjson metadata.
+the memory map: ``vectors[n, dim]``, ``norms[n]``, a sorted id-hash index,
+offset-indexed blobs for the id strings and the orjson metadata, and the HNSW
+graph. A view covers the ``n`` records of one generation; later generations
+may append past them, never change them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import CorruptFileError
-from .catalog import OPTIONAL_SEGMENT_REGIONS, SEGMENT_REGIONS, SegmentMeta
+from .catalog import ALL_SEGMENT_REGIONS, SegmentMeta
 from .header import crc32
 
 
@@ -35,30 +37,7 @@ def concat_with_offsets(items: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return offsets, blob
 
 
-def encode_segment_arrays(ids_utf8: list[bytes], vectors: np.ndarray, norms: np.ndarray,
-                          metas: list[bytes]) -> dict[str, np.ndarray]:
-    """The required regions of a new segment, as little-endian arrays."""
-    n = len(ids_utf8)
-    assert vectors.shape[0] == n == len(metas) == norms.shape[0]
-    hashes = id_hashes(ids_utf8)
-    order = np.argsort(hashes, kind="stable").astype(np.uint32)
-    id_offsets, id_blob = concat_with_offsets(ids_utf8)
-    meta_offsets, meta_blob = concat_with_offsets(metas)
-    meta_crc = np.fromiter((crc32(m) for m in metas), dtype=np.uint32, count=n)
-    return {
-        "vectors": np.ascontiguousarray(vectors, dtype="<f4"),
-        "norms": np.ascontiguousarray(norms, dtype="<f4"),
-        "id_hashes": hashes[order].astype("<u8"),
-        "id_order": order.astype("<u4"),
-        "id_offsets": id_offsets.astype("<u8"),
-        "id_blob": id_blob,
-        "meta_offsets": meta_offsets.astype("<u8"),
-        "meta_crc": meta_crc.astype("<u4"),
-        "meta_blob": meta_blob,
-    }
-
-
-_DTYPES = {name: np.dtype(dt) for name, (dt, _) in {**SEGMENT_REGIONS, **OPTIONAL_SEGMENT_REGIONS}.items()}
+_DTYPES = {name: np.dtype(spec[0]) for name, spec in ALL_SEGMENT_REGIONS.items()}
 
 
 class SegmentView:
@@ -69,10 +48,11 @@ class SegmentView:
     come from the file, so every access checks them before slicing.
     """
 
-    def __init__(self, buffer, meta: SegmentMeta, dim: int, path: str):
+    def __init__(self, buffer, meta: SegmentMeta, dim: int, m: int, path: str):
         self._buf = buffer
         self.meta = meta
         self.dim = dim
+        self.m = m
         self.path = path
         self.n = meta.n
 
@@ -118,6 +98,22 @@ class SegmentView:
         return self._view("meta_blob")
 
     @cached_property
+    def hnsw_levels(self) -> np.ndarray:
+        return self._view("hnsw_levels")
+
+    @cached_property
+    def hnsw_links0(self) -> np.ndarray:
+        return self._view("hnsw_links0").reshape(self.n, 2 * self.m)
+
+    @cached_property
+    def hnsw_upper_offsets(self) -> np.ndarray:
+        return self._view("hnsw_upper_offsets")
+
+    @cached_property
+    def hnsw_upper_links(self) -> np.ndarray:
+        return self._view("hnsw_upper_links").reshape(-1, self.m)
+
+    @cached_property
     def tombstones(self) -> np.ndarray:
         """Packed deletion bitmap (bit i of byte i//8, little bit order); empty if none."""
         if "tombstones" not in self.meta.regions:
@@ -135,7 +131,7 @@ class SegmentView:
                 f"{self.path!r}: segment {self.meta.segment_id} {what} offsets of slot {slot} "
                 f"[{start}, {end}) fall outside its blob of {blob.shape[0]} bytes"
             )
-        return blob[start:end].tobytes()
+        return bytes(blob[start:end])
 
     def id_at(self, slot: int) -> str:
         raw = self._blob_slice(self.id_offsets, self.id_blob, slot, "id")
@@ -151,20 +147,24 @@ class SegmentView:
         return raw
 
     def find_slot(self, id_utf8: bytes, h: int) -> int:
-        """Slot holding this id (deleted or not), or -1."""
+        """The live (not tombstoned) slot holding this id, or -1.
+
+        A segment may hold several records of one id, all but one deleted:
+        an upsert tombstones the old slot and appends the new one.
+        """
         hashes = self.id_hashes
         pos = int(np.searchsorted(hashes, np.uint64(h), side="left"))
         while pos < hashes.shape[0] and int(hashes[pos]) == h:
             slot = int(self.id_order[pos])
             if slot >= self.n:
                 raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} id_order names slot {slot} >= n={self.n}")
-            if self._blob_slice(self.id_offsets, self.id_blob, slot, "id") == id_utf8:
+            if not self.is_deleted(slot) and self._blob_slice(self.id_offsets, self.id_blob, slot, "id") == id_utf8:
                 return slot
             pos += 1
         return -1
 
     def find_slots(self, ids_utf8: list[bytes], hashes: np.ndarray) -> np.ndarray:
-        """Vectorised :meth:`find_slot`: slot per id or -1."""
+        """Vectorised :meth:`find_slot`: live slot per id or -1."""
         out = np.full(len(ids_utf8), -1, dtype=np.int64)
         if self.n == 0 or not ids_utf8:
             return out

@@ -1,4 +1,4 @@
-"""File I/O: positional reads, and the only pwrite/fsync/fallocate/rename calls.
+"""File I/O: positional reads, and the only pwrite/fsync/fallocate/ftruncate/rename calls.
 
 Writers never write through a memory map: a full disk then surfaces as an
 ``OSError`` from ``pwrite``/``fallocate`` at save time instead of a SIGBUS in
@@ -56,6 +56,12 @@ class FileIO:
     def fsync(self) -> None:
         failpoints.io_call("fsync")
         os.fsync(self.fd)
+
+    def extend(self, length: int) -> None:
+        """Grow the file to ``length`` bytes (holes read as zeros); never shrinks it."""
+        if self.size() < length:
+            failpoints.io_call("ftruncate")
+            os.ftruncate(self.fd, length)
 
     def allocate(self, offset: int, length: int) -> None:
         """Reserve disk blocks so that a full disk fails here, not later."""

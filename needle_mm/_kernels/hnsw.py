@@ -1,0 +1,532 @@
+"""HNSW graph search and construction (Malkov & Yashunin, 2016), in numba.
+
+Why this shape:
+
+- The graph is plain arrays that live in the file: ``links0[n, 2M]`` (layer 0,
+  -1 padded), and the upper layers in CSR form: node ``i`` with level ``L >= 1``
+  owns rows ``upper_offsets[i] .. upper_offsets[i] + L - 1`` of
+  ``upper_links[rows, M]`` (row ``upper_offsets[i] + l - 1`` is layer ``l``).
+  Search reads them straight from the memory map.
+- Vectors are addressed through two arrays, ``va`` (rows ``0 .. na-1``, the
+  committed part) and ``vb`` (rows ``na ..``, the records being added), so a
+  writer extends a graph without first copying every committed vector.
+- Construction is the original incremental algorithm with the heuristic
+  neighbour selection, run in batches so both cores work: every node of a
+  batch finds its candidates in the graph as it was before the batch (in
+  parallel), also considers the nodes of the batch inserted before it (brute
+  force), selects its neighbours (parallel), then reverse links are added per
+  target node (parallel over targets, sources in insertion order). Results
+  depend only on the data, the seed and the batch boundaries, never on thread
+  timing.
+- Anything read from the file can be hostile, so search checks every
+  neighbour id against the node count and returns a status instead of
+  reading out of bounds (numba does no bounds checks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import METRIC_COSINE, METRIC_EUCLIDEAN
+
+STATUS_OK = 0
+STATUS_CORRUPT = 1
+
+
+# ----------------------------------------------------------------- distances
+
+
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def distance(a, an, b, bn, metric):
+    acc = np.float32(0.0)
+    if metric == METRIC_EUCLIDEAN:
+        for j in range(a.shape[0]):
+            t = a[j] - b[j]
+            acc += t * t
+        return acc
+    for j in range(a.shape[0]):
+        acc += a[j] * b[j]
+    if metric == METRIC_COSINE:
+        return np.float32(1.0) - acc / (an * bn)
+    return np.float32(1.0) - acc
+
+
+@njit(cache=True, nogil=True, inline="always")
+def row(va, vb, na, i):
+    if i < na:
+        return va[i]
+    return vb[i - na]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def norm_of(norma, normb, na, i):
+    if i < na:
+        return norma[i]
+    return normb[i - na]
+
+
+# ----------------------------------------------------------------- heaps
+
+
+@njit(cache=True, nogil=True, inline="always")
+def maxheap_push(hd, hi, size, d, i):
+    pos = size
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if hd[parent] >= d:
+            break
+        hd[pos] = hd[parent]
+        hi[pos] = hi[parent]
+        pos = parent
+    hd[pos] = d
+    hi[pos] = i
+    return size + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def maxheap_pop(hd, hi, size):
+    size -= 1
+    d = hd[size]
+    i = hi[size]
+    pos = 0
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size and hd[c + 1] > hd[c]:
+            c += 1
+        if hd[c] <= d:
+            break
+        hd[pos] = hd[c]
+        hi[pos] = hi[c]
+        pos = c
+    if size > 0:
+        hd[pos] = d
+        hi[pos] = i
+    return size
+
+
+@njit(cache=True, nogil=True, inline="always")
+def minheap_push(hd, hi, size, d, i):
+    pos = size
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if hd[parent] <= d:
+            break
+        hd[pos] = hd[parent]
+        hi[pos] = hi[parent]
+        pos = parent
+    hd[pos] = d
+    hi[pos] = i
+    return size + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def minheap_pop(hd, hi, size):
+    size -= 1
+    d = hd[size]
+    i = hi[size]
+    pos = 0
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size and hd[c + 1] < hd[c]:
+            c += 1
+        if hd[c] >= d:
+            break
+        hd[pos] = hd[c]
+        hi[pos] = hi[c]
+        pos = c
+    if size > 0:
+        hd[pos] = d
+        hi[pos] = i
+    return size
+
+
+# ----------------------------------------------------------------- graph access
+
+
+@njit(cache=True, nogil=True, inline="always")
+def neighbors_of(node, layer, links0, upper_offsets, upper_links):
+    if layer == 0:
+        return links0[node]
+    return upper_links[upper_offsets[node] + layer - 1]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def is_excluded(excluded, i):
+    return excluded.shape[0] > 0 and (excluded[i >> 3] >> (i & 7)) & 1
+
+
+@njit(cache=True, nogil=True)
+def next_tag(visited, tags, slot):
+    """A fresh visit tag for visited row ``slot`` (clears the row on wrap-around)."""
+    t = tags[slot] + np.uint32(1)
+    if t == 0:
+        visited[slot, :] = 0
+        t = np.uint32(1)
+    tags[slot] = t
+    return t
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def greedy_descend(q, qn, va, vb, na, norma, normb, metric, levels, upper_offsets, upper_links, n,
+                   entry, top_layer, stop_layer):
+    """Greedy walk from ``entry`` on layers top_layer .. stop_layer+1; returns (node, dist, status)."""
+    cur = entry
+    cur_d = distance(q, qn, row(va, vb, na, cur), norm_of(norma, normb, na, cur), metric)
+    rows = upper_links.shape[0]
+    for layer in range(top_layer, stop_layer, -1):
+        changed = True
+        while changed:
+            changed = False
+            if levels[cur] < layer:
+                return cur, cur_d, STATUS_CORRUPT
+            r = upper_offsets[cur] + layer - 1
+            if r < 0 or r >= rows:
+                return cur, cur_d, STATUS_CORRUPT
+            nbrs = upper_links[r]
+            for j in range(nbrs.shape[0]):
+                nb = nbrs[j]
+                if nb < 0:
+                    break
+                if nb >= n:
+                    return cur, cur_d, STATUS_CORRUPT
+                d = distance(q, qn, row(va, vb, na, nb), norm_of(norma, normb, na, nb), metric)
+                if d < cur_d:
+                    cur_d = d
+                    cur = nb
+                    changed = True
+    return cur, cur_d, STATUS_OK
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def search_layer(q, qn, va, vb, na, norma, normb, metric, links0, levels, upper_offsets, upper_links, n,
+                 layer, entry, entry_d, ef, visited, vrow, tag, excluded, res_d, res_i):
+    """Beam search of one layer from one entry node.
+
+    Fills the max-heap ``res_d/res_i`` (capacity >= ef) with up to ``ef``
+    non-excluded nodes; excluded nodes are walked through but never returned.
+    Returns (result count, status).
+    """
+    cap = max(4 * ef, 64)
+    cand_d = np.empty(cap, dtype=np.float32)
+    cand_i = np.empty(cap, dtype=np.int32)
+    n_cand = minheap_push(cand_d, cand_i, 0, entry_d, entry)
+    n_res = 0
+    if not is_excluded(excluded, entry):
+        n_res = maxheap_push(res_d, res_i, 0, entry_d, entry)
+    visited[vrow, entry] = tag
+    rows = upper_links.shape[0]
+    while n_cand > 0:
+        c_d = cand_d[0]
+        c = cand_i[0]
+        if n_res == ef and c_d > res_d[0]:
+            break
+        n_cand = minheap_pop(cand_d, cand_i, n_cand)
+        if layer == 0:
+            nbrs = links0[c]
+        else:
+            if levels[c] < layer:
+                return n_res, STATUS_CORRUPT
+            r = upper_offsets[c] + layer - 1
+            if r < 0 or r >= rows:
+                return n_res, STATUS_CORRUPT
+            nbrs = upper_links[r]
+        for j in range(nbrs.shape[0]):
+            nb = nbrs[j]
+            if nb < 0:
+                break
+            if nb >= n:
+                return n_res, STATUS_CORRUPT
+            if visited[vrow, nb] == tag:
+                continue
+            visited[vrow, nb] = tag
+            d = distance(q, qn, row(va, vb, na, nb), norm_of(norma, normb, na, nb), metric)
+            if n_res < ef or d < res_d[0]:
+                if n_cand == cap:
+                    cap *= 2
+                    nd = np.empty(cap, dtype=np.float32)
+                    ni = np.empty(cap, dtype=np.int32)
+                    nd[:n_cand] = cand_d[:n_cand]
+                    ni[:n_cand] = cand_i[:n_cand]
+                    cand_d = nd
+                    cand_i = ni
+                n_cand = minheap_push(cand_d, cand_i, n_cand, d, nb)
+                if not is_excluded(excluded, nb):
+                    n_res = maxheap_push(res_d, res_i, n_res, d, nb)
+                    if n_res > ef:
+                        n_res = maxheap_pop(res_d, res_i, n_res)
+    return n_res, STATUS_OK
+
+
+# ----------------------------------------------------------------- search
+
+
+@njit(cache=True, nogil=True)
+def _sorted_topk(res_d, res_i, n_res, k, out_d, out_i, qrow):
+    order = np.argsort(res_d[:n_res], kind="mergesort")
+    m = min(k, n_res)
+    for j in range(m):
+        out_d[qrow, j] = res_d[order[j]]
+        out_i[qrow, j] = res_i[order[j]]
+
+
+@njit(cache=True, nogil=True)
+def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
+                excluded, k, ef, visited, vrow, tags, out_d, out_i, qrow):
+    n = vectors.shape[0]
+    cur, cur_d, status = greedy_descend(q, qn, vectors, vectors, n, norms, norms, metric, levels,
+                                        upper_offsets, upper_links, n, entry, max_level, 0)
+    if status != STATUS_OK:
+        return status
+    tag = next_tag(visited, tags, vrow)
+    res_d = np.empty(ef + 1, dtype=np.float32)
+    res_i = np.empty(ef + 1, dtype=np.int32)
+    n_res, status = search_layer(q, qn, vectors, vectors, n, norms, norms, metric, links0, levels,
+                                 upper_offsets, upper_links, n, 0, cur, cur_d, ef, visited, vrow, tag,
+                                 excluded, res_d, res_i)
+    _sorted_topk(res_d, res_i, n_res, k, out_d, out_i, qrow)
+    return status
+
+
+@njit(cache=True, nogil=True)
+def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
+               queries, qnorms, excluded, k, ef, visited, tags):
+    """k nearest non-excluded nodes per query, serially. Returns (d[m,k], i[m,k], status)."""
+    m = queries.shape[0]
+    out_d = np.full((m, k), np.inf, dtype=np.float32)
+    out_i = np.full((m, k), -1, dtype=np.int64)
+    status = STATUS_OK
+    for qi in range(m):
+        s = _search_one(queries[qi], qnorms[qi], vectors, norms, metric, links0, levels, upper_offsets,
+                        upper_links, entry, max_level, excluded, k, ef, visited, 0, tags, out_d, out_i, qi)
+        if s != STATUS_OK:
+            status = s
+    return out_d, out_i, status
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
+                        queries, qnorms, excluded, k, ef, visited, tags):
+    """:func:`search_knn` with queries split into one chunk per visited row (thread)."""
+    m = queries.shape[0]
+    chunks = visited.shape[0]
+    out_d = np.full((m, k), np.inf, dtype=np.float32)
+    out_i = np.full((m, k), -1, dtype=np.int64)
+    statuses = np.zeros(chunks, dtype=np.int64)
+    per = (m + chunks - 1) // chunks
+    for c in prange(chunks):
+        for qi in range(c * per, min(m, (c + 1) * per)):
+            s = _search_one(queries[qi], qnorms[qi], vectors, norms, metric, links0, levels, upper_offsets,
+                            upper_links, entry, max_level, excluded, k, ef, visited, c, tags, out_d, out_i, qi)
+            if s != STATUS_OK:
+                statuses[c] = s
+    return out_d, out_i, statuses.max()
+
+
+# ----------------------------------------------------------------- construction
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def select_neighbors_heuristic(base, base_n, cd, ci, count, m, va, vb, na, norma, normb, metric, out):
+    """Heuristic selection (HNSW paper, Alg. 4; hnswlib's variant without extension).
+
+    ``cd/ci[:count]`` are candidates sorted by distance to the base node. A
+    candidate is kept when it is closer to the base than to every neighbour
+    kept so far. Writes up to ``m`` ids into ``out``; returns how many.
+    """
+    kept = 0
+    for c in range(count):
+        if kept >= m:
+            break
+        cand = ci[c]
+        if cand == base:
+            continue
+        dup = False
+        for r in range(kept):
+            if out[r] == cand:
+                dup = True
+                break
+        if dup:
+            continue
+        good = True
+        cv = row(va, vb, na, cand)
+        cn = norm_of(norma, normb, na, cand)
+        for r in range(kept):
+            sel = out[r]
+            if distance(cv, cn, row(va, vb, na, sel), norm_of(norma, normb, na, sel), metric) < cd[c]:
+                good = False
+                break
+        if good:
+            out[kept] = cand
+            kept += 1
+    return kept
+
+
+@njit(cache=True, nogil=True)
+def _find_candidates(node, va, vb, na, norma, normb, metric, links0, levels, upper_offsets, upper_links,
+                     n_graph, entry, max_level, efc, visited, vrow, tags, cand_d, cand_i, cand_n):
+    """Candidates of ``node`` on each of its layers, from the graph of nodes < n_graph."""
+    q = row(va, vb, na, node)
+    qn = norm_of(norma, normb, na, node)
+    level = levels[node]
+    top = min(level, max_level)
+    cur, cur_d, _ = greedy_descend(q, qn, va, vb, na, norma, normb, metric, levels, upper_offsets,
+                                   upper_links, n_graph, entry, max_level, top)
+    empty = np.zeros(0, dtype=np.uint8)
+    res_d = np.empty(efc + 1, dtype=np.float32)
+    res_i = np.empty(efc + 1, dtype=np.int32)
+    for layer in range(top, -1, -1):
+        tag = next_tag(visited, tags, vrow)
+        n_res, _ = search_layer(q, qn, va, vb, na, norma, normb, metric, links0, levels, upper_offsets,
+                                upper_links, n_graph, layer, cur, cur_d, efc, visited, vrow, tag, empty,
+                                res_d, res_i)
+        for j in range(n_res):
+            cand_d[layer, j] = res_d[j]
+            cand_i[layer, j] = res_i[j]
+        cand_n[layer] = n_res
+        # the nearest found is the entry of the next layer down
+        best = 0
+        for j in range(1, n_res):
+            if res_d[j] < res_d[best]:
+                best = j
+        if n_res > 0:
+            cur = res_i[best]
+            cur_d = res_d[best]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def insert_batch(va, vb, na, norma, normb, metric, links0, levels, upper_offsets, upper_links,
+                 start, stop, entry, max_level, m, efc, visited, tags):
+    """Insert nodes ``start .. stop-1`` into the graph of nodes ``0 .. start-1``.
+
+    The graph arrays already have rows for the new nodes (links -1). Returns
+    the new (entry, max_level).
+    """
+    b = stop - start
+    m0 = links0.shape[1]
+    top = 0
+    for i in range(start, stop):
+        if levels[i] > top:
+            top = levels[i]
+    width = efc + b
+    cand_d = np.full((b, top + 1, width), np.inf, dtype=np.float32)
+    cand_i = np.full((b, top + 1, width), -1, dtype=np.int32)
+    cand_n = np.zeros((b, top + 1), dtype=np.int64)
+    chunks = visited.shape[0]
+
+    # 1. candidates from the existing graph, in parallel
+    per = (b + chunks - 1) // chunks
+    for c in prange(chunks):
+        for j in range(c * per, min(b, (c + 1) * per)):
+            _find_candidates(start + j, va, vb, na, norma, normb, metric, links0, levels, upper_offsets,
+                             upper_links, start, entry, max_level, efc, visited, c, tags,
+                             cand_d[j], cand_i[j], cand_n[j])
+
+    # 2. earlier nodes of the same batch, by brute force; then sort candidates
+    for j in prange(b):
+        node = start + j
+        qv = row(va, vb, na, node)
+        qn = norm_of(norma, normb, na, node)
+        lj = levels[node]
+        for jj in range(j):
+            other = start + jj
+            lo = min(lj, levels[other])
+            d = distance(qv, qn, row(va, vb, na, other), norm_of(norma, normb, na, other), metric)
+            for layer in range(lo + 1):
+                cand_d[j, layer, cand_n[j, layer]] = d
+                cand_i[j, layer, cand_n[j, layer]] = other
+                cand_n[j, layer] += 1
+        for layer in range(lj + 1):
+            cnt = cand_n[j, layer]
+            order = np.argsort(cand_d[j, layer, :cnt], kind="mergesort")
+            cand_d[j, layer, :cnt] = cand_d[j, layer, :cnt][order]
+            cand_i[j, layer, :cnt] = cand_i[j, layer, :cnt][order]
+
+    # 3. each new node selects its own neighbours (disjoint rows: parallel)
+    for j in prange(b):
+        node = start + j
+        for layer in range(levels[node] + 1):
+            out = neighbors_of(node, layer, links0, upper_offsets, upper_links)
+            select_neighbors_heuristic(node, 0, cand_d[j, layer], cand_i[j, layer], cand_n[j, layer], m,
+                                       va, vb, na, norma, normb, metric, out)
+
+    # 4. reverse links, grouped by (target, layer): parallel over groups
+    n_edges = 0
+    for j in range(b):
+        node = start + j
+        for layer in range(levels[node] + 1):
+            out = neighbors_of(node, layer, links0, upper_offsets, upper_links)
+            for r in range(out.shape[0]):
+                if out[r] < 0:
+                    break
+                n_edges += 1
+    keys = np.empty(n_edges, dtype=np.int64)
+    srcs = np.empty(n_edges, dtype=np.int64)
+    e = 0
+    for j in range(b):
+        node = start + j
+        for layer in range(levels[node] + 1):
+            out = neighbors_of(node, layer, links0, upper_offsets, upper_links)
+            for r in range(out.shape[0]):
+                t = out[r]
+                if t < 0:
+                    break
+                keys[e] = np.int64(t) * 64 + layer
+                srcs[e] = node
+                e += 1
+    order = np.argsort(keys, kind="mergesort")  # stable: sources stay in insertion order
+    bounds = np.empty(n_edges + 1, dtype=np.int64)
+    n_groups = 0
+    for e in range(n_edges):
+        if e == 0 or keys[order[e]] != keys[order[e - 1]]:
+            bounds[n_groups] = e
+            n_groups += 1
+    bounds[n_groups] = n_edges
+    for g in prange(n_groups):
+        key = keys[order[bounds[g]]]
+        target = key // 64
+        layer = key % 64
+        cap = m0 if layer == 0 else m
+        links = neighbors_of(target, layer, links0, upper_offsets, upper_links)
+        tv = row(va, vb, na, target)
+        tn = norm_of(norma, normb, na, target)
+        scratch_d = np.empty(cap + 1, dtype=np.float32)
+        scratch_i = np.empty(cap + 1, dtype=np.int32)
+        for e in range(bounds[g], bounds[g + 1]):
+            src = srcs[order[e]]
+            count = 0
+            present = False
+            while count < cap and links[count] >= 0:
+                if links[count] == src:
+                    present = True
+                count += 1
+            if present:
+                continue
+            if count < cap:
+                links[count] = src
+                continue
+            for r in range(cap):
+                nb = links[r]
+                scratch_i[r] = nb
+                scratch_d[r] = distance(tv, tn, row(va, vb, na, nb), norm_of(norma, normb, na, nb), metric)
+            scratch_i[cap] = src
+            scratch_d[cap] = distance(tv, tn, row(va, vb, na, src), norm_of(norma, normb, na, src), metric)
+            order2 = np.argsort(scratch_d, kind="mergesort")
+            sd = scratch_d[order2]
+            si = scratch_i[order2]
+            kept = select_neighbors_heuristic(target, 0, sd, si, cap + 1, cap, va, vb, na, norma, normb,
+                                              metric, links)
+            for r in range(kept, cap):
+                links[r] = -1
+
+    # 5. a node above the current top becomes the entry point
+    for j in range(b):
+        node = start + j
+        if levels[node] > max_level:
+            max_level = levels[node]
+            entry = node
+    return entry, max_level

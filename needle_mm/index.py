@@ -1,0 +1,171 @@
+"""HNSW graphs of segments: building and extending (writers), searching (readers).
+
+The numba kernels live in ``_kernels/hnsw.py``; this module owns the arrays
+around them: level draws, growing the adjacency arrays for new nodes, the
+batch schedule of a build, the per-process pools of visited-marks buffers,
+and the checks that turn a bad graph into ``CorruptFileError``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ._format.catalog import MAX_LEVEL, HnswGraph
+from ._kernels import hnsw as kernels
+from .errors import CorruptFileError
+
+MAX_BATCH = 1024  # nodes inserted per parallel batch once the graph is large
+
+
+def readonly(array: np.ndarray) -> np.ndarray:
+    """A read-only view: kernels see file-backed and in-memory arrays as one type
+    (numba compiles a separate signature for writable arrays)."""
+    if not array.flags.writeable:
+        return array
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
+@dataclass
+class Graph:
+    """A segment's graph, writable, as a writer builds it."""
+
+    levels: np.ndarray  # u8 [n]
+    links0: np.ndarray  # i32 [n, 2M]
+    upper_offsets: np.ndarray  # u32 [n + 1], in rows of upper_links
+    upper_links: np.ndarray  # i32 [rows, M]
+    entry_point: int
+    max_level: int
+
+    @property
+    def meta(self) -> HnswGraph:
+        return HnswGraph(self.entry_point, self.max_level)
+
+
+def draw_levels(count: int, m: int, seed: int, segment_id: int, start: int) -> np.ndarray:
+    """Levels of nodes ``start .. start+count-1``: floor(-ln(U) / ln(M)), reproducible."""
+    rng = np.random.default_rng([seed, segment_id, start])
+    u = 1.0 - rng.random(count)  # (0, 1]
+    levels = np.floor(-np.log(u) / math.log(m)).astype(np.int64)
+    return np.minimum(levels, MAX_LEVEL).astype(np.uint8)
+
+
+def extend_graph(old: Graph | None, va: np.ndarray, norma: np.ndarray, vb: np.ndarray, normb: np.ndarray,
+                 m: int, ef_construction: int, metric: int, new_levels: np.ndarray) -> Graph:
+    """The graph of ``old``'s nodes (rows of ``va``) plus the rows of ``vb`` as new nodes.
+
+    ``old`` None means: a new graph over ``va`` followed by ``vb``.
+    """
+    na, nb = va.shape[0], vb.shape[0]
+    n = na + nb
+    n_old = 0 if old is None else old.levels.shape[0]
+    if old is not None:
+        assert n_old == na
+    levels = np.empty(n, dtype=np.uint8)
+    if old is not None:
+        levels[:na] = old.levels
+        levels[na:] = new_levels
+    else:
+        levels[:] = new_levels
+    links0 = np.full((n, 2 * m), -1, dtype=np.int32)
+    upper_offsets = np.zeros(n + 1, dtype=np.uint32)
+    np.cumsum(levels, dtype=np.uint32, out=upper_offsets[1:])
+    upper_links = np.full((int(upper_offsets[-1]), m), -1, dtype=np.int32)
+    if old is not None:
+        links0[:na] = old.links0
+        upper_links[: old.upper_links.shape[0]] = old.upper_links
+        entry, max_level, start = old.entry_point, old.max_level, na
+    else:
+        entry, max_level, start = 0, int(levels[0]), 1
+    threads = numba.get_num_threads()
+    visited = np.zeros((threads, n), dtype=np.uint32)
+    tags = np.zeros(threads, dtype=np.uint32)
+    ro = readonly
+    va, vb, norma, normb = ro(va), ro(vb), ro(norma), ro(normb)
+    while start < n:
+        stop = min(n, start + max(1, min(MAX_BATCH, start // 8)))
+        entry, max_level = kernels.insert_batch(va, vb, na, norma, normb, metric, links0, levels, upper_offsets,
+                                                upper_links, start, stop, entry, max_level, m, ef_construction,
+                                                visited, tags)
+        start = stop
+    return Graph(levels, links0, upper_offsets, upper_links, int(entry), int(max_level))
+
+
+def graph_of(view) -> Graph:
+    """The committed graph of a segment view (read-only arrays)."""
+    h = view.meta.hnsw
+    return Graph(view.hnsw_levels, view.hnsw_links0, view.hnsw_upper_offsets, view.hnsw_upper_links,
+                 h.entry_point, h.max_level)
+
+
+class VisitedPool:
+    """Visited-mark buffers for one segment, one per concurrent searcher.
+
+    Allocated with ``np.zeros`` (untouched pages cost nothing), reused with
+    tags so no search clears n entries.
+    """
+
+    def __init__(self, n: int):
+        self.n = n
+        self._free: list[tuple[np.ndarray, np.ndarray]] = []
+        self._lock = threading.Lock()
+
+    def acquire(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            for i, (visited, tags) in enumerate(self._free):
+                if visited.shape[0] >= rows:
+                    return self._free.pop(i)
+        return np.zeros((rows, self.n), dtype=np.uint32), np.zeros(rows, dtype=np.uint32)
+
+    def release(self, buffers: tuple[np.ndarray, np.ndarray]) -> None:
+        with self._lock:
+            self._free.append(buffers)
+
+
+_pools_lock = threading.Lock()
+
+
+def _pool(view) -> VisitedPool:
+    pool = view.__dict__.get("_visited_pool")
+    if pool is None:
+        with _pools_lock:
+            pool = view.__dict__.setdefault("_visited_pool", VisitedPool(view.n))
+            h = view.meta.hnsw
+            if int(view.hnsw_levels[h.entry_point]) < h.max_level:
+                raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: the HNSW entry point's "
+                                       f"level is below max_level {h.max_level}")
+            offsets = view.hnsw_upper_offsets
+            if int(offsets[-1]) != view.hnsw_upper_links.shape[0]:
+                raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: HNSW upper-layer offsets "
+                                       f"do not match the upper links region")
+    return pool
+
+
+PARALLEL_MIN_QUERIES = 4
+
+
+def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, excluded: np.ndarray,
+                   k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+    """HNSW top-k of each query in one segment: (distances[m, k], slots[m, k])."""
+    pool = _pool(view)
+    h = view.meta.hnsw
+    parallel = queries.shape[0] >= PARALLEL_MIN_QUERIES
+    rows = min(numba.get_num_threads(), queries.shape[0]) if parallel else 1
+    buffers = pool.acquire(rows)
+    try:
+        fn = kernels.search_knn_parallel if parallel else kernels.search_knn
+        d, i, status = fn(view.vectors, view.norms, metric, view.hnsw_links0, view.hnsw_levels,
+                          view.hnsw_upper_offsets, view.hnsw_upper_links, h.entry_point, h.max_level,
+                          queries, qnorms, excluded, k, max(ef, k), buffers[0][:rows], buffers[1][:rows])
+    finally:
+        pool.release(buffers)
+    if status != kernels.STATUS_OK:
+        raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: the HNSW graph names a node "
+                               f"or layer that does not exist")
+    return d, i
