@@ -204,27 +204,23 @@ class Collection:
         include_vector : bool
             Also return each result's vector.
         """
-        state = self._state()
-        q = validation.vector(query, state.meta.dim, "query")
-        return self._search(state, q[None, :], k, filter, include_vector, ef, exact)[0]
+        return self._search(self._state(), query, False, k, filter, include_vector, ef, exact)[0]
 
     def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
                      exact: bool = False, include_vector: bool = False) -> list[list[SearchResult]]:
         """:meth:`search` for each row of a 2-D array of queries, in parallel."""
-        state = self._state()
-        qs = validation.matrix(queries, state.meta.dim, "queries")
-        return self._search(state, qs, k, filter, include_vector, ef, exact)
+        return self._search(self._state(), queries, True, k, filter, include_vector, ef, exact)
 
-    def _search(self, state, queries, k, filter, include_vector, ef, exact):
+    def _search(self, state, queries, batch, k, filter, include_vector, ef, exact):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
         predicate = compile_filter(filter)
-        metric = METRIC_CODES[state.meta.distance]
-        queries = np.require(queries, np.float32, ["C", "W", "A"])
-        qnorms = _search.query_norms(queries, metric)
+        meta = state.meta
+        metric = METRIC_CODES[meta.distance]
+        qs, qnorms = validation.queries(queries, meta.dim, meta.distance == "cosine", batch)
         if ef is None:
-            ef = state.meta.hnsw.ef_search
+            ef = meta.hnsw.ef_search
         elif isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
             raise InvalidArgumentError(f"ef must be a positive integer, got {ef!r}")
-        return _search.search(state, queries, qnorms, int(k), metric, predicate, include_vector,
+        return _search.search(state, qs, qnorms, int(k), metric, predicate, include_vector,
                               None if exact else int(ef))

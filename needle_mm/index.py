@@ -104,28 +104,23 @@ def graph_of(view) -> Graph:
                  h.entry_point, h.max_level)
 
 
-class VisitedPool:
-    """Visited-mark buffers for one segment, one per concurrent searcher.
+class VisitedPool(threading.local):
+    """Visited-mark buffers of one segment, one set per thread (searches in
+    several threads run concurrently: the kernels release the GIL).
 
-    Allocated with ``np.zeros`` (untouched pages cost nothing), reused with
-    tags so no search clears n entries.
+    Allocated with ``np.zeros`` (untouched pages cost nothing) and reused with
+    tags, so no search clears n entries.
     """
 
     def __init__(self, n: int):
         self.n = n
-        self._free: list[tuple[np.ndarray, np.ndarray]] = []
-        self._lock = threading.Lock()
+        self.buffers: tuple[np.ndarray, np.ndarray] | None = None
 
-    def acquire(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        with self._lock:
-            for i, (visited, tags) in enumerate(self._free):
-                if visited.shape[0] >= rows:
-                    return self._free.pop(i)
-        return np.zeros((rows, self.n), dtype=np.uint32), np.zeros(rows, dtype=np.uint32)
-
-    def release(self, buffers: tuple[np.ndarray, np.ndarray]) -> None:
-        with self._lock:
-            self._free.append(buffers)
+    def get(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        buffers = self.buffers
+        if buffers is None or buffers[0].shape[0] < rows:
+            buffers = self.buffers = (np.zeros((rows, self.n), dtype=np.uint32), np.zeros(rows, dtype=np.uint32))
+        return buffers
 
 
 _pools_lock = threading.Lock()
@@ -155,16 +150,19 @@ def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, e
     """HNSW top-k of each query in one segment: (distances[m, k], slots[m, k])."""
     pool = _pool(view)
     h = view.meta.hnsw
-    parallel = queries.shape[0] >= PARALLEL_MIN_QUERIES
-    rows = min(numba.get_num_threads(), queries.shape[0]) if parallel else 1
-    buffers = pool.acquire(rows)
-    try:
-        fn = kernels.search_knn_parallel if parallel else kernels.search_knn
-        d, i, status = fn(view.vectors, view.norms, metric, view.hnsw_links0, view.hnsw_levels,
-                          view.hnsw_upper_offsets, view.hnsw_upper_links, h.entry_point, h.max_level,
-                          queries, qnorms, excluded, k, max(ef, k), buffers[0][:rows], buffers[1][:rows])
-    finally:
-        pool.release(buffers)
+    if queries.shape[0] >= PARALLEL_MIN_QUERIES:
+        rows = min(numba.get_num_threads(), queries.shape[0])
+        visited, tags = pool.get(rows)
+        d, i, status = kernels.search_knn_parallel(
+            view.vectors, view.norms, metric, view.hnsw_links0, view.hnsw_levels, view.hnsw_upper_offsets,
+            view.hnsw_upper_links, h.entry_point, h.max_level, queries, qnorms, excluded, k, max(ef, k),
+            visited[:rows], tags[:rows])
+    else:
+        visited, tags = pool.get(1)
+        d, i, status = kernels.search_knn(
+            view.vectors, view.norms, metric, view.hnsw_links0, view.hnsw_levels, view.hnsw_upper_offsets,
+            view.hnsw_upper_links, h.entry_point, h.max_level, queries, qnorms, excluded, k, max(ef, k),
+            visited, tags)
     if status != kernels.STATUS_OK:
         raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: the HNSW graph names a node "
                                f"or layer that does not exist")

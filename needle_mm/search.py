@@ -56,24 +56,29 @@ def sources(state: CollectionState, predicate: Predicate | None):
 
 def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: int, metric: int,
            predicate: Predicate | None, include_vector: bool, ef: int | None) -> list[list[SearchResult]]:
-    """Top-k over every source; ``ef`` None means exact search everywhere."""
+    """Top-k over every source; ``ef`` None means exact search everywhere.
+
+    This is the per-query hot path: one kernel call per source, one merge,
+    ids gathered per source in bulk, metadata left undecoded.
+    """
     m = queries.shape[0]
     srcs = sources(state, predicate)
     if not srcs or k == 0:
         return [[] for _ in range(m)]
-    all_d, all_s, all_src = [], [], []
-    for index, (source, vectors, norms, excluded) in enumerate(srcs):
-        if ef is not None and getattr(getattr(source, "meta", None), "hnsw", None) is not None:
-            d, s = search_segment(source, queries, qnorms, metric, excluded, k, ef)
+    found = []
+    for source, vectors, norms, excluded in srcs:
+        if ef is not None and source.meta is not None and source.meta.hnsw is not None:
+            found.append(search_segment(source, queries, qnorms, metric, excluded, k, ef))
         else:
-            d, s = exact_topk(vectors, norms, queries, qnorms, metric, excluded, k)
-        all_d.append(d)
-        all_s.append(s)
-        all_src.append(np.full(s.shape, index, dtype=np.int32))
-    dist = np.concatenate(all_d, axis=1)
-    slot = np.concatenate(all_s, axis=1)
-    src = np.concatenate(all_src, axis=1)
-    if len(srcs) > 1:
+            found.append(exact_topk(vectors, norms, queries, qnorms, metric, excluded, k))
+    if len(found) == 1:
+        dist, slot = found[0]
+        src = None
+    else:
+        dist = np.concatenate([f[0] for f in found], axis=1)
+        slot = np.concatenate([f[1] for f in found], axis=1)
+        src = np.repeat(np.arange(len(found), dtype=np.int32), [f[1].shape[1] for f in found])
+        src = np.broadcast_to(src[None, :], slot.shape)
         order = np.argsort(dist, axis=1, kind="stable")[:, :k]
         dist = np.take_along_axis(dist, order, axis=1)
         slot = np.take_along_axis(slot, order, axis=1)
@@ -81,22 +86,22 @@ def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: i
     if metric == METRIC_EUCLIDEAN:
         dist = np.sqrt(np.maximum(dist, 0.0))
     results = []
+    dists, slots = dist.tolist(), slot.tolist()
+    srcs_of = src.tolist() if src is not None else None
     for q in range(m):
+        row_slots = slots[q]
+        count = k - row_slots.count(-1)
+        if srcs_of is None:
+            source = srcs[0][0]
+            ids = source.ids_at(row_slots[:count])
+            row_sources = [source] * count
+        else:
+            row_sources = [srcs[i][0] for i in srcs_of[q][:count]]
+            ids = [srcs[i][0].id_at(s) for i, s in zip(srcs_of[q][:count], row_slots[:count])]
         row = []
-        for d, s, i in zip(dist[q].tolist(), slot[q].tolist(), src[q].tolist()):
-            if s < 0:
-                break
-            source, vectors = srcs[i][0], srcs[i][1]
-            vec = np.array(vectors[s], dtype=np.float32) if include_vector else None
-            row.append(SearchResult(source.id_at(s), d, source, s, vec))
+        for j in range(count):
+            source, s = row_sources[j], row_slots[j]
+            vec = np.array(source.vectors[s], dtype=np.float32) if include_vector else None
+            row.append(SearchResult(ids[j], dists[q][j], source, s, vec))
         results.append(row)
     return results
-
-
-def query_norms(queries: np.ndarray, metric: int) -> np.ndarray:
-    from . import validation
-
-    qn = validation.norms(queries, "query")
-    if metric == METRIC_COSINE:
-        validation.require_nonzero(qn, "query")
-    return qn

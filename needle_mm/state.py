@@ -80,6 +80,12 @@ class PendingRecords:
     def id_at(self, pos: int) -> str:
         return self.ids[pos]
 
+    def ids_at(self, positions: list[int]) -> list[str]:
+        ids = self.ids
+        return [ids[p] for p in positions]
+
+    meta = None  # pending records have no committed segment descriptor (and no graph)
+
     def live_positions(self) -> np.ndarray:
         return np.fromiter(sorted(self.index.values()), dtype=np.int64, count=len(self.index))
 

@@ -78,6 +78,32 @@ def _as_float_array(value: Any, what: str) -> np.ndarray:
         return arr.astype(np.float32, copy=False)
 
 
+def queries(value: Any, dim: int, cosine: bool, batch: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Queries as a writable float32 ``[m, dim]`` matrix and their norms.
+
+    The single-query path is the hot one: one copy and one dot product, whose
+    result also proves the query finite (NaN, infinity and float32 overflow
+    all make the squared norm non-finite).
+    """
+    if not batch:
+        if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind == "f" and value.shape[0] == dim:
+            q = value.astype(np.float32).reshape(1, dim)
+        else:
+            q = vector(value, dim, "query").astype(np.float32).reshape(1, dim)
+        sq = float(np.dot(q[0], q[0]))
+        if not math.isfinite(sq):
+            vector(q[0], dim, "query")  # names NaN/infinity if present
+            raise InvalidVectorError("query values are too large: the norm overflows float32")
+        if cosine and sq == 0.0:
+            raise InvalidVectorError("query is all zeros: cosine distance is undefined for it")
+        return q, np.array([math.sqrt(sq)], dtype=np.float32)
+    q = np.require(matrix(value, dim, "queries"), np.float32, ["C", "W", "A"])
+    qn = norms(q, "query")
+    if cosine:
+        require_nonzero(qn, "query")
+    return q, qn
+
+
 def norms(arr: np.ndarray, what: str = "vector") -> np.ndarray:
     """Row L2 norms (float32); they must be finite (huge values overflow)."""
     with np.errstate(over="ignore"):

@@ -11,6 +11,7 @@ may append past them, never change them.
 from __future__ import annotations
 
 import hashlib
+import sys
 from functools import cached_property
 
 import numpy as np
@@ -139,6 +140,31 @@ class SegmentView:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} id of slot {slot} is not UTF-8") from None
+
+    @cached_property
+    def _id_offsets_mv(self):
+        if sys.byteorder != "little":  # the file is little-endian; a cast would misread
+            return self.id_offsets.astype(np.uint64).tolist()
+        ref = self.meta.regions["id_offsets"]
+        return memoryview(self._buf)[ref.offset:ref.offset + ref.length].cast("Q")
+
+    def ids_at(self, slots: list[int]) -> list[str]:
+        """Ids of several slots at once (the search hot path: plain Python ints,
+        no numpy scalars)."""
+        offsets = self._id_offsets_mv
+        base = self.meta.regions["id_blob"].offset
+        size = self.meta.regions["id_blob"].length
+        buf = self._buf
+        out = []
+        for s in slots:
+            a, b = offsets[s], offsets[s + 1]
+            if not a <= b <= size:
+                self.id_at(s)  # raises CorruptFileError with the details
+            try:
+                out.append(buf[base + a:base + b].decode("utf-8"))
+            except UnicodeDecodeError:
+                self.id_at(s)
+        return out
 
     def meta_bytes_at(self, slot: int) -> bytes:
         raw = self._blob_slice(self.meta_offsets, self.meta_blob, slot, "metadata")
