@@ -167,8 +167,8 @@ def new_segment(writer: RegionWriter, meta: CollectionMeta, segment_id: int, gen
     n = len(recs)
     h = meta.hnsw
     levels = draw_levels(n, h.m, h.seed, segment_id, 0)
-    graph = extend_graph(None, recs.vectors, recs.norms, recs.vectors[:0], recs.norms[:0], h.m,
-                         h.ef_construction, METRIC_CODES[meta.distance], levels)
+    graph = extend_graph(None, recs.vectors, recs.norms, h.m, h.ef_construction, METRIC_CODES[meta.distance],
+                         levels)
     parts = _per_record_parts(recs, 0, 0)
     regions = {}
     for name in _FIXED_GROWABLE:
@@ -191,8 +191,12 @@ def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta,
     n_old, n = seg.n, seg.n + len(recs)
     h = meta.hnsw
     levels = draw_levels(len(recs), h.m, h.seed, seg.segment_id, n_old)
-    graph = extend_graph(graph_of(view), view.vectors, view.norms, recs.vectors, recs.norms, h.m,
-                         h.ef_construction, METRIC_CODES[meta.distance], levels)
+    # The kernels want one array: committed rows and new ones are copied together
+    # (O(n) memory and time per commit; cheaper than a branch per distance).
+    vectors = np.concatenate([view.vectors, recs.vectors])
+    norms = np.concatenate([view.norms, recs.norms])
+    graph = extend_graph(graph_of(view), vectors, norms, h.m, h.ef_construction, METRIC_CODES[meta.distance],
+                         levels)
     parts = _per_record_parts(recs, seg.regions["id_blob"].length, seg.regions["meta_blob"].length)
     parts["hnsw_levels"] = levels.tobytes()
     regions = dict(seg.regions)

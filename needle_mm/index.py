@@ -56,43 +56,37 @@ def draw_levels(count: int, m: int, seed: int, segment_id: int, start: int) -> n
     return np.minimum(levels, MAX_LEVEL).astype(np.uint8)
 
 
-def extend_graph(old: Graph | None, va: np.ndarray, norma: np.ndarray, vb: np.ndarray, normb: np.ndarray,
-                 m: int, ef_construction: int, metric: int, new_levels: np.ndarray) -> Graph:
-    """The graph of ``old``'s nodes (rows of ``va``) plus the rows of ``vb`` as new nodes.
+def extend_graph(old: Graph | None, vectors: np.ndarray, norms: np.ndarray, m: int, ef_construction: int,
+                 metric: int, new_levels: np.ndarray) -> Graph:
+    """``old``'s graph (over the first rows of ``vectors``) with the remaining rows added as nodes.
 
-    ``old`` None means: a new graph over ``va`` followed by ``vb``.
+    ``old`` None means a new graph over all rows.
     """
-    na, nb = va.shape[0], vb.shape[0]
-    n = na + nb
+    n = vectors.shape[0]
     n_old = 0 if old is None else old.levels.shape[0]
-    if old is not None:
-        assert n_old == na
+    assert n_old + new_levels.shape[0] == n
     levels = np.empty(n, dtype=np.uint8)
-    if old is not None:
-        levels[:na] = old.levels
-        levels[na:] = new_levels
-    else:
-        levels[:] = new_levels
+    levels[n_old:] = new_levels
     links0 = np.full((n, 2 * m), -1, dtype=np.int32)
+    if old is not None:
+        levels[:n_old] = old.levels
+        links0[:n_old] = old.links0
     upper_offsets = np.zeros(n + 1, dtype=np.uint32)
     np.cumsum(levels, dtype=np.uint32, out=upper_offsets[1:])
     upper_links = np.full((int(upper_offsets[-1]), m), -1, dtype=np.int32)
     if old is not None:
-        links0[:na] = old.links0
         upper_links[: old.upper_links.shape[0]] = old.upper_links
-        entry, max_level, start = old.entry_point, old.max_level, na
+        entry, max_level, start = old.entry_point, old.max_level, n_old
     else:
         entry, max_level, start = 0, int(levels[0]), 1
     threads = numba.get_num_threads()
     visited = np.zeros((threads, n), dtype=np.uint32)
     tags = np.zeros(threads, dtype=np.uint32)
-    ro = readonly
-    va, vb, norma, normb = ro(va), ro(vb), ro(norma), ro(normb)
+    vectors, norms = readonly(np.ascontiguousarray(vectors, dtype=np.float32)), readonly(norms)
     while start < n:
         stop = min(n, start + max(1, min(MAX_BATCH, start // 8)))
-        entry, max_level = kernels.insert_batch(va, vb, na, norma, normb, metric, links0, levels, upper_offsets,
-                                                upper_links, start, stop, entry, max_level, m, ef_construction,
-                                                visited, tags)
+        entry, max_level = kernels.insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_links,
+                                                start, stop, entry, max_level, m, ef_construction, visited, tags)
         start = stop
     return Graph(levels, links0, upper_offsets, upper_links, int(entry), int(max_level))
 
