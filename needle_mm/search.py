@@ -8,6 +8,8 @@ source, the one convention every kernel shares.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._kernels import METRIC_COSINE, METRIC_EUCLIDEAN
@@ -83,8 +85,7 @@ def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: i
         dist = np.take_along_axis(dist, order, axis=1)
         slot = np.take_along_axis(slot, order, axis=1)
         src = np.take_along_axis(src, order, axis=1)
-    if metric == METRIC_EUCLIDEAN:
-        dist = np.sqrt(np.maximum(dist, 0.0))
+    root = metric == METRIC_EUCLIDEAN  # kernels rank by squared L2; users get the distance
     results = []
     dists, slots = dist.tolist(), slot.tolist()
     srcs_of = src.tolist() if src is not None else None
@@ -102,6 +103,7 @@ def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: i
         for j in range(count):
             source, s = row_sources[j], row_slots[j]
             vec = np.array(source.vectors[s], dtype=np.float32) if include_vector else None
-            row.append(SearchResult(ids[j], dists[q][j], source, s, vec))
+            d = dists[q][j]
+            row.append(SearchResult(ids[j], math.sqrt(d) if root else d, source, s, vec))
         results.append(row)
     return results

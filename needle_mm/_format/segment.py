@@ -38,6 +38,9 @@ def concat_with_offsets(items: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return offsets, blob
 
 
+NO_TOMBSTONES = np.zeros(0, dtype=np.uint8)
+NO_TOMBSTONES.flags.writeable = False  # read-only like every file-backed array kernels see
+
 _DTYPES = {name: np.dtype(spec[0]) for name, spec in ALL_SEGMENT_REGIONS.items()}
 
 
@@ -118,7 +121,7 @@ class SegmentView:
     def tombstones(self) -> np.ndarray:
         """Packed deletion bitmap (bit i of byte i//8, little bit order); empty if none."""
         if "tombstones" not in self.meta.regions:
-            return np.zeros(0, dtype=np.uint8)
+            return NO_TOMBSTONES
         return self._view("tombstones")
 
     def is_deleted(self, slot: int) -> bool:

@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import METRIC_COSINE, METRIC_EUCLIDEAN
+from .prefetch import prefetch_row
 
 STATUS_OK = 0
 STATUS_CORRUPT = 1
@@ -236,12 +237,17 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
             if r < 0 or r >= rows:
                 return n_res, STATUS_CORRUPT
             nbrs = upper_links[r]
-        for j in range(nbrs.shape[0]):
+        width = nbrs.shape[0]
+        for j in range(width):
             nb = nbrs[j]
             if nb < 0:
                 break
             if nb >= n:
                 return n_res, STATUS_CORRUPT
+            if j + 1 < width:
+                nxt = nbrs[j + 1]
+                if 0 <= nxt < n:
+                    prefetch_row(vectors, nxt)
             if visited[vrow, nb] == tag:
                 continue
             visited[vrow, nb] = tag
