@@ -100,7 +100,7 @@ def at_recall(rows: list[dict], target: float = 0.95) -> dict | None:
 
 def bench_needle(x, q, gt, metric, tmp) -> dict:
     dist = {"cosine": "cosine", "euclidean": "euclidean"}[metric]
-    path = os.path.join(tmp, "needle.needle")
+    path = os.path.join(tmp, f"needle-{len(x)}-{x.shape[1]}.needle")
     ids = [str(i) for i in range(len(x))]
     db = needle.Database.open(path)
     coll = db.create_collection("c", x.shape[1], dist, m=M, ef_construction=EFC)
@@ -136,7 +136,7 @@ def bench_needle_commits(x, q, gt, metric, tmp, commits: int, per: int, ef: int)
     gt_ids = np.load  # noqa: F841 (documentation: gt refers to the full train set)
     res = {}
     for label, chunk in (("one_go", n), ("many_commits", per)):
-        path = os.path.join(tmp, f"commits-{label}.needle")
+        path = os.path.join(tmp, f"commits-{label}-{len(x)}.needle")
         db = needle.Database.open(path)
         coll = db.create_collection("c", x.shape[1], dist, m=M, ef_construction=EFC)
         t = time.perf_counter()
@@ -209,7 +209,7 @@ def bench_hnswlib(x, q, gt, metric, tmp) -> dict:
         idx.add_items(x, np.arange(len(x)))
         out[f"build_s_{threads}t"] = time.perf_counter() - t
         out[f"build_per_s_{threads}t"] = len(x) / out[f"build_s_{threads}t"]
-    path = os.path.join(tmp, "hnswlib.bin")
+    path = os.path.join(tmp, f"hnswlib-{len(x)}.bin")
     idx.save_index(path)
     out["file_bytes"] = os.path.getsize(path)
     t = time.perf_counter()
@@ -243,7 +243,7 @@ def bench_usearch(x, q, gt, metric, tmp) -> dict:
         idx.add(np.arange(len(x)), x, threads=threads)
         out[f"build_s_{threads}t"] = time.perf_counter() - t
         out[f"build_per_s_{threads}t"] = len(x) / out[f"build_s_{threads}t"]
-    path = os.path.join(tmp, "usearch.bin")
+    path = os.path.join(tmp, f"usearch-{len(x)}.bin")
     idx.save(path)
     out["file_bytes"] = os.path.getsize(path)
     t = time.perf_counter()
@@ -276,7 +276,7 @@ def bench_faiss(x, q, gt, metric, tmp) -> dict:
         idx.add(x)
         out[f"build_s_{threads}t"] = time.perf_counter() - t
         out[f"build_per_s_{threads}t"] = len(x) / out[f"build_s_{threads}t"]
-    path = os.path.join(tmp, "faiss.bin")
+    path = os.path.join(tmp, f"faiss-{len(x)}.bin")
     faiss.write_index(idx, path)
     out["file_bytes"] = os.path.getsize(path)
     t = time.perf_counter()

@@ -3,8 +3,10 @@
 The plan is a comma-separated list of ``name=action`` where ``name`` is a
 failpoint from SPEC.md §6 (for example ``commit.after_data_sync``) or
 ``io.N`` for the N-th mutating I/O call of the process (1-based), and
-``action`` is ``kill`` (SIGKILL this process) or ``eio`` / ``enospc`` (raise
-that OSError from the call). The plan is read once per process.
+``action`` is ``kill`` (SIGKILL this process), ``eio`` / ``enospc`` (raise
+that OSError from the call) or, for an ``io.N`` that is a pwrite, ``tear``
+(write the first half of the data, then SIGKILL: a torn write). The plan is
+read once per process.
 """
 
 from __future__ import annotations
@@ -43,15 +45,25 @@ def hit(name: str) -> None:
         _act(plan[name], name)
 
 
-def io_call(kind: str) -> None:
-    """Count one mutating I/O call; the plan may fail it by number."""
+def io_call(kind: str) -> bool:
+    """Count one mutating I/O call; the plan may fail it by number.
+
+    Returns True when the caller must tear this write (write half, then call
+    :func:`die`)."""
     global _io_calls
     plan = _load()
     if plan:
         _io_calls += 1
         key = f"io.{_io_calls}"
         if key in plan:
+            if plan[key] == "tear" and kind == "pwrite":
+                return True
             _act(plan[key], f"{key} ({kind})")
+    return False
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def reset_for_tests() -> None:

@@ -46,8 +46,11 @@ class FileIO:
         return b"".join(chunks)
 
     def pwrite(self, data, offset: int) -> None:
-        failpoints.io_call("pwrite")
+        tear = failpoints.io_call("pwrite")
         view = memoryview(data).cast("B")
+        if tear:
+            os.pwrite(self.fd, view[: len(view) // 2], offset)
+            failpoints.die()
         while view:
             written = os.pwrite(self.fd, view, offset)
             view = view[written:]
