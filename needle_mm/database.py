@@ -282,6 +282,13 @@ class Database:
         self._states = states
         self._snapshot = snapshot
 
+    def _plan(self, current: Superblock) -> tuple[RegionWriter, object]:
+        """Everything the next generation writes, planned on top of ``current``."""
+        writer = RegionWriter(current.file_length)
+        catalog = plan_catalog(self._snapshot.catalog.collections, self._states, self._dropped, writer,
+                               current.generation + 1)
+        return writer, writer.add(memoryview(catalog.encode()))
+
     def save(self) -> None:
         """Checkpoint: make every write so far durable and visible to other processes.
 
@@ -297,15 +304,16 @@ class Database:
         if not self.dirty:
             return
         io = self._io
+        # Plan (graph insertion included: the slow part) against our snapshot
+        # without the lock; under the lock, write it if no other writer
+        # committed meanwhile, else re-plan on top of their generation.
+        planned = self._plan(self._snapshot.superblock)
         with self._lock:
             current = read_superblock(io)
             if current.generation != self._snapshot.generation:
                 self._adopt(Snapshot.load(io, self._snapshot))
-            generation = current.generation + 1
-            writer = RegionWriter(current.file_length)
-            catalog = plan_catalog(self._snapshot.catalog.collections, self._states, self._dropped,
-                                   writer, generation)
-            catalog_ref = writer.add(memoryview(catalog.encode()))
+                planned = self._plan(current)
+            writer, catalog_ref = planned
             file_length = writer.end
             # Commit protocol, SPEC.md §6. Data goes only to bytes no committed
             # generation references: past file_length, or past the used length
@@ -318,7 +326,7 @@ class Database:
             io.fsync()
             failpoints.hit("commit.after_data_sync")
             slot = current.generation % 2  # generation g+1 goes to slot g mod 2 (SPEC §3)
-            sb = Superblock(generation, file_length, catalog_ref.offset, catalog_ref.length,
+            sb = Superblock(current.generation + 1, file_length, catalog_ref.offset, catalog_ref.length,
                             catalog_ref.crc32, slot, time.time_ns())
             io.pwrite(encode_superblock(sb), SUPERBLOCK_OFFSETS[slot])
             failpoints.hit("commit.after_superblock_write")
