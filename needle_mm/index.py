@@ -82,11 +82,14 @@ def extend_graph(old: Graph | None, vectors: np.ndarray, norms: np.ndarray, m: i
     threads = numba.get_num_threads()
     visited = np.zeros((threads, n), dtype=np.uint32)
     tags = np.zeros(threads, dtype=np.uint32)
+    heap_d = np.empty((threads, n), dtype=np.float32)
+    heap_i = np.empty((threads, n), dtype=np.int32)
     vectors, norms = readonly(np.ascontiguousarray(vectors, dtype=np.float32)), readonly(norms)
     while start < n:
         stop = min(n, start + max(1, min(MAX_BATCH, start // 8)))
         entry, max_level = kernels.insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_links,
-                                                start, stop, entry, max_level, m, ef_construction, visited, tags)
+                                                start, stop, entry, max_level, m, ef_construction, visited, tags,
+                                                heap_d, heap_i)
         start = stop
     return Graph(levels, links0, upper_offsets, upper_links, int(entry), int(max_level))
 
@@ -99,21 +102,24 @@ def graph_of(view) -> Graph:
 
 
 class VisitedPool(threading.local):
-    """Visited-mark buffers of one segment, one set per thread (searches in
-    several threads run concurrently: the kernels release the GIL).
+    """Search scratch of one segment, one set per thread (searches in several
+    threads run concurrently: the kernels release the GIL): visited marks
+    with their tags, and the candidate heap (capacity n, see search_layer).
 
-    Allocated with ``np.zeros`` (untouched pages cost nothing) and reused with
-    tags, so no search clears n entries.
+    Allocated lazily (untouched pages cost nothing) and reused with tags, so
+    no search clears n entries.
     """
 
     def __init__(self, n: int):
         self.n = n
-        self.buffers: tuple[np.ndarray, np.ndarray] | None = None
+        self.buffers: tuple[np.ndarray, ...] | None = None
 
-    def get(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    def get(self, rows: int) -> tuple[np.ndarray, ...]:
         buffers = self.buffers
         if buffers is None or buffers[0].shape[0] < rows:
-            buffers = self.buffers = (np.zeros((rows, self.n), dtype=np.uint32), np.zeros(rows, dtype=np.uint32))
+            buffers = self.buffers = (np.zeros((rows, self.n), dtype=np.uint32), np.zeros(rows, dtype=np.uint32),
+                                      np.empty((rows, self.n), dtype=np.float32),
+                                      np.empty((rows, self.n), dtype=np.int32))
         return buffers
 
 
@@ -146,17 +152,17 @@ def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, e
     h = view.meta.hnsw
     if queries.shape[0] >= PARALLEL_MIN_QUERIES:
         rows = min(numba.get_num_threads(), queries.shape[0])
-        visited, tags = pool.get(rows)
+        visited, tags, cand_d, cand_i = pool.get(rows)
         d, i, status = kernels.search_knn_parallel(
             view.vectors, view.norms, metric, view.hnsw_links0, view.hnsw_levels, view.hnsw_upper_offsets,
             view.hnsw_upper_links, h.entry_point, h.max_level, queries, qnorms, excluded, k, max(ef, k),
-            visited[:rows], tags[:rows])
+            visited[:rows], tags[:rows], cand_d[:rows], cand_i[:rows])
     else:
-        visited, tags = pool.get(1)
+        visited, tags, cand_d, cand_i = pool.get(1)
         d, i, status = kernels.search_knn(
             view.vectors, view.norms, metric, view.hnsw_links0, view.hnsw_levels, view.hnsw_upper_offsets,
             view.hnsw_upper_links, h.entry_point, h.max_level, queries, qnorms, excluded, k, max(ef, k),
-            visited, tags)
+            visited, tags, cand_d, cand_i)
     if status != kernels.STATUS_OK:
         raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: the HNSW graph names a node "
                                f"or layer that does not exist")

@@ -206,16 +206,16 @@ def greedy_descend(q, qn, vectors, norms, metric, levels, upper_offsets, upper_l
 
 @njit(cache=True, nogil=True, fastmath=True)
 def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, n,
-                 layer, entry, entry_d, ef, visited, vrow, tag, excluded, res_d, res_i):
+                 layer, entry, entry_d, ef, visited, vrow, tag, excluded, res_d, res_i, cand_d, cand_i):
     """Beam search of one layer from one entry node.
 
     Fills the max-heap ``res_d/res_i`` (capacity >= ef) with up to ``ef``
     non-excluded nodes; excluded nodes are walked through but never returned.
+    ``cand_d/cand_i`` hold the candidate min-heap: each node enters it at most
+    once (visited marks), so capacity ``n`` never overflows and the loop needs
+    no growth check (which cost ~20 % of a small search, measured).
     Returns (result count, status).
     """
-    cap = max(4 * ef, 64)
-    cand_d = np.empty(cap, dtype=np.float32)
-    cand_i = np.empty(cap, dtype=np.int32)
     n_cand = minheap_push(cand_d, cand_i, 0, entry_d, entry)
     n_res = 0
     if not is_excluded(excluded, entry):
@@ -253,14 +253,6 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
             visited[vrow, nb] = tag
             d = distance(q, qn, vectors[nb], norms[nb], metric)
             if n_res < ef or d < res_d[0]:
-                if n_cand == cap:
-                    cap *= 2
-                    nd = np.empty(cap, dtype=np.float32)
-                    ni = np.empty(cap, dtype=np.int32)
-                    nd[:n_cand] = cand_d[:n_cand]
-                    ni[:n_cand] = cand_i[:n_cand]
-                    cand_d = nd
-                    cand_i = ni
                 n_cand = minheap_push(cand_d, cand_i, n_cand, d, nb)
                 if not is_excluded(excluded, nb):
                     n_res = maxheap_push(res_d, res_i, n_res, d, nb)
@@ -286,7 +278,7 @@ def _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
 
 @njit(cache=True, nogil=True)
 def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
-                excluded, k, ef, visited, vrow, tags, out_d, out_i, qrow):
+                excluded, k, ef, visited, vrow, tags, cand_d, cand_i, out_d, out_i, qrow):
     n = vectors.shape[0]
     cur, cur_d, status = greedy_descend(q, qn, vectors, norms, metric, levels,
                                         upper_offsets, upper_links, n, entry, max_level, 0)
@@ -297,14 +289,14 @@ def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, up
     res_i = np.empty(ef + 1, dtype=np.int32)
     n_res, status = search_layer(q, qn, vectors, norms, metric, links0, levels,
                                  upper_offsets, upper_links, n, 0, cur, cur_d, ef, visited, vrow, tag,
-                                 excluded, res_d, res_i)
+                                 excluded, res_d, res_i, cand_d[vrow], cand_i[vrow])
     _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
     return status
 
 
 @njit(cache=True, nogil=True)
 def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
-               queries, qnorms, excluded, k, ef, visited, tags):
+               queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i):
     """k nearest non-excluded nodes per query, serially. Returns (d[m,k], i[m,k], status)."""
     m = queries.shape[0]
     out_d = np.full((m, k), np.inf, dtype=np.float32)
@@ -312,7 +304,7 @@ def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_link
     status = STATUS_OK
     for qi in range(m):
         s = _search_one(queries[qi], qnorms[qi], vectors, norms, metric, links0, levels, upper_offsets,
-                        upper_links, entry, max_level, excluded, k, ef, visited, 0, tags, out_d, out_i, qi)
+                        upper_links, entry, max_level, excluded, k, ef, visited, 0, tags, cand_d, cand_i, out_d, out_i, qi)
         if s != STATUS_OK:
             status = s
     return out_d, out_i, status
@@ -320,7 +312,7 @@ def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_link
 
 @njit(parallel=True, cache=True, nogil=True)
 def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
-                        queries, qnorms, excluded, k, ef, visited, tags):
+                        queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i):
     """:func:`search_knn` with queries split into one chunk per visited row (thread)."""
     m = queries.shape[0]
     chunks = visited.shape[0]
@@ -331,7 +323,8 @@ def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, u
     for c in prange(chunks):
         for qi in range(c * per, min(m, (c + 1) * per)):
             s = _search_one(queries[qi], qnorms[qi], vectors, norms, metric, links0, levels, upper_offsets,
-                            upper_links, entry, max_level, excluded, k, ef, visited, c, tags, out_d, out_i, qi)
+                            upper_links, entry, max_level, excluded, k, ef, visited, c, tags, cand_d, cand_i, out_d, out_i,
+                            qi)
             if s != STATUS_OK:
                 statuses[c] = s
     return out_d, out_i, statuses.max()
@@ -378,7 +371,7 @@ def select_neighbors_heuristic(base, base_n, cd, ci, count, m, vectors, norms, m
 
 @njit(cache=True, nogil=True)
 def _find_candidates(node, vectors, norms, metric, links0, levels, upper_offsets, upper_links,
-                     n_graph, entry, max_level, efc, visited, vrow, tags, cand_d, cand_i, cand_n):
+                     n_graph, entry, max_level, efc, visited, vrow, tags, heap_d, heap_i, cand_d, cand_i, cand_n):
     """Candidates of ``node`` on each of its layers, from the graph of nodes < n_graph."""
     q = vectors[node]
     qn = norms[node]
@@ -393,7 +386,7 @@ def _find_candidates(node, vectors, norms, metric, links0, levels, upper_offsets
         tag = next_tag(visited, tags, vrow)
         n_res, _ = search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets,
                                 upper_links, n_graph, layer, cur, cur_d, efc, visited, vrow, tag, empty,
-                                res_d, res_i)
+                                res_d, res_i, heap_d[vrow], heap_i[vrow])
         for j in range(n_res):
             cand_d[layer, j] = res_d[j]
             cand_i[layer, j] = res_i[j]
@@ -410,7 +403,7 @@ def _find_candidates(node, vectors, norms, metric, links0, levels, upper_offsets
 
 @njit(parallel=True, cache=True, nogil=True)
 def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_links,
-                 start, stop, entry, max_level, m, efc, visited, tags):
+                 start, stop, entry, max_level, m, efc, visited, tags, heap_d, heap_i):
     """Insert nodes ``start .. stop-1`` into the graph of nodes ``0 .. start-1``.
 
     The graph arrays already have rows for the new nodes (links -1). Returns
@@ -436,7 +429,7 @@ def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_li
         for j in range(c * per, min(b, (c + 1) * per)):
             node = start + j
             _find_candidates(node, vectors, norms, metric, links0, levels, upper_offsets,
-                             upper_links, start, entry, max_level, efc, visited, c, tags,
+                             upper_links, start, entry, max_level, efc, visited, c, tags, heap_d, heap_i,
                              cand_d[j], cand_i[j], cand_n[j])
             qv = vectors[node]
             qn = norms[node]
