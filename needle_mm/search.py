@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import orjson
 
-from ._kernels import METRIC_COSINE, METRIC_EUCLIDEAN
+from ._kernels import METRIC_EUCLIDEAN
 from ._kernels.exact import exact_topk
 from .filters import Predicate
 from .index import readonly, search_segment
@@ -24,8 +25,6 @@ _EMPTY = readonly(np.zeros(0, dtype=np.uint8))
 
 def _filter_excluded(source, n: int, excluded: np.ndarray, predicate: Predicate) -> np.ndarray:
     """``excluded`` plus every record the predicate rejects."""
-    import orjson
-
     if excluded.shape[0]:
         candidates = np.flatnonzero(~np.unpackbits(excluded, bitorder="little")[:n].astype(bool))
     else:

@@ -12,7 +12,6 @@ commit meanwhile; ``refresh`` builds a new one.
 from __future__ import annotations
 
 import mmap
-import os
 from dataclasses import dataclass
 
 from ._format.catalog import Catalog, CollectionMeta, decode_catalog
@@ -100,7 +99,3 @@ class Snapshot:
             views = [SegmentView(self.mapping.buffer, s, meta.dim, meta.hnsw.m, self.io.path) for s in meta.segments]
             self._views[name] = views
         return views
-
-
-def file_exists(path: str) -> bool:
-    return os.path.exists(path)

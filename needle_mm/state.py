@@ -10,6 +10,7 @@ process's reads now (the ``excluded`` bitmaps) and tombstoned at the commit.
 from __future__ import annotations
 
 import numpy as np
+import orjson
 
 from ._format.catalog import CollectionMeta
 from ._format.segment import SegmentView, id_hash, id_hashes
@@ -152,8 +153,6 @@ class CollectionState:
         return out
 
     def get(self, id: str, id_utf8: bytes) -> Entry | None:
-        import orjson
-
         pos = self.pending.index.get(id)
         if pos is not None:
             return Entry(id, self.pending.vectors[pos].copy(), orjson.loads(self.pending.metas[pos]))
