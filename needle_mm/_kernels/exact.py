@@ -22,29 +22,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import METRIC_COSINE, METRIC_DOT, METRIC_EUCLIDEAN
+from . import METRIC_COSINE, METRIC_EUCLIDEAN
+from .heaps import maxheap_replace_root
 
 QUERY_TILE = 8
 SERIAL_WORK = 1 << 21  # queries x rows x dim below which one thread is faster
-
-
-@njit(cache=True, nogil=True, inline="always")
-def heap_replace_root(top_d, top_i, d, i):
-    k = top_d.shape[0]
-    pos = 0
-    while True:
-        child = 2 * pos + 1
-        if child >= k:
-            break
-        if child + 1 < k and top_d[child + 1] > top_d[child]:
-            child += 1
-        if top_d[child] <= d:
-            break
-        top_d[pos] = top_d[child]
-        top_i[pos] = top_i[child]
-        pos = child
-    top_d[pos] = d
-    top_i[pos] = i
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -70,7 +52,7 @@ def _scan(vectors, norms, queries, qnorms, metric, excluded, q0, q1, r0, r1, hea
                 else:
                     dist = np.float32(1.0) - acc
             if dist < heap_d[q, c, 0]:
-                heap_replace_root(heap_d[q, c], heap_i[q, c], dist, r)
+                maxheap_replace_root(heap_d[q, c], heap_i[q, c], heap_d.shape[2], dist, r)
 
 
 @njit(cache=True, nogil=True)
@@ -137,5 +119,4 @@ def exact_topk(vectors: np.ndarray, norms: np.ndarray, queries: np.ndarray, qnor
     return exact_topk_parallel(vectors, norms, queries, qnorms, metric, excluded, k, n_chunks)
 
 
-__all__ = ["exact_topk", "exact_topk_serial", "exact_topk_parallel", "heap_replace_root",
-           "METRIC_COSINE", "METRIC_DOT", "METRIC_EUCLIDEAN"]
+__all__ = ["exact_topk", "exact_topk_serial", "exact_topk_parallel"]

@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import METRIC_COSINE, METRIC_EUCLIDEAN
+from .heaps import maxheap_pop, maxheap_push, maxheap_replace_root
 from .prefetch import prefetch_row
 
 STATUS_OK = 0
@@ -66,85 +67,6 @@ def exact_l2(a, b):
         t = a[j] - b[j]
         acc += t * t
     return acc
-
-
-# ----------------------------------------------------------------- heaps
-
-
-@njit(cache=True, nogil=True, inline="always")
-def maxheap_push(hd, hi, size, d, i):
-    pos = size
-    while pos > 0:
-        parent = (pos - 1) >> 1
-        if hd[parent] >= d:
-            break
-        hd[pos] = hd[parent]
-        hi[pos] = hi[parent]
-        pos = parent
-    hd[pos] = d
-    hi[pos] = i
-    return size + 1
-
-
-@njit(cache=True, nogil=True, inline="always")
-def maxheap_pop(hd, hi, size):
-    size -= 1
-    d = hd[size]
-    i = hi[size]
-    pos = 0
-    while True:
-        c = 2 * pos + 1
-        if c >= size:
-            break
-        if c + 1 < size and hd[c + 1] > hd[c]:
-            c += 1
-        if hd[c] <= d:
-            break
-        hd[pos] = hd[c]
-        hi[pos] = hi[c]
-        pos = c
-    if size > 0:
-        hd[pos] = d
-        hi[pos] = i
-    return size
-
-
-@njit(cache=True, nogil=True, inline="always")
-def minheap_push(hd, hi, size, d, i):
-    pos = size
-    while pos > 0:
-        parent = (pos - 1) >> 1
-        if hd[parent] <= d:
-            break
-        hd[pos] = hd[parent]
-        hi[pos] = hi[parent]
-        pos = parent
-    hd[pos] = d
-    hi[pos] = i
-    return size + 1
-
-
-@njit(cache=True, nogil=True, inline="always")
-def minheap_pop(hd, hi, size):
-    size -= 1
-    d = hd[size]
-    i = hi[size]
-    pos = 0
-    while True:
-        c = 2 * pos + 1
-        if c >= size:
-            break
-        if c + 1 < size and hd[c + 1] < hd[c]:
-            c += 1
-        if hd[c] >= d:
-            break
-        hd[pos] = hd[c]
-        hi[pos] = hi[c]
-        pos = c
-    if size > 0:
-        hd[pos] = d
-        hi[pos] = i
-    return size
 
 
 # ----------------------------------------------------------------- graph access
@@ -216,18 +138,18 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
     no growth check (which cost ~20 % of a small search, measured).
     Returns (result count, status).
     """
-    n_cand = minheap_push(cand_d, cand_i, 0, entry_d, entry)
+    n_cand = maxheap_push(cand_d, cand_i, 0, -entry_d, entry)  # closest first: negated
     n_res = 0
     if not is_excluded(excluded, entry):
         n_res = maxheap_push(res_d, res_i, 0, entry_d, entry)
     visited[vrow, entry] = tag
     rows = upper_links.shape[0]
     while n_cand > 0:
-        c_d = cand_d[0]
+        c_d = -cand_d[0]
         c = cand_i[0]
         if n_res == ef and c_d > res_d[0]:
             break
-        n_cand = minheap_pop(cand_d, cand_i, n_cand)
+        n_cand = maxheap_pop(cand_d, cand_i, n_cand)
         if layer == 0:
             nbrs = links0[c]
         else:
@@ -253,7 +175,7 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
             visited[vrow, nb] = tag
             d = distance(q, qn, vectors[nb], norms[nb], metric)
             if n_res < ef or d < res_d[0]:
-                n_cand = minheap_push(cand_d, cand_i, n_cand, d, nb)
+                n_cand = maxheap_push(cand_d, cand_i, n_cand, -d, nb)
                 if not is_excluded(excluded, nb):
                     n_res = maxheap_push(res_d, res_i, n_res, d, nb)
                     if n_res > ef:
@@ -445,8 +367,7 @@ def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_li
                     if cnt < efc:
                         cand_n[j, layer] = maxheap_push(hd, hi, cnt, d, other)
                     elif d < hd[0]:
-                        cnt = maxheap_pop(hd, hi, cnt)
-                        cand_n[j, layer] = maxheap_push(hd, hi, cnt, d, other)
+                        maxheap_replace_root(hd, hi, cnt, d, other)
             for layer in range(lj + 1):
                 cnt = cand_n[j, layer]
                 order = np.argsort(cand_d[j, layer, :cnt], kind="mergesort")

@@ -1,0 +1,61 @@
+"""Binary max-heaps over parallel arrays ``(hd, hi)`` = (distances, ids).
+
+One implementation for every kernel: a top-k list is a max-heap (root = the
+current worst, replaced when something closer arrives); HNSW's candidate
+queue, which needs the *closest* first, is the same max-heap over negated
+distances.
+"""
+
+from __future__ import annotations
+
+from numba import njit
+
+
+@njit(cache=True, nogil=True, inline="always")
+def maxheap_sift_down(hd, hi, size, d, i):
+    """Place (d, i) at the root of a heap of ``size`` entries and restore order."""
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        if child + 1 < size and hd[child + 1] > hd[child]:
+            child += 1
+        if hd[child] <= d:
+            break
+        hd[pos] = hd[child]
+        hi[pos] = hi[child]
+        pos = child
+    hd[pos] = d
+    hi[pos] = i
+
+
+@njit(cache=True, nogil=True, inline="always")
+def maxheap_replace_root(hd, hi, size, d, i):
+    """Drop the largest entry and insert (d, i), in one sift."""
+    maxheap_sift_down(hd, hi, size, d, i)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def maxheap_push(hd, hi, size, d, i):
+    """Insert (d, i) into a heap of ``size`` entries; returns the new size."""
+    pos = size
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if hd[parent] >= d:
+            break
+        hd[pos] = hd[parent]
+        hi[pos] = hi[parent]
+        pos = parent
+    hd[pos] = d
+    hi[pos] = i
+    return size + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def maxheap_pop(hd, hi, size):
+    """Remove the root; returns the new size."""
+    size -= 1
+    if size > 0:
+        maxheap_sift_down(hd, hi, size, hd[size], hi[size])
+    return size
