@@ -1,9 +1,10 @@
 """Search across everything a collection holds: committed segments + pending.
 
-Each source (a segment, or the pending records) yields its own top-k with the
-exact kernel; the per-source lists are merged exactly. Excluded records (deleted,
-hidden by a pending write, or rejected by the filter) are a packed bitmap per
-source, the one convention every kernel shares.
+Each source yields its own top-k: a committed segment through its HNSW graph
+(or brute force with ``exact=True``), the unsaved records of this process by
+brute force; the per-source lists are merged exactly. Excluded records
+(deleted, hidden by a pending write, or rejected by the filter) are a packed
+bitmap per source, the one convention every kernel shares.
 """
 
 from __future__ import annotations
