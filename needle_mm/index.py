@@ -80,8 +80,8 @@ def extend_graph(old: Graph | None, vectors: np.ndarray, norms: np.ndarray, m: i
     else:
         entry, max_level, start = 0, int(levels[0]), 1
     threads = numba.get_num_threads()
-    visited = np.zeros((threads, n), dtype=np.uint32)
-    tags = np.zeros(threads, dtype=np.uint32)
+    visited = np.zeros((threads, n), dtype=np.uint16)
+    tags = np.zeros(threads, dtype=np.uint16)
     heap_d = np.empty((threads, n), dtype=np.float32)
     heap_i = np.empty((threads, n), dtype=np.int32)
     vectors, norms = readonly(np.ascontiguousarray(vectors, dtype=np.float32)), readonly(norms)
@@ -117,7 +117,7 @@ class VisitedPool(threading.local):
     def get(self, rows: int) -> tuple[np.ndarray, ...]:
         buffers = self.buffers
         if buffers is None or buffers[0].shape[0] < rows:
-            buffers = self.buffers = (np.zeros((rows, self.n), dtype=np.uint32), np.zeros(rows, dtype=np.uint32),
+            buffers = self.buffers = (np.zeros((rows, self.n), dtype=np.uint16), np.zeros(rows, dtype=np.uint16),
                                       np.empty((rows, self.n), dtype=np.float32),
                                       np.empty((rows, self.n), dtype=np.int32))
         return buffers

@@ -9,8 +9,6 @@ bitmap per source, the one convention every kernel shares.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import orjson
 
@@ -85,25 +83,32 @@ def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: i
         dist = np.take_along_axis(dist, order, axis=1)
         slot = np.take_along_axis(slot, order, axis=1)
         src = np.take_along_axis(src, order, axis=1)
-    root = metric == METRIC_EUCLIDEAN  # kernels rank by squared L2; users get the distance
-    results = []
+    if metric == METRIC_EUCLIDEAN:  # kernels rank by squared L2; users get the distance
+        dist = np.sqrt(dist.astype(np.float64))
     dists, slots = dist.tolist(), slot.tolist()
-    srcs_of = src.tolist() if src is not None else None
-    for q in range(m):
-        row_slots = slots[q]
-        count = k - row_slots.count(-1)
-        if srcs_of is None:
-            source = srcs[0][0]
-            ids = source.ids_at(row_slots[:count])
-            row_sources = [source] * count
-        else:
-            row_sources = [srcs[i][0] for i in srcs_of[q][:count]]
-            ids = [srcs[i][0].id_at(s) for i, s in zip(srcs_of[q][:count], row_slots[:count])]
+    if src is None:
+        source = srcs[0][0]
+        return [_row(source, drow, srow, k, include_vector) for drow, srow in zip(dists, slots)]
+    results = []
+    for drow, srow, irow in zip(dists, slots, src.tolist()):
+        count = k - srow.count(-1)
         row = []
         for j in range(count):
-            source, s = row_sources[j], row_slots[j]
+            source, s = srcs[irow[j]][0], srow[j]
             vec = np.array(source.vectors[s], dtype=np.float32) if include_vector else None
-            d = dists[q][j]
-            row.append(SearchResult(ids[j], math.sqrt(d) if root else d, source, s, vec))
+            row.append(SearchResult(source.id_at(s), drow[j], source, s, vec))
         results.append(row)
     return results
+
+
+def _row(source, dists: list[float], slots: list[int], k: int, include_vector: bool) -> list[SearchResult]:
+    """The results of one query from one source (slots of -1 pad the tail)."""
+    if slots[-1] == -1:
+        count = k - slots.count(-1)
+        dists, slots = dists[:count], slots[:count]
+    ids = source.ids_at(slots)
+    if include_vector:
+        vectors = source.vectors
+        return [SearchResult(i, d, source, s, np.array(vectors[s], dtype=np.float32))
+                for i, d, s in zip(ids, dists, slots)]
+    return [SearchResult(i, d, source, s) for i, d, s in zip(ids, dists, slots)]

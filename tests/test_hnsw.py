@@ -197,3 +197,16 @@ def test_hostile_graph_raises_instead_of_crashing(tmp_path, field):
         assert out.stdout.startswith("no error")
     else:
         assert out.stdout.startswith("CorruptFileError") and "HNSW" in out.stdout, out.stdout
+
+
+def test_visit_tags_wrap_around_by_clearing_the_row():
+    """After 65,535 searches a scratch row's uint16 tag wraps: the row must be
+    cleared, or nodes marked 65,536 searches ago would count as visited."""
+    from needle_mm._kernels.hnsw import next_tag
+
+    visited = np.full((2, 5), 7, dtype=np.uint16)
+    tags = np.array([65535, 7], dtype=np.uint16)
+    assert next_tag(visited, tags, 0) == 1
+    assert visited[0].tolist() == [0] * 5 and visited[1].tolist() == [7] * 5
+    assert tags.tolist() == [1, 7]
+    assert next_tag(visited, tags, 1) == 8

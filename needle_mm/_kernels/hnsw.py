@@ -87,10 +87,10 @@ def is_excluded(excluded, i):
 @njit(cache=True, nogil=True)
 def next_tag(visited, tags, slot):
     """A fresh visit tag for visited row ``slot`` (clears the row on wrap-around)."""
-    t = tags[slot] + np.uint32(1)
+    t = np.uint16((np.int64(tags[slot]) + 1) & 0xFFFF)  # numba would widen a uint16 sum
     if t == 0:
         visited[slot, :] = 0
-        t = np.uint32(1)
+        t = np.uint16(1)
     tags[slot] = t
     return t
 
@@ -170,6 +170,7 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
                 nxt = nbrs[j + 1]
                 if 0 <= nxt < n:
                     prefetch_row(vectors, nxt)
+                    prefetch_row(norms, nxt)
             if visited[vrow, nb] == tag:
                 continue
             visited[vrow, nb] = tag
@@ -177,9 +178,10 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
             if n_res < ef or d < res_d[0]:
                 n_cand = maxheap_push(cand_d, cand_i, n_cand, -d, nb)
                 if not is_excluded(excluded, nb):
-                    n_res = maxheap_push(res_d, res_i, n_res, d, nb)
-                    if n_res > ef:
-                        n_res = maxheap_pop(res_d, res_i, n_res)
+                    if n_res < ef:
+                        n_res = maxheap_push(res_d, res_i, n_res, d, nb)
+                    else:
+                        maxheap_replace_root(res_d, res_i, n_res, d, nb)
     return n_res, STATUS_OK
 
 
@@ -346,9 +348,10 @@ def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_li
     # 1. candidates (max-heaps of size <= efc per layer) from the graph as it
     #    was before the batch, plus the earlier nodes of the batch by brute
     #    force; then sorted ascending. Parallel: each node writes its own rows.
-    per = (b + chunks - 1) // chunks
+    # Dealt round-robin: node j also scans the j batch nodes before it, so
+    # contiguous blocks would leave the last thread the most work.
     for c in prange(chunks):
-        for j in range(c * per, min(b, (c + 1) * per)):
+        for j in range(c, b, chunks):
             node = start + j
             _find_candidates(node, vectors, norms, metric, links0, levels, upper_offsets,
                              upper_links, start, entry, max_level, efc, visited, c, tags, heap_d, heap_i,
