@@ -82,9 +82,11 @@ class Database:
             ...
     """
 
-    def __init__(self, path: str, io: FileIO, snapshot: Snapshot, read_only: bool, lock_timeout: float):
+    def __init__(self, path: str, io: FileIO, snapshot: Snapshot, read_only: bool, lock_timeout: float,
+                 auto_refresh: bool):
         self.path = path
         self.read_only = read_only
+        self.auto_refresh = auto_refresh
         self._io = io
         self._snapshot = snapshot
         self._lock = None if read_only else WriterLock(path, lock_timeout)
@@ -96,7 +98,7 @@ class Database:
 
     @classmethod
     def open(cls, path: str | os.PathLike, read_only: bool = False, *,
-             lock_timeout: float = DEFAULT_TIMEOUT) -> "Database":
+             lock_timeout: float = DEFAULT_TIMEOUT, auto_refresh: bool = True) -> "Database":
         """Open (and, unless ``read_only``, create if missing) the database file at ``path``.
 
         Parameters
@@ -108,6 +110,11 @@ class Database:
         lock_timeout : float
             Seconds a ``save()`` waits for another writer before raising
             :class:`~needle_mm.errors.LockTimeoutError`.
+        auto_refresh : bool
+            Before each operation, check (one 64-byte read) whether another
+            process has saved a newer generation, and move to it as
+            :meth:`refresh` does. With ``False`` the process keeps reading the
+            generation it has until it calls :meth:`refresh` or :meth:`save`.
         """
         path = os.fspath(path)
         if read_only:
@@ -132,7 +139,7 @@ class Database:
         except BaseException:
             io.close()
             raise
-        return cls(path, io, snapshot, read_only, lock_timeout)
+        return cls(path, io, snapshot, read_only, lock_timeout, bool(auto_refresh))
 
     def close(self) -> None:
         """Release the file. Unsaved writes are discarded."""
@@ -167,8 +174,13 @@ class Database:
         names.update(self._states)
         return sorted(names)
 
-    def _state(self, name: str) -> CollectionState:
+    def _check_open_and_current(self) -> None:
         self._check_open()
+        if self.auto_refresh and not self._snapshot.is_current():
+            self.refresh()
+
+    def _state(self, name: str) -> CollectionState:
+        self._check_open_and_current()
         state = self._states.get(name)
         if state is not None:
             return state
@@ -222,7 +234,7 @@ class Database:
 
     def list_collections(self) -> list[str]:
         """Names of all collections, sorted."""
-        self._check_open()
+        self._check_open_and_current()
         return self._names()
 
     def drop_collection(self, name: str) -> None:

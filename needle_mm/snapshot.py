@@ -36,9 +36,19 @@ def read_header(io: FileIO) -> Header:
 
 
 def read_superblock(io: FileIO) -> Superblock:
-    slots = [decode_superblock(io.pread(SUPERBLOCK_DTYPE.itemsize, off), i)
-             for i, off in enumerate(SUPERBLOCK_OFFSETS)]
-    return choose_superblock(slots, io.path)
+    return read_superblocks(io)[0]
+
+
+def read_superblocks(io: FileIO) -> tuple[Superblock, bytes]:
+    """The current superblock, and the raw bytes of the other slot: the one
+    the next commit will write (generation g+1 goes to slot g mod 2)."""
+    raws = [io.pread(SUPERBLOCK_DTYPE.itemsize, off) for off in SUPERBLOCK_OFFSETS]
+    sb = choose_superblock([decode_superblock(raw, i) for i, raw in enumerate(raws)], io.path)
+    return sb, raws[sb.generation % 2]
+
+
+def next_slot_bytes(io: FileIO, generation: int) -> bytes:
+    return io.pread(SUPERBLOCK_DTYPE.itemsize, SUPERBLOCK_OFFSETS[generation % 2])
 
 
 @dataclass
@@ -60,9 +70,13 @@ def map_file(io: FileIO, length: int, previous: Mapping | None) -> Mapping:
 class Snapshot:
     """Catalog + segment views of one generation."""
 
-    def __init__(self, io: FileIO, superblock: Superblock, catalog: Catalog, mapping: Mapping):
+    def __init__(self, io: FileIO, superblock: Superblock, catalog: Catalog, mapping: Mapping, next_slot: bytes):
         self.io = io
         self.superblock = superblock
+        # What the slot of the next generation held when this snapshot was
+        # chosen: any commit since has rewritten it, so comparing it with the
+        # file is a complete one-pread check for "is there something newer".
+        self.next_slot = next_slot
         self.catalog = catalog
         self.mapping = mapping
         self._views: dict[str, list[SegmentView]] = {}
@@ -73,8 +87,9 @@ class Snapshot:
 
     @classmethod
     def load(cls, io: FileIO, previous: "Snapshot | None" = None) -> "Snapshot":
-        sb = read_superblock(io)
+        sb, next_slot = read_superblocks(io)
         if previous is not None and sb.generation == previous.generation:
+            previous.next_slot = next_slot  # e.g. a commit torn before its superblock became valid
             return previous
         size = io.size()
         if sb.file_length < DATA_START or sb.file_length > size:
@@ -87,7 +102,11 @@ class Snapshot:
         raw = io.pread(sb.catalog_length, sb.catalog_offset)
         catalog = decode_catalog(raw, sb.catalog_crc, sb.generation, sb.file_length, io.path)
         mapping = map_file(io, sb.file_length, previous.mapping if previous else None)
-        return cls(io, sb, catalog, mapping)
+        return cls(io, sb, catalog, mapping, next_slot)
+
+    def is_current(self) -> bool:
+        """False when a newer generation may have been committed since (one pread)."""
+        return next_slot_bytes(self.io, self.generation) == self.next_slot
 
     def collection(self, name: str) -> CollectionMeta | None:
         return self.catalog.collections.get(name)

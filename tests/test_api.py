@@ -213,7 +213,8 @@ def test_refresh_picks_up_other_writer_and_keeps_pending(db_path):
     db, coll = make(db_path, 2)
     coll.insert("mine-saved", [1, 0])
     db.save()
-    reader = needle.Database.open(db_path, read_only=True)
+    reader = needle.Database.open(db_path, read_only=True, auto_refresh=False)
+    auto_reader = needle.Database.open(db_path, read_only=True)
     coll.insert("mine-pending", [0, 1])
     out = run_python("""
         import sys, needle_mm as needle
@@ -223,8 +224,10 @@ def test_refresh_picks_up_other_writer_and_keeps_pending(db_path):
             c.delete("mine-saved")
     """, db_path)
     assert out.returncode == 0, out.stderr
-    assert reader.collection("c").count() == 1
+    assert reader.collection("c").count() == 1 and "mine-saved" in reader.collection("c")
     assert reader.refresh() and reader.collection("c").count() == 1 and "theirs" in reader.collection("c")
+    # the default: the next operation notices the new generation by itself
+    assert "theirs" in auto_reader.collection("c") and "mine-saved" not in auto_reader.collection("c")
     db.save()  # rebases onto the other writer's generation: nothing of theirs is lost
     with needle.Database.open(db_path, read_only=True) as fresh:
         c = fresh.collection("c")
