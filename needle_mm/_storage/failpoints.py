@@ -3,8 +3,9 @@
 The plan is a comma-separated list of ``name=action`` where ``name`` is a
 failpoint from SPEC.md §6 (for example ``commit.after_data_sync``) or
 ``io.N`` for the N-th mutating I/O call of the process (1-based), and
-``action`` is ``kill`` (SIGKILL this process), ``eio`` / ``enospc`` (raise
-that OSError from the call) or, for an ``io.N`` that is a pwrite, ``tear``
+``action`` is ``kill`` (SIGKILL this process), ``stop`` (SIGSTOP it: a
+writer frozen while it holds the lock), ``eio`` / ``enospc`` (raise that
+OSError from the call) or, for an ``io.N`` that is a pwrite, ``tear``
 (write the first half of the data, then SIGKILL: a torn write). The plan is
 read once per process.
 """
@@ -32,6 +33,8 @@ def _load() -> dict[str, str]:
 def _act(action: str, where: str) -> None:
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
     elif action == "eio":
         raise OSError(errno.EIO, f"injected EIO at {where}")
     elif action == "enospc":
