@@ -131,3 +131,21 @@ def test_read_only_open_writes_nothing(db_path, tmp_path):
     assert after.keys() == before.keys()  # no lock file, no journal, nothing
     for p in before:
         assert (after[p].st_size, after[p].st_mtime_ns) == (before[p].st_size, before[p].st_mtime_ns)
+
+
+def test_readers_share_one_copy_of_the_file(tmp_path):
+    """4 reader processes search one file; the Pss of its mapping, summed over
+    them, is about one file (the page cache holds one copy), while each of
+    them has most of the file resident."""
+    spec = importlib.util.spec_from_file_location("bench_memory", os.path.join(ROOT, "tools", "bench_memory.py"))
+    bench_memory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_memory)
+    path = str(tmp_path / "shared.needle")
+    x = np.random.default_rng(0).normal(size=(20_000, 64)).astype(np.float32)
+    with needle.Database.open(path) as db:
+        db.create_collection("c", 64, "euclidean").insert_many([str(i) for i in range(len(x))], x)
+    size_kb = os.path.getsize(path) / 1024
+    r = bench_memory.measure_readers("needle", path, 64, 4)
+    print(f"file {size_kb:.0f} kB; file Pss per reader {r['file_pss_kb']}; Rss {r['file_rss_kb']}")
+    assert min(r["file_rss_kb"]) >= 0.5 * size_kb  # each reader really uses the file...
+    assert r["file_pss_sum_kb"] <= 1.05 * size_kb  # ...and together they hold one copy of it
