@@ -11,3 +11,13 @@ METRIC_EUCLIDEAN = 1
 METRIC_DOT = 2
 
 METRIC_CODES = {"cosine": METRIC_COSINE, "euclidean": METRIC_EUCLIDEAN, "dot": METRIC_DOT}
+
+
+def kernel(**options):
+    """``numba.njit`` with what every kernel shares: cached on disk, the GIL
+    released, and numpy's error model, so a division by zero that hostile
+    file data can cause yields inf/nan instead of raising from inside a
+    kernel (it also drops a check from every division)."""
+    from numba import njit
+
+    return njit(cache=True, nogil=True, error_model="numpy", **options)

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from . import METRIC_COSINE, METRIC_EUCLIDEAN
+from . import METRIC_COSINE, METRIC_EUCLIDEAN, kernel
 from .heaps import maxheap_replace_root
 
 QUERY_TILE = 8
 SERIAL_WORK = 1 << 21  # queries x rows x dim below which one thread is faster
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel(fastmath=True)
 def _scan(vectors, norms, queries, qnorms, metric, excluded, q0, q1, r0, r1, heap_d, heap_i, c):
     d = vectors.shape[1]
     has_excluded = excluded.shape[0] > 0
@@ -55,7 +55,7 @@ def _scan(vectors, norms, queries, qnorms, metric, excluded, q0, q1, r0, r1, hea
                 maxheap_replace_root(heap_d[q, c], heap_i[q, c], heap_d.shape[2], dist, r)
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def _merge(heap_d, heap_i, k, out_d, out_i, q):
     flat_d = heap_d[q].ravel()
     flat_i = heap_i[q].ravel()
@@ -65,7 +65,7 @@ def _merge(heap_d, heap_i, k, out_d, out_i, q):
         out_i[q, j] = flat_i[order[j]]
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k):
     m = queries.shape[0]
     n = vectors.shape[0]
@@ -81,7 +81,7 @@ def exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k):
     return out_d, out_i
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@kernel(parallel=True)
 def exact_topk_parallel(vectors, norms, queries, qnorms, metric, excluded, k, n_chunks):
     m = queries.shape[0]
     n = vectors.shape[0]

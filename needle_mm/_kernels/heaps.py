@@ -8,10 +8,10 @@ distances.
 
 from __future__ import annotations
 
-from numba import njit
+from . import kernel
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def maxheap_sift_down(hd, hi, size, d, i):
     """Place (d, i) at the root of a heap of ``size`` entries and restore order."""
     pos = 0
@@ -30,13 +30,13 @@ def maxheap_sift_down(hd, hi, size, d, i):
     hi[pos] = i
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def maxheap_replace_root(hd, hi, size, d, i):
     """Drop the largest entry and insert (d, i), in one sift."""
     maxheap_sift_down(hd, hi, size, d, i)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def maxheap_push(hd, hi, size, d, i):
     """Insert (d, i) into a heap of ``size`` entries; returns the new size."""
     pos = size
@@ -52,7 +52,7 @@ def maxheap_push(hd, hi, size, d, i):
     return size + 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def maxheap_pop(hd, hi, size):
     """Remove the root; returns the new size."""
     size -= 1

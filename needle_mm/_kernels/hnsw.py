@@ -26,9 +26,9 @@ Why this shape:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from . import METRIC_COSINE, METRIC_EUCLIDEAN
+from . import METRIC_COSINE, METRIC_EUCLIDEAN, kernel
 from .heaps import maxheap_pop, maxheap_push, maxheap_replace_root
 from .prefetch import prefetch_row
 
@@ -39,7 +39,7 @@ STATUS_CORRUPT = 1
 # ----------------------------------------------------------------- distances
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
+@kernel(fastmath=True, inline="always")
 def distance(a, an, b, bn, metric):
     """Distance from the dot product and the stored norms.
 
@@ -60,7 +60,7 @@ def distance(a, an, b, bn, metric):
     return np.float32(1.0) - acc
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
+@kernel(fastmath=True, inline="always")
 def exact_l2(a, b):
     acc = np.float32(0.0)
     for j in range(a.shape[0]):
@@ -72,19 +72,19 @@ def exact_l2(a, b):
 # ----------------------------------------------------------------- graph access
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def neighbors_of(node, layer, links0, upper_offsets, upper_links):
     if layer == 0:
         return links0[node]
     return upper_links[upper_offsets[node] + layer - 1]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@kernel(inline="always")
 def is_excluded(excluded, i):
     return excluded.shape[0] > 0 and (excluded[i >> 3] >> (i & 7)) & 1
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def next_tag(visited, tags, slot):
     """A fresh visit tag for visited row ``slot`` (clears the row on wrap-around)."""
     t = np.uint16((np.int64(tags[slot]) + 1) & 0xFFFF)  # numba would widen a uint16 sum
@@ -95,7 +95,7 @@ def next_tag(visited, tags, slot):
     return t
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel(fastmath=True)
 def greedy_descend(q, qn, vectors, norms, metric, levels, upper_offsets, upper_links, n,
                    entry, top_layer, stop_layer):
     """Greedy walk from ``entry`` on layers top_layer .. stop_layer+1; returns (node, dist, status)."""
@@ -126,7 +126,7 @@ def greedy_descend(q, qn, vectors, norms, metric, levels, upper_offsets, upper_l
     return cur, cur_d, STATUS_OK
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel(fastmath=True)
 def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, n,
                  layer, entry, entry_d, ef, visited, vrow, tag, excluded, res_d, res_i, cand_d, cand_i):
     """Beam search of one layer from one entry node.
@@ -188,7 +188,7 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
 # ----------------------------------------------------------------- search
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow):
     if metric == METRIC_EUCLIDEAN:  # exact squared distances for what is returned
         for j in range(n_res):
@@ -200,7 +200,7 @@ def _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
         out_i[qrow, j] = res_i[order[j]]
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
                 excluded, k, ef, visited, vrow, tags, cand_d, cand_i, out_d, out_i, qrow):
     n = vectors.shape[0]
@@ -218,7 +218,7 @@ def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, up
     return status
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
                queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i):
     """k nearest non-excluded nodes per query, serially. Returns (d[m,k], i[m,k], status)."""
@@ -234,7 +234,7 @@ def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_link
     return out_d, out_i, status
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@kernel(parallel=True)
 def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
                         queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i):
     """:func:`search_knn` with queries split into one chunk per visited row (thread)."""
@@ -257,7 +257,7 @@ def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, u
 # ----------------------------------------------------------------- construction
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@kernel(fastmath=True)
 def select_neighbors_heuristic(base, base_n, cd, ci, count, m, vectors, norms, metric, out):
     """Heuristic selection (HNSW paper, Alg. 4; hnswlib's variant without extension).
 
@@ -293,7 +293,7 @@ def select_neighbors_heuristic(base, base_n, cd, ci, count, m, vectors, norms, m
     return kept
 
 
-@njit(cache=True, nogil=True)
+@kernel()
 def _find_candidates(node, vectors, norms, metric, links0, levels, upper_offsets, upper_links,
                      n_graph, entry, max_level, efc, visited, vrow, tags, heap_d, heap_i, cand_d, cand_i, cand_n):
     """Candidates of ``node`` on each of its layers, from the graph of nodes < n_graph."""
@@ -325,7 +325,7 @@ def _find_candidates(node, vectors, norms, metric, links0, levels, upper_offsets
             cur_d = res_d[best]
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@kernel(parallel=True)
 def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_links,
                  start, stop, entry, max_level, m, efc, visited, tags, heap_d, heap_i):
     """Insert nodes ``start .. stop-1`` into the graph of nodes ``0 .. start-1``.
