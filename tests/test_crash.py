@@ -8,6 +8,7 @@ call. Children are killed with SIGKILL, never the pytest process.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 
 import pytest
@@ -39,3 +40,22 @@ def test_torn_writes():
     counts = crash_sweep.sweep(tear=True, max_io=400, named=False, io_step=5)
     print(" ".join(f"{k}={v}" for k, v in counts.items() if k != "failures"))
     assert counts["failures"] == [], counts["failures"]
+
+
+@pytest.mark.crash
+def test_power_loss_images():
+    """Every image a power cut could leave (unsynced writes dropped, kept, torn,
+    reordered) opens at the last returned commit or the one in flight."""
+    from conftest import run_python
+
+    out = run_python(f"""
+        import json, sys
+        sys.path.insert(0, {os.path.join(ROOT, "tools")!r})
+        import power_loss
+        print(json.dumps(power_loss.run(subsets=4, seed=0)))
+    """)
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    print(" ".join(f"{k}={v}" for k, v in counts.items() if k != "failures"))
+    assert counts["failures"] == [], counts["failures"][:5]
+    assert counts["images"] >= 1000 and counts["distinct"] >= 500

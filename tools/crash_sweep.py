@@ -62,6 +62,7 @@ WORKLOAD = """
 import sys
 sys.path.insert(0, sys.argv[2])
 import numpy as np, needle_mm as needle
+from needle_mm._storage import failpoints
 from crash_sweep import COMMITS, vector, DIM
 db = needle.Database.open(sys.argv[1])
 print("OPENED", flush=True)
@@ -75,6 +76,7 @@ for c, (inserts, deletes, upserts) in enumerate(COMMITS, start=1):
         i = int(u[1:])
         coll.upsert(u, vector(i, c), {"i": i, "commit": c, "upserted": True})
     db.save()
+    failpoints.record("mark", c)  # for tools/power_loss.py: commit c returned
     print("COMMITTED", c, flush=True)
 """
 

@@ -8,16 +8,23 @@ writer frozen while it holds the lock), ``eio`` / ``enospc`` (raise that
 OSError from the call) or, for an ``io.N`` that is a pwrite, ``tear``
 (write the first half of the data, then SIGKILL: a torn write). The plan is
 read once per process.
+
+``NEEDLE_IO_TRACE=<file>`` appends every mutating call on an open database
+file (pwrite with its bytes, fsync, ftruncate, fallocate) to ``<file>``, so
+``tools/power_loss.py`` can build the disk images a power cut could leave:
+anything since the last fsync dropped, kept, torn or reordered.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 
 _plan: dict[str, str] | None = None
 _io_calls = 0
+_trace = None  # None: not looked up yet; False: tracing is off
 
 
 def _load() -> dict[str, str]:
@@ -63,6 +70,21 @@ def io_call(kind: str) -> bool:
                 return True
             _act(plan[key], f"{key} ({kind})")
     return False
+
+
+def record(op: str, offset: int = 0, length: int = 0, data: bytes | memoryview = b"") -> None:
+    """Append one call to the I/O trace, if ``NEEDLE_IO_TRACE`` is set.
+
+    Each entry is a JSON line ``{"op", "offset", "length"}`` followed, for a
+    pwrite, by its ``length`` bytes."""
+    global _trace
+    if _trace is None:
+        target = os.environ.get("NEEDLE_IO_TRACE")
+        _trace = open(target, "ab") if target else False
+    if _trace:
+        _trace.write(json.dumps({"op": op, "offset": offset, "length": length}).encode() + b"\n")
+        _trace.write(bytes(data))
+        _trace.flush()
 
 
 def die() -> None:

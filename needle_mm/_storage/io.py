@@ -51,24 +51,29 @@ class FileIO:
         if tear:
             os.pwrite(self.fd, view[: len(view) // 2], offset)
             failpoints.die()
+        whole, start = view, offset
         while view:
             written = os.pwrite(self.fd, view, offset)
             view = view[written:]
             offset += written
+        failpoints.record("pwrite", start, len(whole), whole)
 
     def fsync(self) -> None:
         failpoints.io_call("fsync")
         os.fsync(self.fd)
+        failpoints.record("fsync")
 
     def extend(self, length: int) -> None:
         """Grow the file to ``length`` bytes (holes read as zeros); never shrinks it."""
         if self.size() < length:
             failpoints.io_call("ftruncate")
             os.ftruncate(self.fd, length)
+            failpoints.record("ftruncate", 0, length)
 
     def allocate(self, offset: int, length: int) -> None:
         """Reserve disk blocks so that a full disk fails here, not later."""
         failpoints.io_call("fallocate")
+        failpoints.record("fallocate", offset, length)
         try:
             os.posix_fallocate(self.fd, offset, length)
         except OSError as exc:
