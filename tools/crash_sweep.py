@@ -1,25 +1,31 @@
 """Crash sweep: kill a writer at every failpoint and every I/O call, then check.
 
-    python tools/crash_sweep.py [--tear] [--max-io 200]
+    python tools/crash_sweep.py [--tear] [--max-io 2000] [--io-step 1] [--json]
 
-A child process runs a fixed workload of commits against a new file with
-``NEEDLE_FAILPOINTS`` set to one fault (kill at a named failpoint, kill at the
-N-th mutating I/O call, or tear the N-th pwrite in half and die). After it
-dies, the parent opens the file, runs ``verify`` and compares everything it
-can read with a deterministic oracle: the state after commit j is a pure
-function of j, so the file must equal the state of the last commit the
-child reported, or of the one in flight — never a mix (partially visible)
-and never older (lost committed). Prints one line of counts.
+The parent warms up (imports needle_mm and runs the workload once, so every
+kernel is loaded), then for each fault forks a child that runs a fixed
+workload of commits against a new file with ``NEEDLE_FAILPOINTS`` set to one
+fault (kill at a named failpoint, kill at the N-th mutating I/O call, or
+tear the N-th pwrite in half and die). After it dies, the parent opens the
+file, runs ``verify`` and compares everything it can read with a
+deterministic oracle: the state after commit j is a pure function of j, so
+the file must equal the state of the last commit the child reported, or of
+the one in flight — never a mix (partially visible) and never older (lost
+committed). Prints one line of counts.
+
+numba's threading layer is set to ``workqueue`` here: GNU OpenMP (the
+default ``omp`` layer) aborts a process that forks after using it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -58,36 +64,58 @@ def oracle(j: int) -> dict[str, tuple[np.ndarray, dict]]:
     return state
 
 
-WORKLOAD = """
-import sys
-sys.path.insert(0, sys.argv[2])
-import numpy as np, needle_mm as needle
-from needle_mm._storage import failpoints
-from crash_sweep import COMMITS, vector, DIM
-db = needle.Database.open(sys.argv[1])
-print("OPENED", flush=True)
-db.create_collection("c", DIM, "euclidean")
-for c, (inserts, deletes, upserts) in enumerate(COMMITS, start=1):
-    coll = db.collection("c")
-    coll.insert_many([f"r{i}" for i in inserts], np.stack([vector(i, 0) for i in inserts]),
-                     [{"i": i, "commit": c} for i in inserts])
-    coll.delete(deletes)
-    for u in upserts:
-        i = int(u[1:])
-        coll.upsert(u, vector(i, c), {"i": i, "commit": c, "upserted": True})
-    db.save()
-    failpoints.record("mark", c)  # for tools/power_loss.py: commit c returned
-    print("COMMITTED", c, flush=True)
-"""
+def workload(path: str, report=lambda commit: None) -> None:
+    """The commits of COMMITS against ``path``; ``report(j)`` after commit j returned."""
+    import needle_mm as needle
+    from needle_mm._storage import failpoints
+
+    db = needle.Database.open(path)
+    db.create_collection("c", DIM, "euclidean")
+    for c, (inserts, deletes, upserts) in enumerate(COMMITS, start=1):
+        coll = db.collection("c")
+        coll.insert_many([f"r{i}" for i in inserts], np.stack([vector(i, 0) for i in inserts]),
+                         [{"i": i, "commit": c} for i in inserts])
+        coll.delete(deletes)
+        for u in upserts:
+            i = int(u[1:])
+            coll.upsert(u, vector(i, c), {"i": i, "commit": c, "upserted": True})
+        db.save()
+        failpoints.record("mark", c)  # for tools/power_loss.py: commit c returned
+        report(c)
 
 
 def run_child(path: str, plan: str) -> tuple[int, int, str]:
-    env = dict(os.environ, NEEDLE_FAILPOINTS=plan, PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", WORKLOAD, path, str(ROOT / "tools")], capture_output=True,
-                         text=True, env=env, timeout=300)
-    committed = max([int(line.split()[1]) for line in out.stdout.splitlines() if line.startswith("COMMITTED")],
-                    default=0)
-    return out.returncode, committed, out.stderr
+    """Fork a child running the workload under ``plan``: (returncode, last reported commit, error)."""
+    from needle_mm._storage import failpoints
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(r)
+        code = 0
+        try:
+            os.environ["NEEDLE_FAILPOINTS"] = plan
+            failpoints.reset_for_tests()
+            workload(path, lambda c: os.write(w, f"{c}\n".encode()))
+        except BaseException:
+            os.write(w, ("ERROR " + traceback.format_exc().replace("\n", " | ") + "\n").encode())
+            code = 1
+        os._exit(code)
+    os.close(w)
+    chunks = []
+    while chunk := os.read(r, 65536):
+        chunks.append(chunk)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    rc = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    lines = b"".join(chunks).decode().splitlines()
+    committed = max([int(x) for x in lines if x.isdigit()], default=0)
+    return rc, committed, " ".join(x for x in lines if x.startswith("ERROR"))
+
+
+def warm_up() -> None:
+    tmp = tempfile.mkdtemp(prefix="needle-warm-")
+    workload(os.path.join(tmp, "warm.needle"))
 
 
 def check(path: str, committed: int) -> str:
@@ -170,8 +198,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tear", action="store_true", help="also tear every pwrite in half")
     ap.add_argument("--max-io", type=int, default=2000)
+    ap.add_argument("--io-step", type=int, default=1)
+    ap.add_argument("--workload", metavar="PATH", help="only run the workload on PATH (power_loss.py traces it)")
+    ap.add_argument("--json", action="store_true", help="print the counts as one JSON line")
     args = ap.parse_args()
-    c = sweep(tear=args.tear, max_io=args.max_io)
+    if args.workload:
+        workload(args.workload)
+        return
+    warm_up()
+    c = sweep(tear=args.tear, max_io=args.max_io, io_step=args.io_step)
+    if args.json:
+        print(json.dumps(c))
+        return
     print(" ".join(f"{k}={v}" for k, v in c.items() if k != "failures"))
     for f in c["failures"]:
         print("  ", f)
@@ -179,4 +217,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")  # before numba is imported
     main()

@@ -120,7 +120,7 @@ def run(subsets: int = 4, seed: int = 0) -> dict:
     trace = os.path.join(tmp, "trace")
     env = dict(os.environ, NEEDLE_IO_TRACE=trace, PYTHONPATH=str(ROOT))
     env.pop("NEEDLE_FAILPOINTS", None)
-    out = subprocess.run([sys.executable, "-c", crash_sweep.WORKLOAD, path, str(ROOT / "tools")],
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "crash_sweep.py"), "--workload", path],
                          capture_output=True, text=True, env=env, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"traced workload failed: {out.stderr[-2000:]}")

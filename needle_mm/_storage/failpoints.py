@@ -92,5 +92,6 @@ def die() -> None:
 
 
 def reset_for_tests() -> None:
-    global _plan, _io_calls
-    _plan, _io_calls = None, 0
+    """Forget the plan, the call count and the trace (a forked child re-reads the environment)."""
+    global _plan, _io_calls, _trace
+    _plan, _io_calls, _trace = None, 0, None
