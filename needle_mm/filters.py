@@ -79,7 +79,14 @@ def _equal(a, b) -> bool:
 
 
 def _resolve(value, parts: list[str]) -> list:
-    """Values at a dotted path, MongoDB style (arrays of objects are walked)."""
+    """Values at a dotted path, MongoDB style.
+
+    A missing key gives ``_MISSING``; arrays of objects are walked element
+    by element (an element without the key counts as missing there); a
+    scalar, or an array's non-object elements, have no fields and give
+    nothing (so ``{"a.b": None}`` does not match ``{"a": 5}``, as in
+    mongomock).
+    """
     if not parts:
         return [value]
     head, rest = parts[0], parts[1:]
@@ -93,10 +100,9 @@ def _resolve(value, parts: list[str]) -> list:
             out.extend(_resolve(value[int(head)], rest))
         for item in value:
             if isinstance(item, dict):
-                found = _resolve(item, parts)
-                out.extend(v for v in found if v is not _MISSING)
-        return out or [_MISSING]
-    return [_MISSING]
+                out.extend(_resolve(item, parts))
+        return out
+    return []
 
 
 def _candidates(values: list) -> list:

@@ -44,6 +44,15 @@ CASES = [
     ({"price": {"$not": {"$gt": 20}}}, [0, 2, 3, 4, 5]),
     ({"category": {"$contains": "oo"}}, [0, 1]),
     ({}, [0, 1, 2, 3, 4, 5]),
+    # the corners the mongomock comparison leaves out (see test_filter_semantics.py)
+    ({"price": {"$gte": None}}, [4, 5]),  # MongoDB: {$gte: null} is "null or missing"
+    ({"price": {"$gt": None}}, []),
+    ({"flag": {"$all": [None]}}, [0, 1, 3, 4, 5]),  # $all of one value is equality
+    ({"category.x": None}, [4, 5]),  # a string has no fields: nothing there, not "missing"
+    ({"category.x": {"$exists": False}}, [0, 1, 2, 3, 4, 5]),
+    ({"nested.b": None}, [0, 1, 2, 3, 4, 5]),  # an element without the key counts as missing
+    ({"nested.a": None}, [0, 1, 2, 3, 5]),
+    ({"category": {"$size": 5}}, []),  # $size only matches arrays
 ]
 
 
