@@ -115,12 +115,25 @@ class Collection:
         state, ids, ids_utf8, matrix, norms, metas = self._prepare(ids, vectors, metadatas, "vectors")
         state.write(ids, ids_utf8, matrix, norms, metas)
 
-    def delete(self, ids: str | Sequence[str]) -> int:
-        """Delete one id or a list of ids; returns how many live records were deleted.
+    def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict | None = None) -> int:
+        """Delete one id, a list of ids, or every record matching ``filter``;
+        returns how many live records were deleted.
 
-        Unknown ids are ignored (as in Chroma and Qdrant).
+        Unknown ids are ignored (as in Chroma and Qdrant). With both ``ids`` and
+        ``filter``, only the listed ids that match the filter are deleted.
         """
         state = self._db._writable_state(self.name)
+        if filter is not None:
+            if compile_filter(filter) is None:
+                raise InvalidArgumentError("delete(filter={}) would delete everything; pass the ids, or "
+                                           "drop the collection")
+            matched = [i for i, _ in self.find(filter)]
+            if ids is not None:
+                wanted = {ids} if isinstance(ids, str) else set(ids)
+                matched = [i for i in matched if i in wanted]
+            ids = matched
+        elif ids is None:
+            raise InvalidArgumentError("delete needs ids or a filter")
         if isinstance(ids, str):
             ids = [ids]
         ids = list(ids)
@@ -158,32 +171,32 @@ class Collection:
 
     def count(self, filter: dict | None = None) -> int:
         """Number of live records (matching ``filter`` if given)."""
-        predicate = compile_filter(filter)
+        flt = compile_filter(filter)
         state = self._state()
-        if predicate is None:
+        if flt is None:
             return state.count()
-        return sum(1 for _ in self._iter_matching(state, predicate))
+        return sum(int(np.count_nonzero(mask)) for _, mask in self._matching(state, flt))
 
     def find(self, filter: dict | None = None, limit: int | None = None) -> list[tuple[str, dict]]:
         """``(id, metadata)`` of live records matching ``filter``, in storage order."""
-        predicate = compile_filter(filter)
+        flt = compile_filter(filter)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
+            raise InvalidArgumentError(f"limit must be a non-negative integer or None, got {limit!r}")
         out = []
-        for source, slot, meta in self._iter_matching(self._state(), predicate):
+        for source, mask in self._matching(self._state(), flt):
+            slots = np.flatnonzero(mask).tolist()
+            if limit is not None:
+                slots = slots[: limit - len(out)]
+            out.extend(zip(source.ids_at(slots), (orjson.loads(source.meta_bytes_at(s)) for s in slots)))
             if limit is not None and len(out) >= limit:
                 break
-            out.append((source.id_at(slot), meta))
         return out
 
-    def _iter_matching(self, state, predicate):
+    def _matching(self, state, flt):
+        """(source, bool mask of its live records matching ``flt``) for every source."""
         for source, _, _, excluded in _search.sources(state, None):
-            n = source.n
-            dead = np.unpackbits(excluded, bitorder="little")[:n] if excluded.shape[0] else None
-            for slot in range(n):
-                if dead is not None and dead[slot]:
-                    continue
-                meta = orjson.loads(source.meta_bytes_at(slot))
-                if predicate is None or predicate(meta):
-                    yield source, slot, meta
+            live = _search.live_mask(source.n, excluded)
+            yield source, (live if flt is None else live & _search.matching(source, flt))
 
     def search(self, query, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
                exact: bool = False, include_vector: bool = False) -> list[SearchResult]:

@@ -19,14 +19,16 @@ committed generation references is ever planned for writing:
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import orjson
 
-from ._format.catalog import Catalog, CollectionMeta, RegionRef, SegmentMeta
+from ._format.catalog import Catalog, CollectionMeta, ColumnChunk, RegionRef, SegmentMeta
 from ._format.header import align_up
 from ._format.segment import SegmentView, concat_with_offsets, id_hashes
 from ._kernels import METRIC_CODES
+from .columns import build_chunk
 from .index import Graph, draw_levels, extend_graph, graph_of
 from .state import CollectionState, get_bit, set_bit
 
@@ -182,7 +184,28 @@ def new_segment(writer: RegionWriter, meta: CollectionMeta, segment_id: int, gen
     regions["id_hashes"] = writer.add(hashes)
     regions["id_order"] = writer.add(order)
     regions.update(_graph_regions(writer, graph))
-    return SegmentMeta(segment_id, n, 0, generation, n, regions, graph.meta)
+    columns = (_column_chunk(writer, 0, recs.metas),)
+    return SegmentMeta(segment_id, n, 0, generation, n, regions, graph.meta, columns)
+
+
+def _column_chunk(writer: RegionWriter, start: int, metas: list[bytes]) -> ColumnChunk:
+    return ColumnChunk(start, len(metas), writer.add(build_chunk([orjson.loads(m) for m in metas])))
+
+
+def _append_columns(writer: RegionWriter, seg: SegmentMeta, view: SegmentView, new_metas: list[bytes]) -> tuple:
+    """The segment's column chunks with one for the new records; trailing chunks
+    are merged while the one before is no larger than the last (a binary
+    counter: O(log n) chunks, each record re-projected O(log n) times)."""
+    chunks = list(seg.columns)
+    covered = sum(c.count for c in chunks)
+    pending = [view.meta_bytes_at(slot) for slot in range(covered, seg.n)] + list(new_metas)
+    start = covered
+    while chunks and chunks[-1].count <= len(pending):
+        last = chunks.pop()
+        start = last.start
+        pending = [view.meta_bytes_at(slot) for slot in range(last.start, last.start + last.count)] + pending
+    chunks.append(_column_chunk(writer, start, pending))
+    return tuple(chunks)
 
 
 def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta, view: SegmentView,
@@ -231,7 +254,8 @@ def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta,
         grown = np.zeros((n + 7) // 8, dtype=np.uint8)
         grown[: bits.shape[0]] = bits
         regions["tombstones"] = writer.add(grown)
-    return SegmentMeta(seg.segment_id, n, n_deleted, seg.generation, capacity, regions, graph.meta)
+    columns = _append_columns(writer, seg, view, recs.metas)
+    return SegmentMeta(seg.segment_id, n, n_deleted, seg.generation, capacity, regions, graph.meta, columns)
 
 
 @dataclass
@@ -265,8 +289,7 @@ def plan_collection(state: CollectionState, writer: RegionWriter, generation: in
             if not get_bit(seg.tombstones, slot):
                 set_bit(seg.tombstones, slot)
                 m = seg.meta
-                seg.meta = SegmentMeta(m.segment_id, m.n, m.n_deleted + 1, m.generation, m.capacity,
-                                       m.regions, m.hnsw)
+                seg.meta = replace(m, n_deleted=m.n_deleted + 1)
 
     # 2. Pending live records.
     pending = state.pending
@@ -308,7 +331,7 @@ def _with_tombstones(writer: RegionWriter, s: _Seg) -> SegmentMeta:
     regions = dict(s.meta.regions)
     regions["tombstones"] = writer.add(s.tombstones)
     m = s.meta
-    return SegmentMeta(m.segment_id, m.n, m.n_deleted, m.generation, m.capacity, regions, m.hnsw)
+    return replace(m, regions=regions)
 
 
 def plan_catalog(base: dict[str, CollectionMeta], states: dict[str, CollectionState], dropped: set[str],

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from .errors import FilterError
 
-__all__ = ["compile_filter", "Predicate"]
+__all__ = ["compile_filter", "Filter", "Predicate"]
 
 Predicate = Callable[[dict], bool]
 _MISSING = object()
@@ -33,15 +33,53 @@ _FIELD_OPERATORS = _COMPARISONS | {"$eq", "$ne", "$in", "$nin", "$exists", "$not
 _LOGICAL = {"$and", "$or", "$nor"}
 
 
-def compile_filter(filter: Any) -> Predicate | None:
-    """Validate ``filter`` and return a predicate, or None for "match all"."""
+class Filter:
+    """A validated filter: callable on one metadata dict (the reference
+    semantics), and ``tree`` for column-wise evaluation (``filter_eval``)."""
+
+    __slots__ = ("predicate", "tree", "key")
+
+    def __init__(self, doc: dict):
+        self.predicate = _compile_doc(doc, "filter")  # validates, raising FilterError
+        self.tree = _plan_doc(doc)
+        self.key = repr(self.tree)  # identifies the filter for caches
+
+    def __call__(self, meta: dict) -> bool:
+        return self.predicate(meta)
+
+
+def compile_filter(filter: Any) -> Filter | None:
+    """Validate ``filter`` and return a :class:`Filter`, or None for "match all"."""
     if filter is None:
         return None
     if not isinstance(filter, dict):
         raise FilterError(f"a filter must be a dict, got {type(filter).__name__}")
     if not filter:
         return None
-    return _compile_doc(filter, "filter")
+    return Filter(filter)
+
+
+# ---------------------------------------------------------------- plan tree
+#
+# ("and" | "or" | "nor", [nodes]) and ("field", path, [(op, arg)]) with
+# "$not" carrying its own list of (op, arg); implicit equality is ("$eq", v).
+# Built only from documents that _compile_doc accepted.
+
+
+def _plan_doc(doc: dict):
+    nodes = []
+    for key, value in doc.items():
+        if key.startswith("$"):
+            nodes.append((key[1:], [_plan_doc(v) for v in value]))
+        elif _is_operator_doc(value):
+            nodes.append(("field", key, _plan_ops(value)))
+        else:
+            nodes.append(("field", key, [("$eq", value)]))
+    return nodes[0] if len(nodes) == 1 else ("and", nodes)
+
+
+def _plan_ops(ops: dict) -> list:
+    return [(op, _plan_ops(arg) if op == "$not" else arg) for op, arg in ops.items()]
 
 
 # ---------------------------------------------------------------- values

@@ -146,8 +146,11 @@ PARALLEL_MIN_QUERIES = 4
 
 
 def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, excluded: np.ndarray,
-                   k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
-    """HNSW top-k of each query in one segment: (distances[m, k], slots[m, k])."""
+                   k: int, ef: int, two_hop: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """HNSW top-k of each query in one segment: (distances[m, k], slots[m, k]).
+
+    ``two_hop``: the filter behind ``excluded`` rejects most nodes; walk the
+    passing ones through two-hop links (``search_layer0_two_hop``)."""
     pool = _pool(view)
     h = view.meta.hnsw
     if queries.shape[0] >= PARALLEL_MIN_QUERIES:
@@ -156,13 +159,13 @@ def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, e
         d, i, status = kernels.search_knn_parallel(
             view.vectors, view.norms, metric, view.hnsw_links0, view.hnsw_levels, view.hnsw_upper_offsets,
             view.hnsw_upper_links, h.entry_point, h.max_level, queries, qnorms, excluded, k, max(ef, k),
-            visited[:rows], tags[:rows], cand_d[:rows], cand_i[:rows])
+            visited[:rows], tags[:rows], cand_d[:rows], cand_i[:rows], two_hop)
     else:
         visited, tags, cand_d, cand_i = pool.get(1)
         d, i, status = kernels.search_knn(
             view.vectors, view.norms, metric, view.hnsw_links0, view.hnsw_levels, view.hnsw_upper_offsets,
             view.hnsw_upper_links, h.entry_point, h.max_level, queries, qnorms, excluded, k, max(ef, k),
-            visited, tags, cand_d, cand_i)
+            visited, tags, cand_d, cand_i, two_hop)
     if status != kernels.STATUS_OK:
         raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: the HNSW graph names a node "
                                f"or layer that does not exist")

@@ -90,3 +90,22 @@ def test_filters_through_the_api(db_path):
             assert {r.id for r in c.search([1, 1], k=10, filter=flt)} == want
             assert c.count(filter=flt) == len(expected)
             assert {i for i, _ in c.find(flt)} == want
+
+
+def test_delete_by_filter_committed_and_pending(db_path):
+    with needle.Database.open(db_path) as db:
+        c = db.create_collection("c", 2)
+        c.insert_many([f"d{i}" for i in range(len(DOCS))], np.ones((len(DOCS), 2)), DOCS)
+    db = needle.Database.open(db_path)
+    c = db.collection("c")
+    c.insert("pending-book", [1, 2], {"category": "books"})
+    assert c.delete(filter={"category": "books"}) == 3  # two committed, one unsaved
+    assert c.delete(["d2", "d3"], filter={"price": 5}) == 1  # only listed ids that match
+    with pytest.raises(needle.InvalidArgumentError):
+        c.delete(filter={})
+    with pytest.raises(needle.FilterError, match=r"\$bogus"):
+        c.delete(filter={"x": {"$bogus": 1}})
+    db.save()
+    db.close()
+    with needle.Database.open(db_path, read_only=True) as db:
+        assert sorted(i for i, _ in db.collection("c").find()) == ["d3", "d4", "d5"]

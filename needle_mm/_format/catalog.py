@@ -80,6 +80,18 @@ class HnswGraph:
 
 
 @dataclass(frozen=True)
+class ColumnChunk:
+    """Columns of slots ``start .. start + count - 1`` (SPEC.md §5.6)."""
+
+    start: int
+    count: int
+    region: RegionRef
+
+    def to_json(self) -> list[int]:
+        return [self.start, self.count, *self.region.to_json()]
+
+
+@dataclass(frozen=True)
 class SegmentMeta:
     segment_id: int
     n: int
@@ -88,6 +100,7 @@ class SegmentMeta:
     capacity: int
     regions: dict[str, RegionRef]
     hnsw: HnswGraph | None = None
+    columns: tuple[ColumnChunk, ...] = ()
 
     def to_json(self) -> dict:
         out = {
@@ -100,6 +113,8 @@ class SegmentMeta:
         }
         if self.hnsw is not None:
             out["hnsw"] = self.hnsw.to_json()
+        if self.columns:
+            out["columns"] = [c.to_json() for c in self.columns]
         return out
 
 
@@ -246,6 +261,20 @@ def _segment(raw, dim: int, m: int, file_length: int) -> SegmentMeta:
         raise _Bad(f"segment has unknown regions {sorted(unknown)}")
     if n_deleted and "tombstones" not in regions:
         raise _Bad("segment has n_deleted > 0 but no tombstones region")
+    columns = []
+    cols_raw = raw.get("columns", [])
+    if not isinstance(cols_raw, list):
+        raise _Bad("segment 'columns' is not a list")
+    covered = 0
+    for c in cols_raw:
+        if not (isinstance(c, list) and len(c) == 6 and all(type(x) is int for x in c)):
+            raise _Bad(f"column chunk must be [start, count, offset, length, crc32, reserved], got {c!r}")
+        start, count = c[0], c[1]
+        if start != covered or not 1 <= count <= n - covered:
+            raise _Bad(f"column chunk [{start}, +{count}) does not continue the chunks before it within n={n}")
+        ref = _region(c[2:], "columns", file_length, 1, None, None)
+        columns.append(ColumnChunk(start, count, ref))
+        covered += count
     return SegmentMeta(
         segment_id=_int(raw, "segment_id", 1),
         n=n,
@@ -254,6 +283,7 @@ def _segment(raw, dim: int, m: int, file_length: int) -> SegmentMeta:
         capacity=capacity,
         regions=regions,
         hnsw=hnsw,
+        columns=tuple(columns),
     )
 
 

@@ -69,6 +69,19 @@ class SegmentView:
     def vectors(self) -> np.ndarray:
         return self._view("vectors").reshape(self.n, self.dim)
 
+    def column_chunks(self) -> list:
+        """``[(start slot, ChunkView)]`` of the segment's metadata columns, parsed
+        and validated on first use (lock-free: a racing thread parses twice)."""
+        chunks = self.__dict__.get("_column_chunks")
+        if chunks is None:
+            from ..columns import ChunkView
+
+            chunks = [(c.start, ChunkView(self._buf, c.region.offset, c.region.length, c.count,
+                                          f"{self.path!r}: segment {self.meta.segment_id}"))
+                      for c in self.meta.columns]
+            self.__dict__["_column_chunks"] = chunks
+        return chunks
+
     @cached_property
     def norms(self) -> np.ndarray:
         return self._view("norms")

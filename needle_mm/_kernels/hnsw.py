@@ -185,6 +185,68 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
     return n_res, STATUS_OK
 
 
+@kernel(fastmath=True)
+def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, n, entry, entry_d, ef, visited, vrow, tag,
+                          excluded, res_d, res_i, cand_d, cand_i):
+    """Layer-0 beam search for a filter that rejects most nodes (after ACORN).
+
+    Distances are computed only for passing nodes: a rejected neighbour is not
+    measured, its own neighbours are looked at instead (two hops), so the
+    search moves through the subgraph of passing nodes, which stays connected
+    where one-hop links between passing nodes are few. Rejected nodes are
+    never marked visited, so each can lend its neighbours from any path.
+    Returns (result count, status); heaps as in :func:`search_layer`.
+    """
+    n_cand = maxheap_push(cand_d, cand_i, 0, -entry_d, entry)
+    n_res = 0
+    if not is_excluded(excluded, entry):
+        n_res = maxheap_push(res_d, res_i, 0, entry_d, entry)
+    visited[vrow, entry] = tag
+    width = links0.shape[1]
+    while n_cand > 0:
+        c_d = -cand_d[0]
+        c = cand_i[0]
+        if n_res == ef and c_d > res_d[0]:
+            break
+        n_cand = maxheap_pop(cand_d, cand_i, n_cand)
+        nbrs = links0[c]
+        measured = 0
+        for j in range(width):
+            if measured >= width:  # as many distances per expansion as an unfiltered search
+                break
+            nb = nbrs[j]
+            if nb < 0:
+                break
+            if nb >= n:
+                return n_res, STATUS_CORRUPT
+            if visited[vrow, nb] == tag:
+                continue
+            if not is_excluded(excluded, nb):
+                hops = 1
+            else:
+                hops = width
+            for h in range(hops):
+                x = nb
+                if hops > 1:
+                    x = links0[nb, h]
+                    if x < 0:
+                        break
+                    if x >= n:
+                        return n_res, STATUS_CORRUPT
+                    if visited[vrow, x] == tag or is_excluded(excluded, x):
+                        continue
+                visited[vrow, x] = tag
+                measured += 1
+                d = distance(q, qn, vectors[x], norms[x], metric)
+                if n_res < ef or d < res_d[0]:
+                    n_cand = maxheap_push(cand_d, cand_i, n_cand, -d, x)
+                    if n_res < ef:
+                        n_res = maxheap_push(res_d, res_i, n_res, d, x)
+                    else:
+                        maxheap_replace_root(res_d, res_i, n_res, d, x)
+    return n_res, STATUS_OK
+
+
 # ----------------------------------------------------------------- search
 
 
@@ -202,7 +264,7 @@ def _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
 
 @kernel()
 def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
-                excluded, k, ef, visited, vrow, tags, cand_d, cand_i, out_d, out_i, qrow):
+                excluded, k, ef, visited, vrow, tags, cand_d, cand_i, out_d, out_i, qrow, two_hop):
     n = vectors.shape[0]
     cur, cur_d, status = greedy_descend(q, qn, vectors, norms, metric, levels,
                                         upper_offsets, upper_links, n, entry, max_level, 0)
@@ -211,16 +273,20 @@ def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, up
     tag = next_tag(visited, tags, vrow)
     res_d = np.empty(ef + 1, dtype=np.float32)
     res_i = np.empty(ef + 1, dtype=np.int32)
-    n_res, status = search_layer(q, qn, vectors, norms, metric, links0, levels,
-                                 upper_offsets, upper_links, n, 0, cur, cur_d, ef, visited, vrow, tag,
-                                 excluded, res_d, res_i, cand_d[vrow], cand_i[vrow])
+    if two_hop:
+        n_res, status = search_layer0_two_hop(q, qn, vectors, norms, metric, links0, n, cur, cur_d, ef, visited,
+                                              vrow, tag, excluded, res_d, res_i, cand_d[vrow], cand_i[vrow])
+    else:
+        n_res, status = search_layer(q, qn, vectors, norms, metric, links0, levels,
+                                     upper_offsets, upper_links, n, 0, cur, cur_d, ef, visited, vrow, tag,
+                                     excluded, res_d, res_i, cand_d[vrow], cand_i[vrow])
     _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
     return status
 
 
 @kernel()
 def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
-               queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i):
+               queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop):
     """k nearest non-excluded nodes per query, serially. Returns (d[m,k], i[m,k], status)."""
     m = queries.shape[0]
     out_d = np.full((m, k), np.inf, dtype=np.float32)
@@ -228,7 +294,8 @@ def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_link
     status = STATUS_OK
     for qi in range(m):
         s = _search_one(queries[qi], qnorms[qi], vectors, norms, metric, links0, levels, upper_offsets,
-                        upper_links, entry, max_level, excluded, k, ef, visited, 0, tags, cand_d, cand_i, out_d, out_i, qi)
+                        upper_links, entry, max_level, excluded, k, ef, visited, 0, tags, cand_d, cand_i, out_d, out_i, qi,
+                        two_hop)
         if s != STATUS_OK:
             status = s
     return out_d, out_i, status
@@ -236,7 +303,7 @@ def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_link
 
 @kernel(parallel=True)
 def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
-                        queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i):
+                        queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop):
     """:func:`search_knn` with queries split into one chunk per visited row (thread)."""
     m = queries.shape[0]
     chunks = visited.shape[0]
@@ -248,7 +315,7 @@ def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, u
         for qi in range(c * per, min(m, (c + 1) * per)):
             s = _search_one(queries[qi], qnorms[qi], vectors, norms, metric, links0, levels, upper_offsets,
                             upper_links, entry, max_level, excluded, k, ef, visited, c, tags, cand_d, cand_i, out_d, out_i,
-                            qi)
+                            qi, two_hop)
             if s != STATUS_OK:
                 statuses[c] = s
     return out_d, out_i, statuses.max()
