@@ -78,7 +78,14 @@ def verify_file(path: str) -> VerifyReport:
                     data = snap.mapping.buffer[ref.offset:ref.offset + ref.length]
                     if crc32(data) != ref.crc32:
                         report.problems.append(f"{where}: region {rname} fails its CRC")
+                for chunk in view.meta.columns:
+                    ref = chunk.region
+                    extents.append((ref.offset, ref.offset + ref.reserved, f"{where} columns@{chunk.start}"))
+                    if crc32(snap.mapping.buffer[ref.offset:ref.offset + ref.length]) != ref.crc32:
+                        report.problems.append(f"{where}: column chunk at slot {chunk.start} fails its CRC")
                 report.records += _check_segment(view, where, seen_ids, report.problems)
+                if not report.problems:
+                    _check_columns(view, where, report.problems)
         extents.append((snap.superblock.catalog_offset,
                         snap.superblock.catalog_offset + snap.superblock.catalog_length, "catalog"))
         extents.sort()
@@ -153,6 +160,23 @@ def _check_segment(view, where: str, seen_ids: set, problems: list[str]) -> int:
     return int(n - deleted.sum())
 
 
+
+
+def _check_columns(view, where: str, problems: list[str]) -> None:
+    """Each column chunk parses and equals the projection of its records' metadata."""
+    from .columns import build_chunk
+
+    for chunk in view.meta.columns:
+        ref = chunk.region
+        stored = bytes(view._buf[ref.offset:ref.offset + ref.length])
+        try:
+            expected = build_chunk([orjson.loads(view.meta_bytes_at(s))
+                                    for s in range(chunk.start, chunk.start + chunk.count)])
+        except NeedleError as exc:
+            problems.append(f"{where}: column chunk at slot {chunk.start}: {exc}")
+            continue
+        if stored != expected:
+            problems.append(f"{where}: column chunk at slot {chunk.start} does not match the metadata log")
 
 
 def _check_graph(view, where: str, problems: list[str]) -> None:
