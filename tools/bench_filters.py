@@ -131,20 +131,19 @@ def bench_chroma(x, q, bucket, out: Path, n_queries: int) -> dict:
     import chromadb
 
     path = out / "filters-chroma"
-    client = chromadb.PersistentClient(path=str(path))
-    try:
-        coll = client.get_collection("c")
-        if coll.count() != len(x):
-            raise ValueError("incomplete")
-    except Exception:  # noqa: BLE001 - (re)build
+    done = path / "complete"
+    if not done.exists():  # build from scratch (before any client opens the directory)
         shutil.rmtree(path, ignore_errors=True)
         client = chromadb.PersistentClient(path=str(path))
-        coll = client.create_collection("c", metadata={"hnsw:space": "cosine"})
+        coll = client.create_collection("bench", metadata={"hnsw:space": "cosine"})
         t = time.perf_counter()
         for s in range(0, len(x), 5000):
             coll.add(ids=[str(i) for i in range(s, min(len(x), s + 5000))], embeddings=x[s:s + 5000],
                      metadatas=[{"bucket": int(b)} for b in bucket[s:s + 5000]])
         print(f"built chroma in {time.perf_counter() - t:.0f} s", flush=True)
+        done.touch()
+    else:
+        coll = chromadb.PersistentClient(path=str(path)).get_collection("bench")
     qs = q[:n_queries]
     res = {}
     _, res["unfiltered_qps"] = timed(lambda v: coll.query(query_embeddings=[v], n_results=K)["ids"][0], qs)
