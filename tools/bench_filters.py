@@ -28,8 +28,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import needle_mm as needle  # noqa: E402
+from benchmarks_md import write_section  # noqa: E402
 
 K = 10
 SELECTIVITIES = [(0.5, 500), (0.1, 100), (0.01, 10), (0.001, 1)]
@@ -208,15 +210,7 @@ def main() -> None:
     section = report(r, "python tools/bench_filters.py" + (" --no-chroma" if a.no_chroma else ""))
     print(section)
     if not a.no_write:
-        md = (ROOT / "BENCHMARKS.md").read_text()
-        head = "## Filtered search (issue 5)"
-        if head in md:
-            start = md.index(head)
-            nxt = md.find("\n## ", start + 1)
-            md = md[:start] + section + ("" if nxt < 0 else md[nxt + 1:])
-        else:
-            md = md.rstrip("\n") + "\n\n" + section
-        (ROOT / "BENCHMARKS.md").write_text(md)
+        write_section('## Filtered search (issue 5)', section)
 
 
 if __name__ == "__main__":

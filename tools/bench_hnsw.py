@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -31,8 +30,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import needle_mm as needle  # noqa: E402
+from benchmarks_md import write_section  # noqa: E402
 
 M, EFC, K = 16, 200, 10
 EFS = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256]
@@ -363,20 +364,6 @@ def report(results: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_benchmarks_md(section: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    head = "## HNSW (issue 3)"
-    if head in text:
-        start = text.index(head)
-        nxt = re.search(r"\n## (?!HNSW)", text[start + 1:])
-        end = start + 1 + nxt.start() + 1 if nxt else len(text)
-        text = text[:start] + section + text[end:]
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
@@ -411,7 +398,7 @@ def main() -> None:
     section = report(results, command.strip())
     print(section)
     if not args.no_write:
-        write_benchmarks_md(section)
+        write_section("## HNSW (issue 3)", section)
 
 
 if __name__ == "__main__":

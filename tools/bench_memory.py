@@ -37,6 +37,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from benchmarks_md import write_section  # noqa: E402
 
 READER = r"""
 import sys, numpy as np
@@ -251,15 +254,7 @@ def main() -> None:
     section = report(r, command)
     print(section)
     if not a.no_write:
-        md = (ROOT / "BENCHMARKS.md").read_text()
-        head = "## Memory (issue 4)"
-        if head in md:
-            start = md.index(head)
-            nxt = md.find("\n## ", start + 1)
-            md = md[:start] + section + ("" if nxt < 0 else md[nxt + 1:])
-        else:
-            md = md.rstrip("\n") + "\n\n" + section
-        (ROOT / "BENCHMARKS.md").write_text(md)
+        write_section('## Memory (issue 4)', section)
 
 
 if __name__ == "__main__":
