@@ -195,6 +195,7 @@ def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, n, entry, entry
     search moves through the subgraph of passing nodes, which stays connected
     where one-hop links between passing nodes are few. Rejected nodes are
     never marked visited, so each can lend its neighbours from any path.
+    An expansion measures at most 2M nodes, like a plain one.
     Returns (result count, status); heaps as in :func:`search_layer`.
     """
     n_cand = maxheap_push(cand_d, cand_i, 0, -entry_d, entry)
@@ -203,47 +204,55 @@ def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, n, entry, entry
         n_res = maxheap_push(res_d, res_i, 0, entry_d, entry)
     visited[vrow, entry] = tag
     width = links0.shape[1]
+    batch = np.empty(width, dtype=np.int64)
     while n_cand > 0:
         c_d = -cand_d[0]
         c = cand_i[0]
         if n_res == ef and c_d > res_d[0]:
             break
         n_cand = maxheap_pop(cand_d, cand_i, n_cand)
+        # Gather up to 2M passing, unvisited nodes (prefetching their rows),
+        # then measure them: as many distances per expansion as a plain walk.
         nbrs = links0[c]
-        measured = 0
+        count = 0
         for j in range(width):
-            if measured >= width:  # as many distances per expansion as an unfiltered search
-                break
             nb = nbrs[j]
-            if nb < 0:
+            if nb < 0 or count >= width:
                 break
             if nb >= n:
                 return n_res, STATUS_CORRUPT
             if visited[vrow, nb] == tag:
                 continue
             if not is_excluded(excluded, nb):
-                hops = 1
-            else:
-                hops = width
-            for h in range(hops):
-                x = nb
-                if hops > 1:
-                    x = links0[nb, h]
-                    if x < 0:
-                        break
-                    if x >= n:
-                        return n_res, STATUS_CORRUPT
-                    if visited[vrow, x] == tag or is_excluded(excluded, x):
-                        continue
+                visited[vrow, nb] = tag
+                prefetch_row(vectors, nb)
+                prefetch_row(norms, nb)
+                batch[count] = nb
+                count += 1
+                continue
+            two = links0[nb]
+            for h in range(width):
+                x = two[h]
+                if x < 0 or count >= width:
+                    break
+                if x >= n:
+                    return n_res, STATUS_CORRUPT
+                if visited[vrow, x] == tag or is_excluded(excluded, x):
+                    continue
                 visited[vrow, x] = tag
-                measured += 1
-                d = distance(q, qn, vectors[x], norms[x], metric)
-                if n_res < ef or d < res_d[0]:
-                    n_cand = maxheap_push(cand_d, cand_i, n_cand, -d, x)
-                    if n_res < ef:
-                        n_res = maxheap_push(res_d, res_i, n_res, d, x)
-                    else:
-                        maxheap_replace_root(res_d, res_i, n_res, d, x)
+                prefetch_row(vectors, x)
+                prefetch_row(norms, x)
+                batch[count] = x
+                count += 1
+        for b in range(count):
+            x = batch[b]
+            d = distance(q, qn, vectors[x], norms[x], metric)
+            if n_res < ef or d < res_d[0]:
+                n_cand = maxheap_push(cand_d, cand_i, n_cand, -d, x)
+                if n_res < ef:
+                    n_res = maxheap_push(res_d, res_i, n_res, d, x)
+                else:
+                    maxheap_replace_root(res_d, res_i, n_res, d, x)
     return n_res, STATUS_OK
 
 
