@@ -221,15 +221,15 @@ def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, n, entry, entry
                 break
             if nb >= n:
                 return n_res, STATUS_CORRUPT
-            if visited[vrow, nb] == tag:
-                continue
             if not is_excluded(excluded, nb):
-                visited[vrow, nb] = tag
-                prefetch_row(vectors, nb)
-                prefetch_row(norms, nb)
-                batch[count] = nb
-                count += 1
+                if visited[vrow, nb] != tag:
+                    visited[vrow, nb] = tag
+                    prefetch_row(vectors, nb)
+                    prefetch_row(norms, nb)
+                    batch[count] = nb
+                    count += 1
                 continue
+            # rejected nodes are never marked visited (only the entry may be): no visited lookup
             two = links0[nb]
             for h in range(width):
                 x = two[h]
@@ -237,7 +237,7 @@ def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, n, entry, entry
                     break
                 if x >= n:
                     return n_res, STATUS_CORRUPT
-                if visited[vrow, x] == tag or is_excluded(excluded, x):
+                if is_excluded(excluded, x) or visited[vrow, x] == tag:  # the bitmap is the smaller array
                     continue
                 visited[vrow, x] = tag
                 prefetch_row(vectors, x)
