@@ -23,7 +23,7 @@ def load_json(path):
 
 
 def test_golden_files_exist():
-    assert {"empty", "basic", "deletes"} <= set(GOLDEN)
+    assert {"empty", "basic", "deletes", "columns"} <= set(GOLDEN)
 
 
 @pytest.mark.parametrize("name", GOLDEN)
@@ -47,6 +47,8 @@ def test_golden_file_reads_as_dumped(name, tmp_path):
                 assert e.metadata == rec["metadata"]
                 np.testing.assert_array_equal(e.vector, np.array(rec["vector"], dtype=np.float32))
                 assert c.search(e.vector, 1)[0].distance <= c.search(e.vector, 2)[-1].distance
+            for flt, ids in cwant.get("filters", []):  # files with metadata columns (SPEC §5.6)
+                assert sorted(i for i, _ in c.find(flt)) == ids, flt
     from needle_mm.verify import verify_file
 
     assert verify_file(str(path)).ok

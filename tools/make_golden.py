@@ -2,9 +2,13 @@
 
 The golden files are small files in format version 1 that the test suite must
 keep reading exactly as their dumps say, whatever the code becomes. Re-run this
-only when the format version changes, and keep the old files as well.
+only when the format version changes, and keep the old files as well;
+``--add NAME`` writes one new golden file and leaves the others alone.
 
-    python tools/make_golden.py
+    python tools/make_golden.py [--add columns] [--layout-only]
+
+``columns.needle`` (added with metadata columns, SPEC §5.6) also records what
+a fixed set of filters returns in each collection.
 """
 
 from __future__ import annotations
@@ -25,7 +29,19 @@ from needle_mm._format import catalog, header  # noqa: E402
 OUT = ROOT / "format" / "golden"
 
 
-def dump(path: Path) -> dict:
+FILTERS = [
+    {"category": "books"},
+    {"price": {"$gte": 10}},
+    {"tags": "x"},
+    {"tags": {"$size": 2}},
+    {"meta.level": {"$in": [1, 2]}},
+    {"title": {"$contains": "ab"}},
+    {"$or": [{"flag": True}, {"price": {"$lt": 5}}]},
+    {"category": {"$ne": "books"}, "meta": {"$exists": True}},
+]
+
+
+def dump(path: Path, with_filters: bool = False) -> dict:
     """Everything a reader must see in a golden file."""
     with needle.Database.open(path, read_only=True) as db:
         snap = db._snapshot
@@ -42,7 +58,38 @@ def dump(path: Path) -> dict:
                               "hnsw": s.hnsw.to_json() if s.hnsw else None} for s in meta.segments],
                 "records": records,
             }
+            if with_filters:
+                out["collections"][name]["filters"] = [[f, sorted(i for i, _ in c.find(f))] for f in FILTERS]
     return out
+
+
+def add_columns() -> None:
+    """A file whose segments carry metadata columns: several commits (so several
+    chunks), an upsert, a metadata update and a delete."""
+    path = OUT / "columns.needle"
+    for p in (path, Path(str(path) + ".lock")):
+        if p.exists():
+            p.unlink()
+    rng = np.random.default_rng(5)
+    titles = ["abc", "xaby", "zzz", "b", ""]
+    with needle.Database.open(path) as db:
+        c = db.create_collection("items", 3)
+        c.insert_many([f"i{k}" for k in range(12)], rng.normal(size=(12, 3)).round(3),
+                      [{"category": ["books", "music", "toys"][k % 3], "price": k * 1.5,
+                        "tags": ["x", "y"][: k % 3], "title": titles[k % 5],
+                        "meta": {"level": k % 4}, "flag": k % 2 == 0} for k in range(12)])
+    with needle.Database.open(path) as db:
+        c = db.collection("items")
+        c.insert_many(["j0", "j1"], rng.normal(size=(2, 3)).round(3),
+                      [{"category": "books", "price": 99, "tags": "x"}, {"weird.key": 1, "price": [1, 2]}])
+        c.upsert("i1", [1, 2, 3], {"category": "books", "price": 3})
+        c.update_metadata("i2", {"title": "cab", "meta": {"level": 2}})
+        c.delete("i3")
+    Path(str(path) + ".lock").unlink()
+    with open(path.with_suffix(".json"), "w", encoding="utf-8") as f:
+        json.dump(dump(path, with_filters=True), f, indent=1, ensure_ascii=False, sort_keys=True)
+        f.write("\n")
+    print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
 
 
 def build() -> None:
@@ -107,7 +154,9 @@ def layout() -> dict:
 
 
 if __name__ == "__main__":
-    if "--layout-only" not in sys.argv:
+    if "--add" in sys.argv:
+        {"columns": add_columns}[sys.argv[sys.argv.index("--add") + 1]]()
+    elif "--layout-only" not in sys.argv:
         build()
     with open(ROOT / "format" / "layout.json", "w", encoding="utf-8") as f:
         json.dump(layout(), f, indent=1)
