@@ -42,6 +42,39 @@ def _cmd_verify(args) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_export(args) -> int:
+    from .database import Database
+    from .export import export
+
+    with Database.open(args.file, read_only=True) as db:
+        n = export(db.collection(args.collection), args.format, args.out)
+    print(f"exported {n} records of {args.collection!r} to {args.out} ({args.format})")
+    return 0
+
+
+def _cmd_search(args) -> int:
+    import numpy as np
+    import orjson
+
+    from .database import Database
+    from .errors import FilterError, InvalidArgumentError
+
+    try:
+        queries = np.load(args.vector_file, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidArgumentError(f"cannot read queries from {args.vector_file!r}: {exc}") from None
+    try:
+        flt = orjson.loads(args.filter) if args.filter else None
+    except orjson.JSONDecodeError as exc:
+        raise FilterError(f"--filter is not JSON: {exc}") from None
+    with Database.open(args.file, read_only=True) as db:
+        c = db.collection(args.collection)
+        rows = c.search_batch(np.atleast_2d(queries), args.k, flt, ef=args.ef, exact=args.exact)
+        for row in rows:
+            print(orjson.dumps([{"id": r.id, "distance": r.distance, "metadata": r.metadata} for r in row]).decode())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="needle", description="Needle vector database files")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("verify", help="full structural check; exit 1 if anything is wrong")
     p.add_argument("file")
     p.set_defaults(func=_cmd_verify)
+    p = sub.add_parser("export", help="write a collection to jsonl, or npy + jsonl side files")
+    p.add_argument("file")
+    p.add_argument("--collection", required=True)
+    p.add_argument("--format", choices=["jsonl", "npy"], default="jsonl")
+    p.add_argument("--out", required=True, help="a .jsonl file, or a directory for npy")
+    p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("search", help="search with the queries of a .npy file; prints one JSON line per query")
+    p.add_argument("file")
+    p.add_argument("--collection", required=True)
+    p.add_argument("--vector-file", required=True, help=".npy with one query or a [m, dim] matrix")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--filter", help="a MongoDB-style filter as JSON")
+    p.add_argument("--ef", type=int)
+    p.add_argument("--exact", action="store_true")
+    p.set_defaults(func=_cmd_search)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

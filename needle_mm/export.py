@@ -1,0 +1,61 @@
+"""Writing a collection out of Needle: ``needle export`` (nobody is locked in).
+
+Formats:
+
+- ``jsonl``: one JSON object per line, ``{"id", "vector", "metadata"}``;
+- ``npy``: a directory with ``vectors.npy`` (float32 ``[n, dim]``),
+  ``ids.jsonl`` (one JSON string per line: ids may hold any character) and
+  ``metadata.jsonl`` (one JSON object per line), rows in the same order.
+
+Records come out in storage order, live records only, from one snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+import orjson
+
+from . import search as _search
+from .errors import InvalidArgumentError
+
+FORMATS = ("jsonl", "npy")
+
+
+def records(collection, batch: int = 4096) -> Iterator[tuple[list[str], np.ndarray, list[bytes]]]:
+    """``(ids, vectors[m, dim], metadata JSON bytes)`` of every live record, in batches."""
+    state = collection._state()
+    for source, vectors, _, excluded in _search.sources(state, None):
+        slots = np.flatnonzero(_search.live_mask(source.n, excluded))
+        for start in range(0, slots.shape[0], batch):
+            part = slots[start:start + batch].tolist()
+            yield source.ids_at(part), np.asarray(vectors[part], dtype=np.float32), \
+                [source.meta_bytes_at(s) for s in part]
+
+
+def export(collection, fmt: str, out: str) -> int:
+    """Write ``collection`` to ``out`` in ``fmt``; returns the number of records."""
+    if fmt not in FORMATS:
+        raise InvalidArgumentError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    count = 0
+    if fmt == "jsonl":
+        with open(out, "wb") as f:
+            for ids, vectors, metas in records(collection):
+                for i, v, m in zip(ids, vectors, metas):
+                    f.write(b'{"id":' + orjson.dumps(i) + b',"vector":' + orjson.dumps(v.tolist())
+                            + b',"metadata":' + m + b"}\n")
+                count += len(ids)
+        return count
+    os.makedirs(out, exist_ok=True)
+    parts = []
+    with open(os.path.join(out, "ids.jsonl"), "wb") as fi, open(os.path.join(out, "metadata.jsonl"), "wb") as fm:
+        for ids, vectors, metas in records(collection):
+            fi.writelines(orjson.dumps(i) + b"\n" for i in ids)
+            fm.writelines(m + b"\n" for m in metas)
+            parts.append(vectors)
+            count += len(ids)
+    dim = collection.dimension
+    np.save(os.path.join(out, "vectors.npy"), np.concatenate(parts) if parts else np.zeros((0, dim), np.float32))
+    return count
