@@ -52,6 +52,15 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_rebuild(args) -> int:
+    from .rebuild import rebuild
+
+    report = rebuild(args.file, args.out, m=args.m, ef_construction=args.ef_construction,
+                     ef_search=args.ef_search, dtype=args.dtype, lock_timeout=args.lock_timeout)
+    print(("rebuilt " if args.command == "rebuild" else "compacted ") + report.summary())
+    return 0
+
+
 def _cmd_search(args) -> int:
     import numpy as np
     import orjson
@@ -94,6 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=["jsonl", "npy"], default="jsonl")
     p.add_argument("--out", required=True, help="a .jsonl file, or a directory for npy")
     p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("rebuild", help="rewrite the file with one optimal segment per collection, then replace it")
+    p.add_argument("file")
+    p.add_argument("--m", type=int, help="new HNSW M (default: keep each collection's)")
+    p.add_argument("--ef-construction", type=int, help="new ef_construction")
+    p.add_argument("--ef-search", type=int, help="new default ef_search")
+    p.add_argument("--dtype", help="storage dtype (format version 1 stores f32 only)")
+    p.add_argument("--out", help="write the new file here and leave FILE alone")
+    p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")
+    p.set_defaults(func=_cmd_rebuild)
+    p = sub.add_parser("compact", help="reclaim the space of deleted and replaced records")
+    p.add_argument("file")
+    p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")
+    p.set_defaults(func=_cmd_rebuild, out=None, m=None, ef_construction=None, ef_search=None, dtype=None)
     p = sub.add_parser("search", help="search with the queries of a .npy file; prints one JSON line per query")
     p.add_argument("file")
     p.add_argument("--collection", required=True)

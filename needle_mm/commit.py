@@ -322,7 +322,7 @@ def plan_collection(state: CollectionState, writer: RegionWriter, generation: in
                 out.append(new_segment(writer, meta, next_id, generation, recs))
                 next_id += 1
     out = [s for s in out if s.n > s.n_deleted]
-    return meta.with_segments(out, next_id)
+    return replace(meta.with_segments(out, next_id), properties=state.properties())
 
 
 def _with_tombstones(writer: RegionWriter, s: _Seg) -> SegmentMeta:

@@ -9,6 +9,7 @@ a superblock slot while holding the writer lock ``<path>.lock``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -261,15 +262,56 @@ class Database:
     def refresh(self) -> bool:
         """Move to the newest committed generation; returns True if it changed.
 
-        Pending (unsaved) writes of this process are kept and stay on top.
+        Pending (unsaved) writes of this process are kept and stay on top. If
+        ``needle rebuild`` or ``needle compact`` has replaced the file at this
+        path, the process moves to the new file (SPEC §7).
         """
         self._check_open()
         previous = self._snapshot
-        snapshot = Snapshot.load(self._io, previous)
+        snapshot = self._newest_snapshot(check_path=True)
         if snapshot is previous:
             return False
         self._adopt(snapshot)
         return True
+
+    def _newest_snapshot(self, check_path: bool = False) -> Snapshot:
+        """The newest generation of the file at our path: of the file we have
+        open, or of the one that replaced it (its last commit says so, or, with
+        ``check_path``, the path now names another inode)."""
+        snapshot = Snapshot.load(self._io, self._snapshot)
+        if snapshot.catalog.superseded or (check_path and self._path_inode() not in (None, self._io.inode())):
+            snapshot = self._reopen() or snapshot
+        return snapshot
+
+    def _path_inode(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _reopen(self) -> Snapshot | None:
+        """Open the file now at our path in place of the one we hold (None: it is the same file)."""
+        try:
+            io = FileIO(self.path, writable=not self.read_only)
+        except FileNotFoundError:
+            raise DatabaseNotFoundError(f"{self.path!r} was replaced and then removed") from None
+        try:
+            if io.inode() == self._io.inode():
+                io.close()
+                return None
+            header = read_header(io)
+            if not self.read_only and header.write_version > WRITE_VERSION:
+                raise UnsupportedVersionError(f"{self.path!r} was replaced by a file of format write version "
+                                              f"{header.write_version}; this needle_mm writes {WRITE_VERSION}")
+            snapshot = Snapshot.load(io)
+        except BaseException:
+            io.close()
+            raise
+        # Arrays handed out earlier keep the old mapping alive on their own.
+        self._io.close()
+        self._io = io
+        return snapshot
 
     def _adopt(self, snapshot: Snapshot) -> None:
         states = {}
@@ -287,6 +329,7 @@ class Database:
                 if meta is None:  # dropped by another writer: our pending records form it anew
                     fresh = CollectionState(state.meta.with_segments((), state.meta.next_segment_id), [], True)
                     fresh.pending = state.pending
+                    fresh.property_changes = state.property_changes
                     state = fresh
                 else:
                     state = state.rebase(meta, snapshot.segments(name))
@@ -294,11 +337,13 @@ class Database:
         self._states = states
         self._snapshot = snapshot
 
-    def _plan(self, current: Superblock) -> tuple[RegionWriter, object]:
+    def _plan(self, current: Superblock, superseded: bool = False) -> tuple[RegionWriter, object]:
         """Everything the next generation writes, planned on top of ``current``."""
         writer = RegionWriter(current.file_length)
         catalog = plan_catalog(self._snapshot.catalog.collections, self._states, self._dropped, writer,
                                current.generation + 1)
+        if superseded:
+            catalog = dataclasses.replace(catalog, superseded=True)
         return writer, writer.add(memoryview(catalog.encode()))
 
     def save(self) -> None:
@@ -315,36 +360,49 @@ class Database:
         self._check_writable("save")
         if not self.dirty:
             return
-        io = self._io
         # Plan (graph insertion included: the slow part) against our snapshot
         # without the lock; under the lock, write it if no other writer
-        # committed meanwhile, else re-plan on top of their generation.
+        # committed meanwhile, else re-plan on top of their generation (or of
+        # the file that replaced ours).
         planned = self._plan(self._snapshot.superblock)
         with self._lock:
-            current = read_superblock(io)
+            current = read_superblock(self._io)
             if current.generation != self._snapshot.generation:
-                self._adopt(Snapshot.load(io, self._snapshot))
+                self._adopt(self._newest_snapshot())
+                current = self._snapshot.superblock
                 planned = self._plan(current)
-            writer, catalog_ref = planned
-            file_length = writer.end
-            # Commit protocol, SPEC.md §6. Data goes only to bytes no committed
-            # generation references: past file_length, or past the used length
-            # inside a growable region's reserve.
-            io.allocate(current.file_length, writer.end - current.file_length)
-            for offset, data in writer.pieces:
-                io.pwrite(data, offset)
-            io.extend(file_length)
-            failpoints.hit("commit.after_data_write")
-            io.fsync()
-            failpoints.hit("commit.after_data_sync")
-            slot = current.generation % 2  # generation g+1 goes to slot g mod 2 (SPEC §3)
-            sb = Superblock(current.generation + 1, file_length, catalog_ref.offset, catalog_ref.length,
-                            catalog_ref.crc32, slot, time.time_ns())
-            io.pwrite(encode_superblock(sb), SUPERBLOCK_OFFSETS[slot])
-            failpoints.hit("commit.after_superblock_write")
-            io.fsync()
-            failpoints.hit("commit.after_superblock_sync")
-            snapshot = Snapshot.load(io, self._snapshot)
+            self._write_generation(current, planned)
+
+    def _mark_superseded(self) -> None:
+        """Commit one last generation saying the file at our path is another
+        one now; the caller holds the writer lock and has replaced the path."""
+        current = read_superblock(self._io)
+        if current.generation != self._snapshot.generation:
+            self._adopt(Snapshot.load(self._io, self._snapshot))
+        self._write_generation(current, self._plan(current, superseded=True))
+
+    def _write_generation(self, current: Superblock, planned) -> None:
+        """The commit protocol (SPEC.md §6); the caller holds the writer lock."""
+        io = self._io
+        writer, catalog_ref = planned
+        file_length = writer.end
+        # Data goes only to bytes no committed generation references: past
+        # file_length, or past the used length inside a growable region's reserve.
+        io.allocate(current.file_length, writer.end - current.file_length)
+        for offset, data in writer.pieces:
+            io.pwrite(data, offset)
+        io.extend(file_length)
+        failpoints.hit("commit.after_data_write")
+        io.fsync()
+        failpoints.hit("commit.after_data_sync")
+        slot = current.generation % 2  # generation g+1 goes to slot g mod 2 (SPEC §3)
+        sb = Superblock(current.generation + 1, file_length, catalog_ref.offset, catalog_ref.length,
+                        catalog_ref.crc32, slot, time.time_ns())
+        io.pwrite(encode_superblock(sb), SUPERBLOCK_OFFSETS[slot])
+        failpoints.hit("commit.after_superblock_write")
+        io.fsync()
+        failpoints.hit("commit.after_superblock_sync")
+        snapshot = Snapshot.load(io, self._snapshot)
         self._states = {}
         self._dropped = set()
         self._snapshot = snapshot

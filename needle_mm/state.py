@@ -103,10 +103,16 @@ class CollectionState:
         self.hidden = 0  # committed live records hidden by touches
         self.excluded: list[np.ndarray] = [v.tombstones for v in views]
         self._excluded_owned = [False] * len(views)
+        self.property_changes: dict = {}  # key -> new value (None: remove), committed with the records
 
     @property
     def dirty(self) -> bool:
-        return self.fresh or bool(self.touched) or self.pending.n > 0
+        return self.fresh or bool(self.touched) or self.pending.n > 0 or bool(self.property_changes)
+
+    def properties(self) -> dict:
+        """The collection's properties as this process sees them (committed + pending changes)."""
+        merged = {**self.meta.properties, **self.property_changes}
+        return {k: v for k, v in merged.items() if v is not None}
 
     # ------------------------------------------------------------ lookups
 
@@ -217,6 +223,7 @@ class CollectionState:
         """The same pending writes on top of a newer committed state."""
         fresh = CollectionState(meta, views, fresh=False)
         fresh.pending = self.pending
+        fresh.property_changes = self.property_changes
         ids = list(self.touched)
         fresh.touch_many(ids, [i.encode("utf-8") for i in ids])
         return fresh

@@ -24,6 +24,7 @@ DISTANCES = ("cosine", "euclidean", "dot")
 DTYPES = ("f32",)
 MAX_DIM = 65536
 MAX_NAME_BYTES = 255
+MAX_PROPERTIES_BYTES = 65536
 
 # Segment regions: name -> (numpy dtype, length rule, reserve rule).
 # Length rules name the element count of the used part: "n*dim", "n", "n+1",
@@ -140,6 +141,9 @@ class CollectionMeta:
     hnsw: HnswParams = field(default_factory=HnswParams)
     next_segment_id: int = 1
     segments: tuple[SegmentMeta, ...] = ()
+    # Small JSON bookkeeping committed with the records it describes (SPEC §4),
+    # e.g. an import's position in its source under "needle.import".
+    properties: dict = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -155,6 +159,7 @@ class CollectionMeta:
             "hnsw": self.hnsw.to_json(),
             "next_segment_id": self.next_segment_id,
             "segments": [s.to_json() for s in self.segments],
+            **({"properties": self.properties} if self.properties else {}),
         }
 
     def with_segments(self, segments, next_segment_id: int) -> "CollectionMeta":
@@ -165,12 +170,16 @@ class CollectionMeta:
 class Catalog:
     generation: int
     collections: dict[str, CollectionMeta]
+    # Set by the last commit to a file that `needle rebuild`/`compact` has
+    # replaced at its path: processes reading it reopen the path (SPEC §7).
+    superseded: bool = False
 
     def encode(self) -> bytes:
         doc = {
             "format": CATALOG_FORMAT,
             "generation": self.generation,
             "collections": [self.collections[k].to_json() for k in sorted(self.collections)],
+            **({"superseded": True} if self.superseded else {}),
         }
         return orjson.dumps(doc)
 
@@ -309,6 +318,11 @@ def _collection(raw, file_length: int) -> CollectionMeta:
     ids = [s.segment_id for s in segments]
     if len(set(ids)) != len(ids) or any(i >= next_id for i in ids):
         raise _Bad("segment ids are duplicated or not below next_segment_id")
+    properties = raw.get("properties", {})
+    if not isinstance(properties, dict):
+        raise _Bad(f"collection {name!r}: 'properties' is not an object")
+    if len(orjson.dumps(properties)) > MAX_PROPERTIES_BYTES:
+        raise _Bad(f"collection {name!r}: 'properties' is larger than {MAX_PROPERTIES_BYTES} bytes")
     return CollectionMeta(
         name=name,
         dim=dim,
@@ -318,6 +332,7 @@ def _collection(raw, file_length: int) -> CollectionMeta:
         hnsw=hnsw,
         next_segment_id=next_id,
         segments=segments,
+        properties=properties,
     )
 
 
@@ -343,8 +358,11 @@ def decode_catalog(raw: bytes, expected_crc: int, generation: int, file_length: 
             if meta.name in collections:
                 raise _Bad(f"collection {meta.name!r} appears twice")
             collections[meta.name] = meta
+        superseded = doc.get("superseded", False)
+        if not isinstance(superseded, bool):
+            raise _Bad("'superseded' is not a boolean")
     except orjson.JSONDecodeError as exc:
         raise CorruptFileError(f"{path!r}: catalog is not valid JSON ({exc})") from None
     except _Bad as exc:
         raise CorruptFileError(f"{path!r}: catalog (generation {generation}): {exc}") from None
-    return Catalog(generation=generation, collections=collections)
+    return Catalog(generation=generation, collections=collections, superseded=superseded)

@@ -1,0 +1,141 @@
+"""Offline rebuild and compaction: ``needle rebuild`` and ``needle compact``.
+
+Both write a new file holding only the live records, one segment (one HNSW
+graph, built on every core) per collection, then atomically put it at the
+original path. The sequence, and why it is safe (SPEC.md §7):
+
+1. Read one snapshot of the source and write the new file beside it
+   (``<path>.rebuild-<pid>``), fsynced by its own checkpoint. No lock is held:
+   writers keep committing to the source meanwhile.
+2. Take the source's writer lock. If a writer committed since step 1, start
+   again from its newer generation (so nothing it saved is lost).
+3. ``os.replace`` the new file onto the path, fsync the directory.
+4. Still under the lock, commit one last generation to the *old* file saying
+   ``superseded``: every process that has the old file open sees a new
+   generation at its next operation, reads the flag and reopens the path.
+   A crash between 3 and 4 leaves old readers on the old (complete,
+   consistent) file until they call ``refresh()``, which also compares the
+   path's inode with the open file's.
+
+A crash before step 3 leaves the original untouched and a stray
+``.rebuild-<pid>`` file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from ._format.catalog import DTYPES
+from ._storage.io import fsync_directory
+from .config import CollectionConfig, DistanceFunction
+from .errors import InvalidArgumentError, NeedleError
+from .export import records
+from .snapshot import read_superblock
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class RebuildReport:
+    path: str
+    collections: dict[str, int]  # name -> live records written
+    bytes_before: int
+    bytes_after: int
+    seconds: float
+    replaced: bool
+
+    def summary(self) -> str:
+        total = sum(self.collections.values())
+        where = self.path if self.replaced else "the new file"
+        return (f"{where}: {total} records in {len(self.collections)} collections, "
+                f"{self.bytes_before} -> {self.bytes_after} bytes, {self.seconds:.1f} s")
+
+
+def _check_params(m, ef_construction, ef_search, dtype) -> None:
+    if dtype is not None and dtype not in DTYPES:
+        raise InvalidArgumentError(f"storage dtype {dtype!r} is not supported by format version 1 "
+                                   f"(supported: {', '.join(DTYPES)})")
+    for name, value in (("m", m), ("ef_construction", ef_construction), ("ef_search", ef_search)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _write_copy(src, dst_path: str, m, ef_construction, ef_search) -> dict[str, int]:
+    """Every live record of every collection of ``src`` into a new file at ``dst_path``."""
+    from .database import Database
+
+    counts = {}
+    with Database.open(dst_path) as dst:
+        for name in src.list_collections():
+            source = src.collection(name)
+            old = source.config
+            config = CollectionConfig(old.dimension, DistanceFunction(old.distance),
+                                      m=m or old.m, ef_construction=ef_construction or old.ef_construction,
+                                      ef_search=ef_search or old.ef_search, seed=old.seed)
+            target = dst.create_collection_with_config(name, config)
+            state = dst._writable_state(name)
+            state.property_changes = dict(src._state(name).properties())
+            n = 0
+            for ids, vectors, metas in records(source, batch=65536):
+                target.insert_many(ids, vectors, [orjson.loads(meta) for meta in metas])
+                n += len(ids)
+            counts[name] = n
+        # One save: one segment and one graph per collection.
+    os.remove(dst_path + ".lock")
+    return counts
+
+
+def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m: int | None = None,
+            ef_construction: int | None = None, ef_search: int | None = None, dtype: str | None = None,
+            lock_timeout: float = 60.0) -> RebuildReport:
+    """Rewrite ``path`` with one segment per collection (and optionally new HNSW parameters).
+
+    With ``out``, the new file goes there and ``path`` is left alone; otherwise
+    it replaces ``path`` atomically and processes that have it open move to it
+    (see the module docstring). Deleted and replaced records are not copied,
+    so this is also :func:`compact`.
+    """
+    from .database import Database
+
+    _check_params(m, ef_construction, ef_search, dtype)
+    path = os.fspath(path)
+    started = time.perf_counter()
+    bytes_before = os.path.getsize(path)
+    if out is not None:
+        out = os.fspath(out)
+        if os.path.exists(out):
+            raise InvalidArgumentError(f"{out!r} already exists; rebuild --out writes a new file")
+        with Database.open(path, read_only=True, auto_refresh=False) as src:
+            counts = _write_copy(src, out, m, ef_construction, ef_search)
+        return RebuildReport(out, counts, bytes_before, os.path.getsize(out), time.perf_counter() - started, False)
+
+    tmp = f"{path}.rebuild-{os.getpid()}"
+    with Database.open(path, lock_timeout=lock_timeout, auto_refresh=False) as old:
+        for _ in range(MAX_ATTEMPTS):
+            generation = old.generation
+            for stale in (tmp, tmp + ".lock"):
+                if os.path.exists(stale):
+                    os.remove(stale)
+            counts = _write_copy(old, tmp, m, ef_construction, ef_search)
+            with old._lock:
+                if read_superblock(old._io).generation != generation or old._path_inode() != old._io.inode():
+                    old.refresh()
+                    continue  # a writer committed meanwhile: copy its generation instead
+                os.replace(tmp, path)
+                fsync_directory(os.path.dirname(os.path.abspath(path)))
+                old._mark_superseded()
+            break
+        else:
+            os.remove(tmp)
+            raise NeedleError(f"{path!r} changed during each of {MAX_ATTEMPTS} rebuild attempts; "
+                              "run the rebuild when writers are quieter")
+    return RebuildReport(path, counts, bytes_before, os.path.getsize(path), time.perf_counter() - started, True)
+
+
+def compact(path: str | os.PathLike, *, lock_timeout: float = 60.0) -> RebuildReport:
+    """Reclaim the space of deleted and replaced records (a :func:`rebuild` with the same parameters)."""
+    return rebuild(path, lock_timeout=lock_timeout)
