@@ -61,6 +61,66 @@ def _cmd_rebuild(args) -> int:
     return 0
 
 
+IMPORT_SOURCES = {
+    # source: (positional/option arguments, the importers function's keyword for each)
+    "chroma": [("--path", {}), ("--host", {}), ("--port", {"type": int, "default": 8000}),
+               ("--collection", {"required": True})],
+    "qdrant": [("--path", {}), ("--url", {}), ("--api-key", {}), ("--vector-name", {}),
+               ("--collection", {"required": True})],
+    "pgvector": [("--dsn", {"required": True}), ("--table", {"required": True}), ("--id-column", {"default": "id"}),
+                 ("--vector-column", {"default": "embedding"}), ("--metadata-column", {"default": "metadata"}),
+                 ("--text", {"action": "store_true", "help": "read vectors as text instead of binary"})],
+    "faiss": [("--index", {"required": True}), ("--ids", {}), ("--metadata", {})],
+    "milvus": [("--uri", {"required": True}), ("--collection", {"required": True}), ("--token", {}),
+               ("--vector-field", {}), ("--metadata-field", {})],
+    "pinecone": [("--host", {"required": True, "help": "the index host from the Pinecone console"}),
+                 ("--ids", {"required": True, "help": "file with one id per line"}), ("--api-key", {}),
+                 ("--namespace", {"default": ""})],
+    "jsonl": [("--input", {"required": True})],
+    "npy": [("--input", {"required": True, "help": ".npy of [n, dim], or a `needle export --format npy` directory"}),
+            ("--ids", {}), ("--metadata", {})],
+    "parquet": [("--input", {"required": True}), ("--id-column", {"default": "id"}),
+                ("--vector-column", {"default": "vector"}), ("--metadata-column", {"default": "metadata"})],
+}
+
+
+def _cmd_import(args) -> int:
+    from . import importers
+
+    options = dict(into=args.into, batch_size=args.batch_size, save_every=args.save_every, resume=args.resume,
+                   verify=args.verify, progress=not args.no_progress, distance=args.distance)
+    options.update({k: v for k, v in (("m", args.m), ("ef_construction", args.ef_construction)) if v is not None})
+    a = args
+    if a.source == "chroma":
+        report = importers.from_chroma(a.file, a.collection, path=a.path, host=a.host, port=a.port, **options)
+    elif a.source == "qdrant":
+        report = importers.from_qdrant(a.file, a.collection, path=a.path, url=a.url, api_key=a.api_key,
+                                       vector_name=a.vector_name, **options)
+    elif a.source == "pgvector":
+        report = importers.from_pgvector(a.file, a.dsn, a.table, id_column=a.id_column, vector_column=a.vector_column,
+                                         metadata_column=a.metadata_column or None, binary=not a.text, **options)
+    elif a.source == "faiss":
+        report = importers.from_faiss(a.file, a.index, ids=a.ids, metadata=a.metadata, **options)
+    elif a.source == "milvus":
+        report = importers.from_milvus(a.file, a.uri, a.collection, token=a.token, vector_field=a.vector_field,
+                                       metadata_field=a.metadata_field, **options)
+    elif a.source == "pinecone":
+        report = importers.from_pinecone(a.file, a.host, a.ids, api_key=a.api_key, namespace=a.namespace,
+                                         **{**options, "into": a.into or "pinecone"})
+    elif a.source == "jsonl":
+        report = importers.from_jsonl(a.file, a.input, **options)
+    elif a.source == "npy":
+        report = importers.from_npy(a.file, a.input, ids=a.ids, metadata=a.metadata, **options)
+    else:
+        report = importers.from_parquet(a.file, a.input, id_column=a.id_column, vector_column=a.vector_column,
+                                        metadata_column=a.metadata_column or None, **options)
+    print(report.summary())
+    if report.verify is not None:
+        print(report.verify.table())
+        return 0 if report.verify.ok else 1
+    return 0
+
+
 def _cmd_search(args) -> int:
     import numpy as np
     import orjson
@@ -97,12 +157,30 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("verify", help="full structural check; exit 1 if anything is wrong")
     p.add_argument("file")
     p.set_defaults(func=_cmd_verify)
-    p = sub.add_parser("export", help="write a collection to jsonl, or npy + jsonl side files")
+    p = sub.add_parser("export", help="write a collection to jsonl, parquet, or npy + jsonl side files")
     p.add_argument("file")
     p.add_argument("--collection", required=True)
-    p.add_argument("--format", choices=["jsonl", "npy"], default="jsonl")
+    p.add_argument("--format", choices=["jsonl", "npy", "parquet"], default="jsonl")
     p.add_argument("--out", required=True, help="a .jsonl file, or a directory for npy")
     p.set_defaults(func=_cmd_export)
+    p = sub.add_parser("import", help="stream another database's records into a collection")
+    sources = p.add_subparsers(dest="source", required=True)
+    for name, arguments in IMPORT_SOURCES.items():
+        q = sources.add_parser(name, help=f"import from {name}")
+        for flag, spec in arguments:
+            q.add_argument(flag, **spec)
+        q.add_argument("file", help="the .needle file to import into (created if missing)")
+        q.add_argument("--into", help="target collection (default: the source's collection, table or file name)")
+        q.add_argument("--distance", choices=["cosine", "euclidean", "dot"],
+                       help="for a new collection, when the source does not record one")
+        q.add_argument("--m", type=int, help="HNSW M of a new collection")
+        q.add_argument("--ef-construction", type=int, help="HNSW ef_construction of a new collection")
+        q.add_argument("--batch-size", type=int, default=1000)
+        q.add_argument("--save-every", type=int, default=10_000, help="records between checkpoints")
+        q.add_argument("--resume", action="store_true", help="continue an interrupted import of the same source")
+        q.add_argument("--verify", action="store_true", help="compare counts, samples and top-10 search at the end")
+        q.add_argument("--no-progress", action="store_true")
+        q.set_defaults(func=_cmd_import)
     p = sub.add_parser("rebuild", help="rewrite the file with one optimal segment per collection, then replace it")
     p.add_argument("file")
     p.add_argument("--m", type=int, help="new HNSW M (default: keep each collection's)")

@@ -10,6 +10,8 @@ natural reading (a missing record is a ``KeyError``, a bad value a
 from __future__ import annotations
 
 __all__ = [
+    "ImportStateError",
+    "SourceError",
     "NeedleError",
     "InvalidVectorError",
     "InvalidIdError",
@@ -107,3 +109,11 @@ class DatabaseClosedError(NeedleError):
 
 class LockTimeoutError(NeedleError, TimeoutError):
     """The writer lock could not be taken within the timeout."""
+
+
+class ImportStateError(NeedleError):
+    """An import cannot start or resume given what the target collection already holds."""
+
+
+class SourceError(NeedleError):
+    """An import source is missing, unreadable, or holds records Needle cannot take."""

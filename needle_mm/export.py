@@ -3,6 +3,9 @@
 Formats:
 
 - ``jsonl``: one JSON object per line, ``{"id", "vector", "metadata"}``;
+- ``parquet``: columns ``id`` (string), ``vector`` (fixed-size list of
+  float32) and ``metadata`` (JSON text), written in row groups as it reads
+  (needs pyarrow: ``pip install "needle_mm[parquet]"``);
 - ``npy``: a directory with ``vectors.npy`` (float32 ``[n, dim]``),
   ``ids.jsonl`` (one JSON string per line: ids may hold any character) and
   ``metadata.jsonl`` (one JSON object per line), rows in the same order.
@@ -21,7 +24,7 @@ import orjson
 from . import search as _search
 from .errors import InvalidArgumentError
 
-FORMATS = ("jsonl", "npy")
+FORMATS = ("jsonl", "npy", "parquet")
 
 
 def records(collection, batch: int = 4096) -> Iterator[tuple[list[str], np.ndarray, list[bytes]]]:
@@ -48,6 +51,8 @@ def export(collection, fmt: str, out: str) -> int:
                             + b',"metadata":' + m + b"}\n")
                 count += len(ids)
         return count
+    if fmt == "parquet":
+        return _export_parquet(collection, out)
     os.makedirs(out, exist_ok=True)
     parts = []
     with open(os.path.join(out, "ids.jsonl"), "wb") as fi, open(os.path.join(out, "metadata.jsonl"), "wb") as fm:
@@ -58,4 +63,21 @@ def export(collection, fmt: str, out: str) -> int:
             count += len(ids)
     dim = collection.dimension
     np.save(os.path.join(out, "vectors.npy"), np.concatenate(parts) if parts else np.zeros((0, dim), np.float32))
+    return count
+
+
+def _export_parquet(collection, out: str) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = collection.dimension
+    schema = pa.schema([("id", pa.string()), ("vector", pa.list_(pa.float32(), dim)), ("metadata", pa.string())])
+    count = 0
+    with pq.ParquetWriter(out, schema) as writer:
+        for ids, vectors, metas in records(collection, batch=65536):
+            flat = pa.array(np.ascontiguousarray(vectors).reshape(-1), type=pa.float32())
+            writer.write_batch(pa.record_batch(
+                [pa.array(ids, pa.string()), pa.FixedSizeListArray.from_arrays(flat, dim),
+                 pa.array([m.decode() for m in metas], pa.string())], schema=schema))
+            count += len(ids)
     return count

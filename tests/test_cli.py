@@ -9,8 +9,8 @@ import sys
 from conftest import ROOT
 
 
-def needle_cmd(*args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=ROOT)
+def needle_cmd(*args, timeout=600, env=None):
+    env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
     return subprocess.run([sys.executable, "-m", "needle_mm", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
 
