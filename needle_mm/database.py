@@ -9,6 +9,7 @@ a superblock slot while holding the writer lock ``<path>.lock``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -38,6 +39,7 @@ from .errors import (
     DatabaseNotFoundError,
     InvalidConfigError,
     ReadOnlyError,
+    TransactionError,
     UnsupportedVersionError,
 )
 from .snapshot import Snapshot, read_header, read_superblock
@@ -94,6 +96,7 @@ class Database:
         self._states: dict[str, CollectionState] = {}
         self._dropped: set[str] = set()
         self._closed = False
+        self._in_transaction = False
 
     # ------------------------------------------------------------ open/close
 
@@ -358,6 +361,11 @@ class Database:
             the writes stay pending, so ``save()`` can be retried.
         """
         self._check_writable("save")
+        if self._in_transaction:
+            raise TransactionError("save() inside a transaction: the transaction commits when its block ends")
+        self._save()
+
+    def _save(self) -> None:
         if not self.dirty:
             return
         # Plan (graph insertion included: the slow part) against our snapshot
@@ -372,6 +380,46 @@ class Database:
                 current = self._snapshot.superblock
                 planned = self._plan(current)
             self._write_generation(current, planned)
+
+    @contextlib.contextmanager
+    def transaction(self, exclusive: bool = False):
+        """Group writes into one checkpoint: all of them become visible to other
+        processes together when the block ends, or none if it raises.
+
+        ::
+
+            with db.transaction():
+                db.collection("orders").upsert("o1", v, {"state": "paid"})
+                db.collection("ledger").insert("l9", w, {"order": "o1"})
+
+        Reads inside the block see its own writes. Writes made before the block
+        and not yet saved are committed with it (and kept if it rolls back).
+        The writer lock is taken only to commit, at the end; with
+        ``exclusive=True`` it is held for the whole block, so no other process
+        commits in between (its ``save()`` waits, up to its ``lock_timeout``).
+        Transactions do not nest, and ``save()`` inside one raises
+        :class:`TransactionError`.
+        """
+        self._check_writable("start a transaction")
+        if self._in_transaction:
+            raise TransactionError(f"a transaction is already open on {self.path!r}; transactions do not nest")
+        if exclusive:
+            self._lock.__enter__()
+        # Rollback point: pending writes are only in this process's memory.
+        saved = ({name: state.clone() for name, state in self._states.items()}, set(self._dropped), self._snapshot)
+        self._in_transaction = True
+        try:
+            yield self
+            self._in_transaction = False
+            self._save()
+        except BaseException:
+            if not self._closed:
+                self._states, self._dropped, self._snapshot = saved
+            raise
+        finally:
+            self._in_transaction = False
+            if exclusive:
+                self._lock.__exit__(None, None, None)
 
     def _mark_superseded(self) -> None:
         """Commit one last generation saying the file at our path is another

@@ -10,6 +10,7 @@ natural reading (a missing record is a ``KeyError``, a bad value a
 from __future__ import annotations
 
 __all__ = [
+    "TransactionError",
     "ImportStateError",
     "SourceError",
     "NeedleError",
@@ -117,3 +118,7 @@ class ImportStateError(NeedleError):
 
 class SourceError(NeedleError):
     """An import source is missing, unreadable, or holds records Needle cannot take."""
+
+
+class TransactionError(NeedleError):
+    """A transaction was misused: nested, or ``save()`` called inside one."""

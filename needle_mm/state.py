@@ -68,6 +68,15 @@ class PendingRecords:
             self.index[id] = start + j
         self.n += m
 
+    def clone(self) -> "PendingRecords":
+        """An independent copy (a transaction's rollback point)."""
+        other = PendingRecords(self.dim)
+        other.n = self.n
+        other.ids, other.ids_utf8, other.metas = list(self.ids), list(self.ids_utf8), list(self.metas)
+        other.vectors, other.norms, other.dead = self.vectors.copy(), self.norms.copy(), self.dead.copy()
+        other.index = dict(self.index)
+        return other
+
     def kill(self, id: str) -> bool:
         pos = self.index.pop(id, None)
         if pos is None:
@@ -218,6 +227,17 @@ class CollectionState:
                 deleted += 1
         self.touch_many(ids, ids_utf8)
         return deleted
+
+    def clone(self) -> "CollectionState":
+        """An independent copy of the pending writes (a transaction's rollback point)."""
+        other = CollectionState(self.meta, self.views, self.fresh)
+        other.pending = self.pending.clone()
+        other.touched = set(self.touched)
+        other.hidden = self.hidden
+        other.excluded = [e.copy() if owned else e for e, owned in zip(self.excluded, self._excluded_owned)]
+        other._excluded_owned = list(self._excluded_owned)
+        other.property_changes = dict(self.property_changes)
+        return other
 
     def rebase(self, meta: CollectionMeta, views: list[SegmentView]) -> "CollectionState":
         """The same pending writes on top of a newer committed state."""

@@ -31,6 +31,7 @@ class QdrantSource(Source):
                  api_key: str | None = None, vector_name: str | None = None, client=None):
         from qdrant_client import QdrantClient
 
+        self._owned = client is None  # close only a client this source opened
         if client is None:
             if (path is None) == (url is None):
                 raise SourceError("give the Qdrant local directory (path=, --path) or a server (url=, --url)")
@@ -85,4 +86,5 @@ class QdrantSource(Source):
         return [str(p.id) for p in result.points]
 
     def close(self):
-        self.client.close()
+        if self._owned:
+            self.client.close()
