@@ -63,6 +63,21 @@ def _initial_file(path: str) -> None:
     write_new_file(path, pieces)
 
 
+def _first_snapshot(io: FileIO, path: str, read_only: bool) -> Snapshot:
+    """The current generation of a just-opened file (its version checked); closes ``io`` on failure."""
+    try:
+        header = read_header(io)
+        if not read_only and header.write_version > WRITE_VERSION:
+            raise UnsupportedVersionError(
+                f"{path!r} has format write version {header.write_version}; this needle_mm writes "
+                f"version {WRITE_VERSION}: open it with read_only=True or upgrade needle_mm"
+            )
+        return Snapshot.load(io)
+    except BaseException:
+        io.close()
+        raise
+
+
 def _check_name(name) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidConfigError(f"collection names must be non-empty strings, got {name!r}")
@@ -132,17 +147,7 @@ class Database:
             io = FileIO(path, writable=not read_only)
         except IsADirectoryError:
             raise DatabaseNotFoundError(f"{path!r} is a directory, not a database file") from None
-        try:
-            header = read_header(io)
-            if not read_only and header.write_version > WRITE_VERSION:
-                raise UnsupportedVersionError(
-                    f"{path!r} has format write version {header.write_version}; this needle_mm writes "
-                    f"version {WRITE_VERSION}: open it with read_only=True or upgrade needle_mm"
-                )
-            snapshot = Snapshot.load(io)
-        except BaseException:
-            io.close()
-            raise
+        snapshot = _first_snapshot(io, path, read_only)
         return cls(path, io, snapshot, read_only, lock_timeout, bool(auto_refresh))
 
     def close(self) -> None:
@@ -300,17 +305,14 @@ class Database:
         except FileNotFoundError:
             raise DatabaseNotFoundError(f"{self.path!r} was replaced and then removed") from None
         try:
-            if io.inode() == self._io.inode():
-                io.close()
-                return None
-            header = read_header(io)
-            if not self.read_only and header.write_version > WRITE_VERSION:
-                raise UnsupportedVersionError(f"{self.path!r} was replaced by a file of format write version "
-                                              f"{header.write_version}; this needle_mm writes {WRITE_VERSION}")
-            snapshot = Snapshot.load(io)
+            same = io.inode() == self._io.inode()
         except BaseException:
             io.close()
             raise
+        if same:
+            io.close()
+            return None
+        snapshot = _first_snapshot(io, self.path, self.read_only)
         # Arrays handed out earlier keep the old mapping alive on their own.
         self._io.close()
         self._io = io
@@ -410,7 +412,6 @@ class Database:
         self._in_transaction = True
         try:
             yield self
-            self._in_transaction = False
             self._save()
         except BaseException:
             if not self._closed:

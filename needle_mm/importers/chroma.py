@@ -15,11 +15,18 @@ from ._run import Batch, Source
 SPACES = {"cosine": "cosine", "l2": "euclidean", "ip": "dot"}
 
 
-def _metadata(meta, document) -> dict:
-    meta = dict(meta or {})
-    if document:
-        meta["document"] = document
-    return meta
+def _records(page) -> tuple[list[str], np.ndarray, list[dict]]:
+    """Ids, vectors and metadata (the document merged in) of one ``get`` result."""
+    ids = list(page["ids"])
+    docs = page["documents"] or [None] * len(ids)
+    metas = []
+    for meta, document in zip(page["metadatas"] or [None] * len(ids), docs):
+        meta = dict(meta or {})
+        if document:
+            meta["document"] = document
+        metas.append(meta)
+    vectors = np.asarray(page["embeddings"], dtype=np.float32) if ids else np.zeros((0, 0), np.float32)
+    return ids, vectors, metas
 
 
 class ChromaSource(Source):
@@ -51,21 +58,15 @@ class ChromaSource(Source):
         offset = position or 0
         while True:
             page = self.coll.get(limit=batch_size, offset=offset, include=["embeddings", "metadatas", "documents"])
-            ids = page["ids"]
+            ids, vectors, metas = _records(page)
             if not ids:
                 return
-            docs = page["documents"] or [None] * len(ids)
-            metas = page["metadatas"] or [None] * len(ids)
             offset += len(ids)
-            yield Batch(list(ids), np.asarray(page["embeddings"], dtype=np.float32),
-                        [_metadata(m, d) for m, d in zip(metas, docs)], offset)
+            yield Batch(ids, vectors, metas, offset)
 
     def fetch(self, ids):
-        page = self.coll.get(ids=list(ids), include=["embeddings", "metadatas", "documents"])
-        docs = page["documents"] or [None] * len(page["ids"])
-        metas = page["metadatas"] or [None] * len(page["ids"])
-        return {i: (np.asarray(v, dtype=np.float32), _metadata(m, d))
-                for i, v, m, d in zip(page["ids"], page["embeddings"], metas, docs)}
+        got_ids, vectors, metas = _records(self.coll.get(ids=list(ids), include=["embeddings", "metadatas", "documents"]))
+        return {i: (v, m) for i, v, m in zip(got_ids, vectors, metas)}
 
     def search(self, vector, k):
         return self.coll.query(query_embeddings=[np.asarray(vector).tolist()], n_results=k, include=[])["ids"][0]
