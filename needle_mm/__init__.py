@@ -13,6 +13,7 @@ from .database import Database  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
 from .errors import __all__ as _error_names  # noqa: E402
 from .results import Entry, SearchResult  # noqa: E402
+from .sparse import SparseVector  # noqa: E402
 
 __all__ = [
     "Database",
@@ -21,6 +22,7 @@ __all__ = [
     "DistanceFunction",
     "Entry",
     "SearchResult",
+    "SparseVector",
     "__version__",
     *_error_names,
 ]

@@ -29,7 +29,7 @@ def _cmd_info(args) -> int:
               f"{snap.superblock.file_length} bytes in use")
         for name in db.list_collections():
             meta = snap.collection(name)
-            print(f"  {name}: {meta.count} records, dim {meta.dim}, distance {meta.distance}, "
+            print(f"  {name}: {meta.count} records, {meta.kind}, dim {meta.dim}, distance {meta.distance}, "
                   f"{len(meta.segments)} segments")
     return 0
 

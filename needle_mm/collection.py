@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 
 from . import search as _search
+from . import sparse as _sparse
 from . import validation
 from ._kernels import METRIC_CODES
 from .config import CollectionConfig, DistanceFunction
@@ -47,7 +48,12 @@ class Collection:
         meta = self._state().meta
         h = meta.hnsw
         return CollectionConfig(meta.dim, DistanceFunction(meta.distance), h.m, h.ef_construction,
-                                h.ef_search, h.seed)
+                                h.ef_search, h.seed, sparse=meta.kind == "sparse")
+
+    @property
+    def sparse(self) -> bool:
+        """True for a collection of sparse vectors (see :mod:`needle_mm.sparse`)."""
+        return self._state().meta.kind == "sparse"
 
     @property
     def dimension(self) -> int:
@@ -64,9 +70,10 @@ class Collection:
         dim = state.meta.dim
         ids = list(ids)
         ids_utf8 = [validation.id_bytes(i) for i in ids]
-        matrix = validation.matrix(vectors, dim, what)
-        if matrix.shape[0] != len(ids):
-            raise InvalidVectorError(f"{len(ids)} ids but {matrix.shape[0]} vectors")
+        sparse = state.meta.kind == "sparse"
+        matrix = _sparse.vectors(vectors, dim, what) if sparse else validation.matrix(vectors, dim, what)
+        if len(matrix) != len(ids):
+            raise InvalidVectorError(f"{len(ids)} ids but {len(matrix)} vectors")
         if metadatas is None:
             metas = [b"{}"] * len(ids)
         else:
@@ -74,16 +81,23 @@ class Collection:
             if len(metadatas) != len(ids):
                 raise validation.InvalidMetadataError(f"{len(ids)} ids but {len(metadatas)} metadata entries")
             metas = [validation.metadata(m) for m in metadatas]
+        if sparse:
+            return state, ids, ids_utf8, matrix, np.zeros(len(ids), dtype=np.float32), metas
         norms = validation.norms(matrix, what)
         if state.meta.distance == "cosine":
             validation.require_nonzero(norms, what)
         return state, ids, ids_utf8, matrix, norms, metas
 
+    def _one(self, vector):
+        """One vector as a batch of one (validated, so errors name a 'vector', not 'vectors')."""
+        meta = self._db._writable_state(self.name).meta
+        if meta.kind == "sparse":
+            return [_sparse.vector(vector, meta.dim, "vector")]
+        return validation.vector(vector, meta.dim)[None, :]
+
     def insert(self, id: str, vector, metadata: dict | None = None) -> None:
         """Add one record; raises :class:`DuplicateIdError` if ``id`` is live (use :meth:`upsert`)."""
-        state = self._db._writable_state(self.name)
-        vec = validation.vector(vector, state.meta.dim)
-        self.insert_many([id], vec[None, :], None if metadata is None else [metadata])
+        self.insert_many([id], self._one(vector), None if metadata is None else [metadata])
 
     def insert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
         """Add many records at once: the fast path (``vectors`` a 2-D array ``[n, dim]``).
@@ -106,9 +120,7 @@ class Collection:
 
     def upsert(self, id: str, vector, metadata: dict | None = None) -> None:
         """Insert a record, or replace the one with the same id (vector and metadata)."""
-        state = self._db._writable_state(self.name)
-        vec = validation.vector(vector, state.meta.dim)
-        self.upsert_many([id], vec[None, :], None if metadata is None else [metadata])
+        self.upsert_many([id], self._one(vector), None if metadata is None else [metadata])
 
     def upsert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
         """Insert or replace many records; a repeated id in the batch keeps its last record."""
@@ -148,6 +160,9 @@ class Collection:
         entry = state.get(id, raw)
         if entry is None:
             raise RecordNotFoundError(f"no record with id {id!r} in collection {self.name!r}")
+        if isinstance(entry.vector, _sparse.SparseVector):
+            state.write([id], [raw], [entry.vector], np.zeros(1, dtype=np.float32), [meta])
+            return
         norms = validation.norms(entry.vector[None, :])
         state.write([id], [raw], entry.vector[None, :], norms, [meta])
 
@@ -194,7 +209,7 @@ class Collection:
 
     def _matching(self, state, flt):
         """(source, bool mask of its live records matching ``flt``) for every source."""
-        for source, _, _, excluded in _search.sources(state, None):
+        for source, excluded in _search.sources(state, None):
             live = _search.live_mask(source.n, excluded)
             yield source, (live if flt is None else live & _search.matching(source, flt))
 
@@ -205,6 +220,8 @@ class Collection:
         Parameters
         ----------
         query : array-like of float, length ``dimension``
+            (sparse collections: a sparse vector; results are the records
+            sharing at least one index with it, by ``1 - dot``, always exact)
         k : int
             How many results at most.
         filter : dict, optional
@@ -229,6 +246,9 @@ class Collection:
             raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
         predicate = compile_filter(filter)
         meta = state.meta
+        if meta.kind == "sparse":  # always exact: ef and exact do not apply
+            return _sparse.search(state, _sparse.queries(queries, meta.dim, batch), int(k), predicate,
+                                  include_vector)
         metric = METRIC_CODES[meta.distance]
         qs, qnorms = validation.queries(queries, meta.dim, meta.distance == "cosine", batch)
         if ef is None:

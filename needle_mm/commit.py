@@ -28,16 +28,23 @@ from ._format.catalog import Catalog, CollectionMeta, ColumnChunk, RegionRef, Se
 from ._format.header import align_up
 from ._format.segment import SegmentView, concat_with_offsets, id_hashes
 from ._kernels import METRIC_CODES
+from ._format.postings import encode_chunk
 from .columns import build_chunk
+from .sparse import SparseRows
 from .index import Graph, draw_levels, extend_graph, graph_of
 from .state import CollectionState, get_bit, set_bit
 
 REBUILD_DELETED_FRACTION = 0.5
 GROWTH = 2
 
-# Growable fixed-stride regions: name -> bytes per record (dim-dependent ones by rule)
-_FIXED_GROWABLE = ("vectors", "norms", "id_offsets", "meta_offsets", "meta_crc", "hnsw_levels")
-_BLOBS = ("id_blob", "meta_blob")
+# Growable regions of each kind of segment: fixed-stride ones (one entry per
+# record; the offsets arrays lead with a 0) and free-length blobs.
+_FIXED_GROWABLE = {
+    "dense": ("vectors", "norms", "id_offsets", "meta_offsets", "meta_crc", "hnsw_levels"),
+    "sparse": ("id_offsets", "meta_offsets", "meta_crc", "sparse_offsets"),
+}
+_BLOBS = {"dense": ("id_blob", "meta_blob"), "sparse": ("id_blob", "meta_blob", "sparse_indices", "sparse_values")}
+_OFFSETS = ("id_offsets", "meta_offsets", "sparse_offsets")
 
 
 @dataclass
@@ -77,11 +84,12 @@ def _bytes(data) -> bytes:
 
 @dataclass
 class Records:
-    """Records to add: ids (UTF-8), vectors, norms, metadata bytes."""
+    """Records to add: ids (UTF-8), vectors (a float32 matrix, or SparseRows),
+    norms (dense only) and metadata bytes."""
 
     ids: list[bytes]
-    vectors: np.ndarray
-    norms: np.ndarray
+    vectors: np.ndarray | SparseRows
+    norms: np.ndarray | None
     metas: list[bytes]
 
     def __len__(self) -> int:
@@ -89,11 +97,13 @@ class Records:
 
     @staticmethod
     def concat(parts: list["Records"]) -> "Records":
+        ids = [i for p in parts for i in p.ids]
+        metas = [x for p in parts for x in p.metas]
+        if isinstance(parts[0].vectors, SparseRows):
+            return Records(ids, SparseRows.concat([p.vectors for p in parts]), None, metas)
         dim = parts[0].vectors.shape[1]
-        return Records([i for p in parts for i in p.ids],
-                       np.concatenate([p.vectors for p in parts]).reshape(-1, dim),
-                       np.concatenate([p.norms for p in parts]),
-                       [x for p in parts for x in p.metas])
+        return Records(ids, np.concatenate([p.vectors for p in parts]).reshape(-1, dim),
+                       np.concatenate([p.norms for p in parts]), metas)
 
 
 def live_records(view: SegmentView, tombstones: np.ndarray) -> Records:
@@ -108,6 +118,8 @@ def live_records(view: SegmentView, tombstones: np.ndarray) -> Records:
     for s, raw in zip(slots.tolist(), metas):
         if zlib.crc32(raw) & 0xFFFFFFFF != int(view.meta_crc[s]):
             view.meta_bytes_at(s)  # raises CorruptFileError naming the record
+    if view.sparse:
+        return Records(ids, SparseRows.from_list(view.vectors_at(slots.tolist())), None, metas)
     return Records(ids, np.asarray(view.vectors[slots]), np.asarray(view.norms[slots]), metas)
 
 
@@ -134,20 +146,28 @@ def _merged_id_index(view: SegmentView, new_hashes: np.ndarray) -> tuple[np.ndar
     return hashes, slots
 
 
-def _per_record_parts(recs: Records, id_base: int, meta_base: int) -> dict[str, bytes]:
-    """The appended bytes of each growable region for these records."""
+def _per_record_parts(recs: Records, bases: dict[str, int]) -> dict[str, bytes]:
+    """The appended bytes of each growable region for these records (offsets
+    arrays without their leading 0, shifted by the used length of their blob)."""
     id_off, id_blob = concat_with_offsets(recs.ids)
     meta_off, meta_blob = concat_with_offsets(recs.metas)
     crcs = np.fromiter((zlib.crc32(m) & 0xFFFFFFFF for m in recs.metas), dtype="<u4", count=len(recs))
-    return {
-        "vectors": np.ascontiguousarray(recs.vectors, dtype="<f4").tobytes(),
-        "norms": np.ascontiguousarray(recs.norms, dtype="<f4").tobytes(),
-        "id_offsets": (id_off[1:] + np.uint64(id_base)).astype("<u8").tobytes(),
+    parts = {
+        "id_offsets": (id_off[1:] + np.uint64(bases.get("id_blob", 0))).astype("<u8").tobytes(),
         "id_blob": id_blob.tobytes(),
-        "meta_offsets": (meta_off[1:] + np.uint64(meta_base)).astype("<u8").tobytes(),
+        "meta_offsets": (meta_off[1:] + np.uint64(bases.get("meta_blob", 0))).astype("<u8").tobytes(),
         "meta_crc": crcs.tobytes(),
         "meta_blob": meta_blob.tobytes(),
     }
+    if isinstance(recs.vectors, SparseRows):
+        rows = recs.vectors
+        parts["sparse_offsets"] = (rows.offsets[1:] + np.uint64(bases.get("sparse_indices", 0) // 4)).astype("<u8").tobytes()
+        parts["sparse_indices"] = rows.indices.astype("<u4").tobytes()
+        parts["sparse_values"] = rows.values.astype("<f4").tobytes()
+    else:
+        parts["vectors"] = np.ascontiguousarray(recs.vectors, dtype="<f4").tobytes()
+        parts["norms"] = np.ascontiguousarray(recs.norms, dtype="<f4").tobytes()
+    return parts
 
 
 def _graph_regions(writer: RegionWriter, graph: Graph) -> dict[str, RegionRef]:
@@ -160,32 +180,40 @@ def _graph_regions(writer: RegionWriter, graph: Graph) -> dict[str, RegionRef]:
 
 def _row_bytes(name: str, dim: int) -> int:
     return {"vectors": 4 * dim, "norms": 4, "id_offsets": 8, "meta_offsets": 8, "meta_crc": 4,
-            "hnsw_levels": 1}[name]
+            "hnsw_levels": 1, "sparse_offsets": 8}[name]
 
 
 def new_segment(writer: RegionWriter, meta: CollectionMeta, segment_id: int, generation: int,
                 recs: Records) -> SegmentMeta:
-    """A segment holding ``recs`` and a graph built from scratch."""
+    """A segment holding ``recs`` and its index (an HNSW graph, or posting lists) built from scratch."""
     n = len(recs)
-    h = meta.hnsw
-    levels = draw_levels(n, h.m, h.seed, segment_id, 0)
-    graph = extend_graph(None, recs.vectors, recs.norms, h.m, h.ef_construction, METRIC_CODES[meta.distance],
-                         levels)
-    parts = _per_record_parts(recs, 0, 0)
+    parts = _per_record_parts(recs, {})
+    graph = None
+    if meta.kind == "dense":
+        h = meta.hnsw
+        levels = draw_levels(n, h.m, h.seed, segment_id, 0)
+        graph = extend_graph(None, recs.vectors, recs.norms, h.m, h.ef_construction, METRIC_CODES[meta.distance],
+                             levels)
+        parts["hnsw_levels"] = levels.tobytes()
     regions = {}
-    for name in _FIXED_GROWABLE:
-        data = levels.tobytes() if name == "hnsw_levels" else parts[name]
-        if name in ("id_offsets", "meta_offsets"):
+    for name in _FIXED_GROWABLE[meta.kind]:
+        data = parts[name]
+        if name in _OFFSETS:
             data = bytes(8) + data  # offsets[0] = 0
         regions[name] = writer.add(data)
-    for name in _BLOBS:
+    for name in _BLOBS[meta.kind]:
         regions[name] = writer.add(parts[name])
     hashes, order = _id_index(id_hashes(recs.ids))
     regions["id_hashes"] = writer.add(hashes)
     regions["id_order"] = writer.add(order)
-    regions.update(_graph_regions(writer, graph))
+    postings = ()
+    if graph is not None:
+        regions.update(_graph_regions(writer, graph))
+    else:
+        rows = recs.vectors
+        postings = (ColumnChunk(0, n, writer.add(encode_chunk(rows.offsets, rows.indices, rows.values, 0))),)
     columns = (_column_chunk(writer, 0, recs.metas),)
-    return SegmentMeta(segment_id, n, 0, generation, n, regions, graph.meta, columns)
+    return SegmentMeta(segment_id, n, 0, generation, n, regions, graph.meta if graph else None, columns, postings)
 
 
 def _column_chunk(writer: RegionWriter, start: int, metas: list[bytes]) -> ColumnChunk:
@@ -208,35 +236,55 @@ def _append_columns(writer: RegionWriter, seg: SegmentMeta, view: SegmentView, n
     return tuple(chunks)
 
 
+def _append_postings(writer: RegionWriter, seg: SegmentMeta, view: SegmentView, new_rows: SparseRows) -> tuple:
+    """The segment's posting chunks with one for the new records, merged like
+    column chunks (a binary counter over chunk sizes)."""
+    chunks = list(seg.postings)
+    start = seg.n
+    rows = [new_rows]
+    count = len(new_rows)
+    while chunks and chunks[-1].count <= count:
+        last = chunks.pop()
+        start = last.start
+        count += last.count
+        rows.insert(0, SparseRows.from_list(view.vectors_at(list(range(last.start, last.start + last.count)))))
+    merged = SparseRows.concat(rows) if len(rows) > 1 else rows[0]
+    chunks.append(ColumnChunk(start, count, writer.add(encode_chunk(merged.offsets, merged.indices,
+                                                                     merged.values, start))))
+    return tuple(chunks)
+
+
 def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta, view: SegmentView,
                    tombstones: np.ndarray | None, generation: int, recs: Records) -> SegmentMeta:
-    """``seg`` with ``recs`` appended and inserted into its graph."""
+    """``seg`` with ``recs`` appended and added to its index (graph or posting lists)."""
     n_old, n = seg.n, seg.n + len(recs)
-    h = meta.hnsw
-    levels = draw_levels(len(recs), h.m, h.seed, seg.segment_id, n_old)
-    # The kernels want one array: committed rows and new ones are copied together
-    # (O(n) memory and time per commit; cheaper than a branch per distance).
-    vectors = np.concatenate([view.vectors, recs.vectors])
-    norms = np.concatenate([view.norms, recs.norms])
-    graph = extend_graph(graph_of(view), vectors, norms, h.m, h.ef_construction, METRIC_CODES[meta.distance],
-                         levels)
-    parts = _per_record_parts(recs, seg.regions["id_blob"].length, seg.regions["meta_blob"].length)
-    parts["hnsw_levels"] = levels.tobytes()
+    parts = _per_record_parts(recs, {name: seg.regions[name].length for name in _BLOBS[meta.kind]})
+    graph = None
+    if meta.kind == "dense":
+        h = meta.hnsw
+        levels = draw_levels(len(recs), h.m, h.seed, seg.segment_id, n_old)
+        # The kernels want one array: committed rows and new ones are copied together
+        # (O(n) memory and time per commit; cheaper than a branch per distance).
+        vectors = np.concatenate([view.vectors, recs.vectors])
+        norms = np.concatenate([view.norms, recs.norms])
+        graph = extend_graph(graph_of(view), vectors, norms, h.m, h.ef_construction, METRIC_CODES[meta.distance],
+                             levels)
+        parts["hnsw_levels"] = levels.tobytes()
     regions = dict(seg.regions)
     capacity = seg.capacity
     relocate = n > capacity
     if relocate:
         capacity = max(GROWTH * capacity, n)
-    for name in _FIXED_GROWABLE:
+    for name in _FIXED_GROWABLE[meta.kind]:
         ref = regions[name]
         if relocate:
             extra = _row_bytes(name, meta.dim)
             old = bytes(view._buf[ref.offset:ref.offset + ref.length])
-            lead = extra if name in ("id_offsets", "meta_offsets") else 0
+            lead = extra if name in _OFFSETS else 0
             regions[name] = writer.add(old + parts[name], reserve=capacity * extra + lead)
         else:
             regions[name] = writer.append(ref, parts[name])
-    for name in _BLOBS:
+    for name in _BLOBS[meta.kind]:
         ref = regions[name]
         data = parts[name]
         if ref.length + len(data) <= ref.reserved:
@@ -247,7 +295,11 @@ def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta,
     hashes, order = _merged_id_index(view, id_hashes(recs.ids))
     regions["id_hashes"] = writer.add(hashes)
     regions["id_order"] = writer.add(order)
-    regions.update(_graph_regions(writer, graph))
+    postings = ()
+    if graph is not None:
+        regions.update(_graph_regions(writer, graph))
+    else:
+        postings = _append_postings(writer, seg, view, recs.vectors)
     n_deleted = seg.n_deleted
     if tombstones is not None or "tombstones" in regions:
         bits = tombstones if tombstones is not None else view.tombstones
@@ -255,7 +307,8 @@ def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta,
         grown[: bits.shape[0]] = bits
         regions["tombstones"] = writer.add(grown)
     columns = _append_columns(writer, seg, view, recs.metas)
-    return SegmentMeta(seg.segment_id, n, n_deleted, seg.generation, capacity, regions, graph.meta, columns)
+    return SegmentMeta(seg.segment_id, n, n_deleted, seg.generation, capacity, regions,
+                       graph.meta if graph else None, columns, postings)
 
 
 @dataclass
@@ -296,12 +349,16 @@ def plan_collection(state: CollectionState, writer: RegionWriter, generation: in
     positions = pending.live_positions()
     recs = None
     if positions.size:
-        recs = Records([pending.ids_utf8[p] for p in positions], pending.vectors[positions],
-                       pending.norms[positions], [pending.metas[p] for p in positions])
+        ids, metas = [pending.ids_utf8[p] for p in positions], [pending.metas[p] for p in positions]
+        if pending.sparse:
+            recs = Records(ids, SparseRows.from_list(pending.vectors_at(positions.tolist())), None, metas)
+        else:
+            recs = Records(ids, pending.vectors[positions], pending.norms[positions], metas)
 
     total = sum(s.meta.n for s in segs)
     deleted = sum(s.meta.n_deleted for s in segs)
-    rebuild = bool(segs) and (deleted > REBUILD_DELETED_FRACTION * total or segs[-1].meta.hnsw is None)
+    rebuild = bool(segs) and (deleted > REBUILD_DELETED_FRACTION * total
+                              or (meta.kind == "dense" and segs[-1].meta.hnsw is None))
 
     out: list[SegmentMeta] = []
     if rebuild:

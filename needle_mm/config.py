@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ._format.catalog import MAX_DIM
+from ._format.catalog import MAX_DIM, MAX_SPARSE_DIM
 from .errors import InvalidConfigError
 
 __all__ = ["DistanceFunction", "CollectionConfig"]
@@ -70,6 +70,10 @@ class CollectionConfig:
         Default HNSW candidate list size while searching (``search(ef=...)`` overrides).
     seed : int
         Seed for the HNSW level draw, so builds are reproducible.
+    sparse : bool
+        Store sparse vectors (``{"indices": [...], "values": [...]}``) searched
+        exactly by dot product (``DotProduct`` only; ``dimension`` up to
+        2**32 - 1, e.g. a vocabulary size). The HNSW parameters are unused.
     """
 
     dimension: int
@@ -78,10 +82,17 @@ class CollectionConfig:
     ef_construction: int = 200
     ef_search: int = 64
     seed: int = 0
+    sparse: bool = False
 
     def __post_init__(self):
-        object.__setattr__(self, "dimension", _positive_int("dimension", self.dimension, 1, MAX_DIM))
+        if not isinstance(self.sparse, bool):
+            raise InvalidConfigError(f"sparse must be True or False, got {self.sparse!r}")
+        max_dim = MAX_SPARSE_DIM if self.sparse else MAX_DIM
+        object.__setattr__(self, "dimension", _positive_int("dimension", self.dimension, 1, max_dim))
         object.__setattr__(self, "distance", DistanceFunction.parse(self.distance))
+        if self.sparse and self.distance is not DistanceFunction.DotProduct:
+            raise InvalidConfigError(f"sparse collections search by dot product: use DistanceFunction.DotProduct, "
+                                     f"not {self.distance.name}")
         _positive_int("m", self.m, 2, 1024)
         _positive_int("ef_construction", self.ef_construction, 1, 1 << 20)
         _positive_int("ef_search", self.ef_search, 1, 1 << 20)

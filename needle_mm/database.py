@@ -216,8 +216,9 @@ class Database:
                           **hnsw) -> Collection:
         """Create a collection of ``dimension``-long vectors (cosine distance by default).
 
-        Extra keyword arguments are the HNSW parameters of :class:`CollectionConfig`
-        (``m``, ``ef_construction``, ``ef_search``, ``seed``).
+        Extra keyword arguments are those of :class:`CollectionConfig`: the HNSW
+        parameters (``m``, ``ef_construction``, ``ef_search``, ``seed``) and
+        ``sparse=True`` for a sparse collection (with ``distance="dot"``).
         """
         return self.create_collection_with_config(name, CollectionConfig(dimension, distance, **hnsw))
 
@@ -231,6 +232,7 @@ class Database:
             raise CollectionExistsError(f"collection {name!r} already exists in {self.path!r}")
         meta = CollectionMeta(
             name=name, dim=config.dimension, distance=config.distance.value,
+            kind="sparse" if config.sparse else "dense",
             hnsw=HnswParams(config.m, config.ef_construction, config.ef_search, config.seed),
         )
         self._states[name] = CollectionState(meta, [], fresh=True)

@@ -2,7 +2,8 @@
 
 Formats:
 
-- ``jsonl``: one JSON object per line, ``{"id", "vector", "metadata"}``;
+- ``jsonl``: one JSON object per line, ``{"id", "vector", "metadata"}``
+  (a sparse collection's vectors as ``{"indices": [...], "values": [...]}``);
 - ``parquet``: columns ``id`` (string), ``vector`` (fixed-size list of
   float32) and ``metadata`` (JSON text), written in row groups as it reads
   (needs pyarrow: ``pip install "needle_mm[parquet]"``);
@@ -10,44 +11,51 @@ Formats:
   ``ids.jsonl`` (one JSON string per line: ids may hold any character) and
   ``metadata.jsonl`` (one JSON object per line), rows in the same order.
 
-Records come out in storage order, live records only, from one snapshot.
+Sparse collections export to jsonl only (npy and parquet hold dense
+matrices). Records come out in storage order, live records only, from one snapshot.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import orjson
 
 from . import search as _search
+from .sparse import SparseVector
 from .errors import InvalidArgumentError
 
 FORMATS = ("jsonl", "npy", "parquet")
 
 
-def records(collection, batch: int = 4096) -> Iterator[tuple[list[str], np.ndarray, list[bytes]]]:
-    """``(ids, vectors[m, dim], metadata JSON bytes)`` of every live record, in batches."""
+def records(collection, batch: int = 4096) -> Iterator[tuple[list[str], Any, list[bytes]]]:
+    """``(ids, vectors, metadata JSON bytes)`` of every live record, in batches;
+    vectors are a float32 ``[m, dim]`` array, or a list of SparseVector for a
+    sparse collection."""
     state = collection._state()
-    for source, vectors, _, excluded in _search.sources(state, None):
+    for source, excluded in _search.sources(state, None):
         slots = np.flatnonzero(_search.live_mask(source.n, excluded))
         for start in range(0, slots.shape[0], batch):
             part = slots[start:start + batch].tolist()
-            yield source.ids_at(part), np.asarray(vectors[part], dtype=np.float32), \
-                [source.meta_bytes_at(s) for s in part]
+            yield source.ids_at(part), source.vectors_at(part), [source.meta_bytes_at(s) for s in part]
 
 
 def export(collection, fmt: str, out: str) -> int:
     """Write ``collection`` to ``out`` in ``fmt``; returns the number of records."""
     if fmt not in FORMATS:
         raise InvalidArgumentError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt != "jsonl" and collection._state().meta.kind == "sparse":
+        raise InvalidArgumentError(f"collection {collection.name!r} is sparse: export it with --format jsonl "
+                                   f"({fmt} holds dense matrices only)")
     count = 0
     if fmt == "jsonl":
         with open(out, "wb") as f:
             for ids, vectors, metas in records(collection):
                 for i, v, m in zip(ids, vectors, metas):
-                    f.write(b'{"id":' + orjson.dumps(i) + b',"vector":' + orjson.dumps(v.tolist())
+                    vector = v.to_dict() if isinstance(v, SparseVector) else v.tolist()
+                    f.write(b'{"id":' + orjson.dumps(i) + b',"vector":' + orjson.dumps(vector)
                             + b',"metadata":' + m + b"}\n")
                 count += len(ids)
         return count

@@ -75,7 +75,7 @@ def _write_copy(src, dst_path: str, m, ef_construction, ef_search) -> dict[str, 
             old = source.config
             config = CollectionConfig(old.dimension, DistanceFunction(old.distance),
                                       m=m or old.m, ef_construction=ef_construction or old.ef_construction,
-                                      ef_search=ef_search or old.ef_search, seed=old.seed)
+                                      ef_search=ef_search or old.ef_search, seed=old.seed, sparse=old.sparse)
             target = dst.create_collection_with_config(name, config)
             state = dst._writable_state(name)
             state.property_changes = dict(src._state(name).properties())

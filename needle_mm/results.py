@@ -11,7 +11,8 @@ __all__ = ["Entry", "SearchResult"]
 
 
 class Entry:
-    """One stored record: ``id``, ``vector`` (float32 numpy array) and ``metadata`` (dict)."""
+    """One stored record: ``id``, ``vector`` (float32 numpy array, or a
+    :class:`~needle_mm.sparse.SparseVector` in a sparse collection) and ``metadata`` (dict)."""
 
     __slots__ = ("id", "vector", "metadata")
 
@@ -21,11 +22,15 @@ class Entry:
         self.metadata = metadata
 
     def __repr__(self) -> str:
-        return f"Entry(id={self.id!r}, vector=<{self.vector.shape[0]} floats>, metadata={self.metadata!r})"
+        shown = f"<{self.vector.shape[0]} floats>" if isinstance(self.vector, np.ndarray) else repr(self.vector)
+        return f"Entry(id={self.id!r}, vector={shown}, metadata={self.metadata!r})"
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, Entry) and self.id == other.id and self.metadata == other.metadata
-                and np.array_equal(self.vector, other.vector))
+        if not (isinstance(other, Entry) and self.id == other.id and self.metadata == other.metadata):
+            return False
+        if isinstance(self.vector, np.ndarray):
+            return isinstance(other.vector, np.ndarray) and np.array_equal(self.vector, other.vector)
+        return self.vector == other.vector
 
 
 class SearchResult:

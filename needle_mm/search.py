@@ -69,12 +69,13 @@ def _filtered_plan(n: int, excluded: np.ndarray, ef: int, k: int) -> tuple[bool,
 
 
 def sources(state: CollectionState, predicate: Filter | None):
-    """(source, vectors, norms, excluded) for every non-empty source."""
+    """(source, excluded) for every non-empty source: committed segments, then
+    this process's unsaved records."""
     out = []
     for view, excluded in zip(state.views, state.excluded):
         if predicate is not None:
             excluded = _filter_excluded(view, view.n, excluded, predicate)
-        out.append((view, view.vectors, view.norms, readonly(excluded)))
+        out.append((view, readonly(excluded)))
     pending = state.pending
     if pending.index:
         n = pending.n
@@ -83,7 +84,7 @@ def sources(state: CollectionState, predicate: Filter | None):
             excluded = _EMPTY
         if predicate is not None:
             excluded = _filter_excluded(pending, n, excluded, predicate)
-        out.append((pending, readonly(pending.vectors[:n]), readonly(pending.norms[:n]), readonly(excluded)))
+        out.append((pending, readonly(excluded)))
     return out
 
 
@@ -99,15 +100,25 @@ def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: i
     if not srcs or k == 0:
         return [[] for _ in range(m)]
     found = []
-    for source, vectors, norms, excluded in srcs:
+    for source, excluded in srcs:
         graph = ef is not None and source.meta is not None and source.meta.hnsw is not None
         two_hop = False
         if graph and predicate is not None:
             graph, two_hop = _filtered_plan(source.n, excluded, ef, k)
         if graph:
-            found.append(search_segment(source, queries, qnorms, metric, excluded, k, ef, two_hop))
+            dist, slot = search_segment(source, queries, qnorms, metric, excluded, k, ef, two_hop)
         else:
-            found.append(exact_topk(vectors, norms, queries, qnorms, metric, excluded, k))
+            vectors, norms = source.dense_arrays()
+            dist, slot = exact_topk(vectors, norms, queries, qnorms, metric, excluded, k)
+        if metric == METRIC_EUCLIDEAN:  # kernels rank by squared L2; users get the distance
+            dist = np.sqrt(dist.astype(np.float64))
+        found.append((dist, slot))
+    return merge(srcs, found, k, include_vector)
+
+
+def merge(srcs, found, k: int, include_vector: bool) -> list[list[SearchResult]]:
+    """One result list per query from each source's ``(distances[m, k], slots[m, k])``
+    (ascending, slot -1 past the end): merged exactly, ids gathered in bulk."""
     if len(found) == 1:
         dist, slot = found[0]
         src = None
@@ -120,8 +131,6 @@ def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: i
         dist = np.take_along_axis(dist, order, axis=1)
         slot = np.take_along_axis(slot, order, axis=1)
         src = np.take_along_axis(src, order, axis=1)
-    if metric == METRIC_EUCLIDEAN:  # kernels rank by squared L2; users get the distance
-        dist = np.sqrt(dist.astype(np.float64))
     dists, slots = dist.tolist(), slot.tolist()
     if src is None:
         source = srcs[0][0]
@@ -132,7 +141,7 @@ def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: i
         row = []
         for j in range(count):
             source, s = srcs[irow[j]][0], srow[j]
-            vec = np.array(source.vectors[s], dtype=np.float32) if include_vector else None
+            vec = source.vector_at(s) if include_vector else None
             row.append(SearchResult(source.id_at(s), drow[j], source, s, vec))
         results.append(row)
     return results
@@ -140,12 +149,10 @@ def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: i
 
 def _row(source, dists: list[float], slots: list[int], k: int, include_vector: bool) -> list[SearchResult]:
     """The results of one query from one source (slots of -1 pad the tail)."""
-    if slots[-1] == -1:
+    if slots and slots[-1] == -1:
         count = k - slots.count(-1)
         dists, slots = dists[:count], slots[:count]
     ids = source.ids_at(slots)
     if include_vector:
-        vectors = source.vectors
-        return [SearchResult(i, d, source, s, np.array(vectors[s], dtype=np.float32))
-                for i, d, s in zip(ids, dists, slots)]
+        return [SearchResult(i, d, source, s, source.vector_at(s)) for i, d, s in zip(ids, dists, slots)]
     return [SearchResult(i, d, source, s) for i, d, s in zip(ids, dists, slots)]

@@ -14,6 +14,7 @@ import orjson
 
 from ._format.catalog import CollectionMeta
 from ._format.segment import SegmentView, id_hash, id_hashes
+from .index import readonly
 from .results import Entry
 
 
@@ -26,37 +27,45 @@ def get_bit(bitmap: np.ndarray, slot: int) -> bool:
 
 
 class PendingRecords:
-    """Records written since the last checkpoint, in growable arrays."""
+    """Records written since the last checkpoint, in growable arrays (dense
+    vectors) or a list of SparseVector (sparse collections)."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, sparse: bool = False):
         self.dim = dim
+        self.sparse = sparse
         self.n = 0
         self.ids: list[str] = []
         self.ids_utf8: list[bytes] = []
         self.metas: list[bytes] = []
-        self.vectors = np.empty((16, dim), dtype=np.float32)
-        self.norms = np.empty(16, dtype=np.float32)
+        self.vectors = [] if sparse else np.empty((16, dim), dtype=np.float32)
+        self.norms = np.empty(16, dtype=np.float32)  # unused (zeros) for sparse
         self.dead = np.zeros(2, dtype=np.uint8)  # packed bitmap, like tombstones
         self.index: dict[str, int] = {}  # live id -> position
+        self._postings = None  # (n, chunk) of the sparse records, built for search
 
     def _reserve(self, extra: int) -> None:
         need = self.n + extra
-        cap = self.vectors.shape[0]
+        cap = self.norms.shape[0]
         if need > cap:
             cap = max(need, cap * 2)
-            vectors = np.empty((cap, self.dim), dtype=np.float32)
-            vectors[: self.n] = self.vectors[: self.n]
+            if not self.sparse:
+                vectors = np.empty((cap, self.dim), dtype=np.float32)
+                vectors[: self.n] = self.vectors[: self.n]
+                self.vectors = vectors
             norms = np.empty(cap, dtype=np.float32)
             norms[: self.n] = self.norms[: self.n]
             dead = np.zeros((cap + 7) // 8, dtype=np.uint8)
             dead[: self.dead.shape[0]] = self.dead
-            self.vectors, self.norms, self.dead = vectors, norms, dead
+            self.norms, self.dead = norms, dead
 
     def append(self, ids, ids_utf8, vectors, norms, metas) -> None:
         m = len(ids)
         self._reserve(m)
         start = self.n
-        self.vectors[start:start + m] = vectors
+        if self.sparse:
+            self.vectors.extend(vectors)
+        else:
+            self.vectors[start:start + m] = vectors
         self.norms[start:start + m] = norms
         self.ids.extend(ids)
         self.ids_utf8.extend(ids_utf8)
@@ -70,7 +79,7 @@ class PendingRecords:
 
     def clone(self) -> "PendingRecords":
         """An independent copy (a transaction's rollback point)."""
-        other = PendingRecords(self.dim)
+        other = PendingRecords(self.dim, self.sparse)
         other.n = self.n
         other.ids, other.ids_utf8, other.metas = list(self.ids), list(self.ids_utf8), list(self.metas)
         other.vectors, other.norms, other.dead = self.vectors.copy(), self.norms.copy(), self.dead.copy()
@@ -96,6 +105,28 @@ class PendingRecords:
 
     meta = None  # pending records have no committed segment descriptor (and no graph)
 
+    def dense_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        n = self.n
+        return readonly(self.vectors[:n]), readonly(self.norms[:n])
+
+    def vector_at(self, pos: int):
+        return self.vectors[pos] if self.sparse else self.vectors[pos].copy()
+
+    def vectors_at(self, positions: list[int]):
+        if self.sparse:
+            return [self.vectors[p] for p in positions]
+        return self.vectors[positions].copy()
+
+    def posting_chunks(self) -> list:
+        """The unsaved sparse records as one in-memory posting chunk (rebuilt when records were added)."""
+        if self._postings is None or self._postings[0] != self.n:
+            from ._format.postings import PostingChunk
+            from .sparse import SparseRows
+
+            rows = SparseRows.from_list(self.vectors[: self.n])
+            self._postings = (self.n, PostingChunk.in_memory(rows.offsets, rows.indices, rows.values))
+        return [self._postings[1]]
+
     def live_positions(self) -> np.ndarray:
         return np.fromiter(sorted(self.index.values()), dtype=np.int64, count=len(self.index))
 
@@ -107,7 +138,7 @@ class CollectionState:
         self.meta = meta
         self.views = views
         self.fresh = fresh  # created since the last checkpoint: nothing committed under it
-        self.pending = PendingRecords(meta.dim)
+        self.pending = PendingRecords(meta.dim, meta.kind == "sparse")
         self.touched: set[str] = set()
         self.hidden = 0  # committed live records hidden by touches
         self.excluded: list[np.ndarray] = [v.tombstones for v in views]
@@ -170,14 +201,14 @@ class CollectionState:
     def get(self, id: str, id_utf8: bytes) -> Entry | None:
         pos = self.pending.index.get(id)
         if pos is not None:
-            return Entry(id, self.pending.vectors[pos].copy(), orjson.loads(self.pending.metas[pos]))
+            return Entry(id, self.pending.vector_at(pos), orjson.loads(self.pending.metas[pos]))
         if id in self.touched:
             return None
         loc = self.committed_live(id_utf8, id_hash(id_utf8))
         if loc is None:
             return None
         view = self.views[loc[0]]
-        return Entry(id, np.array(view.vectors[loc[1]], dtype=np.float32), orjson.loads(view.meta_bytes_at(loc[1])))
+        return Entry(id, view.vector_at(loc[1]), orjson.loads(view.meta_bytes_at(loc[1])))
 
     def count(self) -> int:
         return self.meta.count - self.hidden + len(self.pending.index)

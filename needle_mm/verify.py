@@ -78,14 +78,17 @@ def verify_file(path: str) -> VerifyReport:
                     data = snap.mapping.buffer[ref.offset:ref.offset + ref.length]
                     if crc32(data) != ref.crc32:
                         report.problems.append(f"{where}: region {rname} fails its CRC")
-                for chunk in view.meta.columns:
-                    ref = chunk.region
-                    extents.append((ref.offset, ref.offset + ref.reserved, f"{where} columns@{chunk.start}"))
-                    if crc32(snap.mapping.buffer[ref.offset:ref.offset + ref.length]) != ref.crc32:
-                        report.problems.append(f"{where}: column chunk at slot {chunk.start} fails its CRC")
+                for label, chunks in (("column", view.meta.columns), ("posting", view.meta.postings)):
+                    for chunk in chunks:
+                        ref = chunk.region
+                        extents.append((ref.offset, ref.offset + ref.reserved, f"{where} {label}s@{chunk.start}"))
+                        if crc32(snap.mapping.buffer[ref.offset:ref.offset + ref.length]) != ref.crc32:
+                            report.problems.append(f"{where}: {label} chunk at slot {chunk.start} fails its CRC")
                 report.records += _check_segment(view, where, seen_ids, report.problems)
                 if not report.problems:
                     _check_columns(view, where, report.problems)
+                if not report.problems and view.sparse:
+                    _check_postings(view, where, report.problems)
         extents.append((snap.superblock.catalog_offset,
                         snap.superblock.catalog_offset + snap.superblock.catalog_length, "catalog"))
         extents.sort()
@@ -125,12 +128,15 @@ def _check_segment(view, where: str, seen_ids: set, problems: list[str]) -> int:
     meta_blob = view.meta_blob.tobytes()
     hashes_by_slot = np.empty(n, dtype=np.uint64)
     hashes_by_slot[order] = view.id_hashes
-    vectors, norms = view.vectors, view.norms
-    if not np.isfinite(vectors).all():
-        problems.append(f"{where}: vectors contain NaN or infinity")
-    expect = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
-    if not np.allclose(expect, norms, rtol=1e-4, atol=1e-6):
-        problems.append(f"{where}: norms do not match the vectors")
+    if view.sparse:
+        _check_sparse_rows(view, where, problems)
+    else:
+        vectors, norms = view.vectors, view.norms
+        if not np.isfinite(vectors).all():
+            problems.append(f"{where}: vectors contain NaN or infinity")
+        expect = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
+        if not np.allclose(expect, norms, rtol=1e-4, atol=1e-6):
+            problems.append(f"{where}: norms do not match the vectors")
     if view.meta.hnsw is not None:
         _check_graph(view, where, problems)
     for slot in range(n):
@@ -160,6 +166,38 @@ def _check_segment(view, where: str, seen_ids: set, problems: list[str]) -> int:
     return int(n - deleted.sum())
 
 
+
+def _check_sparse_rows(view, where: str, problems: list[str]) -> None:
+    """CSR offsets cover the entries; each row's indices strictly ascend below dim; values are finite."""
+    off = view.sparse_offsets.astype(np.int64)
+    indices, values = view.sparse_indices.astype(np.int64), view.sparse_values
+    nnz = indices.shape[0]
+    if off[0] != 0 or off[-1] != nnz or np.any(np.diff(off) < 0):
+        problems.append(f"{where}: sparse offsets are not a monotone cover of the {nnz} entries")
+        return
+    if (indices >= view.dim).any():
+        problems.append(f"{where}: a sparse index is >= the dimension {view.dim}")
+    row_start = np.zeros(nnz, dtype=bool)
+    row_start[off[:-1][off[:-1] < nnz]] = True
+    if nnz > 1 and (np.diff(indices)[~row_start[1:]] <= 0).any():
+        problems.append(f"{where}: sparse indices are not strictly ascending within a record")
+    if not np.isfinite(values).all():
+        problems.append(f"{where}: sparse values contain NaN or infinity")
+
+
+def _check_postings(view, where: str, problems: list[str]) -> None:
+    """Each posting chunk equals, byte for byte, the one built from the CSR of its slots."""
+    from ._format.postings import encode_chunk
+
+    off = view.sparse_offsets
+    for chunk in view.meta.postings:
+        a, b = int(off[chunk.start]), int(off[chunk.start + chunk.count])
+        rows = off[chunk.start:chunk.start + chunk.count + 1] - off[chunk.start]
+        expected = encode_chunk(rows, np.asarray(view.sparse_indices[a:b]), np.asarray(view.sparse_values[a:b]),
+                                chunk.start)
+        ref = chunk.region
+        if bytes(view._buf[ref.offset:ref.offset + ref.length]) != expected:
+            problems.append(f"{where}: posting chunk at slot {chunk.start} does not match the sparse records")
 
 
 def _check_columns(view, where: str, problems: list[str]) -> None:

@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert out.stdout.count("(sees the new record)") == 2
     assert "every reader saw the writer's checkpoint" in out.stdout
     info = needle_cmd("info", str(path))
-    assert info.returncode == 0 and "sentences: 3001 records, dim 384, distance cosine" in info.stdout
+    assert info.returncode == 0 and "sentences: 3001 records, dense, dim 384, distance cosine" in info.stdout
     verify = needle_cmd("verify", str(path))
     assert verify.returncode == 0 and "3001 live records: OK" in verify.stdout
 

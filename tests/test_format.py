@@ -79,7 +79,7 @@ def test_spec_tables_match_layout():
     for table in ("header", "superblock"):
         for row in layout[table]:
             assert re.search(rf"\| {row['offset']} \| {row['size']} \| `{row['field']}` \|", spec), row
-    for group in ("segment_regions", "optional_segment_regions", "hnsw_regions"):
+    for group in ("segment_regions", "optional_segment_regions", "hnsw_regions", "sparse_regions"):
         for name in layout[group]:
             assert f"| `{name}`" in spec, name
     for fp in layout["commit_failpoints"]:

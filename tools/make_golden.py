@@ -145,6 +145,10 @@ def layout() -> dict:
                                      for k, (d, r, v) in catalog.OPTIONAL_SEGMENT_REGIONS.items()},
         "hnsw_regions": {k: {"dtype": d, "length": r, "reserve": v}
                          for k, (d, r, v) in catalog.HNSW_REGIONS.items()},
+        "sparse_regions": {k: {"dtype": d, "length": r, "reserve": v}
+                           for k, (d, r, v) in catalog.SPARSE_REGIONS.items()},
+        "kinds": list(catalog.KINDS),
+        "catalog_formats": [catalog.CATALOG_FORMAT, catalog.SPARSE_CATALOG_FORMAT],
         "max_level": catalog.MAX_LEVEL,
         "distances": list(catalog.DISTANCES),
         "commit_failpoints": ["commit.after_data_write", "commit.after_data_sync",

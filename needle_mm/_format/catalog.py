@@ -16,13 +16,16 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, UnsupportedVersionError
 from .header import DATA_START, REGION_ALIGN, crc32
 
 CATALOG_FORMAT = 1
+SPARSE_CATALOG_FORMAT = 2  # written when a sparse collection is present (SPEC §5.7)
 DISTANCES = ("cosine", "euclidean", "dot")
 DTYPES = ("f32",)
+KINDS = ("dense", "sparse")
 MAX_DIM = 65536
+MAX_SPARSE_DIM = 2**32 - 1
 MAX_NAME_BYTES = 255
 MAX_PROPERTIES_BYTES = 65536
 
@@ -43,6 +46,12 @@ SEGMENT_REGIONS: dict[str, tuple[str, str, str]] = {
     "id_hashes": ("<u8", "n", "="),
     "id_order": ("<u4", "n", "="),
 }
+DENSE_ONLY_REGIONS = ("vectors", "norms")
+SPARSE_REGIONS: dict[str, tuple[str, str, str]] = {
+    "sparse_offsets": ("<u8", "n+1", "cap+1"),
+    "sparse_indices": ("<u4", "bytes", "free"),
+    "sparse_values": ("<f4", "bytes", "free"),
+}
 OPTIONAL_SEGMENT_REGIONS: dict[str, tuple[str, str, str]] = {
     "tombstones": ("u1", "bits", "="),
 }
@@ -52,7 +61,15 @@ HNSW_REGIONS: dict[str, tuple[str, str, str]] = {
     "hnsw_upper_offsets": ("<u4", "n+1", "="),
     "hnsw_upper_links": ("<i4", "rows*m", "="),
 }
-ALL_SEGMENT_REGIONS = {**SEGMENT_REGIONS, **OPTIONAL_SEGMENT_REGIONS, **HNSW_REGIONS}
+ALL_SEGMENT_REGIONS = {**SEGMENT_REGIONS, **SPARSE_REGIONS, **OPTIONAL_SEGMENT_REGIONS, **HNSW_REGIONS}
+
+
+def required_regions(kind: str, with_graph: bool) -> dict[str, tuple[str, str, str]]:
+    """The regions a segment of a collection of ``kind`` must have."""
+    if kind == "sparse":
+        common = {k: v for k, v in SEGMENT_REGIONS.items() if k not in DENSE_ONLY_REGIONS}
+        return {**common, **SPARSE_REGIONS}
+    return {**SEGMENT_REGIONS, **(HNSW_REGIONS if with_graph else {})}
 MAX_LEVEL = 31
 
 
@@ -102,6 +119,7 @@ class SegmentMeta:
     regions: dict[str, RegionRef]
     hnsw: HnswGraph | None = None
     columns: tuple[ColumnChunk, ...] = ()
+    postings: tuple[ColumnChunk, ...] = ()  # sparse segments: posting-list chunks (SPEC §5.7)
 
     def to_json(self) -> dict:
         out = {
@@ -116,6 +134,8 @@ class SegmentMeta:
             out["hnsw"] = self.hnsw.to_json()
         if self.columns:
             out["columns"] = [c.to_json() for c in self.columns]
+        if self.postings:
+            out["postings"] = [c.to_json() for c in self.postings]
         return out
 
 
@@ -175,8 +195,9 @@ class Catalog:
     superseded: bool = False
 
     def encode(self) -> bytes:
+        sparse = any(c.kind == "sparse" for c in self.collections.values())
         doc = {
-            "format": CATALOG_FORMAT,
+            "format": SPARSE_CATALOG_FORMAT if sparse else CATALOG_FORMAT,
             "generation": self.generation,
             "collections": [self.collections[k].to_json() for k in sorted(self.collections)],
             **({"superseded": True} if self.superseded else {}),
@@ -234,7 +255,26 @@ def _region(raw, name: str, file_length: int, itemsize: int, expected_count: int
     return RegionRef(offset, length, crc, reserved)
 
 
-def _segment(raw, dim: int, m: int, file_length: int) -> SegmentMeta:
+def _chunks(raw, key: str, n: int, file_length: int) -> tuple[ColumnChunk, ...]:
+    """A list of ``[start, count, offset, length, crc32, reserved]`` chunks that
+    continue one another from slot 0 and stay within ``n`` slots."""
+    chunks_raw = raw.get(key, [])
+    if not isinstance(chunks_raw, list):
+        raise _Bad(f"segment {key!r} is not a list")
+    chunks = []
+    covered = 0
+    for c in chunks_raw:
+        if not (isinstance(c, list) and len(c) == 6 and all(type(x) is int for x in c)):
+            raise _Bad(f"{key} chunk must be [start, count, offset, length, crc32, reserved], got {c!r}")
+        start, count = c[0], c[1]
+        if start != covered or not 1 <= count <= n - covered:
+            raise _Bad(f"{key} chunk [{start}, +{count}) does not continue the chunks before it within n={n}")
+        chunks.append(ColumnChunk(start, count, _region(c[2:], key, file_length, 1, None, None)))
+        covered += count
+    return tuple(chunks)
+
+
+def _segment(raw, kind: str, dim: int, m: int, file_length: int) -> SegmentMeta:
     import numpy as np  # local: keeps this module importable for docs tooling
 
     if not isinstance(raw, dict):
@@ -246,18 +286,17 @@ def _segment(raw, dim: int, m: int, file_length: int) -> SegmentMeta:
     if not isinstance(regions_raw, dict):
         raise _Bad("segment 'regions' is not an object")
     hnsw = None
-    if "hnsw" in raw:
+    if "hnsw" in raw and kind == "dense":
         h = raw["hnsw"]
         hnsw = HnswGraph(entry_point=_int(h, "entry_point", 0, n - 1), max_level=_int(h, "max_level", 0, MAX_LEVEL))
     regions = {}
-    required = {**SEGMENT_REGIONS, **(HNSW_REGIONS if hnsw else {})}
-    for name, (dtype, rule, reserve) in ALL_SEGMENT_REGIONS.items():
+    required = required_regions(kind, hnsw is not None)
+    allowed = {**required, **OPTIONAL_SEGMENT_REGIONS}
+    for name, (dtype, rule, reserve) in allowed.items():
         if name not in regions_raw:
             if name in required:
                 raise _Bad(f"segment lacks required region {name!r}")
             continue
-        if name in HNSW_REGIONS and hnsw is None:
-            continue  # reported as unknown below
         reserved = region_element_count(reserve, capacity, dim, m) if reserve != "=" else None
         expected = region_element_count(rule, n, dim, m)
         ref = _region(regions_raw[name], name, file_length, np.dtype(dtype).itemsize, expected, reserved,
@@ -270,20 +309,16 @@ def _segment(raw, dim: int, m: int, file_length: int) -> SegmentMeta:
         raise _Bad(f"segment has unknown regions {sorted(unknown)}")
     if n_deleted and "tombstones" not in regions:
         raise _Bad("segment has n_deleted > 0 but no tombstones region")
-    columns = []
-    cols_raw = raw.get("columns", [])
-    if not isinstance(cols_raw, list):
-        raise _Bad("segment 'columns' is not a list")
-    covered = 0
-    for c in cols_raw:
-        if not (isinstance(c, list) and len(c) == 6 and all(type(x) is int for x in c)):
-            raise _Bad(f"column chunk must be [start, count, offset, length, crc32, reserved], got {c!r}")
-        start, count = c[0], c[1]
-        if start != covered or not 1 <= count <= n - covered:
-            raise _Bad(f"column chunk [{start}, +{count}) does not continue the chunks before it within n={n}")
-        ref = _region(c[2:], "columns", file_length, 1, None, None)
-        columns.append(ColumnChunk(start, count, ref))
-        covered += count
+    if kind == "sparse":
+        nnz = regions["sparse_indices"].length // 4
+        if regions["sparse_values"].length != 4 * nnz:
+            raise _Bad("regions 'sparse_indices' and 'sparse_values' hold different entry counts")
+    elif "postings" in raw:
+        raise _Bad("a dense segment has 'postings'")
+    columns = _chunks(raw, "columns", n, file_length)
+    postings = _chunks(raw, "postings", n, file_length)
+    if kind == "sparse" and sum(c.count for c in postings) != n:
+        raise _Bad(f"posting chunks cover {sum(c.count for c in postings)} slots, not n={n}")
     return SegmentMeta(
         segment_id=_int(raw, "segment_id", 1),
         n=n,
@@ -292,7 +327,8 @@ def _segment(raw, dim: int, m: int, file_length: int) -> SegmentMeta:
         capacity=capacity,
         regions=regions,
         hnsw=hnsw,
-        columns=tuple(columns),
+        columns=columns,
+        postings=postings,
     )
 
 
@@ -302,7 +338,9 @@ def _collection(raw, file_length: int) -> CollectionMeta:
     name = _str(raw, "name")
     if not name or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise _Bad(f"collection name {name!r} is empty or longer than {MAX_NAME_BYTES} bytes")
-    dim = _int(raw, "dim", 1, MAX_DIM)
+    kind = _str(raw, "kind", KINDS)
+    dim = _int(raw, "dim", 1, MAX_SPARSE_DIM if kind == "sparse" else MAX_DIM)
+    distance = _str(raw, "distance", ("dot",) if kind == "sparse" else DISTANCES)
     hnsw_raw = raw.get("hnsw")
     hnsw = HnswParams(
         m=_int(hnsw_raw, "M", 2, 1024),
@@ -313,7 +351,7 @@ def _collection(raw, file_length: int) -> CollectionMeta:
     segs_raw = raw.get("segments")
     if not isinstance(segs_raw, list):
         raise _Bad("collection 'segments' is not a list")
-    segments = tuple(_segment(s, dim, hnsw.m, file_length) for s in segs_raw)
+    segments = tuple(_segment(s, kind, dim, hnsw.m, file_length) for s in segs_raw)
     next_id = _int(raw, "next_segment_id", 1)
     ids = [s.segment_id for s in segments]
     if len(set(ids)) != len(ids) or any(i >= next_id for i in ids):
@@ -326,9 +364,9 @@ def _collection(raw, file_length: int) -> CollectionMeta:
     return CollectionMeta(
         name=name,
         dim=dim,
-        distance=_str(raw, "distance", DISTANCES),
+        distance=distance,
         dtype=_str(raw, "dtype", DTYPES),
-        kind=_str(raw, "kind", ("dense",)),
+        kind=kind,
         hnsw=hnsw,
         next_segment_id=next_id,
         segments=segments,
@@ -344,9 +382,11 @@ def decode_catalog(raw: bytes, expected_crc: int, generation: int, file_length: 
         doc = orjson.loads(raw)
         if not isinstance(doc, dict):
             raise _Bad("catalog is not a JSON object")
-        fmt = _int(doc, "format", 0)
-        if fmt != CATALOG_FORMAT:
-            raise _Bad(f"catalog format {fmt} is not {CATALOG_FORMAT}")
+        fmt = _int(doc, "format", 1)
+        if fmt > SPARSE_CATALOG_FORMAT:
+            raise UnsupportedVersionError(
+                f"{path!r}: catalog format {fmt} was written by a newer needle_mm (this one reads "
+                f"formats up to {SPARSE_CATALOG_FORMAT}); upgrade needle_mm to read it")
         if _int(doc, "generation", 1) != generation:
             raise _Bad("catalog generation differs from its superblock's")
         cols_raw = doc.get("collections")
@@ -358,6 +398,8 @@ def decode_catalog(raw: bytes, expected_crc: int, generation: int, file_length: 
             if meta.name in collections:
                 raise _Bad(f"collection {meta.name!r} appears twice")
             collections[meta.name] = meta
+        if fmt < SPARSE_CATALOG_FORMAT and any(c.kind == "sparse" for c in collections.values()):
+            raise _Bad(f"catalog format {fmt} cannot hold sparse collections")
         superseded = doc.get("superseded", False)
         if not isinstance(superseded, bool):
             raise _Bad("'superseded' is not a boolean")

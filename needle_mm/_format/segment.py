@@ -86,6 +86,56 @@ class SegmentView:
     def norms(self) -> np.ndarray:
         return self._view("norms")
 
+    def dense_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(vectors[n, dim], norms[n])`` as the exact-search kernel takes them."""
+        return self.vectors, self.norms
+
+    @property
+    def sparse(self) -> bool:
+        return "sparse_offsets" in self.meta.regions
+
+    @cached_property
+    def sparse_offsets(self) -> np.ndarray:
+        return self._view("sparse_offsets")
+
+    @cached_property
+    def sparse_indices(self) -> np.ndarray:
+        return self._view("sparse_indices")
+
+    @cached_property
+    def sparse_values(self) -> np.ndarray:
+        return self._view("sparse_values")
+
+    def vector_at(self, slot: int):
+        """The vector of one slot: a float32 copy, or a SparseVector (also a copy)."""
+        if not self.sparse:
+            return np.array(self.vectors[slot], dtype=np.float32)
+        from ..sparse import SparseVector
+
+        a, b = int(self.sparse_offsets[slot]), int(self.sparse_offsets[slot + 1])
+        if not 0 <= a <= b <= self.sparse_indices.shape[0]:
+            raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} sparse offsets of slot "
+                                   f"{slot} [{a}, {b}) fall outside its {self.sparse_indices.shape[0]} entries")
+        return SparseVector(self.sparse_indices[a:b].astype(np.uint32), self.sparse_values[a:b].astype(np.float32))
+
+    def vectors_at(self, slots: list[int]):
+        """Vectors of several slots: ``[m, dim]`` float32, or a list of SparseVector."""
+        if not self.sparse:
+            return np.asarray(self.vectors[slots], dtype=np.float32)
+        return [self.vector_at(s) for s in slots]
+
+    def posting_chunks(self) -> list:
+        """The sparse segment's posting chunks (SPEC §5.7), validated on first use."""
+        chunks = self.__dict__.get("_posting_chunks")
+        if chunks is None:
+            from .postings import PostingChunk
+
+            where = f"{self.path!r}: segment {self.meta.segment_id}"
+            chunks = [PostingChunk.from_region(self._buf, c.region.offset, c.region.length, c.start, c.count,
+                                               self.dim, where) for c in self.meta.postings]
+            self.__dict__["_posting_chunks"] = chunks
+        return chunks
+
     @cached_property
     def id_hashes(self) -> np.ndarray:
         return self._view("id_hashes")

@@ -1,0 +1,376 @@
+"""The optional HTTP server: ``needle serve FILE`` (extra ``server``: FastAPI + uvicorn).
+
+Each worker process opens the file itself and reads it through the shared
+memory map; writes go through the file's writer lock like any other writer.
+Every write request is one transaction: it is committed (visible to every
+worker and process, durable) before the response is sent, or it changes
+nothing. Within a worker one lock serialises requests on the Database; the
+workers give the parallelism (and numba kernels release the GIL).
+
+Safe defaults: loopback unless told otherwise; an API key is required to bind
+anywhere else and, once set, for every request (``Authorization: Bearer KEY``
+or ``X-API-Key: KEY``); request bodies are limited (``--max-body-mb``); bad
+JSON or bad vectors get a 4xx with ``{"error": <NeedleError class>,
+"message": ...}``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import sys
+import threading
+import traceback
+from typing import Any, Optional, Union
+
+import orjson
+
+from . import errors as E
+from .database import Database
+
+ENV_FILE = "NEEDLE_SERVE_FILE"
+ENV_API_KEY = "NEEDLE_API_KEY"
+ENV_MAX_BODY = "NEEDLE_SERVE_MAX_BODY"
+ENV_READ_ONLY = "NEEDLE_SERVE_READ_ONLY"
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+
+# NeedleError class -> HTTP status; every other NeedleError is the client's bad input (400).
+STATUS = {
+    E.CollectionNotFoundError: 404, E.RecordNotFoundError: 404, E.DatabaseNotFoundError: 404,
+    E.CollectionExistsError: 409, E.DuplicateIdError: 409, E.TransactionError: 409,
+    E.ReadOnlyError: 403, E.LockTimeoutError: 503, E.DatabaseClosedError: 503,
+    E.CorruptFileError: 500, E.NotANeedleFileError: 500, E.UnsupportedVersionError: 500,
+}
+
+
+def status_of(exc: E.NeedleError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _json(status: int, body: dict) -> tuple[int, bytes]:
+    return status, orjson.dumps(body)
+
+
+class Guard:
+    """ASGI middleware: API key check and request body limit, before any parsing."""
+
+    def __init__(self, app, api_key: str | None, max_body: int):
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body = max_body
+
+    async def _reply(self, send, status: int, error: str, message: str) -> None:
+        body = orjson.dumps({"error": error, "message": message})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _authorised(self, headers: dict) -> bool:
+        given = headers.get(b"x-api-key")
+        auth = headers.get(b"authorization", b"")
+        if given is None and auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        return given is not None and hmac.compare_digest(given, self.api_key)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.api_key is not None and not self._authorised(headers):
+            return await self._reply(send, 401, "Unauthorized",
+                                     "this server requires an API key: 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            return await self._reply(send, 413, "RequestTooLarge",
+                                     f"request body is larger than the server's limit of {self.max_body} bytes")
+        state = {"seen": 0, "rejected": False}
+
+        async def limited_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                state["seen"] += len(message.get("body", b""))
+                if state["seen"] > self.max_body and not state["rejected"]:
+                    state["rejected"] = True
+                    await self._reply(send, 413, "RequestTooLarge",
+                                      f"request body is larger than the server's limit of {self.max_body} bytes")
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not state["rejected"]:
+                await send(message)
+
+        return await self.app(scope, limited_receive, guarded_send)
+
+
+def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MAX_BODY, read_only: bool = False):
+    """The ASGI application serving one Needle file (FastAPI; OpenAPI at ``/openapi.json``)."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import Response
+    from pydantic import BaseModel, ConfigDict, Field
+
+    db = Database.open(path, read_only=read_only)
+    lock = threading.Lock()
+
+    class Model(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    class Sparse(Model):
+        indices: list[int]
+        values: list[float]
+
+    Vector = Union[list[float], Sparse, dict[str, float]]
+
+    class CreateCollection(Model):
+        name: str
+        dimension: int
+        distance: str = "cosine"
+        m: int = 16
+        ef_construction: int = 200
+        ef_search: int = 64
+        seed: int = 0
+        sparse: bool = False
+
+    class Records(Model):
+        ids: list[str]
+        vectors: list[Vector]
+        metadatas: Optional[list[Optional[dict[str, Any]]]] = None
+
+    class Delete(Model):
+        ids: Optional[list[str]] = None
+        filter: Optional[dict[str, Any]] = None
+
+    class Get(Model):
+        ids: list[str]
+        include_vector: bool = True
+
+    class Search(Model):
+        vector: Optional[Vector] = Field(None, description="one query (or give `vectors`)")
+        vectors: Optional[list[Vector]] = Field(None, description="a batch of queries")
+        k: int = 10
+        filter: Optional[dict[str, Any]] = None
+        ef: Optional[int] = None
+        exact: bool = False
+        include_vector: bool = False
+
+    class Count(Model):
+        filter: Optional[dict[str, Any]] = None
+
+    class Find(Model):
+        filter: Optional[dict[str, Any]] = None
+        limit: Optional[int] = None
+
+    class UpdateMetadata(Model):
+        id: str
+        metadata: Optional[dict[str, Any]] = None
+
+    app = FastAPI(title="Needle", version=_version(), description=__doc__.split("\n\n")[1])
+
+    def reply(body: Any, status: int = 200) -> Response:
+        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                        media_type="application/json")
+
+    @app.exception_handler(E.NeedleError)
+    async def needle_error(request: Request, exc: E.NeedleError):
+        return reply({"error": type(exc).__name__, "message": str(exc)}, status_of(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:5]]
+        return reply({"error": "InvalidRequest", "message": "; ".join(problems) or "invalid request"}, 422)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):
+        traceback.print_exc(file=sys.stderr)
+        return reply({"error": "InternalError", "message": f"{type(exc).__name__}; see the server log"}, 500)
+
+    def read(fn):
+        with lock:
+            return fn()
+
+    def write(fn):
+        with lock:
+            with db.transaction():
+                return fn()
+
+    def coll(name: str):
+        return db.collection(name)
+
+    def describe(name: str) -> dict:
+        c = db.collection(name)
+        cfg = c.config
+        return {"name": name, "dimension": cfg.dimension, "distance": cfg.distance.value, "sparse": cfg.sparse,
+                "m": cfg.m, "ef_construction": cfg.ef_construction, "ef_search": cfg.ef_search,
+                "seed": cfg.seed, "count": c.count()}
+
+    def vec_out(v):
+        return v.to_dict() if hasattr(v, "to_dict") else v
+
+    def plain(v):
+        return v.model_dump() if isinstance(v, BaseModel) else v
+
+    @app.get("/health")
+    def health():
+        return reply(read(lambda: {"status": "ok", "generation": db.generation}))
+
+    @app.get("/collections")
+    def list_collections():
+        return reply(read(lambda: {"collections": [describe(n) for n in db.list_collections()]}))
+
+    @app.post("/collections", status_code=201)
+    def create_collection(body: CreateCollection):
+        def op():
+            db.create_collection(body.name, body.dimension, body.distance, m=body.m,
+                                 ef_construction=body.ef_construction, ef_search=body.ef_search,
+                                 seed=body.seed, sparse=body.sparse)
+            return describe(body.name)
+        return reply(write(op), 201)
+
+    @app.get("/collections/{name}")
+    def get_collection(name: str):
+        return reply(read(lambda: describe(name)))
+
+    @app.delete("/collections/{name}")
+    def drop_collection(name: str):
+        write(lambda: db.drop_collection(name))
+        return reply({"dropped": name})
+
+    def _records(name: str, body: Records, method: str):
+        c = coll(name)
+        vectors = [plain(v) for v in body.vectors]
+        if not c.sparse:
+            if not all(isinstance(v, list) for v in vectors):
+                raise E.InvalidVectorError("this collection holds dense vectors: give each as a list of numbers")
+            vectors = vectors or _empty(c.dimension)
+        getattr(c, method)(body.ids, vectors, body.metadatas)
+        return {"written": len(body.ids)}
+
+    @app.post("/collections/{name}/insert")
+    def insert(name: str, body: Records):
+        return reply(write(lambda: _records(name, body, "insert_many")))
+
+    @app.post("/collections/{name}/upsert")
+    def upsert(name: str, body: Records):
+        return reply(write(lambda: _records(name, body, "upsert_many")))
+
+    @app.post("/collections/{name}/delete")
+    def delete(name: str, body: Delete):
+        return reply(write(lambda: {"deleted": coll(name).delete(body.ids, filter=body.filter)
+                                    if body.ids is not None or body.filter is not None
+                                    else _raise(E.InvalidArgumentError("delete needs ids or a filter"))}))
+
+    @app.post("/collections/{name}/update_metadata")
+    def update_metadata(name: str, body: UpdateMetadata):
+        write(lambda: coll(name).update_metadata(body.id, body.metadata))
+        return reply({"updated": body.id})
+
+    @app.post("/collections/{name}/get")
+    def get(name: str, body: Get):
+        def op():
+            c = coll(name)
+            out = []
+            for i in body.ids:
+                e = c.get(i, None)
+                out.append(None if e is None else {"id": e.id, "metadata": e.metadata,
+                                                   **({"vector": vec_out(e.vector)} if body.include_vector else {})})
+            return {"records": out}
+        return reply(read(op))
+
+    @app.post("/collections/{name}/search")
+    def search(name: str, body: Search):
+        if (body.vector is None) == (body.vectors is None):
+            raise E.InvalidArgumentError("give exactly one of 'vector' (one query) or 'vectors' (a batch)")
+
+        def op():
+            c = coll(name)
+            args = dict(k=body.k, filter=body.filter, ef=body.ef, exact=body.exact,
+                        include_vector=body.include_vector)
+            if body.vector is not None:
+                rows = [c.search(plain(body.vector), **args)]
+            else:
+                queries = [plain(v) for v in body.vectors]
+                if not c.sparse and not queries:
+                    queries = _empty(c.dimension)
+                rows = c.search_batch(queries, **args)
+            return {"results": [[{"id": r.id, "distance": r.distance, "metadata": r.metadata,
+                                  **({"vector": vec_out(r.vector)} if body.include_vector else {})}
+                                 for r in row] for row in rows]}
+        return reply(read(op))
+
+    @app.post("/collections/{name}/count")
+    def count(name: str, body: Count):
+        return reply(read(lambda: {"count": coll(name).count(body.filter)}))
+
+    @app.post("/collections/{name}/find")
+    def find(name: str, body: Find):
+        return reply(read(lambda: {"records": [{"id": i, "metadata": m}
+                                               for i, m in coll(name).find(body.filter, body.limit)]}))
+
+    @app.post("/save")
+    def save():
+        def op():
+            if not db.read_only:
+                db.save()
+            return {"generation": db.generation}
+        return reply(read(op))
+
+    return Guard(app, api_key, max_body)
+
+
+def _raise(exc: Exception):
+    raise exc
+
+
+def _empty(dim: int):
+    import numpy as np
+
+    return np.zeros((0, dim), dtype=np.float32)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def app_from_env():
+    """The app of one uvicorn worker, configured by ``needle serve`` through the environment."""
+    return create_app(os.environ[ENV_FILE], os.environ.get(ENV_API_KEY) or None,
+                      int(os.environ.get(ENV_MAX_BODY, DEFAULT_MAX_BODY)), os.environ.get(ENV_READ_ONLY) == "1")
+
+
+def serve(path: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, api_key: str | None = None,
+          max_body: int = DEFAULT_MAX_BODY, read_only: bool = False) -> None:
+    """Run the server (blocks). Refuses a non-loopback address without an API key."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise E.InvalidArgumentError('the server needs its extra: pip install "needle_mm[server]"') from None
+    api_key = api_key or os.environ.get(ENV_API_KEY) or None
+    if not is_loopback(host) and not api_key:
+        raise E.InvalidArgumentError(f"refusing to serve on {host!r} without an API key: pass --api-key or set "
+                                     f"{ENV_API_KEY} (or bind 127.0.0.1)")
+    if workers < 1:
+        raise E.InvalidArgumentError(f"--workers must be at least 1, got {workers}")
+    Database.open(path, read_only=read_only).close()  # create it once, before workers race to
+    os.environ[ENV_FILE] = os.path.abspath(path)
+    os.environ[ENV_MAX_BODY] = str(max_body)
+    os.environ[ENV_READ_ONLY] = "1" if read_only else "0"
+    if api_key:
+        os.environ[ENV_API_KEY] = api_key
+    uvicorn.run("needle_mm.server:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False)
