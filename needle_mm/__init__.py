@@ -7,6 +7,7 @@
 
 __version__ = "0.1.0"
 
+from .client import Client  # noqa: E402
 from .collection import Collection  # noqa: E402
 from .config import CollectionConfig, DistanceFunction  # noqa: E402
 from .database import Database  # noqa: E402
@@ -17,6 +18,7 @@ from .sparse import SparseVector  # noqa: E402
 
 __all__ = [
     "Database",
+    "Client",
     "Collection",
     "CollectionConfig",
     "DistanceFunction",

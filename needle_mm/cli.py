@@ -121,6 +121,18 @@ def _cmd_import(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    try:
+        from .server import serve
+    except ImportError as exc:
+        print(f'needle serve needs the server extra ({exc}): pip install "needle_mm[server]"', file=sys.stderr)
+        return 2
+
+    serve(args.file, host=args.host, port=args.port, workers=args.workers, api_key=args.api_key,
+          max_body=int(args.max_body_mb * 1024 * 1024), read_only=args.read_only)
+    return 0
+
+
 def _cmd_search(args) -> int:
     import numpy as np
     import orjson
@@ -194,6 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")
     p.set_defaults(func=_cmd_rebuild, out=None, m=None, ef_construction=None, ef_search=None, dtype=None)
+    p = sub.add_parser("serve", help="HTTP JSON API over the file (extra 'server'); OpenAPI at /openapi.json")
+    p.add_argument("file")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; others need an API key)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the file (default 1)")
+    p.add_argument("--api-key", default=None, help="require this key on every request (or set NEEDLE_API_KEY)")
+    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body accepted (default 32)")
+    p.add_argument("--read-only", action="store_true", help="serve reads only; writes get 403")
+    p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("search", help="search with the queries of a .npy file; prints one JSON line per query")
     p.add_argument("file")
     p.add_argument("--collection", required=True)

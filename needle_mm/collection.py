@@ -246,6 +246,7 @@ class Collection:
             raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
         predicate = compile_filter(filter)
         meta = state.meta
+        k = min(int(k), state.count())  # never more results than records (bounds every k-sized buffer)
         if meta.kind == "sparse":  # always exact: ef and exact do not apply
             return _sparse.search(state, _sparse.queries(queries, meta.dim, batch), int(k), predicate,
                                   include_vector)
@@ -255,5 +256,6 @@ class Collection:
             ef = meta.hnsw.ef_search
         elif isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
             raise InvalidArgumentError(f"ef must be a positive integer, got {ef!r}")
+        ef = min(int(ef), max(k, state.count(), 1))  # a beam wider than the collection finds nothing more
         return _search.search(state, qs, qnorms, int(k), metric, predicate, include_vector,
                               None if exact else int(ef))

@@ -17,6 +17,7 @@ JSON or bad vectors get a 4xx with ``{"error": <NeedleError class>,
 from __future__ import annotations
 
 import hmac
+from http import HTTPStatus
 import ipaddress
 import os
 import sys
@@ -25,6 +26,11 @@ import traceback
 from typing import Any, Optional, Union
 
 import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import errors as E
 from .database import Database
@@ -116,67 +122,73 @@ class Guard:
         return await self.app(scope, limited_receive, guarded_send)
 
 
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Sparse(Model):
+    indices: list[int]
+    values: list[float]
+
+
+Vector = Union[list[float], Sparse, dict[str, float]]
+
+
+class CreateCollection(Model):
+    name: str
+    dimension: int
+    distance: str = "cosine"
+    m: int = 16
+    ef_construction: int = 200
+    ef_search: int = 64
+    seed: int = 0
+    sparse: bool = False
+
+
+class Records(Model):
+    ids: list[str]
+    vectors: list[Vector]
+    metadatas: Optional[list[Optional[dict[str, Any]]]] = None
+
+
+class Delete(Model):
+    ids: Optional[list[str]] = None
+    filter: Optional[dict[str, Any]] = None
+
+
+class Get(Model):
+    ids: list[str]
+    include_vector: bool = True
+
+
+class Search(Model):
+    vector: Optional[Vector] = Field(None, description="one query (or give `vectors`)")
+    vectors: Optional[list[Vector]] = Field(None, description="a batch of queries")
+    k: int = 10
+    filter: Optional[dict[str, Any]] = None
+    ef: Optional[int] = None
+    exact: bool = False
+    include_vector: bool = False
+
+
+class Count(Model):
+    filter: Optional[dict[str, Any]] = None
+
+
+class Find(Model):
+    filter: Optional[dict[str, Any]] = None
+    limit: Optional[int] = None
+
+
+class UpdateMetadata(Model):
+    id: str
+    metadata: Optional[dict[str, Any]] = None
+
+
 def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MAX_BODY, read_only: bool = False):
     """The ASGI application serving one Needle file (FastAPI; OpenAPI at ``/openapi.json``)."""
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import Response
-    from pydantic import BaseModel, ConfigDict, Field
-
     db = Database.open(path, read_only=read_only)
     lock = threading.Lock()
-
-    class Model(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-    class Sparse(Model):
-        indices: list[int]
-        values: list[float]
-
-    Vector = Union[list[float], Sparse, dict[str, float]]
-
-    class CreateCollection(Model):
-        name: str
-        dimension: int
-        distance: str = "cosine"
-        m: int = 16
-        ef_construction: int = 200
-        ef_search: int = 64
-        seed: int = 0
-        sparse: bool = False
-
-    class Records(Model):
-        ids: list[str]
-        vectors: list[Vector]
-        metadatas: Optional[list[Optional[dict[str, Any]]]] = None
-
-    class Delete(Model):
-        ids: Optional[list[str]] = None
-        filter: Optional[dict[str, Any]] = None
-
-    class Get(Model):
-        ids: list[str]
-        include_vector: bool = True
-
-    class Search(Model):
-        vector: Optional[Vector] = Field(None, description="one query (or give `vectors`)")
-        vectors: Optional[list[Vector]] = Field(None, description="a batch of queries")
-        k: int = 10
-        filter: Optional[dict[str, Any]] = None
-        ef: Optional[int] = None
-        exact: bool = False
-        include_vector: bool = False
-
-    class Count(Model):
-        filter: Optional[dict[str, Any]] = None
-
-    class Find(Model):
-        filter: Optional[dict[str, Any]] = None
-        limit: Optional[int] = None
-
-    class UpdateMetadata(Model):
-        id: str
-        metadata: Optional[dict[str, Any]] = None
 
     app = FastAPI(title="Needle", version=_version(), description=__doc__.split("\n\n")[1])
 
@@ -192,6 +204,12 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
     async def bad_request(request: Request, exc: RequestValidationError):
         problems = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()[:5]]
         return reply({"error": "InvalidRequest", "message": "; ".join(problems) or "invalid request"}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        name = HTTPStatus(exc.status_code).phrase.replace(" ", "") if exc.status_code in HTTPStatus._value2member_map_ \
+            else "HTTPError"
+        return reply({"error": name, "message": str(exc.detail)}, exc.status_code)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception):
@@ -356,10 +374,8 @@ def app_from_env():
 def serve(path: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, api_key: str | None = None,
           max_body: int = DEFAULT_MAX_BODY, read_only: bool = False) -> None:
     """Run the server (blocks). Refuses a non-loopback address without an API key."""
-    try:
-        import uvicorn
-    except ImportError:
-        raise E.InvalidArgumentError('the server needs its extra: pip install "needle_mm[server]"') from None
+    import uvicorn
+
     api_key = api_key or os.environ.get(ENV_API_KEY) or None
     if not is_loopback(host) and not api_key:
         raise E.InvalidArgumentError(f"refusing to serve on {host!r} without an API key: pass --api-key or set "
