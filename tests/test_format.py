@@ -23,7 +23,7 @@ def load_json(path):
 
 
 def test_golden_files_exist():
-    assert {"empty", "basic", "deletes", "columns"} <= set(GOLDEN)
+    assert {"empty", "basic", "deletes", "columns", "sparse"} <= set(GOLDEN)
 
 
 @pytest.mark.parametrize("name", GOLDEN)
@@ -45,6 +45,10 @@ def test_golden_file_reads_as_dumped(name, tmp_path):
             for id, rec in cwant["records"].items():
                 e = c.get(id)
                 assert e.metadata == rec["metadata"]
+                if c.sparse:  # SPEC §5.7
+                    assert e.vector.to_dict() == rec["vector"]
+                    assert c.search(e.vector, 1)[0].distance <= 1 - e.vector.dot(e.vector) + 1e-6
+                    continue
                 np.testing.assert_array_equal(e.vector, np.array(rec["vector"], dtype=np.float32))
                 assert c.search(e.vector, 1)[0].distance <= c.search(e.vector, 2)[-1].distance
             for flt, ids in cwant.get("filters", []):  # files with metadata columns (SPEC §5.6)
@@ -56,7 +60,7 @@ def test_golden_file_reads_as_dumped(name, tmp_path):
     with needle.Database.open(path) as db:
         for cname in db.list_collections():
             c = db.collection(cname)
-            c.upsert("added", np.ones(c.dimension))
+            c.upsert("added", {0: 1.0} if c.sparse else np.ones(c.dimension))
     with needle.Database.open(path, read_only=True) as db:
         for cname, cwant in want["collections"].items():
             assert db.collection(cname).count() == cwant["count"] + ("added" not in cwant["records"])

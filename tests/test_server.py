@@ -141,6 +141,23 @@ def test_client_mirrors_the_embedded_api(server, tmp_path, demo_data):
     local.close()
 
 
+def test_the_readme_client_snippet_runs_against_a_server(server):
+    import re
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("## The optional server", 1)[1]
+    code = re.search(r"```py\n(.*?)```", section, re.S).group(1)
+    assert "needle.Client(" in code
+    client = needle.Client(server.url)
+    client.create_collection("docs", 384).insert_many(
+        ["a", "b"], np.full((2, 384), 0.1, np.float32), [{"category": "books"}, {"category": "food"}])
+    scope: dict = {}
+    exec(compile(code.replace("http://127.0.0.1:8000", server.url), "README.md", "exec"), scope)
+    assert [h.id for h in scope["hits"]] == ["a"]
+    client.close()
+    scope["db"].close()
+
+
 def test_workers_share_the_file_and_every_write_is_committed(tmp_path):
     path = str(tmp_path / "shared.needle")
     srv = Server(path, "--workers", "2")

@@ -70,7 +70,8 @@ def make_base(path: str) -> None:
 
 
 def bases(work: str) -> list[bytes]:
-    out = [(GOLDEN / name).read_bytes() for name in ("basic.needle", "deletes.needle", "empty.needle")]
+    out = [(GOLDEN / name).read_bytes() for name in ("basic.needle", "deletes.needle", "empty.needle",
+                                                     "sparse.needle")]
     big = os.path.join(work, "base.needle")
     if not os.path.exists(big):
         make_base(big)
@@ -195,10 +196,16 @@ def exercise(path: str) -> str:
                 found = c.find(limit=30)
                 for i, meta in found[:5]:
                     c.get(i)
-                q = np.random.default_rng(0).normal(size=c.dimension).astype(np.float32)
-                c.search(q, 5)
-                c.search(q, 5, exact=True)
-                c.search_batch(np.stack([q] * 5), 3)
+                if c.sparse:
+                    q = {"indices": list(range(0, min(c.dimension, 1000), 3)), "values": [1.0] * 334}
+                    q["values"] = q["values"][: len(q["indices"])]
+                    c.search(q, 5)
+                    c.search_batch([q] * 5, 3)
+                else:
+                    q = np.random.default_rng(0).normal(size=c.dimension).astype(np.float32)
+                    c.search(q, 5)
+                    c.search(q, 5, exact=True)
+                    c.search_batch(np.stack([q] * 5), 3)
                 c.count({"category": "books"})
     except needle.NeedleError as exc:
         outcome = f"error: {type(exc).__name__}"

@@ -5,7 +5,7 @@ keep reading exactly as their dumps say, whatever the code becomes. Re-run this
 only when the format version changes, and keep the old files as well;
 ``--add NAME`` writes one new golden file and leaves the others alone.
 
-    python tools/make_golden.py [--add columns] [--layout-only]
+    python tools/make_golden.py [--add columns|sparse] [--layout-only]
 
 ``columns.needle`` (added with metadata columns, SPEC §5.6) also records what
 a fixed set of filters returns in each collection.
@@ -51,7 +51,8 @@ def dump(path: Path, with_filters: bool = False) -> dict:
             meta = snap.collection(name)
             records = {}
             for id, m in c.find():
-                records[id] = {"vector": c.get(id).vector.tolist(), "metadata": m}
+                v = c.get(id).vector
+                records[id] = {"vector": v.to_dict() if c.sparse else v.tolist(), "metadata": m}
             out["collections"][name] = {
                 "dim": meta.dim, "distance": meta.distance, "count": c.count(),
                 "segments": [{"n": s.n, "n_deleted": s.n_deleted, "capacity": s.capacity,
@@ -88,6 +89,34 @@ def add_columns() -> None:
     Path(str(path) + ".lock").unlink()
     with open(path.with_suffix(".json"), "w", encoding="utf-8") as f:
         json.dump(dump(path, with_filters=True), f, indent=1, ensure_ascii=False, sort_keys=True)
+        f.write("\n")
+    print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
+
+
+def add_sparse() -> None:
+    """A sparse collection (SPEC §5.7, catalog format 2) beside a dense one:
+    three commits (so several posting chunks), an upsert and a delete."""
+    path = OUT / "sparse.needle"
+    for p in (path, Path(str(path) + ".lock")):
+        if p.exists():
+            p.unlink()
+    with needle.Database.open(path) as db:
+        db.create_collection("dense", 2).insert("x", [1, 2])
+        s = db.create_collection("terms", 1000, "dot", sparse=True)
+        s.insert_many([f"t{k}" for k in range(6)],
+                      [{"indices": [k, 10 + k, 999], "values": [1.0, 0.5 * k, -0.25]} for k in range(6)],
+                      [{"k": k} for k in range(6)])
+    with needle.Database.open(path) as db:
+        s = db.collection("terms")
+        s.insert_many(["u0", "u1"], [{3: 2.0}, {10: 1.0, 500: 4.5}], [{"k": 10}, None])
+    with needle.Database.open(path) as db:
+        s = db.collection("terms")
+        s.upsert("t1", {1: 3.0, 2: 1.0}, {"k": 1, "replaced": True})
+        s.delete("t4")
+        s.insert("v", {999: 1.0})
+    Path(str(path) + ".lock").unlink()
+    with open(path.with_suffix(".json"), "w", encoding="utf-8") as f:
+        json.dump(dump(path), f, indent=1, ensure_ascii=False, sort_keys=True)
         f.write("\n")
     print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
 
@@ -159,7 +188,7 @@ def layout() -> dict:
 
 if __name__ == "__main__":
     if "--add" in sys.argv:
-        {"columns": add_columns}[sys.argv[sys.argv.index("--add") + 1]]()
+        {"columns": add_columns, "sparse": add_sparse}[sys.argv[sys.argv.index("--add") + 1]]()
     elif "--layout-only" not in sys.argv:
         build()
     with open(ROOT / "format" / "layout.json", "w", encoding="utf-8") as f:
