@@ -166,16 +166,10 @@ def main() -> None:
     args = ap.parse_args()
     result = run(args.n, args.requests, args.concurrency)
     print(json.dumps(result, indent=1))
-    command = "python tools/bench_server.py" + (f" --n {args.n}" if args.n != 100000 else "") + \
-        (f" --requests {args.requests}" if args.requests != 4000 else "") + \
-        (f" --concurrency {args.concurrency}" if args.concurrency != 8 else "") + " --write"
-    section = markdown(result, command)
-    print(section)
-    if args.write:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from benchmarks_md import write_section
+    sys.path.insert(0, str(Path(__file__).parent))
+    from benchmarks_md import command_line, publish
 
-        write_section("## Server load", section)
+    publish("## Server load", markdown(result, command_line("bench_server.py", ap, args)), args.write)
 
 
 if __name__ == "__main__":

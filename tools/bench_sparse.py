@@ -146,15 +146,10 @@ def main() -> None:
     args = ap.parse_args()
     result = run(args.n, args.queries)
     print(json.dumps(result, indent=1))
-    command = "python tools/bench_sparse.py" + (f" --n {args.n}" if args.n != 100000 else "") + \
-        (f" --queries {args.queries}" if args.queries != 1000 else "") + " --write"
-    section = markdown(result, command)
-    print(section)
-    if args.write:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from benchmarks_md import write_section
+    sys.path.insert(0, str(Path(__file__).parent))
+    from benchmarks_md import command_line, publish
 
-        write_section("## Sparse search", section)
+    publish("## Sparse search", markdown(result, command_line("bench_sparse.py", ap, args)), args.write)
 
 
 if __name__ == "__main__":

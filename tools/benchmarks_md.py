@@ -19,3 +19,17 @@ def write_section(heading: str, section: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     PATH.write_text(text, encoding="utf-8")
+
+
+def command_line(script: str, parser, args) -> str:
+    """The command that reproduces a run: options that differ from their defaults, then ``--write``."""
+    options = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+               if k != "write" and v != parser.get_default(k)]
+    return " ".join([f"python tools/{script}", *options, "--write"])
+
+
+def publish(heading: str, section: str, write: bool) -> None:
+    """Print a benchmark's section, and with ``write`` put it into BENCHMARKS.md."""
+    print(section)
+    if write:
+        write_section(heading, section)
