@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["Collection"]
 
 _MISSING = object()
+# k and ef above this are clamped to the record count (counting costs microseconds on the hot path)
+_CLAMP_ABOVE = 4096
 
 
 class Collection:
@@ -246,7 +248,9 @@ class Collection:
             raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
         predicate = compile_filter(filter)
         meta = state.meta
-        k = min(int(k), state.count())  # never more results than records (bounds every k-sized buffer)
+        k = int(k)
+        if k > _CLAMP_ABOVE:  # never more results than records: bounds every k-sized buffer
+            k = min(k, state.count())
         if meta.kind == "sparse":  # always exact: ef and exact do not apply
             return _sparse.search(state, _sparse.queries(queries, meta.dim, batch), int(k), predicate,
                                   include_vector)
@@ -256,6 +260,7 @@ class Collection:
             ef = meta.hnsw.ef_search
         elif isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
             raise InvalidArgumentError(f"ef must be a positive integer, got {ef!r}")
-        ef = min(int(ef), max(k, state.count(), 1))  # a beam wider than the collection finds nothing more
+        if ef > _CLAMP_ABOVE:  # a beam wider than the collection finds nothing more
+            ef = min(int(ef), max(k, state.count(), 1))
         return _search.search(state, qs, qnorms, int(k), metric, predicate, include_vector,
                               None if exact else int(ef))
