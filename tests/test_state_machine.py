@@ -120,3 +120,77 @@ class NeedleVsDict(RuleBasedStateMachine):
 NeedleVsDict.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
                                           suppress_health_check=[HealthCheck.too_slow])
 test_needle_vs_dict = NeedleVsDict.TestCase
+
+
+SPARSE_DIM = 8
+SPARSE = st.dictionaries(st.integers(0, SPARSE_DIM - 1), st.integers(-3, 3).filter(bool).map(float), max_size=4)
+
+
+class SparseNeedleVsDict(RuleBasedStateMachine):
+    """The same for a sparse collection: posting chunks merged across saves,
+    tombstones, automatic segment rebuilds, pending records, all against a dict."""
+
+    def __init__(self):
+        super().__init__()
+        import tempfile
+
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = f"{self.dir.name}/sparse.needle"
+        self.model: dict[str, tuple[dict, dict]] = {}
+        self.saved: dict[str, tuple[dict, dict]] = {}
+        self.db = needle.Database.open(self.path)
+        self.db.create_collection("s", SPARSE_DIM, "dot", sparse=True)
+        self.db.save()
+        self.coll = self.db.collection("s")
+
+    def teardown(self):
+        self.db.close()
+        self.dir.cleanup()
+
+    @rule(ids=st.lists(IDS, min_size=1, max_size=5, unique=True), data=st.data())
+    def upsert_many(self, ids, data):
+        vecs = [data.draw(SPARSE) for _ in ids]
+        metas = [data.draw(METAS) for _ in ids]
+        self.coll.upsert_many(ids, vecs, metas)
+        for i, v, m in zip(ids, vecs, metas):
+            self.model[i] = (v, m or {})
+
+    @rule(ids=st.lists(IDS, min_size=1, max_size=4))
+    def delete(self, ids):
+        assert self.coll.delete(ids) == len(set(ids) & set(self.model))
+        for i in ids:
+            self.model.pop(i, None)
+
+    @rule()
+    def save(self):
+        self.db.save()
+        self.saved = dict(self.model)
+
+    @rule()
+    def reopen(self):
+        self.db.close()
+        self.db = needle.Database.open(self.path)
+        self.coll = self.db.collection("s")
+        self.model = dict(self.saved)
+
+    @rule(q=SPARSE, k=st.integers(1, 6), flt=st.one_of(st.none(), st.just({"n": {"$gte": 0}})))
+    def search(self, q, k, flt):
+        want = sorted(1.0 - sum(v[i] * x for i, x in q.items() if i in v)
+                      for v, m in self.model.values()
+                      if set(v) & set(q) and (flt is None or m.get("n", -1) >= 0))
+        got = self.coll.search(q, k, filter=flt)
+        np.testing.assert_allclose([r.distance for r in got], want[:k], atol=1e-5)
+        for r in got:
+            assert set(self.model[r.id][0]) & set(q)
+
+    @invariant()
+    def agrees_with_model(self):
+        assert self.coll.count() == len(self.model)
+        for id, (vec, meta) in self.model.items():
+            e = self.coll.get(id)
+            assert dict(zip(e.vector.indices.tolist(), e.vector.values.tolist())) == vec and e.metadata == meta
+
+
+SparseNeedleVsDict.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
+                                                suppress_health_check=[HealthCheck.too_slow])
+test_sparse_needle_vs_dict = SparseNeedleVsDict.TestCase
