@@ -211,8 +211,8 @@ class Collection:
 
     def _matching(self, state, flt):
         """(source, bool mask of its live records matching ``flt``) for every source."""
-        for source, excluded in _search.sources(state, None):
-            live = _search.live_mask(source.n, excluded)
+        for source, f in _search.sources(state, None):
+            live = _search.live_mask(source.n, f.excluded)
             yield source, (live if flt is None else live & _search.matching(source, flt))
 
     def search(self, query, k: int = 10, filter: dict | None = None, *, ef: int | None = None,

@@ -35,8 +35,8 @@ def records(collection, batch: int = 4096) -> Iterator[tuple[list[str], Any, lis
     vectors are a float32 ``[m, dim]`` array, or a list of SparseVector for a
     sparse collection."""
     state = collection._state()
-    for source, excluded in _search.sources(state, None):
-        slots = np.flatnonzero(_search.live_mask(source.n, excluded))
+    for source, f in _search.sources(state, None):
+        slots = np.flatnonzero(_search.live_mask(source.n, f.excluded))
         for start in range(0, slots.shape[0], batch):
             part = slots[start:start + batch].tolist()
             yield source.ids_at(part), source.vectors_at(part), [source.meta_bytes_at(s) for s in part]

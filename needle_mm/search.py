@@ -9,6 +9,10 @@ bitmap per source, the one convention every kernel shares.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from typing import NamedTuple
+
 import numpy as np
 import orjson
 
@@ -41,9 +45,50 @@ def live_mask(n: int, excluded: np.ndarray) -> np.ndarray:
     return ~np.unpackbits(excluded, count=n, bitorder="little").astype(bool)
 
 
-def _filter_excluded(source, n: int, excluded: np.ndarray, flt: Filter) -> np.ndarray:
-    """``excluded`` plus every record the filter rejects."""
-    return np.packbits(~(matching(source, flt) & live_mask(n, excluded)), bitorder="little")
+# A filtered source whose passing records are at most this many (or below
+# EXACT_FRACTION of it) also gets their list, so exact search reads only them.
+ROWS_LIMIT = 4096
+_FILTER_CACHE_SIZE = 32
+_cache_lock = threading.Lock()
+
+
+class Filtered(NamedTuple):
+    """A source under a filter: ``excluded`` (packed: deleted, hidden or
+    rejected), how many records pass, and their slots when they are few."""
+
+    excluded: np.ndarray
+    passing: int
+    rows: np.ndarray | None
+
+
+def _filter_excluded(source, n: int, excluded: np.ndarray, flt: Filter) -> Filtered:
+    """``excluded`` plus every record the filter rejects.
+
+    A committed segment read with its own tombstones (nothing hidden by this
+    process's unsaved writes) gives the same answer for the same filter every
+    time, so it is cached on the segment view (views are immutable)."""
+    cacheable = source.meta is not None and excluded is source.tombstones
+    if cacheable:
+        cache = source.__dict__.get("_filtered_cache")
+        if cache is None:
+            with _cache_lock:
+                cache = source.__dict__.setdefault("_filtered_cache", OrderedDict())
+        hit = cache.get(flt.key)
+        if hit is not None:
+            return hit
+    passes = matching(source, flt) & live_mask(n, excluded)
+    packed = readonly(np.packbits(~passes, bitorder="little"))
+    passing = int(np.count_nonzero(passes))
+    rows = None
+    if passing <= ROWS_LIMIT or passing < EXACT_FRACTION * n:
+        rows = readonly(np.flatnonzero(passes).astype(np.int64))
+    result = Filtered(packed, passing, rows)
+    if cacheable:
+        with _cache_lock:
+            cache[flt.key] = result
+            while len(cache) > _FILTER_CACHE_SIZE:
+                cache.popitem(last=False)
+    return result
 
 
 # Filtered search planner (measured with tools/bench_filters.py on 100k x 384):
@@ -59,9 +104,8 @@ EXACT_FRACTION = 0.02
 TWO_HOP_FRACTION = 0.15
 
 
-def _filtered_plan(n: int, excluded: np.ndarray, ef: int, k: int) -> tuple[bool, bool]:
+def _filtered_plan(n: int, passing: int, ef: int, k: int) -> tuple[bool, bool]:
     """(use the graph?, walk passing nodes through two-hop links?) for a filtered search of one segment."""
-    passing = n - int(np.bitwise_count(excluded).sum()) if excluded.shape[0] else n  # padding bits are 0
     fraction = passing / max(n, 1)
     if fraction < EXACT_FRACTION or passing <= 4 * max(k, ef):
         return False, False
@@ -69,13 +113,15 @@ def _filtered_plan(n: int, excluded: np.ndarray, ef: int, k: int) -> tuple[bool,
 
 
 def sources(state: CollectionState, predicate: Filter | None):
-    """(source, excluded) for every non-empty source: committed segments, then
-    this process's unsaved records."""
+    """(source, Filtered) for every non-empty source: committed segments, then
+    this process's unsaved records. Without a predicate, ``passing`` counts
+    records not excluded only where that is free (-1 otherwise) and ``rows`` is None."""
     out = []
     for view, excluded in zip(state.views, state.excluded):
         if predicate is not None:
-            excluded = _filter_excluded(view, view.n, excluded, predicate)
-        out.append((view, readonly(excluded)))
+            out.append((view, _filter_excluded(view, view.n, excluded, predicate)))
+        else:
+            out.append((view, Filtered(readonly(excluded), -1, None)))
     pending = state.pending
     if pending.index:
         n = pending.n
@@ -83,8 +129,9 @@ def sources(state: CollectionState, predicate: Filter | None):
         if not excluded.any():
             excluded = _EMPTY
         if predicate is not None:
-            excluded = _filter_excluded(pending, n, excluded, predicate)
-        out.append((pending, readonly(excluded)))
+            out.append((pending, _filter_excluded(pending, n, excluded, predicate)))
+        else:
+            out.append((pending, Filtered(readonly(excluded), -1, None)))
     return out
 
 
@@ -100,16 +147,16 @@ def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: i
     if not srcs or k == 0:
         return [[] for _ in range(m)]
     found = []
-    for source, excluded in srcs:
+    for source, f in srcs:
         graph = ef is not None and source.meta is not None and source.meta.hnsw is not None
         two_hop = False
         if graph and predicate is not None:
-            graph, two_hop = _filtered_plan(source.n, excluded, ef, k)
+            graph, two_hop = _filtered_plan(source.n, f.passing, ef, k)
         if graph:
-            dist, slot = search_segment(source, queries, qnorms, metric, excluded, k, ef, two_hop)
+            dist, slot = search_segment(source, queries, qnorms, metric, f.excluded, k, ef, two_hop)
         else:
             vectors, norms = source.dense_arrays()
-            dist, slot = exact_topk(vectors, norms, queries, qnorms, metric, excluded, k)
+            dist, slot = exact_topk(vectors, norms, queries, qnorms, metric, f.excluded, k, f.rows)
         if metric == METRIC_EUCLIDEAN:  # kernels rank by squared L2; users get the distance
             dist = np.sqrt(dist.astype(np.float64))
         found.append((dist, slot))

@@ -230,6 +230,6 @@ def search(state, qs: list[SparseVector], k: int, predicate, include_vector: boo
     srcs = _search.sources(state, predicate)
     if not srcs or k == 0:
         return [[] for _ in qs]
-    found = [topk(source.posting_chunks(), source.n, qs, excluded, k) for source, excluded in srcs]
+    found = [topk(source.posting_chunks(), source.n, qs, f.excluded, k) for source, f in srcs]
     return _search.merge(srcs, found, k, include_vector)
 

@@ -96,3 +96,29 @@ def test_verify_catches_columns_that_disagree_with_the_log(db_path):
     assert out.returncode == 0, out.stderr
     report = verify_file(db_path)
     assert not report.ok and any("column chunk" in p for p in report.problems), report.problems
+
+
+def test_a_cached_filter_never_returns_what_this_process_deleted_or_replaced(bucketed, tmp_path):
+    """The per-segment cache of a filter's bitmap and passing rows is only used
+    with the segment's own tombstones: records this process hides since must
+    stay hidden, and saving must not serve the old answer either."""
+    import shutil
+
+    src, x, bucket = bucketed
+    path = str(tmp_path / "copy.needle")
+    shutil.copy(src, path)
+    flt = {"bucket": 3}  # 1 % passing: the exact path over the listed rows
+    q = x[int(np.flatnonzero(bucket == 3)[0])]
+    with needle.Database.open(path) as db:
+        c = db.collection("c")
+        first = [r.id for r in c.search(q, 5, filter=flt)]
+        assert first == [r.id for r in c.search(q, 5, filter=flt)]  # served from the cache
+        c.delete(first[0])
+        c.upsert(first[1], x[0], {"bucket": 4})  # no longer passes
+        after = [r.id for r in c.search(q, 5, filter=flt)]
+        assert first[0] not in after and first[1] not in after and after[:3] == first[2:5]
+        assert c.count(flt) == int((bucket == 3).sum()) - 2
+        db.save()
+        assert [r.id for r in c.search(q, 5, filter=flt)] == after
+        exact = [r.id for r in c.search(q, 5, filter=flt, exact=True)]
+        assert exact == after

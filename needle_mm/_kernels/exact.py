@@ -26,14 +26,19 @@ from . import METRIC_COSINE, METRIC_EUCLIDEAN, kernel
 from .heaps import maxheap_replace_root
 
 QUERY_TILE = 8
+_ALL_ROWS = np.zeros(0, dtype=np.int64)  # "no row list": scan rows in order
 SERIAL_WORK = 1 << 21  # queries x rows x dim below which one thread is faster
 
 
 @kernel(fastmath=True)
-def _scan(vectors, norms, queries, qnorms, metric, excluded, q0, q1, r0, r1, heap_d, heap_i, c):
+def _scan(vectors, norms, queries, qnorms, metric, excluded, rows, q0, q1, r0, r1, heap_d, heap_i, c):
+    """Rows ``r0 .. r1-1`` into the heaps of queries ``q0 .. q1-1`` (slot ``c``);
+    with a non-empty ``rows``, positions ``r0 .. r1-1`` of that list instead."""
     d = vectors.shape[1]
     has_excluded = excluded.shape[0] > 0
-    for r in range(r0, r1):
+    listed = rows.shape[0] > 0
+    for t in range(r0, r1):
+        r = rows[t] if listed else t
         if has_excluded and (excluded[r >> 3] >> (r & 7)) & 1:
             continue
         xn = norms[r]
@@ -66,13 +71,13 @@ def _merge(heap_d, heap_i, k, out_d, out_i, q):
 
 
 @kernel()
-def exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k):
+def exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k, rows):
     m = queries.shape[0]
-    n = vectors.shape[0]
+    n = rows.shape[0] if rows.shape[0] > 0 else vectors.shape[0]
     heap_d = np.full((m, 1, k), np.inf, dtype=np.float32)
     heap_i = np.full((m, 1, k), -1, dtype=np.int64)
     for q0 in range(0, m, QUERY_TILE):
-        _scan(vectors, norms, queries, qnorms, metric, excluded, q0, min(m, q0 + QUERY_TILE), 0, n,
+        _scan(vectors, norms, queries, qnorms, metric, excluded, rows, q0, min(m, q0 + QUERY_TILE), 0, n,
               heap_d, heap_i, 0)
     out_d = np.empty((m, k), dtype=np.float32)
     out_i = np.empty((m, k), dtype=np.int64)
@@ -94,7 +99,7 @@ def exact_topk_parallel(vectors, norms, queries, qnorms, metric, excluded, k, n_
         c = task % n_chunks
         q0 = tile * QUERY_TILE
         r0 = c * chunk
-        _scan(vectors, norms, queries, qnorms, metric, excluded, q0, min(m, q0 + QUERY_TILE),
+        _scan(vectors, norms, queries, qnorms, metric, excluded, _ALL_ROWS, q0, min(m, q0 + QUERY_TILE),
               r0, min(n, r0 + chunk), heap_d, heap_i, c)
     out_d = np.empty((m, k), dtype=np.float32)
     out_i = np.empty((m, k), dtype=np.int64)
@@ -104,15 +109,22 @@ def exact_topk_parallel(vectors, norms, queries, qnorms, metric, excluded, k, n_
 
 
 def exact_topk(vectors: np.ndarray, norms: np.ndarray, queries: np.ndarray, qnorms: np.ndarray,
-               metric: int, excluded: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+               metric: int, excluded: np.ndarray, k: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` rows of ``vectors`` per query: ``(distances[m, k], slots[m, k])``, ascending.
 
     Entries beyond the number of allowed rows have distance +inf and slot -1.
     ``excluded`` is a packed bitmap (bit r set = skip row r) or empty.
+    ``rows`` (int64, ascending), when given, lists the only rows to consider:
+    a filter that passes few records is searched without touching the rest.
     """
-    m, n = queries.shape[0], vectors.shape[0]
+    m = queries.shape[0]
+    if rows is not None:
+        if not rows.shape[0]:
+            return np.full((m, k), np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
+        return exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k, rows)
+    n = vectors.shape[0]
     if m * n * max(1, vectors.shape[1]) <= SERIAL_WORK:
-        return exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k)
+        return exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k, _ALL_ROWS)
     threads = numba.get_num_threads()
     tiles = (m + QUERY_TILE - 1) // QUERY_TILE
     n_chunks = 1 if tiles >= 2 * threads else max(1, min(-(-2 * threads // tiles), n // 1024))

@@ -214,6 +214,14 @@ def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, n, entry, entry
         # Gather up to 2M passing, unvisited nodes (prefetching their rows),
         # then measure them: as many distances per expansion as a plain walk.
         nbrs = links0[c]
+        # The link rows of rejected neighbours are read next, at random: start
+        # loading them all first so their latencies overlap.
+        for j in range(width):
+            nb = nbrs[j]
+            if nb < 0:
+                break
+            if nb < n and is_excluded(excluded, nb):
+                prefetch_row(links0, nb)
         count = 0
         for j in range(width):
             nb = nbrs[j]
