@@ -220,15 +220,35 @@ _CACHE_SIZE = 32
 _cache_lock = threading.Lock()
 
 
+class ViewCache:
+    """A small LRU map stored on an immutable segment view: the answers of the
+    last few filters, which stay valid for as long as the view lives."""
+
+    def __init__(self, view, name: str, size: int = _CACHE_SIZE):
+        entries = view.__dict__.get(name)
+        if entries is None:
+            with _cache_lock:
+                entries = view.__dict__.setdefault(name, OrderedDict())
+        self.entries = entries
+        self.size = size
+
+    def get(self, key):
+        return self.entries.get(key)
+
+    def put(self, key, value):
+        with _cache_lock:
+            self.entries[key] = value
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        return value
+
+
 def segment_matches(view, flt: Filter) -> np.ndarray:
     """Bool[n]: which slots of a committed segment the filter accepts (tombstones ignored).
 
     Cached per segment view (views are immutable) for the last few filters.
     """
-    cache = view.__dict__.get("_filter_cache")
-    if cache is None:
-        with _cache_lock:
-            cache = view.__dict__.setdefault("_filter_cache", OrderedDict())
+    cache = ViewCache(view, "_filter_cache")
     hit = cache.get(flt.key)
     if hit is not None:
         return hit
@@ -242,8 +262,4 @@ def segment_matches(view, flt: Filter) -> np.ndarray:
     for slot in np.flatnonzero(unknown).tolist():
         match[slot] = flt.predicate(orjson.loads(view.meta_bytes_at(slot)))
     match.flags.writeable = False
-    with _cache_lock:
-        cache[flt.key] = match
-        while len(cache) > _CACHE_SIZE:
-            cache.popitem(last=False)
-    return match
+    return cache.put(flt.key, match)

@@ -9,8 +9,6 @@ bitmap per source, the one convention every kernel shares.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
@@ -18,7 +16,7 @@ import orjson
 
 from ._kernels import METRIC_EUCLIDEAN
 from ._kernels.exact import exact_topk
-from .filter_eval import segment_matches
+from .filter_eval import ViewCache, segment_matches
 from .filters import Filter
 from .index import readonly, search_segment
 from .results import SearchResult
@@ -48,8 +46,6 @@ def live_mask(n: int, excluded: np.ndarray) -> np.ndarray:
 # A filtered source whose passing records are at most this many (or below
 # EXACT_FRACTION of it) also gets their list, so exact search reads only them.
 ROWS_LIMIT = 4096
-_FILTER_CACHE_SIZE = 32
-_cache_lock = threading.Lock()
 
 
 class Filtered(NamedTuple):
@@ -67,12 +63,9 @@ def _filter_excluded(source, n: int, excluded: np.ndarray, flt: Filter) -> Filte
     A committed segment read with its own tombstones (nothing hidden by this
     process's unsaved writes) gives the same answer for the same filter every
     time, so it is cached on the segment view (views are immutable)."""
-    cacheable = source.meta is not None and excluded is source.tombstones
-    if cacheable:
-        cache = source.__dict__.get("_filtered_cache")
-        if cache is None:
-            with _cache_lock:
-                cache = source.__dict__.setdefault("_filtered_cache", OrderedDict())
+    cache = ViewCache(source, "_filtered_cache") if source.meta is not None and excluded is source.tombstones \
+        else None
+    if cache is not None:
         hit = cache.get(flt.key)
         if hit is not None:
             return hit
@@ -83,12 +76,7 @@ def _filter_excluded(source, n: int, excluded: np.ndarray, flt: Filter) -> Filte
     if passing <= ROWS_LIMIT or passing < EXACT_FRACTION * n:
         rows = readonly(np.flatnonzero(passes).astype(np.int64))
     result = Filtered(packed, passing, rows)
-    if cacheable:
-        with _cache_lock:
-            cache[flt.key] = result
-            while len(cache) > _FILTER_CACHE_SIZE:
-                cache.popitem(last=False)
-    return result
+    return result if cache is None else cache.put(flt.key, result)
 
 
 # Filtered search planner (measured with tools/bench_filters.py on 100k x 384):

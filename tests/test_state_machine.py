@@ -22,7 +22,28 @@ VECTORS = st.lists(st.integers(-4, 4), min_size=DIM, max_size=DIM).filter(any).m
 METAS = st.one_of(st.none(), st.fixed_dictionaries({"n": st.integers(-3, 3)}, optional={"s": st.sampled_from(["a", "b"])}))
 
 
-class NeedleVsDict(RuleBasedStateMachine):
+class _SavesAndReopens(RuleBasedStateMachine):
+    """Rules both machines share: save (the model becomes the saved state) and
+    reopen (unsaved writes are dropped, as a crash or close would)."""
+
+    name = ""
+
+    @rule()
+    def save(self):
+        self.db.save()
+        self.saved = dict(self.model)
+
+    @rule()
+    def reopen(self):
+        self.db.close()
+        self.db = needle.Database.open(self.path)
+        self.coll = self.db.collection(self.name)
+        self.model = dict(self.saved)
+
+
+class NeedleVsDict(_SavesAndReopens):
+    name = "c"
+
     def __init__(self):
         super().__init__()
         import tempfile
@@ -78,18 +99,6 @@ class NeedleVsDict(RuleBasedStateMachine):
         self.coll.update_metadata(id, meta)
         self.model[id] = (self.model[id][0], meta or {})
 
-    @rule()
-    def save(self):
-        self.db.save()
-        self.saved = dict(self.model)
-
-    @rule()
-    def reopen(self):
-        self.db.close()
-        self.db = needle.Database.open(self.path)
-        self.coll = self.db.collection("c")
-        self.model = dict(self.saved)
-
     @rule(q=VECTORS, k=st.integers(1, 6), flt=st.one_of(st.none(), st.just({"n": {"$gte": 0}})))
     def search(self, q, k, flt):
         ids = sorted(i for i, (_, m) in self.model.items() if flt is None or m.get("n", -1) >= 0)
@@ -126,9 +135,11 @@ SPARSE_DIM = 8
 SPARSE = st.dictionaries(st.integers(0, SPARSE_DIM - 1), st.integers(-3, 3).filter(bool).map(float), max_size=4)
 
 
-class SparseNeedleVsDict(RuleBasedStateMachine):
+class SparseNeedleVsDict(_SavesAndReopens):
     """The same for a sparse collection: posting chunks merged across saves,
     tombstones, automatic segment rebuilds, pending records, all against a dict."""
+
+    name = "s"
 
     def __init__(self):
         super().__init__()
@@ -160,18 +171,6 @@ class SparseNeedleVsDict(RuleBasedStateMachine):
         assert self.coll.delete(ids) == len(set(ids) & set(self.model))
         for i in ids:
             self.model.pop(i, None)
-
-    @rule()
-    def save(self):
-        self.db.save()
-        self.saved = dict(self.model)
-
-    @rule()
-    def reopen(self):
-        self.db.close()
-        self.db = needle.Database.open(self.path)
-        self.coll = self.db.collection("s")
-        self.model = dict(self.saved)
 
     @rule(q=SPARSE, k=st.integers(1, 6), flt=st.one_of(st.none(), st.just({"n": {"$gte": 0}})))
     def search(self, q, k, flt):
