@@ -76,7 +76,8 @@ IMPORT_SOURCES = {
     "pinecone": [("--host", {"required": True, "help": "the index host from the Pinecone console"}),
                  ("--ids", {"required": True, "help": "file with one id per line"}), ("--api-key", {}),
                  ("--namespace", {"default": ""})],
-    "jsonl": [("--input", {"required": True})],
+    "jsonl": [("--input", {"required": True}),
+              ("--dim", {"type": int, "help": "dimension of a sparse collection (default: largest index + 1)"})],
     "npy": [("--input", {"required": True, "help": ".npy of [n, dim], or a `needle export --format npy` directory"}),
             ("--ids", {}), ("--metadata", {})],
     "parquet": [("--input", {"required": True}), ("--id-column", {"default": "id"}),
@@ -108,7 +109,7 @@ def _cmd_import(args) -> int:
         report = importers.from_pinecone(a.file, a.host, a.ids, api_key=a.api_key, namespace=a.namespace,
                                          **{**options, "into": a.into or "pinecone"})
     elif a.source == "jsonl":
-        report = importers.from_jsonl(a.file, a.input, **options)
+        report = importers.from_jsonl(a.file, a.input, dim=a.dim, **options)
     elif a.source == "npy":
         report = importers.from_npy(a.file, a.input, ids=a.ids, metadata=a.metadata, **options)
     else:

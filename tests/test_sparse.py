@@ -258,3 +258,26 @@ def test_export_rebuild_and_transactions_keep_sparse_records(db_path, tmp_path):
         line = orjson.loads(f.readline())
     assert set(line["vector"]) == {"indices", "values"}
     assert os.path.getsize(out) > 0
+
+
+def test_needle_export_then_import_round_trips_a_sparse_collection(db_path, tmp_path):
+    from test_cli import needle_cmd
+
+    rng = np.random.default_rng(4)
+    matrix = random_rows(rng, 400, dim=700)
+    with needle.Database.open(db_path) as db:
+        db.create_collection("terms", 700, "dot", sparse=True).insert_many(
+            [f"d{i}" for i in range(400)], matrix, [{"i": i} for i in range(400)])
+    out = str(tmp_path / "terms.jsonl")
+    assert needle_cmd("export", db_path, "--collection", "terms", "--format", "jsonl", "--out", out).returncode == 0
+    target = str(tmp_path / "copy.needle")
+    res = needle_cmd("import", "jsonl", "--input", out, "--dim", "700", "--verify", "--no-progress", target)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "100/100 equal" in res.stdout
+    with needle.Database.open(db_path, read_only=True) as a, needle.Database.open(target, read_only=True) as b:
+        ca, cb = a.collection("terms"), b.collection("terms")
+        assert cb.sparse and cb.dimension == 700 and cb.count() == 400
+        for i in range(0, 400, 37):
+            assert cb.get(f"d{i}") == ca.get(f"d{i}")
+        q = matrix[5]
+        assert [(r.id, r.distance) for r in cb.search(q, 10)] == [(r.id, r.distance) for r in ca.search(q, 10)]

@@ -90,10 +90,14 @@ def from_pinecone(db, host: str, ids: str, *, api_key: str | None = None, namesp
 
 
 def from_jsonl(db, path: str, *, into: str | None = None, **options) -> ImportReport:
-    """JSON lines ``{"id", "vector", "metadata"}`` (what ``needle export`` writes)."""
+    """JSON lines ``{"id", "vector", "metadata"}`` (what ``needle export`` writes).
+
+    Sparse vectors (``{"indices", "values"}``) make a sparse collection of
+    dimension ``dim=`` (default: one past the largest index in the file)."""
     from .files import JsonlSource
 
-    return run_import(JsonlSource(path, options.get("distance")), db, into or _stem(path), **options)
+    source = JsonlSource(path, options.get("distance"), options.pop("dim", None))
+    return run_import(source, db, into or _stem(path), **options)
 
 
 def from_npy(db, vectors: str, *, ids: str | None = None, metadata: str | None = None, into: str | None = None,

@@ -148,7 +148,7 @@ def _target(db, name: str, source: Source, distance, hnsw: dict, resume: bool):
     if distance is None:
         raise InvalidArgumentError(f"the {source.kind} source does not record a distance; pass distance= "
                                    "(--distance cosine|euclidean|dot)")
-    config = CollectionConfig(source.dim, DistanceFunction(distance), **hnsw)
+    config = CollectionConfig(source.dim, DistanceFunction(distance), sparse=getattr(source, "sparse", False), **hnsw)
     return db.create_collection_with_config(name, config), None, 0
 
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..sparse import SparseVector
+from ..sparse import vector as sparse_vector
+
 from ..export import records
 
 SAMPLE = 100
@@ -61,8 +64,12 @@ def verify_import(source, collection) -> VerifyReport:
         if got is None:
             continue
         vector, metadata = got
-        vector = np.asarray(vector, dtype=np.float64)
-        vec_ok += bool(vector.shape == entry.vector.shape and np.allclose(entry.vector, vector, rtol=1e-6, atol=1e-7))
+        if isinstance(entry.vector, SparseVector):
+            vec_ok += entry.vector == sparse_vector(vector, collection.dimension)
+        else:
+            vector = np.asarray(vector, dtype=np.float64)
+            vec_ok += bool(vector.shape == entry.vector.shape
+                           and np.allclose(entry.vector, vector, rtol=1e-6, atol=1e-7))
         meta_ok += entry.metadata == metadata
     n = len(sample)
     rows.append((f"vectors ({n} sampled)", f"{len(fetched)} found", str(n), f"{vec_ok}/{n} equal"))

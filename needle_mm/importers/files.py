@@ -4,6 +4,7 @@ The formats ``needle export`` writes, so an export imports back unchanged:
 
 - ``jsonl``: one object per line, ``{"id", "vector", "metadata"}``
   (``values``/``embedding`` and ``payload`` are accepted as other names);
+  vectors ``{"indices": [...], "values": [...]}`` make a sparse collection;
 - ``npy``: a ``[n, dim]`` array; ids one per line in a text file (or JSON
   strings in a ``.jsonl`` file; default: row numbers); metadata one JSON
   object per line. A directory written by ``needle export --format npy``
@@ -101,11 +102,19 @@ class NpySource(_RowsSource):
 class JsonlSource(_RowsSource):
     kind = "jsonl"
 
-    def __init__(self, path: str, distance: str | None = None):
+    def __init__(self, path: str, distance: str | None = None, dim: int | None = None):
         self.path = path
-        self.distance = distance
         first = next(iter(self._records(0)), None)
-        self.dim = 0 if first is None else len(first[1])
+        # Sparse records ({"indices", "values"}, as a sparse collection exports)
+        # go into a sparse collection, whose dimension the lines do not carry:
+        # `dim`, else one past the largest index in the file.
+        self.sparse = first is not None and isinstance(first[1], dict)
+        self.distance = "dot" if self.sparse and distance is None else distance
+        if self.sparse:
+            self.dim = dim or 1 + max((max(v["indices"], default=-1) for _, v, _ in self._records(0)
+                                       if isinstance(v, dict) and isinstance(v.get("indices"), list)), default=0)
+        else:
+            self.dim = 0 if first is None else len(first[1])
         self.description = {"kind": "jsonl", "path": os.path.abspath(path)}
         self._index = None
 
@@ -130,7 +139,7 @@ class JsonlSource(_RowsSource):
 
     def record(self, r):
         _, vector, meta = self._records_list[r]
-        return np.asarray(vector, dtype=np.float32), meta
+        return (vector if self.sparse else np.asarray(vector, dtype=np.float32)), meta
 
     def batches(self, position, batch_size):
         rows = position or 0
