@@ -220,38 +220,33 @@ def _column_chunk(writer: RegionWriter, start: int, metas: list[bytes]) -> Colum
     return ColumnChunk(start, len(metas), writer.add(build_chunk([orjson.loads(m) for m in metas])))
 
 
+def _merge_start(chunks: tuple, end: int, added: int) -> tuple[list, int]:
+    """Where the next chunk starts when ``added`` records follow slot ``end``:
+    trailing chunks are merged into it while the one before is no larger (a
+    binary counter: O(log n) chunks, each record re-processed O(log n) times).
+    Returns the chunks kept and the first slot of the new chunk."""
+    kept = list(chunks)
+    start, count = end, added
+    while kept and kept[-1].count <= count:
+        last = kept.pop()
+        start, count = last.start, count + last.count
+    return kept, start
+
+
 def _append_columns(writer: RegionWriter, seg: SegmentMeta, view: SegmentView, new_metas: list[bytes]) -> tuple:
-    """The segment's column chunks with one for the new records; trailing chunks
-    are merged while the one before is no larger than the last (a binary
-    counter: O(log n) chunks, each record re-projected O(log n) times)."""
-    chunks = list(seg.columns)
-    covered = sum(c.count for c in chunks)
-    pending = [view.meta_bytes_at(slot) for slot in range(covered, seg.n)] + list(new_metas)
-    start = covered
-    while chunks and chunks[-1].count <= len(pending):
-        last = chunks.pop()
-        start = last.start
-        pending = [view.meta_bytes_at(slot) for slot in range(last.start, last.start + last.count)] + pending
-    chunks.append(_column_chunk(writer, start, pending))
-    return tuple(chunks)
+    """The segment's column chunks with one for the records not yet covered and the new ones."""
+    covered = sum(c.count for c in seg.columns)
+    kept, start = _merge_start(seg.columns, covered, seg.n - covered + len(new_metas))
+    metas = [view.meta_bytes_at(slot) for slot in range(start, seg.n)] + list(new_metas)
+    return (*kept, _column_chunk(writer, start, metas))
 
 
 def _append_postings(writer: RegionWriter, seg: SegmentMeta, view: SegmentView, new_rows: SparseRows) -> tuple:
-    """The segment's posting chunks with one for the new records, merged like
-    column chunks (a binary counter over chunk sizes)."""
-    chunks = list(seg.postings)
-    start = seg.n
-    rows = [new_rows]
-    count = len(new_rows)
-    while chunks and chunks[-1].count <= count:
-        last = chunks.pop()
-        start = last.start
-        count += last.count
-        rows.insert(0, SparseRows.from_list(view.vectors_at(list(range(last.start, last.start + last.count)))))
-    merged = SparseRows.concat(rows) if len(rows) > 1 else rows[0]
-    chunks.append(ColumnChunk(start, count, writer.add(encode_chunk(merged.offsets, merged.indices,
-                                                                     merged.values, start))))
-    return tuple(chunks)
+    """The segment's posting chunks with one for the new records, merged like column chunks."""
+    kept, start = _merge_start(seg.postings, seg.n, len(new_rows))
+    rows = SparseRows.concat([view.sparse_rows(start, seg.n), new_rows])
+    region = writer.add(encode_chunk(rows.offsets, rows.indices, rows.values, start))
+    return (*kept, ColumnChunk(start, seg.n - start + len(new_rows), region))
 
 
 def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta, view: SegmentView,

@@ -217,9 +217,6 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
     # Handlers are coroutines that call the Database directly: one worker runs
     # one request at a time on its event loop (measured: hopping to a thread
     # pool per request halved a worker's throughput); workers give parallelism.
-    def read(fn):
-        return fn()
-
     def write(fn):
         with db.transaction():
             return fn()
@@ -242,11 +239,11 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
 
     @app.get("/health")
     async def health():
-        return reply(read(lambda: {"status": "ok", "generation": db.generation}))
+        return reply({"status": "ok", "generation": db.generation})
 
     @app.get("/collections")
     async def list_collections():
-        return reply(read(lambda: {"collections": [describe(n) for n in db.list_collections()]}))
+        return reply({"collections": [describe(n) for n in db.list_collections()]})
 
     @app.post("/collections", status_code=201)
     async def create_collection(body: CreateCollection):
@@ -259,7 +256,7 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
 
     @app.get("/collections/{name}")
     async def get_collection(name: str):
-        return reply(read(lambda: describe(name)))
+        return reply(describe(name))
 
     @app.delete("/collections/{name}")
     async def drop_collection(name: str):
@@ -305,7 +302,7 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
                 out.append(None if e is None else {"id": e.id, "metadata": e.metadata,
                                                    **({"vector": vec_out(e.vector)} if body.include_vector else {})})
             return {"records": out}
-        return reply(read(op))
+        return reply(op())
 
     @app.post("/collections/{name}/search")
     async def search(name: str, body: Search):
@@ -326,16 +323,16 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
             return {"results": [[{"id": r.id, "distance": r.distance, "metadata": r.metadata,
                                   **({"vector": vec_out(r.vector)} if body.include_vector else {})}
                                  for r in row] for row in rows]}
-        return reply(read(op))
+        return reply(op())
 
     @app.post("/collections/{name}/count")
     async def count(name: str, body: Count):
-        return reply(read(lambda: {"count": coll(name).count(body.filter)}))
+        return reply({"count": coll(name).count(body.filter)})
 
     @app.post("/collections/{name}/find")
     async def find(name: str, body: Find):
-        return reply(read(lambda: {"records": [{"id": i, "metadata": m}
-                                               for i, m in coll(name).find(body.filter, body.limit)]}))
+        return reply({"records": [{"id": i, "metadata": m}
+                                  for i, m in coll(name).find(body.filter, body.limit)]})
 
     @app.post("/save")
     async def save():
@@ -343,7 +340,7 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
             if not db.read_only:
                 db.save()
             return {"generation": db.generation}
-        return reply(read(op))
+        return reply(op())
 
     return Guard(app, api_key, max_body)
 

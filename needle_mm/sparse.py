@@ -175,7 +175,11 @@ class SparseRows:
 
     @classmethod
     def concat(cls, parts: list["SparseRows"]) -> "SparseRows":
-        return cls.from_list([r for p in parts for r in p.rows()])
+        shifts = np.cumsum([0] + [p.indices.shape[0] for p in parts[:-1]]).astype(np.uint64)
+        offsets = np.concatenate([np.zeros(1, np.uint64)] + [p.offsets[1:].astype(np.uint64) + shift
+                                                             for p, shift in zip(parts, shifts)])
+        return cls(offsets, np.concatenate([p.indices for p in parts]).astype(np.uint32, copy=False),
+                   np.concatenate([p.values for p in parts]).astype(np.float32, copy=False))
 
     def row(self, i: int) -> SparseVector:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])

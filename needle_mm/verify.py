@@ -189,12 +189,9 @@ def _check_postings(view, where: str, problems: list[str]) -> None:
     """Each posting chunk equals, byte for byte, the one built from the CSR of its slots."""
     from ._format.postings import encode_chunk
 
-    off = view.sparse_offsets
     for chunk in view.meta.postings:
-        a, b = int(off[chunk.start]), int(off[chunk.start + chunk.count])
-        rows = off[chunk.start:chunk.start + chunk.count + 1] - off[chunk.start]
-        expected = encode_chunk(rows, np.asarray(view.sparse_indices[a:b]), np.asarray(view.sparse_values[a:b]),
-                                chunk.start)
+        rows = view.sparse_rows(chunk.start, chunk.start + chunk.count)
+        expected = encode_chunk(rows.offsets, rows.indices, rows.values, chunk.start)
         ref = chunk.region
         if bytes(view._buf[ref.offset:ref.offset + ref.length]) != expected:
             problems.append(f"{where}: posting chunk at slot {chunk.start} does not match the sparse records")

@@ -118,6 +118,17 @@ class SegmentView:
                                    f"{slot} [{a}, {b}) fall outside its {self.sparse_indices.shape[0]} entries")
         return SparseVector(self.sparse_indices[a:b].astype(np.uint32), self.sparse_values[a:b].astype(np.float32))
 
+    def sparse_rows(self, start: int, stop: int):
+        """Slots ``start .. stop-1`` of a sparse segment as SparseRows (views into the map)."""
+        from ..sparse import SparseRows
+
+        off = self.sparse_offsets[start:stop + 1].astype(np.uint64)
+        a, b = int(off[0]), int(off[-1])
+        if not 0 <= a <= b <= self.sparse_indices.shape[0] or np.any(np.diff(off.astype(np.int64)) < 0):
+            raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} sparse offsets of slots "
+                                   f"[{start}, {stop}) are not a monotone cover of its entries")
+        return SparseRows(off - off[0], self.sparse_indices[a:b], self.sparse_values[a:b])
+
     def vectors_at(self, slots: list[int]):
         """Vectors of several slots: ``[m, dim]`` float32, or a list of SparseVector."""
         if not self.sparse:
