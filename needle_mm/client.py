@@ -297,8 +297,11 @@ class RemoteCollection:
         for row in rows:
             results = []
             for r in row:
-                res = SearchResult(r["id"], r["distance"], _Decoded(r["metadata"]), 0,
-                                   _vector_in(r["vector"]) if include_vector else None)
+                if include_vector:
+                    res = SearchResult.with_vector(r["id"], r["distance"], _Decoded(r["metadata"]), 0,
+                                                   _vector_in(r["vector"]))
+                else:
+                    res = SearchResult(r["id"], r["distance"], _Decoded(r["metadata"]), 0)
                 res._meta = r["metadata"]
                 results.append(res)
             out.append(results)

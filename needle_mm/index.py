@@ -126,11 +126,13 @@ class VisitedPool(threading.local):
 _pools_lock = threading.Lock()
 
 
-def _pool(view) -> VisitedPool:
-    pool = view.__dict__.get("_visited_pool")
-    if pool is None:
+def _searcher(view) -> tuple[VisitedPool, tuple]:
+    """The search scratch pool of a segment view and the graph arguments every
+    search kernel call starts with, checked and built once per view (views are
+    immutable)."""
+    found = view.__dict__.get("_searcher")
+    if found is None:
         with _pools_lock:
-            pool = view.__dict__.setdefault("_visited_pool", VisitedPool(view.n))
             h = view.meta.hnsw
             if int(view.hnsw_levels[h.entry_point]) < h.max_level:
                 raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: the HNSW entry point's "
@@ -139,7 +141,11 @@ def _pool(view) -> VisitedPool:
             if int(offsets[-1]) != view.hnsw_upper_links.shape[0]:
                 raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: HNSW upper-layer offsets "
                                        f"do not match the upper links region")
-    return pool
+            graph_args = (view.vectors, view.norms)
+            graph_tail = (view.hnsw_links0, view.hnsw_levels, offsets, view.hnsw_upper_links, h.entry_point,
+                          h.max_level)
+            found = view.__dict__.setdefault("_searcher", (VisitedPool(view.n), graph_args, graph_tail))
+    return found
 
 
 PARALLEL_MIN_QUERIES = 4
@@ -147,25 +153,22 @@ PARALLEL_MIN_QUERIES = 4
 
 def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, excluded: np.ndarray,
                    k: int, ef: int, two_hop: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """HNSW top-k of each query in one segment: (distances[m, k], slots[m, k]).
+    """HNSW top-k of each query in one segment: (distances[m, k], slots[m, k]),
+    float64 distances as users get them (see ``kernels.search_knn``).
 
     ``two_hop``: the filter behind ``excluded`` rejects most nodes; walk the
     passing ones through two-hop links (``search_layer0_two_hop``)."""
-    pool = _pool(view)
-    h = view.meta.hnsw
+    pool, (vectors, norms), graph = _searcher(view)
     if queries.shape[0] >= PARALLEL_MIN_QUERIES:
         rows = min(numba.get_num_threads(), queries.shape[0])
         visited, tags, cand_d, cand_i = pool.get(rows)
-        d, i, status = kernels.search_knn_parallel(
-            view.vectors, view.norms, metric, view.hnsw_links0, view.hnsw_levels, view.hnsw_upper_offsets,
-            view.hnsw_upper_links, h.entry_point, h.max_level, queries, qnorms, excluded, k, max(ef, k),
-            visited[:rows], tags[:rows], cand_d[:rows], cand_i[:rows], two_hop)
+        d, i, status = kernels.search_knn_parallel(vectors, norms, metric, *graph, queries, qnorms, excluded, k,
+                                                   max(ef, k), visited[:rows], tags[:rows], cand_d[:rows],
+                                                   cand_i[:rows], two_hop)
     else:
         visited, tags, cand_d, cand_i = pool.get(1)
-        d, i, status = kernels.search_knn(
-            view.vectors, view.norms, metric, view.hnsw_links0, view.hnsw_levels, view.hnsw_upper_offsets,
-            view.hnsw_upper_links, h.entry_point, h.max_level, queries, qnorms, excluded, k, max(ef, k),
-            visited, tags, cand_d, cand_i, two_hop)
+        d, i, status = kernels.search_knn(vectors, norms, metric, *graph, queries, qnorms, excluded, k, max(ef, k),
+                                          visited, tags, cand_d, cand_i, two_hop)
     if status != kernels.STATUS_OK:
         raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: the HNSW graph names a node "
                                f"or layer that does not exist")

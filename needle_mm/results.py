@@ -39,24 +39,40 @@ class SearchResult:
     Metadata is decoded on first access, so callers that only read ids and
     distances never pay for JSON decoding. ``vector`` is set when the search
     was asked for vectors (``include_vector=True``), else ``None``.
+
+    Built once per hit on the search hot path, so construction sets only what
+    every hit has (``_meta`` stays unset until read; ``vector`` is a class
+    default, carried per instance by :meth:`with_vector`'s subclass).
     """
 
-    __slots__ = ("id", "distance", "vector", "_source", "_slot", "_meta")
+    __slots__ = ("id", "distance", "_source", "_slot", "_meta")
+    vector: np.ndarray | None = None
 
-    def __init__(self, id: str, distance: float, source: Any, slot: int,
-                 vector: np.ndarray | None = None):
+    def __init__(self, id: str, distance: float, source: Any, slot: int):
         self.id = id
         self.distance = distance
-        self.vector = vector
         self._source = source  # anything with meta_bytes_at(slot)
         self._slot = slot
-        self._meta = None
+
+    @staticmethod
+    def with_vector(id: str, distance: float, source: Any, slot: int, vector) -> "SearchResult":
+        return _SearchResultWithVector(id, distance, source, slot, vector)
 
     @property
     def metadata(self) -> dict[str, Any]:
-        if self._meta is None:
-            self._meta = orjson.loads(self._source.meta_bytes_at(self._slot))
-        return self._meta
+        try:
+            return self._meta
+        except AttributeError:
+            meta = self._meta = orjson.loads(self._source.meta_bytes_at(self._slot))
+            return meta
 
     def __repr__(self) -> str:
         return f"SearchResult(id={self.id!r}, distance={self.distance:.6g})"
+
+
+class _SearchResultWithVector(SearchResult):
+    __slots__ = ("vector",)
+
+    def __init__(self, id: str, distance: float, source: Any, slot: int, vector):
+        SearchResult.__init__(self, id, distance, source, slot)
+        self.vector = vector

@@ -9,6 +9,7 @@ bitmap per source, the one convention every kernel shares.
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -145,8 +146,8 @@ def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: i
         else:
             vectors, norms = source.dense_arrays()
             dist, slot = exact_topk(vectors, norms, queries, qnorms, metric, f.excluded, k, f.rows)
-        if metric == METRIC_EUCLIDEAN:  # kernels rank by squared L2; users get the distance
-            dist = np.sqrt(dist.astype(np.float64))
+            if metric == METRIC_EUCLIDEAN:  # this kernel ranks by squared L2; users get the distance
+                dist = np.sqrt(dist.astype(np.float64))
         found.append((dist, slot))
     return merge(srcs, found, k, include_vector)
 
@@ -155,39 +156,51 @@ def merge(srcs, found, k: int, include_vector: bool) -> list[list[SearchResult]]
     """One result list per query from each source's ``(distances[m, k], slots[m, k])``
     (ascending, slot -1 past the end): merged exactly, ids gathered in bulk."""
     if len(found) == 1:
-        dist, slot = found[0]
-        src = None
-    else:
-        dist = np.concatenate([f[0] for f in found], axis=1)
-        slot = np.concatenate([f[1] for f in found], axis=1)
-        src = np.repeat(np.arange(len(found), dtype=np.int32), [f[1].shape[1] for f in found])
-        src = np.broadcast_to(src[None, :], slot.shape)
-        order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-        dist = np.take_along_axis(dist, order, axis=1)
-        slot = np.take_along_axis(slot, order, axis=1)
-        src = np.take_along_axis(src, order, axis=1)
-    dists, slots = dist.tolist(), slot.tolist()
-    if src is None:
-        source = srcs[0][0]
-        return [_row(source, drow, srow, k, include_vector) for drow, srow in zip(dists, slots)]
+        return _rows_of_one_source(srcs[0][0], *found[0], include_vector)
+    dist = np.concatenate([f[0] for f in found], axis=1)
+    slot = np.concatenate([f[1] for f in found], axis=1)
+    src = np.repeat(np.arange(len(found), dtype=np.int32), [f[1].shape[1] for f in found])
+    src = np.broadcast_to(src[None, :], slot.shape)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    dists = np.take_along_axis(dist, order, axis=1).tolist()
+    slots = np.take_along_axis(slot, order, axis=1).tolist()
     results = []
-    for drow, srow, irow in zip(dists, slots, src.tolist()):
+    for drow, srow, irow in zip(dists, slots, np.take_along_axis(src, order, axis=1).tolist()):
         count = k - srow.count(-1)
         row = []
         for j in range(count):
             source, s = srcs[irow[j]][0], srow[j]
-            vec = source.vector_at(s) if include_vector else None
-            row.append(SearchResult(source.id_at(s), drow[j], source, s, vec))
+            if include_vector:
+                row.append(SearchResult.with_vector(source.id_at(s), drow[j], source, s, source.vector_at(s)))
+            else:
+                row.append(SearchResult(source.id_at(s), drow[j], source, s))
         results.append(row)
     return results
 
 
-def _row(source, dists: list[float], slots: list[int], k: int, include_vector: bool) -> list[SearchResult]:
-    """The results of one query from one source (slots of -1 pad the tail)."""
-    if slots and slots[-1] == -1:
-        count = k - slots.count(-1)
-        dists, slots = dists[:count], slots[:count]
-    ids = source.ids_at(slots)
+def _rows_of_one_source(source, dist: np.ndarray, slot: np.ndarray, include_vector: bool) -> list[list[SearchResult]]:
+    """The result lists of one source's ``(distances[m, w], slots[m, w])``: the
+    common case, built for all queries at once (one id gather, one map)."""
+    w = slot.shape[1]
+    dists, slots = dist.ravel().tolist(), slot.ravel().tolist()
+    if slot.shape[0] == 1:  # one query: slicing ids in Python beats a kernel call's fixed cost (measured)
+        if -1 in slots:
+            count = w - slots.count(-1)
+            dists, slots = dists[:count], slots[:count]
+        if include_vector:
+            return [[SearchResult.with_vector(i, d, source, s, source.vector_at(s))
+                     for i, d, s in zip(source.ids_at(slots), dists, slots)]]
+        return [list(map(SearchResult, source.ids_at(slots), dists, repeat(source), slots))]
+    ids = source.ids_of(slot)
     if include_vector:
-        return [SearchResult(i, d, source, s, source.vector_at(s)) for i, d, s in zip(ids, dists, slots)]
-    return [SearchResult(i, d, source, s) for i, d, s in zip(ids, dists, slots)]
+        flat = [SearchResult.with_vector(i, d, source, s, source.vector_at(s)) if s >= 0 else None
+                for i, d, s in zip(ids, dists, slots)]
+    else:
+        flat = list(map(SearchResult, ids, dists, repeat(source), slots))
+    rows = [flat[j:j + w] for j in range(0, len(flat), w)]
+    if -1 in slots:  # fewer than w results somewhere: slots of -1 pad the tail of a row
+        for r in range(len(rows)):
+            pad = slots[r * w:(r + 1) * w].count(-1)
+            if pad:
+                rows[r] = rows[r][:w - pad]
+    return rows

@@ -47,10 +47,6 @@ def read_superblocks(io: FileIO) -> tuple[Superblock, bytes]:
     return sb, raws[sb.generation % 2]
 
 
-def next_slot_bytes(io: FileIO, generation: int) -> bytes:
-    return io.pread(SUPERBLOCK_DTYPE.itemsize, SUPERBLOCK_OFFSETS[generation % 2])
-
-
 @dataclass
 class Mapping:
     """A read-only map of the first ``length`` bytes of the file."""
@@ -105,8 +101,13 @@ class Snapshot:
         return cls(io, sb, catalog, mapping, next_slot)
 
     def is_current(self) -> bool:
-        """False when a newer generation may have been committed since (one pread)."""
-        return next_slot_bytes(self.io, self.generation) == self.next_slot
+        """False when a newer generation may have been committed since.
+
+        Read through the map, not with a pread (a system call per search): a
+        shared file map shows other processes' writes as they land, and the
+        superblocks lie below DATA_START, which every valid file exceeds."""
+        start = SUPERBLOCK_OFFSETS[self.generation % 2]  # generation g+1 goes to slot g mod 2
+        return self.mapping.buffer[start:start + SUPERBLOCK_DTYPE.itemsize] == self.next_slot
 
     def collection(self, name: str) -> CollectionMeta | None:
         return self.catalog.collections.get(name)

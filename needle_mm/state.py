@@ -103,6 +103,11 @@ class PendingRecords:
         ids = self.ids
         return [ids[p] for p in positions]
 
+    def ids_of(self, positions: np.ndarray) -> list[str]:
+        """As ``SegmentView.ids_of``: ids of an int64 array of positions, ``""`` for -1."""
+        ids = self.ids
+        return [ids[p] if p >= 0 else "" for p in positions.ravel().tolist()]
+
     meta = None  # pending records have no committed segment descriptor (and no graph)
 
     def dense_arrays(self) -> tuple[np.ndarray, np.ndarray]:

