@@ -30,7 +30,7 @@ def _cmd_info(args) -> int:
         for name in db.list_collections():
             meta = snap.collection(name)
             print(f"  {name}: {meta.count} records, {meta.kind}, dim {meta.dim}, distance {meta.distance}, "
-                  f"{len(meta.segments)} segments")
+                  f"dtype {meta.dtype}, {len(meta.segments)} segments")
     return 0
 
 
@@ -90,7 +90,8 @@ def _cmd_import(args) -> int:
 
     options = dict(into=args.into, batch_size=args.batch_size, save_every=args.save_every, resume=args.resume,
                    verify=args.verify, progress=not args.no_progress, distance=args.distance)
-    options.update({k: v for k, v in (("m", args.m), ("ef_construction", args.ef_construction)) if v is not None})
+    options.update({k: v for k, v in (("m", args.m), ("ef_construction", args.ef_construction),
+                                      ("dtype", args.dtype)) if v is not None})
     a = args
     if a.source == "chroma":
         report = importers.from_chroma(a.file, a.collection, path=a.path, host=a.host, port=a.port, **options)
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="for a new collection, when the source does not record one")
         q.add_argument("--m", type=int, help="HNSW M of a new collection")
         q.add_argument("--ef-construction", type=int, help="HNSW ef_construction of a new collection")
+        q.add_argument("--dtype", choices=("f32", "f16"), help="vector storage of a new collection (default f32)")
         q.add_argument("--batch-size", type=int, default=1000)
         q.add_argument("--save-every", type=int, default=10_000, help="records between checkpoints")
         q.add_argument("--resume", action="store_true", help="continue an interrupted import of the same source")
@@ -199,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--m", type=int, help="new HNSW M (default: keep each collection's)")
     p.add_argument("--ef-construction", type=int, help="new ef_construction")
     p.add_argument("--ef-search", type=int, help="new default ef_search")
-    p.add_argument("--dtype", help="storage dtype (format version 1 stores f32 only)")
+    p.add_argument("--dtype", choices=("f32", "f16"),
+                   help="vector storage of dense collections: f16 halves file and memory (default: keep)")
     p.add_argument("--out", help="write the new file here and leave FILE alone")
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")
     p.set_defaults(func=_cmd_rebuild)

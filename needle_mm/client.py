@@ -172,7 +172,7 @@ class Client:
         self._call("POST", "/collections", {
             "name": name, "dimension": config.dimension, "distance": config.distance.value, "m": config.m,
             "ef_construction": config.ef_construction, "ef_search": config.ef_search, "seed": config.seed,
-            "sparse": config.sparse})
+            "sparse": config.sparse, "dtype": config.dtype})
         return RemoteCollection(self, name)
 
     def collection(self, name: str) -> "RemoteCollection":
@@ -222,7 +222,7 @@ class RemoteCollection:
     def config(self) -> CollectionConfig:
         i = self._describe()
         return CollectionConfig(i["dimension"], DistanceFunction(i["distance"]), i["m"], i["ef_construction"],
-                                i["ef_search"], i["seed"], sparse=i["sparse"])
+                                i["ef_search"], i["seed"], sparse=i["sparse"], dtype=i["dtype"])
 
     @property
     def dimension(self) -> int:

@@ -50,7 +50,7 @@ class Collection:
         meta = self._state().meta
         h = meta.hnsw
         return CollectionConfig(meta.dim, DistanceFunction(meta.distance), h.m, h.ef_construction,
-                                h.ef_search, h.seed, sparse=meta.kind == "sparse")
+                                h.ef_search, h.seed, sparse=meta.kind == "sparse", dtype=meta.dtype)
 
     @property
     def sparse(self) -> bool:
@@ -85,6 +85,8 @@ class Collection:
             metas = [validation.metadata(m) for m in metadatas]
         if sparse:
             return state, ids, ids_utf8, matrix, np.zeros(len(ids), dtype=np.float32), metas
+        if state.meta.dtype == "f16":
+            matrix = validation.half_precision(matrix, what)
         norms = validation.norms(matrix, what)
         if state.meta.distance == "cosine":
             validation.require_nonzero(norms, what)

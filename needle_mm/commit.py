@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import orjson
 
-from ._format.catalog import Catalog, CollectionMeta, ColumnChunk, RegionRef, SegmentMeta
+from ._format.catalog import VECTOR_DTYPES, Catalog, CollectionMeta, ColumnChunk, RegionRef, SegmentMeta
 from ._format.header import align_up
 from ._format.segment import SegmentView, concat_with_offsets, id_hashes
 from ._kernels import METRIC_CODES
@@ -146,7 +146,7 @@ def _merged_id_index(view: SegmentView, new_hashes: np.ndarray) -> tuple[np.ndar
     return hashes, slots
 
 
-def _per_record_parts(recs: Records, bases: dict[str, int]) -> dict[str, bytes]:
+def _per_record_parts(recs: Records, bases: dict[str, int], dtype: str) -> dict[str, bytes]:
     """The appended bytes of each growable region for these records (offsets
     arrays without their leading 0, shifted by the used length of their blob)."""
     id_off, id_blob = concat_with_offsets(recs.ids)
@@ -165,7 +165,7 @@ def _per_record_parts(recs: Records, bases: dict[str, int]) -> dict[str, bytes]:
         parts["sparse_indices"] = rows.indices.astype("<u4").tobytes()
         parts["sparse_values"] = rows.values.astype("<f4").tobytes()
     else:
-        parts["vectors"] = np.ascontiguousarray(recs.vectors, dtype="<f4").tobytes()
+        parts["vectors"] = np.ascontiguousarray(recs.vectors, dtype=VECTOR_DTYPES[dtype]).tobytes()
         parts["norms"] = np.ascontiguousarray(recs.norms, dtype="<f4").tobytes()
     return parts
 
@@ -178,16 +178,16 @@ def _graph_regions(writer: RegionWriter, graph: Graph) -> dict[str, RegionRef]:
     }
 
 
-def _row_bytes(name: str, dim: int) -> int:
-    return {"vectors": 4 * dim, "norms": 4, "id_offsets": 8, "meta_offsets": 8, "meta_crc": 4,
-            "hnsw_levels": 1, "sparse_offsets": 8}[name]
+def _row_bytes(name: str, dim: int, dtype: str) -> int:
+    return {"vectors": np.dtype(VECTOR_DTYPES[dtype]).itemsize * dim, "norms": 4, "id_offsets": 8,
+            "meta_offsets": 8, "meta_crc": 4, "hnsw_levels": 1, "sparse_offsets": 8}[name]
 
 
 def new_segment(writer: RegionWriter, meta: CollectionMeta, segment_id: int, generation: int,
                 recs: Records) -> SegmentMeta:
     """A segment holding ``recs`` and its index (an HNSW graph, or posting lists) built from scratch."""
     n = len(recs)
-    parts = _per_record_parts(recs, {})
+    parts = _per_record_parts(recs, {}, meta.dtype)
     graph = None
     if meta.kind == "dense":
         h = meta.hnsw
@@ -253,7 +253,7 @@ def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta,
                    tombstones: np.ndarray | None, generation: int, recs: Records) -> SegmentMeta:
     """``seg`` with ``recs`` appended and added to its index (graph or posting lists)."""
     n_old, n = seg.n, seg.n + len(recs)
-    parts = _per_record_parts(recs, {name: seg.regions[name].length for name in _BLOBS[meta.kind]})
+    parts = _per_record_parts(recs, {name: seg.regions[name].length for name in _BLOBS[meta.kind]}, meta.dtype)
     graph = None
     if meta.kind == "dense":
         h = meta.hnsw
@@ -273,7 +273,7 @@ def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta,
     for name in _FIXED_GROWABLE[meta.kind]:
         ref = regions[name]
         if relocate:
-            extra = _row_bytes(name, meta.dim)
+            extra = _row_bytes(name, meta.dim, meta.dtype)
             old = bytes(view._buf[ref.offset:ref.offset + ref.length])
             lead = extra if name in _OFFSETS else 0
             regions[name] = writer.add(old + parts[name], reserve=capacity * extra + lead)

@@ -74,6 +74,10 @@ class CollectionConfig:
         Store sparse vectors (``{"indices": [...], "values": [...]}``) searched
         exactly by dot product (``DotProduct`` only; ``dimension`` up to
         2**32 - 1, e.g. a vocabulary size). The HNSW parameters are unused.
+    dtype : str
+        How vectors are stored: ``"f32"`` (default, exactly as given) or
+        ``"f16"`` (half the file and memory; values rounded to float16, whose
+        range is ±65504; search reads them widened to float32). Dense only.
     """
 
     dimension: int
@@ -83,6 +87,7 @@ class CollectionConfig:
     ef_search: int = 64
     seed: int = 0
     sparse: bool = False
+    dtype: str = "f32"
 
     def __post_init__(self):
         if not isinstance(self.sparse, bool):
@@ -97,3 +102,7 @@ class CollectionConfig:
         _positive_int("ef_construction", self.ef_construction, 1, 1 << 20)
         _positive_int("ef_search", self.ef_search, 1, 1 << 20)
         _positive_int("seed", self.seed, 0, 2**62)
+        if self.dtype not in ("f32", "f16"):
+            raise InvalidConfigError(f"dtype must be 'f32' or 'f16', got {self.dtype!r}")
+        if self.sparse and self.dtype != "f32":
+            raise InvalidConfigError("sparse collections store float32 values: dtype must be 'f32'")

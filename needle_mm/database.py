@@ -231,7 +231,7 @@ class Database:
         if name in self._names():
             raise CollectionExistsError(f"collection {name!r} already exists in {self.path!r}")
         meta = CollectionMeta(
-            name=name, dim=config.dimension, distance=config.distance.value,
+            name=name, dim=config.dimension, distance=config.distance.value, dtype=config.dtype,
             kind="sparse" if config.sparse else "dense",
             hnsw=HnswParams(config.m, config.ef_construction, config.ef_search, config.seed),
         )

@@ -57,34 +57,45 @@ class RebuildReport:
 
 def _check_params(m, ef_construction, ef_search, dtype) -> None:
     if dtype is not None and dtype not in DTYPES:
-        raise InvalidArgumentError(f"storage dtype {dtype!r} is not supported by format version 1 "
-                                   f"(supported: {', '.join(DTYPES)})")
+        raise InvalidArgumentError(f"storage dtype {dtype!r} is not supported (supported: {', '.join(DTYPES)})")
     for name, value in (("m", m), ("ef_construction", ef_construction), ("ef_search", ef_search)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _write_copy(src, dst_path: str, m, ef_construction, ef_search) -> dict[str, int]:
-    """Every live record of every collection of ``src`` into a new file at ``dst_path``."""
+def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype) -> dict[str, int]:
+    """Every live record of every collection of ``src`` into a new file at ``dst_path``
+    (``dtype`` applies to dense collections; sparse ones keep float32 values).
+
+    If a record cannot be copied (an f32 value beyond float16's range under
+    ``dtype="f16"``), the new file is removed and the error raised: ``src``
+    is never touched."""
     from .database import Database
 
     counts = {}
-    with Database.open(dst_path) as dst:
-        for name in src.list_collections():
-            source = src.collection(name)
-            old = source.config
-            config = CollectionConfig(old.dimension, DistanceFunction(old.distance),
-                                      m=m or old.m, ef_construction=ef_construction or old.ef_construction,
-                                      ef_search=ef_search or old.ef_search, seed=old.seed, sparse=old.sparse)
-            target = dst.create_collection_with_config(name, config)
-            state = dst._writable_state(name)
-            state.property_changes = dict(src._state(name).properties())
-            n = 0
-            for ids, vectors, metas in records(source, batch=65536):
-                target.insert_many(ids, vectors, [orjson.loads(meta) for meta in metas])
-                n += len(ids)
-            counts[name] = n
-        # One save: one segment and one graph per collection.
+    try:
+        with Database.open(dst_path) as dst:
+            for name in src.list_collections():
+                source = src.collection(name)
+                old = source.config
+                config = CollectionConfig(old.dimension, DistanceFunction(old.distance),
+                                          m=m or old.m, ef_construction=ef_construction or old.ef_construction,
+                                          ef_search=ef_search or old.ef_search, seed=old.seed, sparse=old.sparse,
+                                          dtype=old.dtype if old.sparse or dtype is None else dtype)
+                target = dst.create_collection_with_config(name, config)
+                state = dst._writable_state(name)
+                state.property_changes = dict(src._state(name).properties())
+                n = 0
+                for ids, vectors, metas in records(source, batch=65536):
+                    target.insert_many(ids, vectors, [orjson.loads(meta) for meta in metas])
+                    n += len(ids)
+                counts[name] = n
+            # One save: one segment and one graph per collection.
+    except BaseException:
+        for leftover in (dst_path, dst_path + ".lock"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        raise
     os.remove(dst_path + ".lock")
     return counts
 
@@ -110,7 +121,7 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
         if os.path.exists(out):
             raise InvalidArgumentError(f"{out!r} already exists; rebuild --out writes a new file")
         with Database.open(path, read_only=True, auto_refresh=False) as src:
-            counts = _write_copy(src, out, m, ef_construction, ef_search)
+            counts = _write_copy(src, out, m, ef_construction, ef_search, dtype)
         return RebuildReport(out, counts, bytes_before, os.path.getsize(out), time.perf_counter() - started, False)
 
     tmp = f"{path}.rebuild-{os.getpid()}"
@@ -120,7 +131,7 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
             for stale in (tmp, tmp + ".lock"):
                 if os.path.exists(stale):
                     os.remove(stale)
-            counts = _write_copy(old, tmp, m, ef_construction, ef_search)
+            counts = _write_copy(old, tmp, m, ef_construction, ef_search, dtype)
             with old._lock:
                 if read_superblock(old._io).generation != generation or old._path_inode() != old._io.inode():
                     old.refresh()

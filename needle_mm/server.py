@@ -142,6 +142,7 @@ class CreateCollection(Model):
     ef_search: int = 64
     seed: int = 0
     sparse: bool = False
+    dtype: str = "f32"
 
 
 class Records(Model):
@@ -228,7 +229,7 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
         c = db.collection(name)
         cfg = c.config
         return {"name": name, "dimension": cfg.dimension, "distance": cfg.distance.value, "sparse": cfg.sparse,
-                "m": cfg.m, "ef_construction": cfg.ef_construction, "ef_search": cfg.ef_search,
+                "dtype": cfg.dtype, "m": cfg.m, "ef_construction": cfg.ef_construction, "ef_search": cfg.ef_search,
                 "seed": cfg.seed, "count": c.count()}
 
     def vec_out(v):
@@ -250,7 +251,7 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
         def op():
             db.create_collection(body.name, body.dimension, body.distance, m=body.m,
                                  ef_construction=body.ef_construction, ef_search=body.ef_search,
-                                 seed=body.seed, sparse=body.sparse)
+                                 seed=body.seed, sparse=body.sparse, dtype=body.dtype)
             return describe(body.name)
         return reply(write(op), 201)
 

@@ -116,6 +116,7 @@ class Snapshot:
         views = self._views.get(name)
         if views is None:
             meta = self.catalog.collections[name]
-            views = [SegmentView(self.mapping.buffer, s, meta.dim, meta.hnsw.m, self.io.path) for s in meta.segments]
+            views = [SegmentView(self.mapping.buffer, s, meta.dim, meta.hnsw.m, self.io.path, meta.dtype)
+                     for s in meta.segments]
             self._views[name] = views
         return views

@@ -58,6 +58,19 @@ def matrix(value: Any, dim: int, what: str = "vectors") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def half_precision(arr: np.ndarray, what: str = "vectors") -> np.ndarray:
+    """``arr`` rounded to float16 as an ``f16`` collection stores it (kept as
+    float32 until written, so pending and committed records rank alike);
+    values beyond float16's range are refused, not stored as infinity."""
+    with np.errstate(over="ignore"):
+        half = arr.astype(np.float16)
+    bad = ~np.isfinite(half).all(axis=1)
+    if bad.any():
+        raise InvalidVectorError(f"{what} row {int(np.flatnonzero(bad)[0])} has values beyond float16's range "
+                                 f"(±65504): this collection stores its vectors as f16")
+    return half.astype(np.float32)
+
+
 def _as_float_array(value: Any, what: str) -> np.ndarray:
     if isinstance(value, np.ndarray):
         arr = value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -277,3 +279,55 @@ def test_refresh_picks_up_other_writer_and_keeps_pending(db_path):
     with needle.Database.open(db_path, read_only=True) as fresh:
         c = fresh.collection("c")
         assert sorted(i for i, _ in c.find()) == ["mine-pending", "theirs"]
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean", "dot"])
+def test_f16_collections_store_rounded_vectors_and_search_them_exactly(tmp_path, distance):
+    """dtype="f16" (SPEC §5.8): get() and every search see the float16-rounded
+    vector, whether the record is pending or committed, in this process or another."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 48)).astype(np.float32) * 3
+    rounded = x.astype(np.float16).astype(np.float32)
+    half_path, full_path = str(tmp_path / "half.needle"), str(tmp_path / "full.needle")
+    for path, dtype in ((half_path, "f16"), (full_path, "f32")):
+        with needle.Database.open(path) as db:
+            c = db.create_collection("c", 48, distance, dtype=dtype)
+            c.insert_many([str(i) for i in range(300)], x[:300])
+    db = needle.Database.open(half_path)
+    c = db.collection("c")
+    assert c.config.dtype == "f16"
+    c.insert_many([str(i) for i in range(300, 400)], x[300:])  # pending, beside the committed 300
+    for i in (0, 299, 300, 399):
+        assert np.array_equal(c.get(str(i)).vector, rounded[i]) and c.get(str(i)).vector.dtype == np.float32
+    for q in x[:5] + 0.01:
+        order, dist = brute_force(rounded, q, 10, distance)
+        found = c.search(q, 10, exact=True)
+        assert [r.id for r in found] == [str(j) for j in order]
+        np.testing.assert_allclose([r.distance for r in found], dist, rtol=1e-4, atol=1e-4)
+        assert len({r.id for r in c.search(q, 10)} & {str(j) for j in order}) >= 9
+    db.save()
+    out = run_python("""
+        import sys, numpy as np, needle_mm as needle
+        c = needle.Database.open(sys.argv[1], read_only=True).collection("c")
+        print(c.count(), c.get("350").vector.tobytes().hex())
+    """, half_path)
+    assert out.stdout.split() == ["400", rounded[350].tobytes().hex()]
+    db.close()
+    with needle.Database.open(full_path) as full:  # the same two commits in float32
+        full.collection("c").insert_many([str(i) for i in range(300, 400)], x[300:])
+    assert os.path.getsize(half_path) < 0.75 * os.path.getsize(full_path)
+
+
+def test_f16_refuses_what_it_cannot_hold_and_keeps_what_it_has(db_path):
+    db, coll = make(db_path, 2, "euclidean", dtype="f16")
+    coll.insert("a", [1, 2])
+    db.save()
+    with pytest.raises(needle.InvalidVectorError, match="beyond float16's range"):
+        coll.insert_many(["b", "c"], [[1, 2], [7e4, 0]])
+    with pytest.raises(needle.InvalidVectorError, match="beyond float16's range"):
+        coll.upsert("a", [-1e5, 0])
+    assert coll.count() == 1 and coll.get("a").vector.tolist() == [1, 2]
+    with pytest.raises(needle.InvalidConfigError, match="dtype must be 'f32' or 'f16'"):
+        db.create_collection("x", 2, dtype="int8")
+    with pytest.raises(needle.InvalidConfigError, match="sparse collections store float32"):
+        db.create_collection("y", 2, "dot", sparse=True, dtype="f16")

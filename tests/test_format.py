@@ -23,7 +23,7 @@ def load_json(path):
 
 
 def test_golden_files_exist():
-    assert {"empty", "basic", "deletes", "columns", "sparse"} <= set(GOLDEN)
+    assert {"empty", "basic", "deletes", "columns", "sparse", "half"} <= set(GOLDEN)
 
 
 @pytest.mark.parametrize("name", GOLDEN)
@@ -42,6 +42,7 @@ def test_golden_file_reads_as_dumped(name, tmp_path):
                      "hnsw": s.hnsw.to_json() if s.hnsw else None} for s in db._snapshot.collection(cname).segments]
             assert segs == cwant["segments"]
             assert c.dimension == cwant["dim"] and c.distance.value == cwant["distance"]
+            assert c.config.dtype == cwant.get("dtype", "f32")  # f16 vectors: SPEC §5.1
             for id, rec in cwant["records"].items():
                 e = c.get(id)
                 assert e.metadata == rec["metadata"]
@@ -88,3 +89,26 @@ def test_spec_tables_match_layout():
             assert f"| `{name}`" in spec, name
     for fp in layout["commit_failpoints"]:
         assert f"`{fp}`" in spec, fp
+
+
+def test_catalog_format_says_what_a_reader_must_understand(tmp_path):
+    """f16 vectors need catalog format 3 (SPEC §4): a catalog that holds them
+    under a lower format is corrupt, and a format above 3 is refused as newer."""
+    from needle_mm._format.catalog import decode_catalog
+    from needle_mm._format.header import crc32
+    from needle_mm.errors import CorruptFileError, UnsupportedVersionError
+
+    path = tmp_path / "half.needle"
+    shutil.copy(os.path.join(FORMAT, "golden", "half.needle"), path)
+    with needle.Database.open(path, read_only=True) as db:
+        sb = db._snapshot.superblock
+    with open(path, "rb") as f:
+        f.seek(sb.catalog_offset)
+        raw = f.read(sb.catalog_length)
+    assert raw.startswith(b'{"format":3,')
+    decode_catalog(raw, crc32(raw), sb.generation, sb.file_length, str(path))
+    for fmt, error, message in ((b"2", CorruptFileError, "cannot hold"), (b"1", CorruptFileError, "cannot hold"),
+                                (b"4", UnsupportedVersionError, "newer needle_mm")):
+        bad = raw.replace(b'{"format":3,', b'{"format":' + fmt + b",", 1)
+        with pytest.raises(error, match=message):
+            decode_catalog(bad, crc32(bad), sb.generation, sb.file_length, str(path))

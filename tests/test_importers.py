@@ -274,3 +274,17 @@ def test_bad_records_stop_the_import_and_keep_its_checkpoints(tmp_path, records)
         importers.from_npy(path, *_npy_source(tmp_path, records)[2:3], into="bad", resume=True, progress=False)
     assert len(_contents(path, "bad")) == 400
     assert os.path.exists(path)
+
+
+def test_import_into_an_f16_collection_verifies_against_the_rounded_source(tmp_path, records):
+    """`needle import ... --dtype f16`: a new collection stores half floats, and
+    --verify compares the source rounded as the collection stores it."""
+    ids, vectors, metas, _ = records
+    path = str(tmp_path / "v.needle")
+    out = needle_cmd("import", *_npy_source(tmp_path, records), "--dtype", "f16", "--verify", path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "100/100 equal" in out.stdout
+    with needle.Database.open(path, read_only=True) as db:
+        c = db.collection("v")
+        assert c.config.dtype == "f16" and c.count() == len(ids)
+        assert np.array_equal(c.get(ids[7]).vector, np.asarray(vectors[7], dtype=np.float16).astype(np.float32))

@@ -122,10 +122,59 @@ def test_rebuild_out_leaves_the_source_alone_and_rejects_bad_options(tmp_path):
     out = needle_cmd("rebuild", path, "--out", str(tmp_path / "new.needle"), "--m", "20")
     assert out.returncode == 0, out.stderr
     assert _bytes(path) == raw and verify_file(str(tmp_path / "new.needle")).ok
-    bad = needle_cmd("rebuild", path, "--dtype", "f16")
-    assert bad.returncode == 2 and "dtype 'f16' is not supported" in bad.stderr
+    bad = needle_cmd("rebuild", path, "--dtype", "f8")
+    assert bad.returncode == 2 and "invalid choice: 'f8'" in bad.stderr
+    with pytest.raises(InvalidArgumentError, match="dtype 'bf16' is not supported"):
+        rebuild(path, dtype="bf16")
     with pytest.raises(InvalidArgumentError, match="already exists"):
         rebuild(path, str(tmp_path / "new.needle"))
     with pytest.raises(InvalidArgumentError, match="m must be a positive integer"):
         rebuild(path, m=0)
     assert _bytes(path) == raw
+
+
+def test_rebuild_to_f16_halves_the_vectors_and_keeps_every_record(tmp_path):
+    """`needle rebuild --dtype f16`: dense collections store half floats (the
+    records' vectors rounded to float16, nothing else changed), sparse ones keep
+    float32; the file is smaller, verifies, and searches as well."""
+    path = str(tmp_path / "v.needle")
+    _churned_file(path)
+    with needle.Database.open(path) as db:
+        db.create_collection("terms", 1000, "dot", sparse=True).insert("t", {"indices": [3, 9], "values": [0.5, 2.0]})
+    with needle.Database.open(path, read_only=True) as db:
+        before = {name: _contents(db, name) for name in ("docs", "other")}
+        queries = np.random.default_rng(1).standard_normal((20, 24)).astype(np.float32)
+        exact = [[r.id for r in row] for row in db.collection("docs").search_batch(queries, 10, exact=True)]
+    size_before = os.path.getsize(path)
+    out = needle_cmd("rebuild", path, "--dtype", "f16")
+    assert out.returncode == 0, out.stderr
+    assert verify_file(path).ok and os.path.getsize(path) < size_before
+    info = needle_cmd("info", path)
+    assert "docs: " in info.stdout and "dtype f16" in info.stdout.split("docs: ")[1].split("\n")[0]
+    with needle.Database.open(path, read_only=True) as db:
+        assert db._snapshot.catalog.encode().startswith(b'{"format":3')
+        assert [db.collection(n).config.dtype for n in ("docs", "other", "terms")] == ["f16", "f16", "f32"]
+        for name, records in before.items():
+            after = _contents(db, name)
+            assert after.keys() == records.keys()
+            for i, (vec, meta) in records.items():
+                stored = np.frombuffer(vec, dtype=np.float32)
+                assert after[i][1] == meta
+                assert np.frombuffer(after[i][0], dtype=np.float32).tolist() == \
+                    stored.astype(np.float16).astype(np.float32).tolist()
+        docs = db.collection("docs")
+        graph = [[r.id for r in row] for row in docs.search_batch(queries, 10)]
+        assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(graph, exact)]) >= 0.9
+        assert db.collection("terms").get("t").vector.to_dict() == {"indices": [3, 9], "values": [0.5, 2.0]}
+        assert db.collection("terms").search({"indices": [9], "values": [1.0]}, 1)[0].id == "t"
+
+
+def test_rebuild_to_f16_refuses_values_beyond_its_range_and_leaves_the_file_alone(tmp_path):
+    path = str(tmp_path / "v.needle")
+    with needle.Database.open(path) as db:
+        db.create_collection("c", 2, "euclidean").insert_many(["ok", "huge"], [[1, 2], [1e6, 0]])
+    raw = _bytes(path)
+    out = needle_cmd("rebuild", path, "--dtype", "f16")
+    assert out.returncode != 0 and "beyond float16's range" in out.stderr
+    assert _bytes(path) == raw
+    assert sorted(os.listdir(tmp_path)) == ["v.needle", "v.needle.lock"]

@@ -99,19 +99,20 @@ def at_recall(rows: list[dict], target: float = 0.95) -> dict | None:
 # ---------------------------------------------------------------- engines
 
 
-def bench_needle(x, q, gt, metric, tmp) -> dict:
+def bench_needle(x, q, gt, metric, tmp, dtype: str = "f32") -> dict:
     dist = {"cosine": "cosine", "euclidean": "euclidean"}[metric]
-    path = os.path.join(tmp, f"needle-{len(x)}-{x.shape[1]}.needle")
+    path = os.path.join(tmp, f"needle-{dtype}-{len(x)}-{x.shape[1]}.needle")
     ids = [str(i) for i in range(len(x))]
     # Load the build kernels (numba cache) and start the thread pool first, as
     # hnswlib's are loaded with its import: a fresh process's start-up is
     # measured on its own below (first query, warm and cold cache).
-    warm = needle.Database.open(os.path.join(tmp, "warm-up.needle"))
-    warm.create_collection("w", x.shape[1], dist, m=M, ef_construction=EFC).insert_many(ids[:300], x[:300])
+    warm = needle.Database.open(os.path.join(tmp, f"warm-up-{dtype}-{len(x)}-{x.shape[1]}.needle"))
+    warm.create_collection("w", x.shape[1], dist, m=M, ef_construction=EFC, dtype=dtype).insert_many(ids[:300],
+                                                                                                      x[:300])
     warm.save()
     warm.close()
     db = needle.Database.open(path)
-    coll = db.create_collection("c", x.shape[1], dist, m=M, ef_construction=EFC)
+    coll = db.create_collection("c", x.shape[1], dist, m=M, ef_construction=EFC, dtype=dtype)
     t = time.perf_counter()
     coll.insert_many(ids, x)
     db.save()
@@ -135,6 +136,11 @@ def bench_needle(x, q, gt, metric, tmp) -> dict:
     out["first_query_cold"] = first_query(path, q[0], cold=True)
     db.close()
     return out
+
+
+def bench_needle_f16(x, q, gt, metric, tmp) -> dict:
+    """Needle storing its vectors as half floats (dtype="f16", SPEC §5.8)."""
+    return bench_needle(x, q, gt, metric, tmp, dtype="f16")
 
 
 def bench_needle_commits(x, q, gt, metric, tmp, commits: int, per: int, ef: int) -> dict:
@@ -327,7 +333,7 @@ def report(results: dict, command: str) -> str:
                   "| engine | build 1 thread (rec/s) | build 2 threads (rec/s) | size (MB) | open (ms) | "
                   "ef @0.95 | recall | single q/s | batch q/s |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for eng in ("needle", "hnswlib", "usearch", "faiss"):
+        for eng in ("needle", "needle_f16", "hnswlib", "usearch", "faiss"):
             r = res.get(eng)
             if not r or "error" in r:
                 lines.append(f"| {eng} | error: {r.get('error') if r else 'not run'} |||||||")
@@ -376,7 +382,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
     ap.add_argument("--datasets", default="sift,minilm")
-    ap.add_argument("--engines", default="needle,hnswlib,usearch,faiss")
+    ap.add_argument("--engines", default="needle,needle_f16,hnswlib,usearch,faiss")
     ap.add_argument("--commits", type=int, default=100)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()

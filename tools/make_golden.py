@@ -5,7 +5,7 @@ keep reading exactly as their dumps say, whatever the code becomes. Re-run this
 only when the format version changes, and keep the old files as well;
 ``--add NAME`` writes one new golden file and leaves the others alone.
 
-    python tools/make_golden.py [--add columns|sparse] [--layout-only]
+    python tools/make_golden.py [--add columns|sparse|half] [--layout-only]
 
 ``columns.needle`` (added with metadata columns, SPEC §5.6) also records what
 a fixed set of filters returns in each collection.
@@ -55,6 +55,7 @@ def dump(path: Path, with_filters: bool = False) -> dict:
                 records[id] = {"vector": v.to_dict() if c.sparse else v.tolist(), "metadata": m}
             out["collections"][name] = {
                 "dim": meta.dim, "distance": meta.distance, "count": c.count(),
+                **({"dtype": meta.dtype} if meta.dtype != "f32" else {}),
                 "segments": [{"n": s.n, "n_deleted": s.n_deleted, "capacity": s.capacity,
                               "hnsw": s.hnsw.to_json() if s.hnsw else None} for s in meta.segments],
                 "records": records,
@@ -121,6 +122,31 @@ def add_sparse() -> None:
     print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
 
 
+def add_half() -> None:
+    """Collections storing f16 vectors (SPEC §5.1, catalog format 3): two
+    commits into one segment, an upsert and a delete, values a half float
+    rounds (and one it holds exactly), beside an f32 collection."""
+    path = OUT / "half.needle"
+    for p in (path, Path(str(path) + ".lock")):
+        if p.exists():
+            p.unlink()
+    rng = np.random.default_rng(16)
+    with needle.Database.open(path) as db:
+        db.create_collection("full", 3).insert("x", [0.1, 0.2, 0.3])
+        h = db.create_collection("half", 4, "euclidean", dtype="f16")
+        h.insert_many([f"h{k}" for k in range(20)], rng.standard_normal((20, 4)) * 100, [{"k": k} for k in range(20)])
+    with needle.Database.open(path) as db:
+        h = db.collection("half")
+        h.insert_many(["exact", "tiny"], [[1.5, -2.0, 65504.0, 0.0], [1e-7, -3e-5, 6e-8, 1.0]])
+        h.upsert("h3", [0.1, 0.2, 0.3, 0.4], {"k": 3, "replaced": True})
+        h.delete("h7")
+    Path(str(path) + ".lock").unlink()
+    with open(path.with_suffix(".json"), "w", encoding="utf-8") as f:
+        json.dump(dump(path), f, indent=1, ensure_ascii=False, sort_keys=True)
+        f.write("\n")
+    print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
+
+
 def build() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for p in OUT.glob("*.needle*"):
@@ -177,7 +203,8 @@ def layout() -> dict:
         "sparse_regions": {k: {"dtype": d, "length": r, "reserve": v}
                            for k, (d, r, v) in catalog.SPARSE_REGIONS.items()},
         "kinds": list(catalog.KINDS),
-        "catalog_formats": [catalog.CATALOG_FORMAT, catalog.SPARSE_CATALOG_FORMAT],
+        "catalog_formats": [catalog.CATALOG_FORMAT, catalog.SPARSE_CATALOG_FORMAT, catalog.HALF_CATALOG_FORMAT],
+        "vector_dtypes": dict(catalog.VECTOR_DTYPES),
         "max_level": catalog.MAX_LEVEL,
         "distances": list(catalog.DISTANCES),
         "commit_failpoints": ["commit.after_data_write", "commit.after_data_sync",
@@ -188,7 +215,7 @@ def layout() -> dict:
 
 if __name__ == "__main__":
     if "--add" in sys.argv:
-        {"columns": add_columns, "sparse": add_sparse}[sys.argv[sys.argv.index("--add") + 1]]()
+        {"columns": add_columns, "sparse": add_sparse, "half": add_half}[sys.argv[sys.argv.index("--add") + 1]]()
     elif "--layout-only" not in sys.argv:
         build()
     with open(ROOT / "format" / "layout.json", "w", encoding="utf-8") as f:

@@ -21,8 +21,11 @@ from .header import DATA_START, REGION_ALIGN, crc32
 
 CATALOG_FORMAT = 1
 SPARSE_CATALOG_FORMAT = 2  # written when a sparse collection is present (SPEC §5.7)
+HALF_CATALOG_FORMAT = 3  # written when a collection stores f16 vectors (SPEC §5.1)
+MAX_CATALOG_FORMAT = HALF_CATALOG_FORMAT
 DISTANCES = ("cosine", "euclidean", "dot")
-DTYPES = ("f32",)
+DTYPES = ("f32", "f16")
+VECTOR_DTYPES = {"f32": "<f4", "f16": "<f2"}  # storage dtype -> the `vectors` region's element type
 KINDS = ("dense", "sparse")
 MAX_DIM = 65536
 MAX_SPARSE_DIM = 2**32 - 1
@@ -64,12 +67,23 @@ HNSW_REGIONS: dict[str, tuple[str, str, str]] = {
 ALL_SEGMENT_REGIONS = {**SEGMENT_REGIONS, **SPARSE_REGIONS, **OPTIONAL_SEGMENT_REGIONS, **HNSW_REGIONS}
 
 
-def required_regions(kind: str, with_graph: bool) -> dict[str, tuple[str, str, str]]:
-    """The regions a segment of a collection of ``kind`` must have."""
+def required_regions(kind: str, with_graph: bool, dtype: str = "f32") -> dict[str, tuple[str, str, str]]:
+    """The regions a segment of a collection of ``kind`` (and storage ``dtype``) must have."""
     if kind == "sparse":
         common = {k: v for k, v in SEGMENT_REGIONS.items() if k not in DENSE_ONLY_REGIONS}
         return {**common, **SPARSE_REGIONS}
-    return {**SEGMENT_REGIONS, **(HNSW_REGIONS if with_graph else {})}
+    _, rule, reserve = SEGMENT_REGIONS["vectors"]
+    vectors = {"vectors": (VECTOR_DTYPES[dtype], rule, reserve)}
+    return {**SEGMENT_REGIONS, **vectors, **(HNSW_REGIONS if with_graph else {})}
+
+
+def catalog_format(collections) -> int:
+    """The lowest catalog ``format`` that can hold these collections (SPEC §4)."""
+    if any(c.dtype == "f16" for c in collections):
+        return HALF_CATALOG_FORMAT
+    if any(c.kind == "sparse" for c in collections):
+        return SPARSE_CATALOG_FORMAT
+    return CATALOG_FORMAT
 MAX_LEVEL = 31
 
 
@@ -195,9 +209,8 @@ class Catalog:
     superseded: bool = False
 
     def encode(self) -> bytes:
-        sparse = any(c.kind == "sparse" for c in self.collections.values())
         doc = {
-            "format": SPARSE_CATALOG_FORMAT if sparse else CATALOG_FORMAT,
+            "format": catalog_format(self.collections.values()),
             "generation": self.generation,
             "collections": [self.collections[k].to_json() for k in sorted(self.collections)],
             **({"superseded": True} if self.superseded else {}),
@@ -274,7 +287,7 @@ def _chunks(raw, key: str, n: int, file_length: int) -> tuple[ColumnChunk, ...]:
     return tuple(chunks)
 
 
-def _segment(raw, kind: str, dim: int, m: int, file_length: int) -> SegmentMeta:
+def _segment(raw, kind: str, dtype: str, dim: int, m: int, file_length: int) -> SegmentMeta:
     import numpy as np  # local: keeps this module importable for docs tooling
 
     if not isinstance(raw, dict):
@@ -290,7 +303,7 @@ def _segment(raw, kind: str, dim: int, m: int, file_length: int) -> SegmentMeta:
         h = raw["hnsw"]
         hnsw = HnswGraph(entry_point=_int(h, "entry_point", 0, n - 1), max_level=_int(h, "max_level", 0, MAX_LEVEL))
     regions = {}
-    required = required_regions(kind, hnsw is not None)
+    required = required_regions(kind, hnsw is not None, dtype)
     allowed = {**required, **OPTIONAL_SEGMENT_REGIONS}
     for name, (dtype, rule, reserve) in allowed.items():
         if name not in regions_raw:
@@ -351,7 +364,8 @@ def _collection(raw, file_length: int) -> CollectionMeta:
     segs_raw = raw.get("segments")
     if not isinstance(segs_raw, list):
         raise _Bad("collection 'segments' is not a list")
-    segments = tuple(_segment(s, kind, dim, hnsw.m, file_length) for s in segs_raw)
+    dtype = _str(raw, "dtype", ("f32",) if kind == "sparse" else DTYPES)
+    segments = tuple(_segment(s, kind, dtype, dim, hnsw.m, file_length) for s in segs_raw)
     next_id = _int(raw, "next_segment_id", 1)
     ids = [s.segment_id for s in segments]
     if len(set(ids)) != len(ids) or any(i >= next_id for i in ids):
@@ -365,7 +379,7 @@ def _collection(raw, file_length: int) -> CollectionMeta:
         name=name,
         dim=dim,
         distance=distance,
-        dtype=_str(raw, "dtype", DTYPES),
+        dtype=dtype,
         kind=kind,
         hnsw=hnsw,
         next_segment_id=next_id,
@@ -383,10 +397,10 @@ def decode_catalog(raw: bytes, expected_crc: int, generation: int, file_length: 
         if not isinstance(doc, dict):
             raise _Bad("catalog is not a JSON object")
         fmt = _int(doc, "format", 1)
-        if fmt > SPARSE_CATALOG_FORMAT:
+        if fmt > MAX_CATALOG_FORMAT:
             raise UnsupportedVersionError(
                 f"{path!r}: catalog format {fmt} was written by a newer needle_mm (this one reads "
-                f"formats up to {SPARSE_CATALOG_FORMAT}); upgrade needle_mm to read it")
+                f"formats up to {MAX_CATALOG_FORMAT}); upgrade needle_mm to read it")
         if _int(doc, "generation", 1) != generation:
             raise _Bad("catalog generation differs from its superblock's")
         cols_raw = doc.get("collections")
@@ -398,8 +412,8 @@ def decode_catalog(raw: bytes, expected_crc: int, generation: int, file_length: 
             if meta.name in collections:
                 raise _Bad(f"collection {meta.name!r} appears twice")
             collections[meta.name] = meta
-        if fmt < SPARSE_CATALOG_FORMAT and any(c.kind == "sparse" for c in collections.values()):
-            raise _Bad(f"catalog format {fmt} cannot hold sparse collections")
+        if fmt < catalog_format(collections.values()):
+            raise _Bad(f"catalog format {fmt} cannot hold its collections (sparse needs 2, f16 vectors 3)")
         superseded = doc.get("superseded", False)
         if not isinstance(superseded, bool):
             raise _Bad("'superseded' is not a boolean")

@@ -18,7 +18,7 @@ import numpy as np
 
 from .._kernels.blobs import gather_blobs
 from ..errors import CorruptFileError
-from .catalog import ALL_SEGMENT_REGIONS, SegmentMeta
+from .catalog import ALL_SEGMENT_REGIONS, VECTOR_DTYPES, SegmentMeta
 from .header import crc32
 
 
@@ -53,9 +53,10 @@ class SegmentView:
     come from the file, so every access checks them before slicing.
     """
 
-    def __init__(self, buffer, meta: SegmentMeta, dim: int, m: int, path: str):
+    def __init__(self, buffer, meta: SegmentMeta, dim: int, m: int, path: str, dtype: str = "f32"):
         self._buf = buffer
         self.meta = meta
+        self.dtype = dtype  # the collection's vector storage dtype: "f32" or "f16"
         self.dim = dim
         self.m = m
         self.path = path
@@ -68,7 +69,17 @@ class SegmentView:
 
     @cached_property
     def vectors(self) -> np.ndarray:
-        return self._view("vectors").reshape(self.n, self.dim)
+        """``[n, dim]`` as stored: float32, or float16 in an ``f16`` collection."""
+        ref = self.meta.regions["vectors"]
+        dt = np.dtype(VECTOR_DTYPES[self.dtype])
+        return np.frombuffer(self._buf, dtype=dt, count=ref.length // dt.itemsize,
+                             offset=ref.offset).reshape(self.n, self.dim)
+
+    @cached_property
+    def kernel_vectors(self) -> np.ndarray:
+        """:attr:`vectors` as kernels take them: float16 is seen as its uint16 bits
+        (numba has no float16; kernels widen each element, ``_kernels/halves.py``)."""
+        return self.vectors.view(np.uint16) if self.dtype == "f16" else self.vectors
 
     def column_chunks(self) -> list:
         """``[(start slot, ChunkView)]`` of the segment's metadata columns, parsed
@@ -89,7 +100,7 @@ class SegmentView:
 
     def dense_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """``(vectors[n, dim], norms[n])`` as the exact-search kernel takes them."""
-        return self.vectors, self.norms
+        return self.kernel_vectors, self.norms
 
     @property
     def sparse(self) -> bool:

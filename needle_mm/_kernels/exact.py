@@ -23,6 +23,7 @@ import numpy as np
 from numba import prange
 
 from . import METRIC_COSINE, METRIC_EUCLIDEAN, kernel
+from .halves import as_f32
 from .heaps import maxheap_replace_root
 
 QUERY_TILE = 8
@@ -46,12 +47,12 @@ def _scan(vectors, norms, queries, qnorms, metric, excluded, rows, q0, q1, r0, r
             acc = np.float32(0.0)
             if metric == METRIC_EUCLIDEAN:
                 for j in range(d):
-                    t = vectors[r, j] - queries[q, j]
+                    t = as_f32(vectors[r, j]) - queries[q, j]
                     acc += t * t
                 dist = acc
             else:
                 for j in range(d):
-                    acc += vectors[r, j] * queries[q, j]
+                    acc += as_f32(vectors[r, j]) * queries[q, j]
                 if metric == METRIC_COSINE:
                     dist = np.float32(1.0) - acc / (xn * qnorms[q])
                 else:

@@ -7,7 +7,9 @@ Why this shape:
   owns rows ``upper_offsets[i] .. upper_offsets[i] + L - 1`` of
   ``upper_links[rows, M]`` (row ``upper_offsets[i] + l - 1`` is layer ``l``).
   Search reads them straight from the memory map.
-- Every kernel takes one ``vectors[n, dim]`` array. (An earlier version
+- Every kernel takes one ``vectors[n, dim]`` array: float32, or for search
+  the uint16 bits of an f16 collection, read through ``as_f32``
+  (``halves.py``; the build always gets float32). (An earlier version
   addressed committed and new rows through two arrays to spare the writer a
   copy; the branch per distance made search 2.6x slower, measured.)
 - Construction is the original incremental algorithm with the heuristic
@@ -29,6 +31,7 @@ import numpy as np
 from numba import prange
 
 from . import METRIC_COSINE, METRIC_EUCLIDEAN, kernel
+from .halves import as_f32
 from .heaps import maxheap_pop, maxheap_push, maxheap_replace_root
 from .prefetch import prefetch_row
 
@@ -51,7 +54,7 @@ def distance(a, an, b, bn, metric):
     """
     acc = np.float32(0.0)
     for j in range(a.shape[0]):
-        acc += a[j] * b[j]
+        acc += as_f32(a[j]) * as_f32(b[j])
     if metric == METRIC_EUCLIDEAN:
         d = an * an + bn * bn - np.float32(2.0) * acc
         return d if d > np.float32(0.0) else np.float32(0.0)
@@ -64,7 +67,7 @@ def distance(a, an, b, bn, metric):
 def exact_l2(a, b):
     acc = np.float32(0.0)
     for j in range(a.shape[0]):
-        t = a[j] - b[j]
+        t = as_f32(a[j]) - as_f32(b[j])
         acc += t * t
     return acc
 

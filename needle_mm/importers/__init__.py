@@ -15,6 +15,7 @@ table when ``verify=True``). Common keyword options::
     progress=True          tqdm bar on stderr (a plain line if tqdm is absent)
     distance="cosine"      for sources that do not record one (npy, pgvector, ...)
     m=..., ef_construction=..., ef_search=...   HNSW parameters of a new collection
+    dtype="f16"            store a new collection's vectors as half floats (SPEC §5.8)
 
 Each source's client library is imported only when its importer is used;
 install the matching extra (``pip install "needle_mm[chroma]"`` etc.).

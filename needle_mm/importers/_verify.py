@@ -2,7 +2,8 @@
 
 1. counts: the source's against the collection's;
 2. sampled records: vectors (float32-equal, or within 1e-6 relative where
-   the source stores another precision) and metadata equal to the source;
+   the source stores another precision; an ``f16`` collection is compared
+   with the source rounded to float16) and metadata equal to the source;
 3. search quality: top-10 overlap of Needle's HNSW search with the source's
    own search (or with exact search, for sources that cannot search) on
    sampled records used as queries.
@@ -68,6 +69,8 @@ def verify_import(source, collection) -> VerifyReport:
             vec_ok += entry.vector == sparse_vector(vector, collection.dimension)
         else:
             vector = np.asarray(vector, dtype=np.float64)
+            if collection.config.dtype == "f16":
+                vector = vector.astype(np.float16).astype(np.float64)
             vec_ok += bool(vector.shape == entry.vector.shape
                            and np.allclose(entry.vector, vector, rtol=1e-6, atol=1e-7))
         meta_ok += entry.metadata == metadata
