@@ -345,6 +345,15 @@ def report(results: dict, command: str) -> str:
                          f"{1e3 * r['open_s']:.2f} | {p['ef'] if p else '—'} | "
                          f"{fmt(p['recall'], 3) if p else '—'} | {fmt(p['qps_single']) if p else '—'} | "
                          f"{fmt(p['qps_batch']) if p else '—'} |")
+        half = res.get("needle_f16")
+        half_p = at_recall(half["sweep"]) if half and "sweep" in half else None
+        hp_ = at_recall(h.get("sweep", [])) if h else None
+        if half_p and hp_:
+            lines += ["", f"Needle with `dtype=\"f16\"` (vectors stored as half floats; file "
+                          f"{half['file_bytes'] / res['needle']['file_bytes']:.2f}× the f32 file) / hnswlib: "
+                          f"single **{half_p['qps_single'] / hp_['qps_single']:.2f}×**, "
+                          f"batch **{half_p['qps_batch'] / hp_['qps_batch']:.2f}×**, build "
+                          f"**{half['build_per_s'] / h['build_per_s_2t']:.2f}×** hnswlib 2 threads."]
         n, hp = res.get("needle"), at_recall(h.get("sweep", [])) if h else None
         np_ = at_recall(n["sweep"]) if n and "sweep" in n else None
         if hp and np_:

@@ -71,7 +71,7 @@ def make_base(path: str) -> None:
 
 def bases(work: str) -> list[bytes]:
     out = [(GOLDEN / name).read_bytes() for name in ("basic.needle", "deletes.needle", "empty.needle",
-                                                     "sparse.needle")]
+                                                     "sparse.needle", "half.needle")]
     big = os.path.join(work, "base.needle")
     if not os.path.exists(big):
         make_base(big)
