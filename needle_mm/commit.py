@@ -193,7 +193,7 @@ def new_segment(writer: RegionWriter, meta: CollectionMeta, segment_id: int, gen
         h = meta.hnsw
         levels = draw_levels(n, h.m, h.seed, segment_id, 0)
         graph = extend_graph(None, recs.vectors, recs.norms, h.m, h.ef_construction, METRIC_CODES[meta.distance],
-                             levels)
+                             levels, meta.dtype)
         parts["hnsw_levels"] = levels.tobytes()
     regions = {}
     for name in _FIXED_GROWABLE[meta.kind]:
@@ -263,7 +263,7 @@ def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta,
         vectors = np.concatenate([view.vectors, recs.vectors])
         norms = np.concatenate([view.norms, recs.norms])
         graph = extend_graph(graph_of(view), vectors, norms, h.m, h.ef_construction, METRIC_CODES[meta.distance],
-                             levels)
+                             levels, meta.dtype)
         parts["hnsw_levels"] = levels.tobytes()
     regions = dict(seg.regions)
     capacity = seg.capacity

@@ -57,10 +57,13 @@ def draw_levels(count: int, m: int, seed: int, segment_id: int, start: int) -> n
 
 
 def extend_graph(old: Graph | None, vectors: np.ndarray, norms: np.ndarray, m: int, ef_construction: int,
-                 metric: int, new_levels: np.ndarray) -> Graph:
+                 metric: int, new_levels: np.ndarray, dtype: str = "f32") -> Graph:
     """``old``'s graph (over the first rows of ``vectors``) with the remaining rows added as nodes.
 
-    ``old`` None means a new graph over all rows.
+    ``old`` None means a new graph over all rows. ``dtype`` "f16": the rows
+    are float16 values (as an f16 collection stores them) and the build reads
+    them as halves, half the memory traffic of float32 (the same distances:
+    widening a half is exact).
     """
     n = vectors.shape[0]
     n_old = 0 if old is None else old.levels.shape[0]
@@ -84,7 +87,11 @@ def extend_graph(old: Graph | None, vectors: np.ndarray, norms: np.ndarray, m: i
     tags = np.zeros(threads, dtype=np.uint16)
     heap_d = np.empty((threads, n), dtype=np.float32)
     heap_i = np.empty((threads, n), dtype=np.int32)
-    vectors, norms = readonly(np.ascontiguousarray(vectors, dtype=np.float32)), readonly(norms)
+    if dtype == "f16":
+        vectors = np.ascontiguousarray(vectors, dtype=np.float16).view(np.uint16)
+    else:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    vectors, norms = readonly(vectors), readonly(norms)
     while start < n:
         stop = min(n, start + max(1, min(MAX_BATCH, start // 8)))
         entry, max_level = kernels.insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_links,

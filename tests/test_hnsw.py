@@ -221,3 +221,24 @@ def test_half_widening_is_exact_for_every_value():
     got, want = widen_all(bits), bits.view(np.float16).astype(np.float32)
     same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
     assert same.all(), np.flatnonzero(~same)[:10]
+
+
+def test_an_f16_graph_is_the_graph_of_its_rounded_vectors(tmp_path, demo_data):
+    """The build reads an f16 collection's halves directly (half the memory
+    traffic); widening is exact, so the graph must equal the one built from
+    the same values stored as float32, link for link."""
+    x = demo_data["vectors"][:700]
+    rounded = x.astype(np.float16).astype(np.float32)
+    graphs = []
+    for dtype, data in (("f16", x), ("f32", rounded)):
+        path = tmp_path / f"{dtype}.needle"
+        with needle.Database.open(path) as db:
+            c = db.create_collection("c", 384, seed=3, dtype=dtype)
+            c.insert_many([str(i) for i in range(500)], data[:500])
+            db.save()
+            c.insert_many([str(i) for i in range(500, 700)], data[500:])  # extends the same segment's graph
+        with needle.Database.open(path, read_only=True) as db:
+            v = db._snapshot.segments("c")[0]
+            graphs.append((np.array(v.hnsw_links0), np.array(v.hnsw_upper_links), v.meta.hnsw))
+    assert np.array_equal(graphs[0][0], graphs[1][0]) and np.array_equal(graphs[0][1], graphs[1][1])
+    assert graphs[0][2] == graphs[1][2]
