@@ -103,10 +103,15 @@ def test_client_mirrors_the_embedded_api(server, tmp_path, demo_data):
         c.update_metadata("d9", {"n": -1})
         s = db.create_collection("terms", 1000, "dot", sparse=True)
         s.insert_many(["t1", "t2"], [{1: 1.0, 5: 2.0}, {"indices": [5, 9], "values": [0.5, 1.0]}])
+        db.create_collection("half", 3, "euclidean", dtype="f16").insert("h", [0.1, 2.0, -3.3])
         db.save()
     rc, lc = remote.collection("docs"), local.collection("docs")
     assert rc.config == lc.config and rc.dimension == 384 and rc.distance == needle.DistanceFunction.Cosine
-    assert remote.list_collections() == local.list_collections() == ["docs", "terms"]
+    assert remote.list_collections() == local.list_collections() == ["docs", "half", "terms"]
+    rh, lh = remote.collection("half"), local.collection("half")
+    assert rh.config == lh.config and rh.config.dtype == "f16" and rh.get("h") == lh.get("h")
+    assert rh.get("h").vector.tolist() == np.float16([0.1, 2.0, -3.3]).astype(np.float32).tolist()
+    same_results(rh.search([0, 2, -3], 1), lh.search([0, 2, -3], 1))
     assert len(rc) == len(lc) == 498 and rc.count({"n": {"$gte": 250}}) == lc.count({"n": {"$gte": 250}})
     assert rc.find({"source": "x"}) == lc.find({"source": "x"}) and rc.find(limit=3) == lc.find(limit=3)
     assert rc.get("d3") == lc.get("d3") and "d7" not in rc and "d9" in rc
@@ -138,7 +143,7 @@ def test_client_mirrors_the_embedded_api(server, tmp_path, demo_data):
             db.create_collection("docs", 3)
         assert c.count() == 498  # nothing changed by the failures
     remote.drop_collection("terms")
-    assert remote.list_collections() == ["docs"]
+    assert remote.list_collections() == ["docs", "half"]
     local.close()
 
 
