@@ -192,7 +192,7 @@ def new_segment(writer: RegionWriter, meta: CollectionMeta, segment_id: int, gen
     if meta.kind == "dense":
         h = meta.hnsw
         levels = draw_levels(n, h.m, h.seed, segment_id, 0)
-        graph = extend_graph(None, recs.vectors, recs.norms, h.m, h.ef_construction, METRIC_CODES[meta.distance],
+        graph = extend_graph(None, [recs.vectors], recs.norms, h.m, h.ef_construction, METRIC_CODES[meta.distance],
                              levels, meta.dtype)
         parts["hnsw_levels"] = levels.tobytes()
     regions = {}
@@ -260,10 +260,9 @@ def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta,
         levels = draw_levels(len(recs), h.m, h.seed, seg.segment_id, n_old)
         # The kernels want one array: committed rows and new ones are copied together
         # (O(n) memory and time per commit; cheaper than a branch per distance).
-        vectors = np.concatenate([view.vectors, recs.vectors])
         norms = np.concatenate([view.norms, recs.norms])
-        graph = extend_graph(graph_of(view), vectors, norms, h.m, h.ef_construction, METRIC_CODES[meta.distance],
-                             levels, meta.dtype)
+        graph = extend_graph(graph_of(view), [view.vectors, recs.vectors], norms, h.m, h.ef_construction,
+                             METRIC_CODES[meta.distance], levels, meta.dtype)
         parts["hnsw_levels"] = levels.tobytes()
     regions = dict(seg.regions)
     capacity = seg.capacity
