@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ._format.catalog import MAX_DIM, MAX_SPARSE_DIM
+from ._format.catalog import DTYPES, MAX_DIM, MAX_SPARSE_DIM
 from .errors import InvalidConfigError
 
 __all__ = ["DistanceFunction", "CollectionConfig"]
@@ -102,7 +102,7 @@ class CollectionConfig:
         _positive_int("ef_construction", self.ef_construction, 1, 1 << 20)
         _positive_int("ef_search", self.ef_search, 1, 1 << 20)
         _positive_int("seed", self.seed, 0, 2**62)
-        if self.dtype not in ("f32", "f16"):
+        if self.dtype not in DTYPES:
             raise InvalidConfigError(f"dtype must be 'f32' or 'f16', got {self.dtype!r}")
         if self.sparse and self.dtype != "f32":
             raise InvalidConfigError("sparse collections store float32 values: dtype must be 'f32'")

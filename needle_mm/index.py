@@ -181,10 +181,10 @@ def _searcher(view) -> tuple[VisitedPool, tuple]:
             if int(offsets[-1]) != view.hnsw_upper_links.shape[0]:
                 raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: HNSW upper-layer offsets "
                                        f"do not match the upper links region")
-            graph_args = (view.kernel_vectors, view.norms)
-            graph_tail = (view.hnsw_links0, view.hnsw_levels, offsets, view.hnsw_upper_links, h.entry_point,
-                          h.max_level)
-            found = view.__dict__.setdefault("_searcher", (VisitedPool(view.n), graph_args, graph_tail))
+            # the kernels' signature: vectors, norms, metric, then the graph
+            graph = (view.hnsw_links0, view.hnsw_levels, offsets, view.hnsw_upper_links, h.entry_point,
+                     h.max_level)
+            found = view.__dict__.setdefault("_searcher", (VisitedPool(view.n), view.dense_arrays(), graph))
     return found
 
 

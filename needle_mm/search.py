@@ -187,16 +187,8 @@ def _rows_of_one_source(source, dist: np.ndarray, slot: np.ndarray, include_vect
         if -1 in slots:
             count = w - slots.count(-1)
             dists, slots = dists[:count], slots[:count]
-        if include_vector:
-            return [[SearchResult.with_vector(i, d, source, s, source.vector_at(s))
-                     for i, d, s in zip(source.ids_at(slots), dists, slots)]]
-        return [list(map(SearchResult, source.ids_at(slots), dists, repeat(source), slots))]
-    ids = source.ids_of(slot)
-    if include_vector:
-        flat = [SearchResult.with_vector(i, d, source, s, source.vector_at(s)) if s >= 0 else None
-                for i, d, s in zip(ids, dists, slots)]
-    else:
-        flat = list(map(SearchResult, ids, dists, repeat(source), slots))
+        return [_hits(source, source.ids_at(slots), dists, slots, include_vector)]
+    flat = _hits(source, source.ids_of(slot), dists, slots, include_vector)
     rows = [flat[j:j + w] for j in range(0, len(flat), w)]
     if -1 in slots:  # fewer than w results somewhere: slots of -1 pad the tail of a row
         for r in range(len(rows)):
@@ -204,3 +196,11 @@ def _rows_of_one_source(source, dist: np.ndarray, slot: np.ndarray, include_vect
             if pad:
                 rows[r] = rows[r][:w - pad]
     return rows
+
+
+def _hits(source, ids: list[str], dists: list[float], slots: list[int], include_vector: bool) -> list:
+    """One SearchResult per slot of one source (None where the slot is -1, with vectors)."""
+    if include_vector:
+        return [SearchResult.with_vector(i, d, source, s, source.vector_at(s)) if s >= 0 else None
+                for i, d, s in zip(ids, dists, slots)]
+    return list(map(SearchResult, ids, dists, repeat(source), slots))

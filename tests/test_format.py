@@ -42,7 +42,7 @@ def test_golden_file_reads_as_dumped(name, tmp_path):
                      "hnsw": s.hnsw.to_json() if s.hnsw else None} for s in db._snapshot.collection(cname).segments]
             assert segs == cwant["segments"]
             assert c.dimension == cwant["dim"] and c.distance.value == cwant["distance"]
-            assert c.config.dtype == cwant.get("dtype", "f32")  # f16 vectors: SPEC §5.1
+            assert c.config.dtype == cwant.get("dtype", "f32")  # f16 vectors: SPEC §5.8
             for id, rec in cwant["records"].items():
                 e = c.get(id)
                 assert e.metadata == rec["metadata"]

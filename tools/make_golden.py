@@ -123,7 +123,7 @@ def add_sparse() -> None:
 
 
 def add_half() -> None:
-    """Collections storing f16 vectors (SPEC §5.1, catalog format 3): two
+    """Collections storing f16 vectors (SPEC §5.8, catalog format 3): two
     commits into one segment, an upsert and a delete, values a half float
     rounds (and one it holds exactly), beside an f32 collection."""
     path = OUT / "half.needle"

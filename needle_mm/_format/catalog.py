@@ -21,7 +21,7 @@ from .header import DATA_START, REGION_ALIGN, crc32
 
 CATALOG_FORMAT = 1
 SPARSE_CATALOG_FORMAT = 2  # written when a sparse collection is present (SPEC §5.7)
-HALF_CATALOG_FORMAT = 3  # written when a collection stores f16 vectors (SPEC §5.1)
+HALF_CATALOG_FORMAT = 3  # written when a collection stores f16 vectors (SPEC §5.8)
 MAX_CATALOG_FORMAT = HALF_CATALOG_FORMAT
 DISTANCES = ("cosine", "euclidean", "dot")
 DTYPES = ("f32", "f16")
@@ -84,6 +84,8 @@ def catalog_format(collections) -> int:
     if any(c.kind == "sparse" for c in collections):
         return SPARSE_CATALOG_FORMAT
     return CATALOG_FORMAT
+
+
 MAX_LEVEL = 31
 
 
@@ -287,7 +289,7 @@ def _chunks(raw, key: str, n: int, file_length: int) -> tuple[ColumnChunk, ...]:
     return tuple(chunks)
 
 
-def _segment(raw, kind: str, dtype: str, dim: int, m: int, file_length: int) -> SegmentMeta:
+def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: int) -> SegmentMeta:
     import numpy as np  # local: keeps this module importable for docs tooling
 
     if not isinstance(raw, dict):
@@ -303,7 +305,7 @@ def _segment(raw, kind: str, dtype: str, dim: int, m: int, file_length: int) -> 
         h = raw["hnsw"]
         hnsw = HnswGraph(entry_point=_int(h, "entry_point", 0, n - 1), max_level=_int(h, "max_level", 0, MAX_LEVEL))
     regions = {}
-    required = required_regions(kind, hnsw is not None, dtype)
+    required = required_regions(kind, hnsw is not None, vector_dtype)
     allowed = {**required, **OPTIONAL_SEGMENT_REGIONS}
     for name, (dtype, rule, reserve) in allowed.items():
         if name not in regions_raw:

@@ -62,18 +62,15 @@ class SegmentView:
         self.path = path
         self.n = meta.n
 
-    def _view(self, name: str) -> np.ndarray:
+    def _view(self, name: str, dtype: str | None = None) -> np.ndarray:
         ref = self.meta.regions[name]
-        dt = _DTYPES[name]
+        dt = _DTYPES[name] if dtype is None else np.dtype(dtype)
         return np.frombuffer(self._buf, dtype=dt, count=ref.length // dt.itemsize, offset=ref.offset)
 
     @cached_property
     def vectors(self) -> np.ndarray:
         """``[n, dim]`` as stored: float32, or float16 in an ``f16`` collection."""
-        ref = self.meta.regions["vectors"]
-        dt = np.dtype(VECTOR_DTYPES[self.dtype])
-        return np.frombuffer(self._buf, dtype=dt, count=ref.length // dt.itemsize,
-                             offset=ref.offset).reshape(self.n, self.dim)
+        return self._view("vectors", VECTOR_DTYPES[self.dtype]).reshape(self.n, self.dim)
 
     @cached_property
     def kernel_vectors(self) -> np.ndarray:

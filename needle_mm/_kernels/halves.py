@@ -1,6 +1,6 @@
 """``as_f32(x)``: a stored vector element as float32, whatever the storage dtype.
 
-Collections may store vectors as IEEE half floats (``dtype="f16"``, SPEC §5).
+Collections may store vectors as IEEE half floats (``dtype="f16"``, SPEC §5.8).
 numba has no float16 type, so kernels see those regions as ``uint16`` arrays
 and every read of a stored element goes through ``as_f32``: the identity for
 float32 storage (inlined into the kernel's IR: float32 kernels compile to the

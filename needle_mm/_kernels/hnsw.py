@@ -7,9 +7,9 @@ Why this shape:
   owns rows ``upper_offsets[i] .. upper_offsets[i] + L - 1`` of
   ``upper_links[rows, M]`` (row ``upper_offsets[i] + l - 1`` is layer ``l``).
   Search reads them straight from the memory map.
-- Every kernel takes one ``vectors[n, dim]`` array: float32, or for search
-  the uint16 bits of an f16 collection, read through ``as_f32``
-  (``halves.py``; the build always gets float32). (An earlier version
+- Every kernel takes one ``vectors[n, dim]`` array: float32, or the uint16
+  bits of an f16 collection, read through ``as_f32`` (``halves.py``; search
+  and build alike). (An earlier version
   addressed committed and new rows through two arrays to spare the writer a
   copy; the branch per distance made search 2.6x slower, measured.)
 - Construction is the original incremental algorithm with the heuristic
