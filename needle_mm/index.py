@@ -199,16 +199,18 @@ def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, e
     ``two_hop``: the filter behind ``excluded`` rejects most nodes; walk the
     passing ones through two-hop links (``search_layer0_two_hop``)."""
     pool, (vectors, norms), graph = _searcher(view)
-    if queries.shape[0] >= PARALLEL_MIN_QUERIES:
-        rows = min(numba.get_num_threads(), queries.shape[0])
+    m = queries.shape[0]
+    d, i = np.empty((m, k), dtype=np.float64), np.empty((m, k), dtype=np.int64)
+    if m >= PARALLEL_MIN_QUERIES:
+        rows = min(numba.get_num_threads(), m)
         visited, tags, cand_d, cand_i = pool.get(rows)
-        d, i, status = kernels.search_knn_parallel(vectors, norms, metric, *graph, queries, qnorms, excluded, k,
-                                                   max(ef, k), visited[:rows], tags[:rows], cand_d[:rows],
-                                                   cand_i[:rows], two_hop)
+        status = kernels.search_knn_parallel(vectors, norms, metric, *graph, queries, qnorms, excluded, k,
+                                             max(ef, k), visited[:rows], tags[:rows], cand_d[:rows], cand_i[:rows],
+                                             two_hop, d, i)
     else:
         visited, tags, cand_d, cand_i = pool.get(1)
-        d, i, status = kernels.search_knn(vectors, norms, metric, *graph, queries, qnorms, excluded, k, max(ef, k),
-                                          visited, tags, cand_d, cand_i, two_hop)
+        status = kernels.search_knn(vectors, norms, metric, *graph, queries, qnorms, excluded, k, max(ef, k),
+                                    visited, tags, cand_d, cand_i, two_hop, d, i)
     if status != kernels.STATUS_OK:
         raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: the HNSW graph names a node "
                                f"or layer that does not exist")
