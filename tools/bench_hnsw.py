@@ -101,6 +101,40 @@ def at_recall(rows: list[dict], target: float = 0.95) -> dict | None:
     return ok[0] if ok else None
 
 
+FLOOR_N = 2 * K  # records in the index used to measure an engine's per-call cost
+
+
+def per_call_us(call, queries) -> float:
+    """Best microseconds per ``call(query)`` over ``queries`` (same rule as the sweep)."""
+    _, rate = timed_single(call, queries)
+    return 1e6 / rate
+
+
+def needle_split(view, coll, q, metric: str, ef: int) -> dict:
+    """Where a single query's time goes, at ``ef``: the graph search kernel
+    (``index.search_segment`` on checked queries, numba dispatch included),
+    query checking, building the result objects with decoded ids, and the
+    rest of the Python path (``Collection.search`` less those three)."""
+    from needle_mm import index, search, validation
+    from needle_mm._kernels import METRIC_CODES
+
+    dim, cosine, code = q.shape[1], metric == "cosine", METRIC_CODES[metric]
+    checked = [validation.queries(qq, dim, cosine, False) for qq in q]
+    none = np.zeros(0, dtype=np.uint8)
+    found = [index.search_segment(view, a, b, code, none, K, ef) for a, b in checked]
+    it = iter(range(1 << 62))
+
+    def next_of(items):
+        return items[next(it) % len(items)]
+
+    total = per_call_us(lambda qq: coll.search(qq, K, ef=ef), q)
+    kernel = per_call_us(lambda qq: index.search_segment(view, *next_of(checked), code, none, K, ef), q)
+    check = per_call_us(lambda qq: validation.queries(qq, dim, cosine, False), q)
+    objects = per_call_us(lambda qq: search._rows_of_one_source(view, *next_of(found), False), q)
+    return {"ef": ef, "total_us": total, "kernel_us": kernel, "check_us": check, "results_us": objects,
+            "rest_us": total - kernel - check - objects}
+
+
 # ---------------------------------------------------------------- engines
 
 
@@ -139,6 +173,14 @@ def bench_needle(x, q, gt, metric, tmp, dtype: str = "f32") -> dict:
         return [int(r.id) for r in results]
 
     out["sweep"] = sweep(single, batch, q, gt, labels, lambda rows: [labels(row) for row in rows])
+    p = at_recall(out["sweep"]) or out["sweep"][-1]
+    out["split"] = needle_split(coll._state().views[0], coll, q, metric, p["ef"])
+    tiny = needle.Database.open(os.path.join(tmp, f"floor-{dtype}-{x.shape[1]}.needle"))
+    small = tiny.create_collection("f", x.shape[1], dist, m=M, ef_construction=EFC, dtype=dtype)
+    small.insert_many(ids[:FLOOR_N], x[:FLOOR_N])
+    tiny.save()
+    out["call_floor_us"] = per_call_us(lambda qq: small.search(qq, K, ef=16), q)
+    tiny.close()
     out["open_s"] = fresh_open(path)
     out["first_query_warm"] = first_query(path, q[0], cold=False)
     out["first_query_cold"] = first_query(path, q[0], cold=True)
@@ -250,6 +292,12 @@ def bench_hnswlib(x, q, gt, metric, tmp) -> dict:
         return idx.knn_query(qs, K, num_threads=2)
 
     out["sweep"] = sweep(single, batch, q, gt, lambda r: r[0][0].tolist(), lambda r: r[0].tolist())
+    tiny = hnswlib.Index(space=space, dim=x.shape[1])
+    tiny.init_index(max_elements=FLOOR_N, M=M, ef_construction=EFC, random_seed=0)
+    tiny.add_items(x[:FLOOR_N], np.arange(FLOOR_N))
+    tiny.set_ef(16)
+    tiny.set_num_threads(1)
+    out["call_floor_us"] = per_call_us(lambda qq: tiny.knn_query(qq, K), q)
     return out
 
 
@@ -373,6 +421,14 @@ def report(results: dict, command: str) -> str:
                           f"**{n['build_per_s'] / h['build_per_s_2t']:.2f}×** hnswlib 2 threads "
                           f"(Needle's build always uses both cores; its time includes `save()`, not loading "
                           f"its kernels: a 300-record build runs first, as hnswlib's code is loaded by its import)."]
+        if n and "split" in n and h and "call_floor_us" in h:
+            sp = n["split"]
+            lines += ["", f"Where a single query's time goes (Needle, ef={sp['ef']}, µs per call, best of passes): "
+                          f"`Collection.search` {sp['total_us']:.1f} = graph search kernel {sp['kernel_us']:.1f} "
+                          f"(numba dispatch included) + query checks {sp['check_us']:.1f} + result objects with "
+                          f"decoded ids {sp['results_us']:.1f} + the rest of the Python path {sp['rest_us']:.1f}. "
+                          f"Per-call floor (a {FLOOR_N}-record index, k={K}, ef=16): Needle "
+                          f"{n['call_floor_us']:.1f} µs, hnswlib {h['call_floor_us']:.1f} µs."]
         if n and "sweep" in n:
             lines += ["", "Needle sweep (ef: recall, single q/s, batch q/s): " + "; ".join(
                 f"{r['ef']}: {r['recall']:.3f}, {r['qps_single']:,.0f}, {r['qps_batch']:,.0f}" for r in n["sweep"])]
