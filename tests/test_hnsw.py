@@ -145,6 +145,43 @@ def test_deleted_records_are_never_returned(tmp_path, demo_data):
         assert c.count() == len(x) - len(gone)
 
 
+
+@pytest.mark.parametrize("platform", ["grants", "refuses", "lacks"])
+def test_the_huge_page_hint_is_given_and_is_only_a_hint(tmp_path, demo_data, monkeypatch, platform):
+    """Readers ask for huge pages on their map (a runtime hint, not part of the format). Where
+    the OS refuses the advice or has no such advice, the file opens and searches
+    exactly as where it is granted."""
+    import mmap
+    import types
+
+    from needle_mm import snapshot
+
+    x = demo_data["vectors"][:500]
+    path = tmp_path / "h.needle"
+    with needle.Database.open(path) as db:
+        db.create_collection("c", 384).insert_many([str(i) for i in range(len(x))], x)
+    with needle.Database.open(path, read_only=True) as db:
+        expected = [[(r.id, r.distance) for r in db.collection("c").search(qq, 10)] for qq in x[:20]]
+
+    advice = []
+
+    class Map(mmap.mmap):
+        def madvise(self, option, *args):
+            advice.append(option)
+            if platform == "refuses":
+                raise OSError(22, "Invalid argument")
+            return super().madvise(option, *args)
+
+    fake = types.SimpleNamespace(mmap=Map, ACCESS_READ=mmap.ACCESS_READ)
+    if platform != "lacks" and hasattr(mmap, "MADV_HUGEPAGE"):
+        fake.MADV_HUGEPAGE = mmap.MADV_HUGEPAGE
+    monkeypatch.setattr(snapshot, "mmap", fake)
+    with needle.Database.open(path, read_only=True) as db:
+        got = [[(r.id, r.distance) for r in db.collection("c").search(qq, 10)] for qq in x[:20]]
+    assert got == expected
+    asked = hasattr(fake, "MADV_HUGEPAGE")
+    assert advice == ([fake.MADV_HUGEPAGE] if asked else [])
+
 def test_half_deleted_segment_is_rebuilt(tmp_path, demo_data):
     x = demo_data["vectors"][:1000]
     with needle.Database.open(tmp_path / "r.needle") as db:
