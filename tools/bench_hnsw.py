@@ -383,6 +383,90 @@ def bench_faiss(x, q, gt, metric, tmp) -> dict:
 # ---------------------------------------------------------------- report
 
 
+ROUNDS = 7  # alternations in the head-to-head comparison
+
+
+def head_to_head(x, q, metric, tmp, efs: dict) -> dict:
+    """Needle (f32, f16) and hnswlib measured in alternation, at each engine's
+    ef for recall >= 0.95: the sweep above runs each engine for minutes on
+    its own, and this machine's neighbours change its speed by 10-40 % from
+    one minute to the next, so a ratio of two separate runs can say more
+    about the neighbours than about the engines. Each round times one pass
+    (about half a second) of every engine in turn, single queries and
+    batches, then one build of each; the ratios reported are the medians
+    over rounds of the per-round ratios."""
+    import hnswlib
+
+    dist = {"cosine": "cosine", "euclidean": "euclidean"}[metric]
+    space = {"cosine": "cosine", "euclidean": "l2"}[metric]
+    ids = [str(i) for i in range(len(x))]
+    engines = {}
+    for dtype in ("f32", "f16"):
+        eng = "needle" if dtype == "f32" else "needle_f16"
+        if eng not in efs:
+            continue
+        db = needle.Database.open(os.path.join(tmp, f"needle-{dtype}-{len(x)}-{x.shape[1]}.needle"), read_only=True)
+        coll, ef = db.collection("c"), efs[eng]
+        engines[eng] = (db, lambda qq, c=coll, ef=ef: c.search(qq, K, ef=ef),
+                        lambda qs, c=coll, ef=ef: c.search_batch(qs, K, ef=ef))
+    index = hnswlib.Index(space=space, dim=x.shape[1])
+    index.load_index(os.path.join(tmp, f"hnswlib-{len(x)}.bin"), max_elements=len(x))
+    index.set_ef(efs["hnswlib"])
+
+    def h_single(qq):
+        return index.knn_query(qq, K, num_threads=1)
+
+    def h_batch(qs):
+        return index.knn_query(qs, K, num_threads=2)
+
+    engines["hnswlib"] = (None, h_single, h_batch)
+    t = time.perf_counter()
+    for qq in q:
+        h_single(qq)
+    reps = max(1, round(0.5 / (time.perf_counter() - t)))  # passes of about half a second of hnswlib's queries
+    single = {e: [] for e in engines}
+    batch = {e: [] for e in engines}
+    for _ in range(ROUNDS):
+        for e, (_, one, many) in engines.items():
+            many(q[:8])
+            t = time.perf_counter()
+            for _ in range(reps):
+                for qq in q:
+                    one(qq)
+            single[e].append(reps * len(q) / (time.perf_counter() - t))
+            t = time.perf_counter()
+            for _ in range(reps):
+                many(q)
+            batch[e].append(reps * len(q) / (time.perf_counter() - t))
+    builds = {e: [] for e in engines}
+    for _ in range(BUILDS):
+        for e in engines:
+            t = time.perf_counter()
+            if e == "hnswlib":
+                fresh = hnswlib.Index(space=space, dim=x.shape[1])
+                fresh.init_index(max_elements=len(x), M=M, ef_construction=EFC, random_seed=0)
+                fresh.add_items(x, np.arange(len(x)), num_threads=2)
+            else:
+                path = os.path.join(tmp, f"h2h-{e}.needle")
+                with needle.Database.open(path) as db:
+                    db.create_collection("c", x.shape[1], dist, m=M, ef_construction=EFC,
+                                         dtype="f16" if e == "needle_f16" else "f32").insert_many(ids, x)
+                os.remove(path)
+            builds[e].append(len(x) / (time.perf_counter() - t))
+    for db, _, _ in engines.values():
+        if db is not None:
+            db.close()
+
+    def ratios(rates):
+        return {e: statistics.median(a / b for a, b in zip(rates[e], rates["hnswlib"])) for e in rates
+                if e != "hnswlib"}
+
+    return {"efs": efs, "rounds": ROUNDS, "single": ratios(single), "batch": ratios(batch), "build": ratios(builds),
+            "single_qps": {e: statistics.median(v) for e, v in single.items()},
+            "batch_qps": {e: statistics.median(v) for e, v in batch.items()},
+            "build_per_s": {e: statistics.median(v) for e, v in builds.items()}}
+
+
 def fmt(v, digits=0):
     return "—" if v is None else f"{v:,.{digits}f}"
 
@@ -435,6 +519,17 @@ def report(results: dict, command: str) -> str:
                           f"(Needle's build always uses both cores; its time includes `save()`, not loading "
                           f"its kernels: a 300-record build runs first, as hnswlib's code is loaded by its import; "
                           f"Needle's builds and hnswlib's 2-thread build are each the faster of {BUILDS})."]
+        hh = res.get("head_to_head")
+        if hh:
+            parts = []
+            for e, label in (("needle", "Needle"), ("needle_f16", "Needle f16")):
+                if e in hh["single"]:
+                    parts.append(f"{label} (ef {hh['efs'][e]}) single **{hh['single'][e]:.2f}×**, batch "
+                                 f"**{hh['batch'][e]:.2f}×**, build **{hh['build'][e]:.2f}×**")
+            lines += ["", f"**Head to head** (engines timed in alternation, median of {hh['rounds']} rounds for "
+                          f"queries and {BUILDS} for builds; hnswlib at ef {hh['efs']['hnswlib']}, builds on 2 "
+                          f"threads), ratios to hnswlib: " + "; ".join(parts) + ". These are the figures to "
+                          "read against targets; the table's engines ran minutes apart."]
         if n and "split" in n and h and "call_floor_us" in h:
             sp = n["split"]
             lines += ["", f"Where a single query's time goes (Needle, ef={sp['ef']}, µs per call, best of passes): "
@@ -489,6 +584,12 @@ def main() -> None:
             except Exception as exc:  # an anchor missing must not hide the others
                 res[eng] = {"error": f"{type(exc).__name__}: {exc}"}
             print(json.dumps({k: v for k, v in res[eng].items() if k != "sweep"}), flush=True)
+        efs = {e: (at_recall(res[e]["sweep"]) or res[e]["sweep"][-1])["ef"]
+               for e in ("needle", "needle_f16", "hnswlib") if "sweep" in res.get(e, {})}
+        if "hnswlib" in efs and "needle" in efs:
+            print(f"[{ds}] head to head ...", flush=True)
+            res["head_to_head"] = head_to_head(x, q, metric, tmp, efs)
+            print(json.dumps(res["head_to_head"]), flush=True)
         if "needle" in res and "sweep" in res["needle"] and len(x) >= args.commits * 1000:
             p = at_recall(res["needle"]["sweep"]) or res["needle"]["sweep"][-1]
             print(f"[{ds}] {args.commits} commits ...", flush=True)
