@@ -61,19 +61,24 @@ def map_file(io: FileIO, length: int, previous: Mapping | None) -> Mapping:
     if previous is not None and previous.length >= length and previous.inode == inode:
         return previous
     buffer = mmap.mmap(io.fd, length, access=mmap.ACCESS_READ)
-    # Searches read vector rows at random: with 4 KB pages nearly every row
-    # read also misses the TLB. Asking for huge pages makes pages this map
-    # faults in from disk arrive as 2 MB page-cache folios (where the file
-    # system supports them, e.g. ext4 on Linux >= 6.16) mapped by one TLB
-    # entry each: minilm-384 HNSW search 5-9 % faster, measured. (Pages a
-    # writer's large pwrite put in the cache are often 2 MB already.) Only a
-    # hint: without support the map behaves as before.
+    # Pages this map faults in from disk then arrive as 2 MB page-cache folios
+    # (where the file system supports them, e.g. ext4 on Linux >= 6.16),
+    # mapped by one TLB entry each: minilm-384 HNSW search 5-9 % faster,
+    # measured. (Pages a writer's large pwrite put in the cache are often
+    # 2 MB already.)
+    ask_huge_pages(buffer)
+    return Mapping(buffer, length, inode)
+
+
+def ask_huge_pages(area: mmap.mmap) -> None:
+    """Ask the OS to back ``area`` with huge (2 MB) pages: searches and builds
+    read rows at random, and with 4 KB pages nearly every row read also
+    misses the TLB. Only a hint: where it is refused or unknown, nothing changes."""
     if hasattr(mmap, "MADV_HUGEPAGE"):
         try:
-            buffer.madvise(mmap.MADV_HUGEPAGE)
-        except OSError:
+            area.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:  # e.g. transparent huge pages disabled
             pass
-    return Mapping(buffer, length, inode)
 
 
 class Snapshot:

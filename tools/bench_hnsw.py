@@ -17,6 +17,7 @@ Writes bench-out/hnsw.json and the HNSW section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -127,20 +128,44 @@ def needle_split(view, coll, q, metric: str, ef: int) -> dict:
     checked = [validation.queries(qq, dim, cosine, False) for qq in q]
     none = np.zeros(0, dtype=np.uint8)
     found = [index.search_segment(view, a, b, code, none, K, ef) for a, b in checked]
-    it = iter(range(1 << 62))
-
-    def next_of(items):
-        return items[next(it) % len(items)]
+    next_checked, next_found = itertools.cycle(checked).__next__, itertools.cycle(found).__next__
 
     total = per_call_us(lambda qq: coll.search(qq, K, ef=ef), q)
-    kernel = per_call_us(lambda qq: index.search_segment(view, *next_of(checked), code, none, K, ef), q)
+    kernel = per_call_us(lambda qq: index.search_segment(view, *next_checked(), code, none, K, ef), q)
     check = per_call_us(lambda qq: validation.queries(qq, dim, cosine, False), q)
-    objects = per_call_us(lambda qq: search._rows_of_one_source(view, *next_of(found), False), q)
+    objects = per_call_us(lambda qq: search._rows_of_one_source(view, *next_found(), False), q)
     return {"ef": ef, "total_us": total, "kernel_us": kernel, "check_us": check, "results_us": objects,
             "rest_us": total - kernel - check - objects}
 
 
 # ---------------------------------------------------------------- engines
+
+
+def build_needle(path: str, x, ids: list[str], dist: str, dtype: str) -> float:
+    """Seconds to insert ``x`` into a collection "c" of a new file at ``path``
+    and save it (the file is kept)."""
+    if os.path.exists(path):
+        os.remove(path)
+    db = needle.Database.open(path)
+    coll = db.create_collection("c", x.shape[1], dist, m=M, ef_construction=EFC, dtype=dtype)
+    t = time.perf_counter()
+    coll.insert_many(ids, x)
+    db.save()
+    took = time.perf_counter() - t
+    db.close()
+    return took
+
+
+def build_hnswlib(x, space: str, threads: int):
+    """(index, seconds) of hnswlib adding ``x`` to a new index on ``threads`` threads."""
+    import hnswlib
+
+    idx = hnswlib.Index(space=space, dim=x.shape[1])
+    idx.init_index(max_elements=len(x), M=M, ef_construction=EFC, random_seed=0)
+    idx.set_num_threads(threads)
+    t = time.perf_counter()
+    idx.add_items(x, np.arange(len(x)))
+    return idx, time.perf_counter() - t
 
 
 def bench_needle(x, q, gt, metric, tmp, dtype: str = "f32") -> dict:
@@ -155,18 +180,7 @@ def bench_needle(x, q, gt, metric, tmp, dtype: str = "f32") -> dict:
                                                                                                       x[:300])
     warm.save()
     warm.close()
-    times = []
-    for _ in range(BUILDS):  # the same data into a fresh file each time; the last is searched
-        if os.path.exists(path):
-            os.remove(path)
-        db = needle.Database.open(path)
-        coll = db.create_collection("c", x.shape[1], dist, m=M, ef_construction=EFC, dtype=dtype)
-        t = time.perf_counter()
-        coll.insert_many(ids, x)
-        db.save()
-        times.append(time.perf_counter() - t)
-        db.close()
-    build = min(times)
+    build = min(build_needle(path, x, ids, dist, dtype) for _ in range(BUILDS))  # the last file is searched
     out = {"build_s": build, "build_per_s": len(x) / build, "file_bytes": os.path.getsize(path)}
     db = needle.Database.open(path, read_only=True)
     coll = db.collection("c")
@@ -278,12 +292,8 @@ def bench_hnswlib(x, q, gt, metric, tmp) -> dict:
     for threads, builds in ((1, 1), (2, BUILDS)):  # the 2-thread build is the one Needle is compared with
         times = []
         for _ in range(builds):
-            idx = hnswlib.Index(space=space, dim=x.shape[1])
-            idx.init_index(max_elements=len(x), M=M, ef_construction=EFC, random_seed=0)
-            idx.set_num_threads(threads)
-            t = time.perf_counter()
-            idx.add_items(x, np.arange(len(x)))
-            times.append(time.perf_counter() - t)
+            idx, took = build_hnswlib(x, space, threads)
+            times.append(took)
         out[f"build_s_{threads}t"] = min(times)
         out[f"build_per_s_{threads}t"] = len(x) / out[f"build_s_{threads}t"]
     path = os.path.join(tmp, f"hnswlib-{len(x)}.bin")
@@ -380,9 +390,6 @@ def bench_faiss(x, q, gt, metric, tmp) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- report
-
-
 ROUNDS = 7  # alternations in the head-to-head comparison
 
 
@@ -441,18 +448,13 @@ def head_to_head(x, q, metric, tmp, efs: dict) -> dict:
     builds = {e: [] for e in engines}
     for _ in range(BUILDS):
         for e in engines:
-            t = time.perf_counter()
             if e == "hnswlib":
-                fresh = hnswlib.Index(space=space, dim=x.shape[1])
-                fresh.init_index(max_elements=len(x), M=M, ef_construction=EFC, random_seed=0)
-                fresh.add_items(x, np.arange(len(x)), num_threads=2)
+                took = build_hnswlib(x, space, 2)[1]
             else:
                 path = os.path.join(tmp, f"h2h-{e}.needle")
-                with needle.Database.open(path) as db:
-                    db.create_collection("c", x.shape[1], dist, m=M, ef_construction=EFC,
-                                         dtype="f16" if e == "needle_f16" else "f32").insert_many(ids, x)
+                took = build_needle(path, x, ids, dist, "f16" if e == "needle_f16" else "f32")
                 os.remove(path)
-            builds[e].append(len(x) / (time.perf_counter() - t))
+            builds[e].append(len(x) / took)
     for db, _, _ in engines.values():
         if db is not None:
             db.close()
@@ -465,6 +467,9 @@ def head_to_head(x, q, metric, tmp, efs: dict) -> dict:
             "single_qps": {e: statistics.median(v) for e, v in single.items()},
             "batch_qps": {e: statistics.median(v) for e, v in batch.items()},
             "build_per_s": {e: statistics.median(v) for e, v in builds.items()}}
+
+
+# ---------------------------------------------------------------- report
 
 
 def fmt(v, digits=0):
