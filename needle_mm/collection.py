@@ -43,11 +43,16 @@ class Collection:
     # ------------------------------------------------------------ config
 
     def _state(self):
+        """This collection's state; callers are inside ``_db._reading()`` or ``_db._changing()``."""
         return self._db._state(self.name)
+
+    def _meta(self):
+        with self._db._reading():
+            return self._state().meta
 
     @property
     def config(self) -> CollectionConfig:
-        meta = self._state().meta
+        meta = self._meta()
         h = meta.hnsw
         return CollectionConfig(meta.dim, DistanceFunction(meta.distance), h.m, h.ef_construction,
                                 h.ef_search, h.seed, sparse=meta.kind == "sparse", dtype=meta.dtype)
@@ -55,15 +60,15 @@ class Collection:
     @property
     def sparse(self) -> bool:
         """True for a collection of sparse vectors (see :mod:`needle_mm.sparse`)."""
-        return self._state().meta.kind == "sparse"
+        return self._meta().kind == "sparse"
 
     @property
     def dimension(self) -> int:
-        return self._state().meta.dim
+        return self._meta().dim
 
     @property
     def distance(self) -> DistanceFunction:
-        return DistanceFunction(self._state().meta.distance)
+        return DistanceFunction(self._meta().distance)
 
     # ------------------------------------------------------------ writes
 
@@ -99,9 +104,13 @@ class Collection:
             return [_sparse.vector(vector, meta.dim, "vector")]
         return validation.vector(vector, meta.dim)[None, :]
 
+    def _changing(self):
+        return self._db._changing(f"write to collection {self.name!r}")
+
     def insert(self, id: str, vector, metadata: dict | None = None) -> None:
         """Add one record; raises :class:`DuplicateIdError` if ``id`` is live (use :meth:`upsert`)."""
-        self.insert_many([id], self._one(vector), None if metadata is None else [metadata])
+        with self._changing():
+            self.insert_many([id], self._one(vector), None if metadata is None else [metadata])
 
     def insert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
         """Add many records at once: the fast path (``vectors`` a 2-D array ``[n, dim]``).
@@ -109,27 +118,32 @@ class Collection:
         All-or-nothing: if any record is invalid or any id is already live (or
         repeated in the batch), nothing is added.
         """
-        state, ids, ids_utf8, matrix, norms, metas = self._prepare(ids, vectors, metadatas, "vectors")
-        if len(set(ids)) != len(ids):
-            seen = set()
-            dup = next(i for i in ids if i in seen or seen.add(i))
-            raise DuplicateIdError(f"id {dup!r} appears more than once in this batch")
-        live = state.live_ids_among(ids, ids_utf8)
-        if live:
-            raise DuplicateIdError(
-                f"id {live[0]!r} already exists in collection {self.name!r}"
-                + (f" (and {len(live) - 1} more)" if len(live) > 1 else "") + "; use upsert to replace"
-            )
-        state.write(ids, ids_utf8, matrix, norms, metas, known_absent=True)
+        with self._changing():
+            state, ids, ids_utf8, matrix, norms, metas = self._prepare(ids, vectors, metadatas, "vectors")
+            if len(set(ids)) != len(ids):
+                seen = set()
+                dup = next(i for i in ids if i in seen or seen.add(i))
+                raise DuplicateIdError(f"id {dup!r} appears more than once in this batch")
+            live = state.live_ids_among(ids, ids_utf8)
+            if live:
+                raise DuplicateIdError(
+                    f"id {live[0]!r} already exists in collection {self.name!r}"
+                    + (f" (and {len(live) - 1} more)" if len(live) > 1 else "") + "; use upsert to replace"
+                )
+            with self._db._exclusive():
+                state.write(ids, ids_utf8, matrix, norms, metas, known_absent=True)
 
     def upsert(self, id: str, vector, metadata: dict | None = None) -> None:
         """Insert a record, or replace the one with the same id (vector and metadata)."""
-        self.upsert_many([id], self._one(vector), None if metadata is None else [metadata])
+        with self._changing():
+            self.upsert_many([id], self._one(vector), None if metadata is None else [metadata])
 
     def upsert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
         """Insert or replace many records; a repeated id in the batch keeps its last record."""
-        state, ids, ids_utf8, matrix, norms, metas = self._prepare(ids, vectors, metadatas, "vectors")
-        state.write(ids, ids_utf8, matrix, norms, metas)
+        with self._changing():
+            state, ids, ids_utf8, matrix, norms, metas = self._prepare(ids, vectors, metadatas, "vectors")
+            with self._db._exclusive():
+                state.write(ids, ids_utf8, matrix, norms, metas)
 
     def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict | None = None) -> int:
         """Delete one id, a list of ids, or every record matching ``filter``;
@@ -138,6 +152,10 @@ class Collection:
         Unknown ids are ignored (as in Chroma and Qdrant). With both ``ids`` and
         ``filter``, only the listed ids that match the filter are deleted.
         """
+        with self._changing():
+            return self._delete(ids, filter)
+
+    def _delete(self, ids, filter) -> int:
         state = self._db._writable_state(self.name)
         if filter is not None:
             if compile_filter(filter) is None:
@@ -154,28 +172,33 @@ class Collection:
             ids = [ids]
         ids = list(ids)
         ids_utf8 = [validation.id_bytes(i) for i in ids]
-        return state.delete(ids, ids_utf8)
+        with self._db._exclusive():
+            return state.delete(ids, ids_utf8)
 
     def update_metadata(self, id: str, metadata: dict | None) -> None:
         """Replace the metadata of a live record, keeping its vector."""
-        state = self._db._writable_state(self.name)
         raw = validation.id_bytes(id)
         meta = validation.metadata(metadata)
-        entry = state.get(id, raw)
-        if entry is None:
-            raise RecordNotFoundError(f"no record with id {id!r} in collection {self.name!r}")
-        if isinstance(entry.vector, _sparse.SparseVector):
-            state.write([id], [raw], [entry.vector], np.zeros(1, dtype=np.float32), [meta])
-            return
-        norms = validation.norms(entry.vector[None, :])
-        state.write([id], [raw], entry.vector[None, :], norms, [meta])
+        with self._changing():
+            state = self._db._writable_state(self.name)
+            entry = state.get(id, raw)
+            if entry is None:
+                raise RecordNotFoundError(f"no record with id {id!r} in collection {self.name!r}")
+            if isinstance(entry.vector, _sparse.SparseVector):
+                vectors, norms = [entry.vector], np.zeros(1, dtype=np.float32)
+            else:
+                vectors = entry.vector[None, :]
+                norms = validation.norms(vectors)
+            with self._db._exclusive():
+                state.write([id], [raw], vectors, norms, [meta])
 
     # ------------------------------------------------------------ reads
 
     def get(self, id: str, default: Any = _MISSING) -> Entry:
         """The live record with this id; :class:`RecordNotFoundError` (or ``default``) if none."""
         raw = validation.id_bytes(id)
-        entry = self._state().get(id, raw)
+        with self._db._reading():
+            entry = self._state().get(id, raw)
         if entry is None:
             if default is not _MISSING:
                 return default
@@ -183,7 +206,11 @@ class Collection:
         return entry
 
     def __contains__(self, id: object) -> bool:
-        return isinstance(id, str) and bool(id) and self._state().is_live(id, validation.id_bytes(id))
+        if not (isinstance(id, str) and id):
+            return False
+        raw = validation.id_bytes(id)
+        with self._db._reading():
+            return self._state().is_live(id, raw)
 
     def __len__(self) -> int:
         return self.count()
@@ -191,10 +218,11 @@ class Collection:
     def count(self, filter: dict | None = None) -> int:
         """Number of live records (matching ``filter`` if given)."""
         flt = compile_filter(filter)
-        state = self._state()
-        if flt is None:
-            return state.count()
-        return sum(int(np.count_nonzero(mask)) for _, mask in self._matching(state, flt))
+        with self._db._reading():
+            state = self._state()
+            if flt is None:
+                return state.count()
+            return sum(int(np.count_nonzero(mask)) for _, mask in self._matching(state, flt))
 
     def find(self, filter: dict | None = None, limit: int | None = None) -> list[tuple[str, dict]]:
         """``(id, metadata)`` of live records matching ``filter``, in storage order."""
@@ -202,13 +230,14 @@ class Collection:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
             raise InvalidArgumentError(f"limit must be a non-negative integer or None, got {limit!r}")
         out = []
-        for source, mask in self._matching(self._state(), flt):
-            slots = np.flatnonzero(mask).tolist()
-            if limit is not None:
-                slots = slots[: limit - len(out)]
-            out.extend(zip(source.ids_at(slots), (orjson.loads(source.meta_bytes_at(s)) for s in slots)))
-            if limit is not None and len(out) >= limit:
-                break
+        with self._db._reading():
+            for source, mask in self._matching(self._state(), flt):
+                slots = np.flatnonzero(mask).tolist()
+                if limit is not None:
+                    slots = slots[: limit - len(out)]
+                out.extend(zip(source.ids_at(slots), (orjson.loads(source.meta_bytes_at(s)) for s in slots)))
+                if limit is not None and len(out) >= limit:
+                    break
         return out
 
     def _matching(self, state, flt):
@@ -238,12 +267,22 @@ class Collection:
         include_vector : bool
             Also return each result's vector.
         """
-        return self._search(self._state(), query, False, k, filter, include_vector, ef, exact)[0]
+        db = self._db
+        db._begin_read()
+        try:
+            return self._search(self._state(), query, False, k, filter, include_vector, ef, exact)[0]
+        finally:
+            db._end_read()
 
     def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
                      exact: bool = False, include_vector: bool = False) -> list[list[SearchResult]]:
         """:meth:`search` for each row of a 2-D array of queries, in parallel."""
-        return self._search(self._state(), queries, True, k, filter, include_vector, ef, exact)
+        db = self._db
+        db._begin_read()
+        try:
+            return self._search(self._state(), queries, True, k, filter, include_vector, ef, exact)
+        finally:
+            db._end_read()
 
     def _search(self, state, queries, batch, k, filter, include_vector, ef, exact):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:

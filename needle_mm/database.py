@@ -4,14 +4,18 @@ Concurrency model (SPEC.md §6, §7): any number of processes may open a file.
 Each holds an immutable snapshot of one committed generation through a
 read-only memory map. Writes collect in memory in the writing process and
 become one new generation at ``save()``, which appends regions and then flips
-a superblock slot while holding the writer lock ``<path>.lock``.
+a superblock slot while holding the writer lock ``<file>.lock`` (``<file>``
+the path with symlinks resolved, so every spelling of one file shares one
+lock). Threads may share one Database (SPEC §7.2, ``thread_guard``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import os
+import threading
 import time
 
 from . import __version__ as _version
@@ -37,30 +41,83 @@ from .errors import (
     CollectionNotFoundError,
     DatabaseClosedError,
     DatabaseNotFoundError,
+    DuplicateIdError,
+    DurabilityError,
     InvalidConfigError,
+    LinkedFileError,
     ReadOnlyError,
     TransactionError,
     UnsupportedVersionError,
 )
 from .snapshot import Snapshot, read_header, read_superblock
 from .state import CollectionState
+from .thread_guard import ThreadGuard
 
 __all__ = ["Database"]
 
+_CONFIG_KEYWORDS = frozenset(f.name for f in dataclasses.fields(CollectionConfig)) - {"dimension", "distance"}
 
-def _initial_file(path: str) -> None:
+
+def create_file(path: str, generation: int = 1) -> None:
+    """Create an empty database file at ``path`` (atomically: SPEC §6) whose
+    first generation is ``generation`` (a rebuild continues the numbering of
+    the file it replaces, so no process sees the generation go backwards)."""
     header = encode_header(f"needle_mm {_version}")
-    catalog = Catalog(generation=1, collections={}).encode()
-    sb = Superblock(generation=1, file_length=DATA_START + len(catalog), catalog_offset=DATA_START,
-                    catalog_length=len(catalog), catalog_crc=crc32(catalog), slot=0,
+    catalog = Catalog(generation=generation, collections={}).encode()
+    slot = (generation - 1) % 2  # generation g sits in slot (g - 1) mod 2 (SPEC §3)
+    sb = Superblock(generation=generation, file_length=DATA_START + len(catalog), catalog_offset=DATA_START,
+                    catalog_length=len(catalog), catalog_crc=crc32(catalog), slot=slot,
                     commit_time_ns=time.time_ns())
     pieces = [
         (0, header.ljust(PAGE_SIZE, b"\0")),
-        (SUPERBLOCK_OFFSETS[0], encode_superblock(sb).ljust(PAGE_SIZE, b"\0")),
-        (SUPERBLOCK_OFFSETS[1], b"\0" * PAGE_SIZE),
+        (SUPERBLOCK_OFFSETS[slot], encode_superblock(sb).ljust(PAGE_SIZE, b"\0")),
+        (SUPERBLOCK_OFFSETS[1 - slot], b"\0" * PAGE_SIZE),
         (DATA_START, catalog),
     ]
     write_new_file(path, pieces)
+
+
+def _create_if_missing(path: str, real_path: str, timeout: float) -> None:
+    """Create the file under its writer lock; if that fails (a full disk) and
+    no file exists, the lock file this call made is removed again."""
+    lock = WriterLock(real_path, timeout)
+    lock_path = lock.path
+    made_lock = not os.path.exists(lock_path)
+    try:
+        with lock:
+            if not os.path.exists(path):
+                create_file(path)
+    except BaseException:
+        if made_lock and not os.path.exists(path):
+            with contextlib.suppress(OSError):
+                os.remove(lock_path)
+        raise
+
+
+def _remove_stale_rebuilds(real_path: str) -> None:
+    """Remove ``<file>.rebuild-<pid>`` copies left by a rebuild whose process is gone (SPEC §7.1)."""
+    for leftover in glob.glob(glob.escape(real_path) + ".rebuild-*"):
+        pid = leftover.rsplit("-", 1)[1].removesuffix(".lock")
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
+        except OSError:  # alive, owned by another user
+            pass
+
+
+def _check_single_link(io: FileIO, path: str) -> None:
+    """Writers refuse a file with several hard links (SPEC §7): the lock is
+    found by path, so writers through two links would not exclude each
+    other, and a rebuild replaces the file by rename, which a link cannot follow."""
+    links = os.fstat(io.fd).st_nlink
+    if links > 1:
+        raise LinkedFileError(
+            f"{path!r} has {links} hard links: Needle cannot lock one file reached through several links; "
+            "open it with read_only=True, or give it a single name (copy it, or use a symlink)")
 
 
 def _first_snapshot(io: FileIO, path: str, read_only: bool) -> Snapshot:
@@ -107,11 +164,17 @@ class Database:
         self.auto_refresh = auto_refresh
         self._io = io
         self._snapshot = snapshot
-        self._lock = None if read_only else WriterLock(path, lock_timeout)
+        self._real_path = os.path.realpath(path)
+        self._lock = None if read_only else WriterLock(self._real_path, lock_timeout)
         self._states: dict[str, CollectionState] = {}
         self._dropped: set[str] = set()
         self._closed = False
-        self._in_transaction = False
+        self._transaction_thread: int | None = None  # the thread whose transaction is open
+        self._guard = ThreadGuard()
+        # A read-only Database never changes its state in place (a refresh
+        # swaps whole objects), so its readers need no shared hold.
+        self._view_lock = None if read_only else self._guard.view
+        self._calls = threading.local()  # .depth: this thread's nested API calls (only the outermost refreshes)
 
     # ------------------------------------------------------------ open/close
 
@@ -139,24 +202,33 @@ class Database:
         if read_only:
             if not os.path.exists(path):
                 raise DatabaseNotFoundError(f"no database file at {path!r} (read-only open does not create one)")
-        elif not os.path.exists(path):
-            with WriterLock(path, lock_timeout):
-                if not os.path.exists(path):
-                    _initial_file(path)
+        else:
+            real = os.path.realpath(path)
+            if not os.path.exists(path):
+                _create_if_missing(path, real, lock_timeout)
+            _remove_stale_rebuilds(real)
         try:
             io = FileIO(path, writable=not read_only)
         except IsADirectoryError:
             raise DatabaseNotFoundError(f"{path!r} is a directory, not a database file") from None
+        if not read_only:
+            try:
+                _check_single_link(io, path)
+            except BaseException:
+                io.close()
+                raise
         snapshot = _first_snapshot(io, path, read_only)
         return cls(path, io, snapshot, read_only, lock_timeout, bool(auto_refresh))
 
     def close(self) -> None:
-        """Release the file. Unsaved writes are discarded."""
-        if not self._closed:
-            self._closed = True
-            self._states.clear()
-            self._snapshot = None
-            self._io.close()
+        """Release the file. Unsaved writes are discarded. Waits for calls of
+        other threads that are running on this Database."""
+        with self._guard.mutation, self._exclusive():
+            if not self._closed:
+                self._closed = True
+                self._states = {}
+                self._snapshot = None
+                self._io.close()
 
     def __enter__(self) -> "Database":
         return self
@@ -183,13 +255,82 @@ class Database:
         names.update(self._states)
         return sorted(names)
 
-    def _check_open_and_current(self) -> None:
+    # ------------------------------------------------------------ threads
+    #
+    # Every public call runs inside one of these (see thread_guard): reads
+    # between _begin_read/_end_read, changes inside _changing, and in-place
+    # changes of the state additionally inside _exclusive.
+
+    def _depth(self) -> int:
+        return getattr(self._calls, "depth", 0)
+
+    def _begin_read(self) -> None:
         self._check_open()
-        if self.auto_refresh and not self._snapshot.is_current():
-            self.refresh()
+        depth = self._depth()
+        if not depth and self.auto_refresh:
+            snapshot = self._snapshot
+            if snapshot is None:
+                self._check_open()
+            if not snapshot.is_current():
+                self._refresh_unless_busy()
+        if self._view_lock is not None:
+            self._view_lock.acquire_shared()
+        self._calls.depth = depth + 1
+        if self._closed:
+            self._end_read()
+            self._check_open()
+
+    def _end_read(self) -> None:
+        self._calls.depth -= 1
+        if self._view_lock is not None:
+            self._view_lock.release_shared()
+
+    @contextlib.contextmanager
+    def _reading(self):
+        self._begin_read()
+        try:
+            yield
+        finally:
+            self._end_read()
+
+    def _refresh_unless_busy(self) -> None:
+        """Auto-refresh for a read: skipped while another thread changes the
+        state (a save moves this Database to the newest generation itself)."""
+        mutation = self._guard.mutation
+        if mutation.acquire(blocking=False):
+            try:
+                if not self._closed:
+                    self._refresh_locked()
+            finally:
+                mutation.release()
+
+    @contextlib.contextmanager
+    def _changing(self, what: str):
+        """Hold the mutation lock for a change (refreshed first, for an outermost call)."""
+        self._check_writable(what)
+        with self._guard.mutation:
+            depth = self._depth()
+            self._calls.depth = depth + 1
+            try:
+                self._check_open()
+                if not depth and self.auto_refresh and not self._snapshot.is_current():
+                    self._refresh_locked()
+                yield
+            finally:
+                self._calls.depth = depth
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """No reader runs while the state changes in place (caller holds the mutation lock)."""
+        lock = self._guard.view
+        lock.acquire_exclusive()
+        try:
+            yield
+        finally:
+            lock.release_exclusive()
 
     def _state(self, name: str) -> CollectionState:
-        self._check_open_and_current()
+        """The state of collection ``name``; the caller is inside ``_reading`` or ``_changing``."""
         state = self._states.get(name)
         if state is not None:
             return state
@@ -198,8 +339,8 @@ class Database:
             raise CollectionNotFoundError(f"no collection named {name!r} in {self.path!r}; "
                                           f"collections: {self._names()}")
         state = CollectionState(meta, self._snapshot.segments(name), fresh=False)
-        self._states[name] = state
-        return state
+        # Two readers may both build it: either object is the same committed state.
+        return self._states.setdefault(name, state)
 
     def _writable_state(self, name: str) -> CollectionState:
         self._check_open()
@@ -220,41 +361,48 @@ class Database:
         parameters (``m``, ``ef_construction``, ``ef_search``, ``seed``) and
         ``sparse=True`` for a sparse collection (with ``distance="dot"``).
         """
+        unknown = sorted(set(hnsw) - _CONFIG_KEYWORDS)
+        if unknown:
+            raise InvalidConfigError(f"create_collection got unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                                     f"known: {', '.join(sorted(_CONFIG_KEYWORDS))}")
         return self.create_collection_with_config(name, CollectionConfig(dimension, distance, **hnsw))
 
     def create_collection_with_config(self, name: str, config: CollectionConfig) -> Collection:
         """Create a collection from a :class:`CollectionConfig`."""
-        self._check_writable(f"create collection {name!r}")
         _check_name(name)
         if not isinstance(config, CollectionConfig):
             raise InvalidConfigError(f"config must be a CollectionConfig, got {type(config).__name__}")
-        if name in self._names():
-            raise CollectionExistsError(f"collection {name!r} already exists in {self.path!r}")
-        meta = CollectionMeta(
-            name=name, dim=config.dimension, distance=config.distance.value, dtype=config.dtype,
-            kind="sparse" if config.sparse else "dense",
-            hnsw=HnswParams(config.m, config.ef_construction, config.ef_search, config.seed),
-        )
-        self._states[name] = CollectionState(meta, [], fresh=True)
+        with self._changing(f"create collection {name!r}"):
+            if name in self._names():
+                raise CollectionExistsError(f"collection {name!r} already exists in {self.path!r}")
+            meta = CollectionMeta(
+                name=name, dim=config.dimension, distance=config.distance.value, dtype=config.dtype,
+                kind="sparse" if config.sparse else "dense",
+                hnsw=HnswParams(config.m, config.ef_construction, config.ef_search, config.seed),
+            )
+            with self._exclusive():
+                self._states[name] = CollectionState(meta, [], fresh=True)
         return Collection(self, name)
 
     def collection(self, name: str) -> Collection:
         """The collection called ``name``; :class:`CollectionNotFoundError` if there is none."""
-        self._state(name)
+        with self._reading():
+            self._state(name)
         return Collection(self, name)
 
     def list_collections(self) -> list[str]:
         """Names of all collections, sorted."""
-        self._check_open_and_current()
-        return self._names()
+        with self._reading():
+            return self._names()
 
     def drop_collection(self, name: str) -> None:
         """Delete a collection and all its records (on disk at the next ``save``)."""
-        self._check_writable(f"drop collection {name!r}")
-        self._state(name)  # raises if unknown
-        del self._states[name]
-        if name in self._snapshot.catalog.collections:
-            self._dropped.add(name)
+        with self._changing(f"drop collection {name!r}"):
+            self._state(name)  # raises if unknown
+            with self._exclusive():
+                del self._states[name]
+                if name in self._snapshot.catalog.collections:
+                    self._dropped.add(name)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -267,7 +415,8 @@ class Database:
     @property
     def dirty(self) -> bool:
         """True when there are writes not yet saved."""
-        return bool(self._dropped) or any(s.dirty for s in self._states.values())
+        # (a copy: readers of other threads may add clean states meanwhile)
+        return bool(self._dropped) or any(s.dirty for s in list(self._states.values()))
 
     def refresh(self) -> bool:
         """Move to the newest committed generation; returns True if it changed.
@@ -277,6 +426,11 @@ class Database:
         path, the process moves to the new file (SPEC §7).
         """
         self._check_open()
+        with self._guard.mutation:
+            self._check_open()
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> bool:
         previous = self._snapshot
         snapshot = self._newest_snapshot(check_path=True)
         if snapshot is previous:
@@ -322,7 +476,7 @@ class Database:
 
     def _adopt(self, snapshot: Snapshot) -> None:
         states = {}
-        for name, state in self._states.items():
+        for name, state in list(self._states.items()):
             meta = snapshot.collection(name)
             if not state.dirty:
                 continue  # recreated lazily from the new snapshot
@@ -337,17 +491,19 @@ class Database:
                     fresh = CollectionState(state.meta.with_segments((), state.meta.next_segment_id), [], True)
                     fresh.pending = state.pending
                     fresh.property_changes = state.property_changes
+                    fresh.inserted = state.inserted
                     state = fresh
                 else:
                     state = state.rebase(meta, snapshot.segments(name))
             states[name] = state
-        self._states = states
-        self._snapshot = snapshot
+        with self._exclusive():
+            self._states = states
+            self._snapshot = snapshot
 
     def _plan(self, current: Superblock, superseded: bool = False) -> tuple[RegionWriter, object]:
         """Everything the next generation writes, planned on top of ``current``."""
         writer = RegionWriter(current.file_length)
-        catalog = plan_catalog(self._snapshot.catalog.collections, self._states, self._dropped, writer,
+        catalog = plan_catalog(self._snapshot.catalog.collections, dict(self._states), self._dropped, writer,
                                current.generation + 1)
         if superseded:
             catalog = dataclasses.replace(catalog, superseded=True)
@@ -356,34 +512,66 @@ class Database:
     def save(self) -> None:
         """Checkpoint: make every write so far durable and visible to other processes.
 
+        Threads sharing this Database are serialised: a save waits for another
+        thread's save or transaction to end, and commits every write made
+        before it started.
+
         Raises
         ------
         LockTimeoutError
-            Another writer held ``<path>.lock`` longer than ``lock_timeout``.
+            Another writer held the writer lock longer than ``lock_timeout``.
+        DuplicateIdError
+            An id this Database ``insert``-ed was meanwhile committed by another
+            writer; nothing is committed and the writes stay pending (upsert
+            or delete that id, then save again).
+        DurabilityError
+            The commit is made and other processes may already read it, but
+            the final ``fsync`` failed: it may not survive a power loss. The
+            writes are no longer pending (this Database reads the new generation).
         OSError
             The disk is full or failing; the previous checkpoint is intact and
             the writes stay pending, so ``save()`` can be retried.
         """
         self._check_writable("save")
-        if self._in_transaction:
-            raise TransactionError("save() inside a transaction: the transaction commits when its block ends")
-        self._save()
+        with self._guard.mutation:
+            self._check_open()
+            if self._transaction_thread == threading.get_ident():
+                raise TransactionError("save() inside a transaction: the transaction commits when its block ends")
+            self._save()
 
     def _save(self) -> None:
+        """Commit the pending writes; the caller holds the mutation lock."""
         if not self.dirty:
             return
         # Plan (graph insertion included: the slow part) against our snapshot
-        # without the lock; under the lock, write it if no other writer
-        # committed meanwhile, else re-plan on top of their generation (or of
-        # the file that replaced ours).
+        # without the file lock; under it, write the plan if the file is the
+        # one we planned against (same inode, same generation), else re-plan
+        # on top of the newer generation or of the file that replaced ours.
         planned = self._plan(self._snapshot.superblock)
         with self._lock:
+            _check_single_link(self._io, self.path)
             current = read_superblock(self._io)
-            if current.generation != self._snapshot.generation:
-                self._adopt(self._newest_snapshot())
-                current = self._snapshot.superblock
+            at_path = self._path_inode()
+            if at_path is None:
+                raise DatabaseNotFoundError(f"{self.path!r} was removed; nothing was saved")
+            if current.generation != self._snapshot.generation or at_path != self._io.inode():
+                self._adopt(self._newest_snapshot(check_path=True))
+                current = read_superblock(self._io)
+                planned = None
+            self._check_inserts()
+            if planned is None or current.generation != self._snapshot.generation:
                 planned = self._plan(current)
             self._write_generation(current, planned)
+
+    def _check_inserts(self) -> None:
+        """An ``insert`` never replaces a record: raise if another writer committed one of its ids meanwhile."""
+        for name, state in list(self._states.items()):
+            if state.conflicts:
+                ids = sorted(state.conflicts)
+                raise DuplicateIdError(
+                    f"id {ids[0]!r}" + (f" (and {len(ids) - 1} more)" if len(ids) > 1 else "")
+                    + f" was inserted here and meanwhile committed by another writer to collection {name!r}; "
+                    "nothing was saved: upsert or delete it, then save again")
 
     @contextlib.contextmanager
     def transaction(self, exclusive: bool = False):
@@ -405,24 +593,31 @@ class Database:
         :class:`TransactionError`.
         """
         self._check_writable("start a transaction")
-        if self._in_transaction:
-            raise TransactionError(f"a transaction is already open on {self.path!r}; transactions do not nest")
-        if exclusive:
-            self._lock.__enter__()
-        # Rollback point: pending writes are only in this process's memory.
-        saved = ({name: state.clone() for name, state in self._states.items()}, set(self._dropped), self._snapshot)
-        self._in_transaction = True
-        try:
-            yield self
-            self._save()
-        except BaseException:
-            if not self._closed:
-                self._states, self._dropped, self._snapshot = saved
-            raise
-        finally:
-            self._in_transaction = False
+        me = threading.get_ident()
+        with self._guard.mutation:  # other threads' writes and saves wait for the whole block
+            self._check_open()
+            if self._transaction_thread is not None:
+                raise TransactionError(f"a transaction is already open on {self.path!r}; transactions do not nest")
             if exclusive:
-                self._lock.__exit__(None, None, None)
+                self._lock.__enter__()
+            # Rollback point: pending writes are only in this process's memory.
+            saved = ({name: state.clone() for name, state in list(self._states.items())}, set(self._dropped),
+                     self._snapshot)
+            self._transaction_thread = me
+            try:
+                yield self
+                self._save()
+            except DurabilityError:
+                raise  # committed: nothing to roll back
+            except BaseException:
+                if not self._closed:
+                    with self._exclusive():
+                        self._states, self._dropped, self._snapshot = saved
+                raise
+            finally:
+                self._transaction_thread = None
+                if exclusive:
+                    self._lock.__exit__(None, None, None)
 
     def _mark_superseded(self) -> None:
         """Commit one last generation saying the file at our path is another
@@ -449,11 +644,30 @@ class Database:
         slot = current.generation % 2  # generation g+1 goes to slot g mod 2 (SPEC §3)
         sb = Superblock(current.generation + 1, file_length, catalog_ref.offset, catalog_ref.length,
                         catalog_ref.crc32, slot, time.time_ns())
-        io.pwrite(encode_superblock(sb), SUPERBLOCK_OFFSETS[slot])
-        failpoints.hit("commit.after_superblock_write")
-        io.fsync()
-        failpoints.hit("commit.after_superblock_sync")
-        snapshot = Snapshot.load(io, self._snapshot)
-        self._states = {}
-        self._dropped = set()
-        self._snapshot = snapshot
+        try:
+            io.pwrite(encode_superblock(sb), SUPERBLOCK_OFFSETS[slot])
+            failpoints.hit("commit.after_superblock_write")
+            io.fsync()
+            failpoints.hit("commit.after_superblock_sync")
+        except OSError as exc:
+            # The superblock may be in the page cache, where other processes
+            # already read it: if the file now names our generation, it is
+            # committed, and this Database must agree with the file.
+            try:
+                published = read_superblock(io).generation == sb.generation
+            except Exception:
+                published = False
+            if not published:
+                raise
+            self._become(Snapshot.load(io, self._snapshot))
+            raise DurabilityError(
+                f"{self.path!r}: generation {sb.generation} is committed and visible to other processes, but "
+                f"syncing it failed ({exc.strerror or exc}): it may not survive a power loss") from exc
+        self._become(Snapshot.load(io, self._snapshot))
+
+    def _become(self, snapshot: Snapshot) -> None:
+        """Read ``snapshot``, our own commit: nothing is pending any more."""
+        with self._exclusive():
+            self._states = {}
+            self._dropped = set()
+            self._snapshot = snapshot

@@ -31,6 +31,8 @@ __all__ = [
     "ReadOnlyError",
     "DatabaseClosedError",
     "LockTimeoutError",
+    "LinkedFileError",
+    "DurabilityError",
 ]
 
 
@@ -122,3 +124,13 @@ class SourceError(NeedleError):
 
 class TransactionError(NeedleError):
     """A transaction was misused: nested, or ``save()`` called inside one."""
+
+
+class LinkedFileError(NeedleError):
+    """A writer refused a file that has several hard links (SPEC.md §7): open it read-only or give it one name."""
+
+
+class DurabilityError(NeedleError, OSError):
+    """``save()`` committed a generation that other processes may already read,
+    but syncing it to disk failed: it may not survive a power loss. The writes
+    are no longer pending; the Database reads the new generation."""

@@ -34,8 +34,9 @@ def records(collection, batch: int = 4096) -> Iterator[tuple[list[str], Any, lis
     """``(ids, vectors, metadata JSON bytes)`` of every live record, in batches;
     vectors are a float32 ``[m, dim]`` array, or a list of SparseVector for a
     sparse collection."""
-    state = collection._state()
-    for source, f in _search.sources(state, None):
+    with collection._db._reading():
+        sources = list(_search.sources(collection._state(), None))
+    for source, f in sources:
         slots = np.flatnonzero(_search.live_mask(source.n, f.excluded))
         for start in range(0, slots.shape[0], batch):
             part = slots[start:start + batch].tolist()
@@ -46,7 +47,7 @@ def export(collection, fmt: str, out: str) -> int:
     """Write ``collection`` to ``out`` in ``fmt``; returns the number of records."""
     if fmt not in FORMATS:
         raise InvalidArgumentError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt != "jsonl" and collection._state().meta.kind == "sparse":
+    if fmt != "jsonl" and collection.sparse:
         raise InvalidArgumentError(f"collection {collection.name!r} is sparse: export it with --format jsonl "
                                    f"({fmt} holds dense matrices only)")
     count = 0

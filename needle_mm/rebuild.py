@@ -18,7 +18,7 @@ original path. The sequence, and why it is safe (SPEC.md §7):
    path's inode with the open file's.
 
 A crash before step 3 leaves the original untouched and a stray
-``.rebuild-<pid>`` file.
+``.rebuild-<pid>`` file, which the next writer to open the file removes.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import orjson
 
 from ._format.catalog import DTYPES
+from ._storage import failpoints
 from ._storage.io import fsync_directory
 from .config import CollectionConfig, DistanceFunction
 from .errors import InvalidArgumentError, NeedleError
@@ -70,10 +71,13 @@ def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype) -> dic
     If a record cannot be copied (an f32 value beyond float16's range under
     ``dtype="f16"``), the new file is removed and the error raised: ``src``
     is never touched."""
-    from .database import Database
+    from .database import Database, create_file
 
     counts = {}
     try:
+        # The copy continues the source's numbering: readers that move to it
+        # never see the generation go backwards (SPEC §7.1).
+        create_file(dst_path, src.generation + 1)
         with Database.open(dst_path) as dst:
             for name in src.list_collections():
                 source = src.collection(name)
@@ -83,8 +87,10 @@ def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype) -> dic
                                           ef_search=ef_search or old.ef_search, seed=old.seed, sparse=old.sparse,
                                           dtype=old.dtype if old.sparse or dtype is None else dtype)
                 target = dst.create_collection_with_config(name, config)
-                state = dst._writable_state(name)
-                state.property_changes = dict(src._state(name).properties())
+                with src._reading():
+                    properties = dict(src._state(name).properties())
+                with dst._changing("copy collection properties"):
+                    dst._writable_state(name).property_changes = properties
                 n = 0
                 for ids, vectors, metas in records(source, batch=65536):
                     target.insert_many(ids, vectors, [orjson.loads(meta) for meta in metas])
@@ -124,7 +130,8 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
             counts = _write_copy(src, out, m, ef_construction, ef_search, dtype)
         return RebuildReport(out, counts, bytes_before, os.path.getsize(out), time.perf_counter() - started, False)
 
-    tmp = f"{path}.rebuild-{os.getpid()}"
+    target = os.path.realpath(path)  # replace the file, not a symlink that names it
+    tmp = f"{target}.rebuild-{os.getpid()}"
     with Database.open(path, lock_timeout=lock_timeout, auto_refresh=False) as old:
         for _ in range(MAX_ATTEMPTS):
             generation = old.generation
@@ -136,8 +143,10 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
                 if read_superblock(old._io).generation != generation or old._path_inode() != old._io.inode():
                     old.refresh()
                     continue  # a writer committed meanwhile: copy its generation instead
-                os.replace(tmp, path)
-                fsync_directory(os.path.dirname(os.path.abspath(path)))
+                failpoints.hit("rebuild.before_replace")
+                os.replace(tmp, target)
+                fsync_directory(os.path.dirname(target))
+                failpoints.hit("rebuild.after_replace")
                 old._mark_superseded()
             break
         else:

@@ -149,6 +149,11 @@ class CollectionState:
         self.excluded: list[np.ndarray] = [v.tombstones for v in views]
         self._excluded_owned = [False] * len(views)
         self.property_changes: dict = {}  # key -> new value (None: remove), committed with the records
+        # Ids whose pending record came from ``insert`` (which never replaces),
+        # and those of them another writer has committed since: save refuses
+        # to commit while any conflict remains (SPEC §9, promise 8).
+        self.inserted: set[str] = set()
+        self.conflicts: set[str] = set()
 
     @property
     def dirty(self) -> bool:
@@ -251,9 +256,23 @@ class CollectionState:
                 self._hide(s, slot)
 
     def write(self, ids, ids_utf8, vectors, norms, metas, known_absent: bool = False) -> None:
-        """Insert-or-replace records (input already validated)."""
+        """Insert-or-replace records (input already validated); ``known_absent``:
+        an insert, whose ids the caller found not live."""
+        # An id touched before (deleted or replaced here) may still have its
+        # old committed record: inserting it again replaces what this process
+        # chose to remove, so it is not checked for conflicts.
+        fresh_ids = [i for i in ids if i not in self.touched] if known_absent else ()
         self.touch_many(ids, ids_utf8, known_absent)
         self.pending.append(ids, ids_utf8, vectors, norms, metas)
+        if known_absent:
+            self.inserted.update(fresh_ids)
+        elif self.inserted:
+            self._forget_inserts(ids)
+
+    def _forget_inserts(self, ids) -> None:
+        """These ids were upserted or deleted since their insert: replacing is now what was asked."""
+        self.inserted.difference_update(ids)
+        self.conflicts.difference_update(ids)
 
     def delete(self, ids: list[str], ids_utf8: list[bytes]) -> int:
         deleted = 0
@@ -262,6 +281,8 @@ class CollectionState:
             if self.pending.kill(id) or id in live_committed:
                 deleted += 1
         self.touch_many(ids, ids_utf8)
+        if self.inserted:
+            self._forget_inserts(ids)
         return deleted
 
     def clone(self) -> "CollectionState":
@@ -273,6 +294,7 @@ class CollectionState:
         other.excluded = [e.copy() if owned else e for e, owned in zip(self.excluded, self._excluded_owned)]
         other._excluded_owned = list(self._excluded_owned)
         other.property_changes = dict(self.property_changes)
+        other.inserted, other.conflicts = set(self.inserted), set(self.conflicts)
         return other
 
     def rebase(self, meta: CollectionMeta, views: list[SegmentView]) -> "CollectionState":
@@ -280,6 +302,13 @@ class CollectionState:
         fresh = CollectionState(meta, views, fresh=False)
         fresh.pending = self.pending
         fresh.property_changes = self.property_changes
+        fresh.inserted = self.inserted
+        fresh.conflicts = set(self.conflicts)
+        if self.inserted and views:  # ids inserted here that another writer has committed since
+            inserted = list(self.inserted)
+            raws = [i.encode("utf-8") for i in inserted]
+            segs, _ = fresh.committed_live_many(raws, id_hashes(raws))
+            fresh.conflicts.update(i for i, s in zip(inserted, segs.tolist()) if s >= 0)
         ids = list(self.touched)
         fresh.touch_many(ids, [i.encode("utf-8") for i in ids])
         return fresh

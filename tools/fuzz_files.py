@@ -19,7 +19,10 @@ here) and one mutation:
 - ``cut``: truncate the file at a random length.
 
 Each mutated file is opened read-only and used (count, find, get, HNSW,
-exact and batched search, a filter) and checked with ``verify``. The only
+exact and batched search, a filter) and checked with ``verify``; then a copy
+is opened for writing and written to (insert, upsert, delete, update, save,
+compact), because writers read the file's structures too (a writer extends
+the graph and merges metadata columns that came from the file). The only
 acceptable outcomes are success and a ``NeedleError``; anything else — a
 signal, a hang (no progress for 20 s), or another exception — is a finding.
 Cases run in a child process, restarted after a crash. Findings are saved
@@ -48,7 +51,9 @@ GOLDEN = ROOT / "format" / "golden"
 HOSTILE_INTS = [0, 1, -1, 2, 3, 7, 255, 2**15, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**53, 2**63 - 1, 2**63,
                 2**64 - 1, -(2**63), 10**30]
 HOSTILE_VALUES = HOSTILE_INTS + [None, "", "x" * 300, [], {}, 1.5, -0.0, True, [0, 0, 0, 0]]
-HANG_SECONDS = 20.0
+# No output for this long means a hang: far above any case's time on a loaded
+# 2-core machine (cases take ~0.1-1 s), so only a real hang crosses it.
+HANG_SECONDS = 300.0
 
 
 def make_base(path: str) -> None:
@@ -217,6 +222,51 @@ def exercise(path: str) -> str:
         pass
     except Exception as exc:  # noqa: BLE001
         return f"unhandled in verify: {type(exc).__name__}: {exc}"[:300]
+    written = exercise_writes(path)
+    return written if written.startswith("unhandled") else outcome
+
+
+def exercise_writes(path: str) -> str:
+    """Write to a copy of ``path``: 'ok', 'error: ...' or 'unhandled: ...'."""
+    import shutil
+
+    import needle_mm as needle
+    from needle_mm.rebuild import compact
+
+    copy = path + ".w"
+    for leftover in (copy, copy + ".lock"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    shutil.copyfile(path, copy)
+    rng = np.random.default_rng(1)
+    stage = "open"
+    try:
+        with needle.Database.open(copy, lock_timeout=5) as db:
+            for name in db.list_collections():
+                c = db.collection(name)
+                stage = f"{name}: write"
+                found = c.find(limit=3)
+                if c.sparse:
+                    vectors = [{"indices": [1, 5], "values": [0.5, 2.0]}, {"indices": [0], "values": [1.0]}]
+                else:
+                    vectors = rng.normal(size=(2, c.dimension)).astype(np.float32)
+                c.insert_many([f"fuzz-new-{name}-0", f"fuzz-new-{name}-1"], vectors, [{"category": "books"}, None])
+                if found:
+                    c.upsert(found[0][0], vectors[0], {"fuzz": 1})
+                    c.update_metadata(found[-1][0], {"fuzz": 2})
+                    c.delete(found[1][0] if len(found) > 1 else found[0][0])
+            stage = "save"
+            db.save()
+        stage = "compact"
+        compact(copy, lock_timeout=5)
+        outcome = "ok"
+    except needle.NeedleError as exc:
+        outcome = f"error: {type(exc).__name__}"
+    except Exception as exc:  # noqa: BLE001
+        outcome = f"unhandled in writes ({stage}): {type(exc).__name__}: {exc}"[:300]
+    for leftover in (copy, copy + ".lock"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
     return outcome
 
 

@@ -1,0 +1,105 @@
+"""How threads share one :class:`~needle_mm.Database` (SPEC.md §7.2).
+
+Two locks, always taken in this order:
+
+- ``mutation`` (a re-entrant lock): held by every change to the in-memory
+  state (a write, a refresh, a save, a whole transaction, close). Changes of
+  one process are thus serialised as the file lock serialises them across
+  processes; a save holds it from its plan to its commit, so a write made by
+  another thread meanwhile waits and is never planned against a stale
+  snapshot or dropped by the save that did not include it.
+- ``view`` (shared/exclusive): readers hold it shared while they read the
+  state; a writer holds it exclusive only while it changes the state in
+  place (appending pending records, setting exclusion bits, swapping in a new
+  snapshot), so a read never sees half of a change and never waits for a
+  save's slow part (the graph insertion).
+
+A thread that holds ``view`` shared must not ask for it exclusive (that
+would wait for itself); reads therefore refresh before they take it, and a
+read nested in another read never refreshes.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class SharedExclusiveLock:
+    """Many readers or one writer; re-entrant for both, and a writer's thread
+    may also read. Writers are preferred: a waiting writer stops new readers,
+    so a stream of searches cannot starve a save."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer: int | None = None
+        self._writer_depth = 0
+        self._writers_waiting = 0
+        self._local = threading.local()  # .depth: this thread's nested shared holds; .counted: it took a count
+
+    def held_shared(self) -> bool:
+        """True if this thread holds the lock shared (and is not its writer)."""
+        return getattr(self._local, "depth", 0) > 0 and self._local.counted
+
+    def acquire_shared(self) -> None:
+        local = self._local
+        depth = getattr(local, "depth", 0)
+        if depth:
+            local.depth = depth + 1
+            return
+        me = threading.get_ident()
+        if self._writer == me:
+            local.depth, local.counted = 1, False
+            return
+        with self._cond:
+            while self._writer is not None or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        local.depth, local.counted = 1, True
+
+    def release_shared(self) -> None:
+        local = self._local
+        local.depth -= 1
+        if local.depth == 0 and local.counted:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    def acquire_exclusive(self) -> None:
+        me = threading.get_ident()
+        if self._writer == me:
+            self._writer_depth += 1
+            return
+        if self.held_shared():
+            raise RuntimeError("needle_mm internal error: a thread reading a Database asked to change it")
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer is not None or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer, self._writer_depth = me, 1
+
+    def release_exclusive(self) -> None:
+        self._writer_depth -= 1
+        if self._writer_depth == 0:
+            with self._cond:
+                self._writer = None
+                self._cond.notify_all()
+
+
+class ThreadGuard:
+    """The two locks of one Database (see the module docstring)."""
+
+    def __init__(self):
+        self.mutation = threading.RLock()
+        self.view = SharedExclusiveLock()
+
+    def mutation_held_elsewhere(self) -> bool:
+        """True when another thread is changing the state (e.g. saving) right now."""
+        if self.mutation.acquire(blocking=False):
+            self.mutation.release()
+            return False
+        return True
