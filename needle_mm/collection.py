@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
-import orjson
 
 from . import search as _search
 from . import sparse as _sparse
@@ -235,7 +234,7 @@ class Collection:
                 slots = np.flatnonzero(mask).tolist()
                 if limit is not None:
                     slots = slots[: limit - len(out)]
-                out.extend(zip(source.ids_at(slots), (orjson.loads(source.meta_bytes_at(s)) for s in slots)))
+                out.extend(zip(source.ids_at(slots), (source.metadata_at(s) for s in slots)))
                 if limit is not None and len(out) >= limit:
                     break
         return out

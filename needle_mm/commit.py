@@ -22,11 +22,10 @@ import zlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import orjson
 
 from ._format.catalog import VECTOR_DTYPES, Catalog, CollectionMeta, ColumnChunk, RegionRef, SegmentMeta
 from ._format.header import align_up
-from ._format.segment import SegmentView, concat_with_offsets, id_hashes
+from ._format.segment import SegmentView, concat_with_offsets, id_hashes, parse_metadata
 from ._kernels import METRIC_CODES
 from ._format.postings import encode_chunk
 from .columns import build_chunk
@@ -120,7 +119,7 @@ def live_records(view: SegmentView, tombstones: np.ndarray) -> Records:
             view.meta_bytes_at(s)  # raises CorruptFileError naming the record
     if view.sparse:
         return Records(ids, SparseRows.from_list(view.vectors_at(slots.tolist())), None, metas)
-    return Records(ids, np.asarray(view.vectors[slots]), np.asarray(view.norms[slots]), metas)
+    return Records(ids, np.asarray(view.vectors[slots]), np.asarray(view.checked_norms[slots]), metas)
 
 
 def _id_index(hashes_by_slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -212,12 +211,13 @@ def new_segment(writer: RegionWriter, meta: CollectionMeta, segment_id: int, gen
     else:
         rows = recs.vectors
         postings = (ColumnChunk(0, n, writer.add(encode_chunk(rows.offsets, rows.indices, rows.values, 0))),)
-    columns = (_column_chunk(writer, 0, recs.metas),)
+    columns = (_column_chunk(writer, 0, recs.metas, f"new segment {segment_id}"),)
     return SegmentMeta(segment_id, n, 0, generation, n, regions, graph.meta if graph else None, columns, postings)
 
 
-def _column_chunk(writer: RegionWriter, start: int, metas: list[bytes]) -> ColumnChunk:
-    return ColumnChunk(start, len(metas), writer.add(build_chunk([orjson.loads(m) for m in metas])))
+def _column_chunk(writer: RegionWriter, start: int, metas: list[bytes], where: str) -> ColumnChunk:
+    return ColumnChunk(start, len(metas), writer.add(build_chunk([parse_metadata(m, f"{where} metadata of slot {start + i}")
+                                                                  for i, m in enumerate(metas)])))
 
 
 def _merge_start(chunks: tuple, end: int, added: int) -> tuple[list, int]:
@@ -238,7 +238,7 @@ def _append_columns(writer: RegionWriter, seg: SegmentMeta, view: SegmentView, n
     covered = sum(c.count for c in seg.columns)
     kept, start = _merge_start(seg.columns, covered, seg.n - covered + len(new_metas))
     metas = [view.meta_bytes_at(slot) for slot in range(start, seg.n)] + list(new_metas)
-    return (*kept, _column_chunk(writer, start, metas))
+    return (*kept, _column_chunk(writer, start, metas, f"{view.path!r}: segment {seg.segment_id}"))
 
 
 def _append_postings(writer: RegionWriter, seg: SegmentMeta, view: SegmentView, new_rows: SparseRows) -> tuple:
@@ -260,7 +260,7 @@ def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta,
         levels = draw_levels(len(recs), h.m, h.seed, seg.segment_id, n_old)
         # The kernels want one array: committed rows and new ones are copied together
         # (O(n) memory and time per commit; cheaper than a branch per distance).
-        norms = np.concatenate([view.norms, recs.norms])
+        norms = np.concatenate([view.checked_norms, recs.norms])
         graph = extend_graph(graph_of(view), [view.vectors, recs.vectors], norms, h.m, h.ef_construction,
                              METRIC_CODES[meta.distance], levels, meta.dtype)
         parts["hnsw_levels"] = levels.tobytes()

@@ -17,7 +17,6 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
-import orjson
 
 from ._kernels.filters import csr_any, csr_length_is
 from .columns import (
@@ -260,6 +259,6 @@ def segment_matches(view, flt: Filter) -> np.ndarray:
         match[start:start + chunk.count] = m
         unknown[start:start + chunk.count] = u
     for slot in np.flatnonzero(unknown).tolist():
-        match[slot] = flt.predicate(orjson.loads(view.meta_bytes_at(slot)))
+        match[slot] = flt.predicate(view.metadata_at(slot))
     match.flags.writeable = False
     return cache.put(flt.key, match)

@@ -17,6 +17,7 @@ import numba
 import numpy as np
 
 from ._format.catalog import MAX_LEVEL, HnswGraph
+from ._format.segment import graph_problems
 from ._kernels import hnsw as kernels
 from .errors import CorruptFileError
 from .snapshot import ask_huge_pages
@@ -134,7 +135,12 @@ def extend_graph(old: Graph | None, blocks: list[np.ndarray], norms: np.ndarray,
 
 
 def graph_of(view) -> Graph:
-    """The committed graph of a segment view (read-only arrays)."""
+    """The committed graph of a segment view (read-only arrays), checked first:
+    a damaged graph is refused, never extended."""
+    problems = graph_problems(view)
+    if problems:
+        raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: {problems[0]}; "
+                               "no commit can extend it (run needle verify; needle rebuild makes a new graph)")
     h = view.meta.hnsw
     return Graph(view.hnsw_levels, view.hnsw_links0, view.hnsw_upper_offsets, view.hnsw_upper_links,
                  h.entry_point, h.max_level)

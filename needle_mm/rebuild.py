@@ -27,9 +27,9 @@ import os
 import time
 from dataclasses import dataclass
 
-import orjson
 
 from ._format.catalog import DTYPES
+from ._format.segment import parse_metadata
 from ._storage import failpoints
 from ._storage.io import fsync_directory
 from .config import CollectionConfig, DistanceFunction
@@ -93,7 +93,8 @@ def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype) -> dic
                     dst._writable_state(name).property_changes = properties
                 n = 0
                 for ids, vectors, metas in records(source, batch=65536):
-                    target.insert_many(ids, vectors, [orjson.loads(meta) for meta in metas])
+                    target.insert_many(ids, vectors, [parse_metadata(meta, f"{src.path!r}: metadata of record {i!r}")
+                                                      for i, meta in zip(ids, metas)])
                     n += len(ids)
                 counts[name] = n
             # One save: one segment and one graph per collection.
@@ -102,7 +103,8 @@ def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype) -> dic
             if os.path.exists(leftover):
                 os.remove(leftover)
         raise
-    os.remove(dst_path + ".lock")
+    if os.path.exists(dst_path + ".lock"):  # none if nothing was saved (no collections)
+        os.remove(dst_path + ".lock")
     return counts
 
 

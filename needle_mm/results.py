@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import orjson
 
 __all__ = ["Entry", "SearchResult"]
 
@@ -63,7 +62,7 @@ class SearchResult:
         try:
             return self._meta
         except AttributeError:
-            meta = self._meta = orjson.loads(self._source.meta_bytes_at(self._slot))
+            meta = self._meta = self._source.metadata_at(self._slot)
             return meta
 
     def __repr__(self) -> str:

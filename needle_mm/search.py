@@ -13,7 +13,6 @@ from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
-import orjson
 
 from ._kernels import METRIC_EUCLIDEAN
 from ._kernels.exact import exact_topk
@@ -34,7 +33,7 @@ def matching(source, flt: Filter) -> np.ndarray:
     """
     if source.meta is not None:
         return segment_matches(source, flt)
-    return np.fromiter((flt(orjson.loads(source.meta_bytes_at(p))) for p in range(source.n)), dtype=bool,
+    return np.fromiter((flt(source.metadata_at(p)) for p in range(source.n)), dtype=bool,
                        count=source.n)
 
 

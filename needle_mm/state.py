@@ -96,6 +96,9 @@ class PendingRecords:
     def meta_bytes_at(self, pos: int) -> bytes:
         return self.metas[pos]
 
+    def metadata_at(self, pos: int) -> dict:
+        return orjson.loads(self.metas[pos])  # encoded by validation.metadata: always an object
+
     def id_at(self, pos: int) -> str:
         return self.ids[pos]
 
@@ -218,7 +221,7 @@ class CollectionState:
         if loc is None:
             return None
         view = self.views[loc[0]]
-        return Entry(id, view.vector_at(loc[1]), orjson.loads(view.meta_bytes_at(loc[1])))
+        return Entry(id, view.vector_at(loc[1]), view.metadata_at(loc[1]))
 
     def count(self) -> int:
         return self.meta.count - self.hidden + len(self.pending.index)

@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from ._format.header import SUPERBLOCK_DTYPE, SUPERBLOCK_OFFSETS, crc32, decode_superblock
-from ._format.segment import id_hash
+from ._format.segment import graph_problems, id_hash
 from ._storage.io import FileIO
 from .errors import NeedleError
 from .snapshot import Snapshot, read_header
@@ -205,7 +205,7 @@ def _check_columns(view, where: str, problems: list[str]) -> None:
         ref = chunk.region
         stored = bytes(view._buf[ref.offset:ref.offset + ref.length])
         try:
-            expected = build_chunk([orjson.loads(view.meta_bytes_at(s))
+            expected = build_chunk([view.metadata_at(s)
                                     for s in range(chunk.start, chunk.start + chunk.count)])
         except NeedleError as exc:
             problems.append(f"{where}: column chunk at slot {chunk.start}: {exc}")
@@ -215,23 +215,4 @@ def _check_columns(view, where: str, problems: list[str]) -> None:
 
 
 def _check_graph(view, where: str, problems: list[str]) -> None:
-    n, h = view.n, view.meta.hnsw
-    levels = view.hnsw_levels.astype(np.int64)
-    if levels.max(initial=0) > 31:
-        problems.append(f"{where}: an HNSW level exceeds 31")
-        return
-    offsets = view.hnsw_upper_offsets.astype(np.int64)
-    if offsets[0] != 0 or not np.array_equal(np.diff(offsets), levels):
-        problems.append(f"{where}: hnsw_upper_offsets do not match hnsw_levels")
-        return
-    if offsets[-1] != view.hnsw_upper_links.shape[0]:
-        problems.append(f"{where}: hnsw_upper_links has {view.hnsw_upper_links.shape[0]} rows, offsets say {offsets[-1]}")
-        return
-    if levels[h.entry_point] != h.max_level or levels.max(initial=0) != h.max_level:
-        problems.append(f"{where}: entry point level {levels[h.entry_point]} / max_level {h.max_level} disagree")
-    for name, links in (("hnsw_links0", view.hnsw_links0), ("hnsw_upper_links", view.hnsw_upper_links)):
-        if ((links < -1) | (links >= n)).any():
-            problems.append(f"{where}: {name} holds neighbour ids outside [0, {n})")
-    owner = np.arange(n)
-    if (view.hnsw_links0 == owner[:, None]).any():
-        problems.append(f"{where}: a node links to itself on layer 0")
+    problems.extend(f"{where}: {p}" for p in graph_problems(view))

@@ -95,3 +95,37 @@ def test_every_superblock_bit_flip_is_detected(two_generations):
     counts = dict(kv.split("=") for kv in out.stdout.split())
     assert counts["flips"] == "1024" and counts["detected"] == "1024" and counts["wrong"] == "0", out.stdout
     assert int(counts["fell_back"]) == 512  # a flip in the current slot falls back to the previous generation
+
+
+def test_nan_vectors_in_a_cosine_collection_never_hang_a_search(tmp_path):
+    """NaN distances made the greedy walk loop forever under fast-math; now a
+    distance that is not finite ranks last, and searches (graph, exact,
+    batch) and a writer's graph build return."""
+    path = str(tmp_path / "nan.needle")
+    with needle.Database.open(path) as db:
+        db.create_collection("c", 8, "cosine", m=4).insert_many(
+            [f"r{i}" for i in range(200)], np.random.default_rng(3).normal(size=(200, 8)) + 0.1)
+    out = run_python("""
+        import json, sys, numpy as np, needle_mm as needle
+        path = sys.argv[1]
+        with needle.Database.open(path, read_only=True) as db:
+            seg = db._snapshot.catalog.collections["c"].segments[0]
+            ref = seg.regions["vectors"]
+        data = bytearray(open(path, "rb").read())
+        nan = np.full(8 * 40, np.nan, dtype="<f4").tobytes()  # 40 records' vectors, words spliced
+        data[ref.offset:ref.offset + len(nan)] = nan
+        open(path, "wb").write(bytes(data))
+        with needle.Database.open(path) as db:
+            c = db.collection("c")
+            q = np.ones(8, dtype=np.float32)
+            hits = c.search(q, 10)
+            exact = c.search(q, 10, exact=True)
+            batch = c.search_batch(np.stack([q, -q, q]), 5)
+            c.insert_many([f"n{i}" for i in range(50)], np.random.default_rng(4).normal(size=(50, 8)) + 0.1)
+            db.save()
+            after = c.search(q, 10)
+        print(json.dumps([len(hits), len(exact), [len(b) for b in batch], len(after),
+                          all(h.distance == h.distance for h in hits + exact + after)]))
+    """, path, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[10, 10, [5, 5, 5], 10, true]"

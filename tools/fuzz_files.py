@@ -398,12 +398,65 @@ def make_corpus() -> None:
     seg = segment(cat)
     seg["hnsw"]["entry_point"] = seg["n"]
     save("entry-point-n", with_catalog(data, sb, cat))
+    # Found by attacking the write path (each with its region CRC fixed, so
+    # the checks behind the CRC must answer): see HOSTILE below. Made from the
+    # larger base, whose collection "c" has 300 records and upper layers.
+    big = bases(work)[5]
+    big_sb, big_catalog = current(big)
+    for name, edit in HOSTILE.items():
+        cat = json.loads(json.dumps(big_catalog))
+        out = bytearray(big)
+        edit(out, segment(cat))
+        save(name, with_catalog(bytes(out), big_sb, cat))
     print("wrote", sorted(p.name for p in CORPUS.glob("*.needle")))
+
+
+def _splice(out: bytearray, seg: dict, region: str, at: int, raw: bytes) -> None:
+    """Overwrite bytes ``at ..`` of ``region`` and fix the region's CRC in the catalog."""
+    from needle_mm._format.header import crc32
+
+    ref = seg["regions"][region]
+    out[ref[0] + at:ref[0] + at + len(raw)] = raw
+    ref[2] = crc32(bytes(out[ref[0]:ref[0] + ref[1]]))
+
+
+def _link_of_node0(value):
+    return lambda out, seg: _splice(out, seg, "hnsw_links0", 0, int(value(seg)).to_bytes(4, "little", signed=True))
+
+
+def _zeroed_metadata(out: bytearray, seg: dict, slot: int = 2) -> None:
+    """A live record's metadata bytes zeroed, with a CRC that matches the zeros."""
+    from needle_mm._format.header import crc32
+
+    offsets = np.frombuffer(bytes(out), dtype="<u8", count=2, offset=seg["regions"]["meta_offsets"][0] + 8 * slot)
+    length = int(offsets[1] - offsets[0])
+    _splice(out, seg, "meta_blob", int(offsets[0]), bytes(length))
+    _splice(out, seg, "meta_crc", 4 * slot, crc32(bytes(length)).to_bytes(4, "little"))
+
+
+# Hostile files and the error each must raise, reading and writing alike.
+HOSTILE = {
+    # one high bit of an int32 neighbour id: a writer's graph build read vectors[nb] out of bounds (SIGSEGV)
+    "links0-high-bit": _link_of_node0(lambda seg: 1 << 30),
+    # slightly out of range: a save used to succeed and verify then passed the grown graph
+    "links0-n-plus-100": _link_of_node0(lambda seg: seg["n"] + 100),
+    # NaN norms: cosine search never returned (NaN comparisons under fast-math)
+    "norms-nan": lambda out, seg: _splice(out, seg, "norms", 0, np.full(3, np.nan, dtype="<f4").tobytes()),
+    # zeroed levels: a writer raised numpy's ValueError (broadcast into a 0-row array)
+    "levels-zeroed": lambda out, seg: _splice(out, seg, "hnsw_levels", 0, bytes(seg["regions"]["hnsw_levels"][1])),
+    # zeroed metadata passing its CRC: a writer raised orjson.JSONDecodeError
+    "metadata-zeroed": _zeroed_metadata,
+}
 
 
 def replay() -> dict[str, str]:
     """Outcome of every corpus file (run in a child by the tests)."""
     return {p.name: exercise(str(p)) for p in sorted(CORPUS.glob("*.needle"))}
+
+
+def replay_writes() -> dict[str, str]:
+    """Outcome of writing to a copy of every corpus file."""
+    return {p.name: exercise_writes(str(p)) for p in sorted(CORPUS.glob("*.needle"))}
 
 
 def main() -> None:

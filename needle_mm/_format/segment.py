@@ -15,10 +15,11 @@ import sys
 from functools import cached_property
 
 import numpy as np
+import orjson
 
 from .._kernels.blobs import gather_blobs
 from ..errors import CorruptFileError
-from .catalog import ALL_SEGMENT_REGIONS, VECTOR_DTYPES, SegmentMeta
+from .catalog import ALL_SEGMENT_REGIONS, MAX_LEVEL, VECTOR_DTYPES, SegmentMeta
 from .header import crc32
 
 
@@ -37,6 +38,19 @@ def concat_with_offsets(items: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         np.cumsum(np.fromiter(map(len, items), dtype=np.uint64, count=len(items)), out=offsets[1:])
     blob = np.frombuffer(b"".join(items), dtype=np.uint8)
     return offsets, blob
+
+
+def parse_metadata(raw: bytes, where: str) -> dict:
+    """One record's metadata bytes as a dict. Bytes that passed their CRC can
+    still be damaged (written damaged, or CRC and bytes damaged together), so
+    what is not a JSON object is a ``CorruptFileError`` naming ``where``."""
+    try:
+        meta = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise CorruptFileError(f"{where} is not JSON") from None
+    if not isinstance(meta, dict):
+        raise CorruptFileError(f"{where} is not a JSON object")
+    return meta
 
 
 NO_TOMBSTONES = np.zeros(0, dtype=np.uint8)
@@ -95,9 +109,20 @@ class SegmentView:
     def norms(self) -> np.ndarray:
         return self._view("norms")
 
+    @cached_property
+    def checked_norms(self) -> np.ndarray:
+        """:attr:`norms`, checked once per view to be finite and not negative:
+        the kernels divide by them and compare what comes out (``verify``
+        also checks that they match the vectors)."""
+        norms = self.norms
+        if norms.size and not (np.isfinite(norms).all() and float(norms.min()) >= 0.0):
+            raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id}: the norms region holds "
+                                   "NaN, infinite or negative values")
+        return norms
+
     def dense_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(vectors[n, dim], norms[n])`` as the exact-search kernel takes them."""
-        return self.kernel_vectors, self.norms
+        """``(vectors[n, dim], norms[n])`` as the search kernels take them (norms checked)."""
+        return self.kernel_vectors, self.checked_norms
 
     @property
     def sparse(self) -> bool:
@@ -280,6 +305,11 @@ class SegmentView:
             raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} metadata of slot {slot} fails its CRC")
         return raw
 
+    def metadata_at(self, slot: int) -> dict:
+        """The metadata of ``slot``, parsed (``CorruptFileError`` if it is not a JSON object)."""
+        return parse_metadata(self.meta_bytes_at(slot),
+                              f"{self.path!r}: segment {self.meta.segment_id} metadata of slot {slot}")
+
     def find_slot(self, id_utf8: bytes, h: int) -> int:
         """The live (not tombstoned) slot holding this id, or -1.
 
@@ -310,3 +340,31 @@ class SegmentView:
         for i in np.flatnonzero(hit):
             out[i] = self.find_slot(ids_utf8[i], int(hashes[i]))
         return out
+
+
+def graph_problems(view) -> list[str]:
+    """What is wrong with a segment's committed graph (SPEC §8), empty if nothing.
+
+    Writers run it before extending a graph (the build kernels trust the
+    arrays they extend, and a link that is out of range now could become in
+    range once nodes are added, laundering the damage); ``verify`` reports it."""
+    n, h = view.n, view.meta.hnsw
+    levels = view.hnsw_levels.astype(np.int64)
+    if levels.shape[0] != n:
+        return [f"hnsw_levels holds {levels.shape[0]} levels for {n} records"]
+    if levels.max(initial=0) > MAX_LEVEL:
+        return [f"an HNSW level exceeds {MAX_LEVEL}"]
+    offsets = view.hnsw_upper_offsets.astype(np.int64)
+    if offsets.shape[0] != n + 1 or offsets[0] != 0 or not np.array_equal(np.diff(offsets), levels):
+        return ["hnsw_upper_offsets do not match hnsw_levels"]
+    if offsets[-1] != view.hnsw_upper_links.shape[0]:
+        return [f"hnsw_upper_links has {view.hnsw_upper_links.shape[0]} rows, offsets say {offsets[-1]}"]
+    problems = []
+    if n and (levels[h.entry_point] != h.max_level or levels.max(initial=0) != h.max_level):
+        problems.append(f"entry point level {levels[h.entry_point]} / max_level {h.max_level} disagree")
+    for name, links in (("hnsw_links0", view.hnsw_links0), ("hnsw_upper_links", view.hnsw_upper_links)):
+        if links.size and (int(links.min()) < -1 or int(links.max()) >= n):
+            problems.append(f"{name} holds neighbour ids outside [0, {n})")
+    if n and (view.hnsw_links0 == np.arange(n)[:, None]).any():
+        problems.append("a node links to itself on layer 0")
+    return problems

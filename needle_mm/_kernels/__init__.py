@@ -13,6 +13,13 @@ METRIC_DOT = 2
 METRIC_CODES = {"cosine": METRIC_COSINE, "euclidean": METRIC_EUCLIDEAN, "dot": METRIC_DOT}
 
 
+# LLVM's fast-math flags minus the two that assume no NaN and no infinity
+# ("nnan", "ninf"): with those, a NaN read from a damaged file makes any
+# comparison's result undefined, and a greedy walk over NaN distances never
+# ended (measured). "reassoc" is what lets the dot-product loops vectorise.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
 def kernel(**options):
     """``numba.njit`` with what every kernel shares: cached on disk, the GIL
     released, and numpy's error model, so a division by zero that hostile

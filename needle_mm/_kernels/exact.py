@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import METRIC_COSINE, METRIC_EUCLIDEAN, kernel
+from . import FASTMATH, METRIC_COSINE, METRIC_EUCLIDEAN, kernel
 from .halves import as_f32
 from .heaps import maxheap_replace_root
 
@@ -31,7 +31,7 @@ _ALL_ROWS = np.zeros(0, dtype=np.int64)  # "no row list": scan rows in order
 SERIAL_WORK = 1 << 21  # queries x rows x dim below which one thread is faster
 
 
-@kernel(fastmath=True)
+@kernel(fastmath=FASTMATH)
 def _scan(vectors, norms, queries, qnorms, metric, excluded, rows, q0, q1, r0, r1, heap_d, heap_i, c):
     """Rows ``r0 .. r1-1`` into the heaps of queries ``q0 .. q1-1`` (slot ``c``);
     with a non-empty ``rows``, positions ``r0 .. r1-1`` of that list instead."""
@@ -57,7 +57,8 @@ def _scan(vectors, norms, queries, qnorms, metric, excluded, rows, q0, q1, r0, r
                     dist = np.float32(1.0) - acc / (xn * qnorms[q])
                 else:
                     dist = np.float32(1.0) - acc
-            if dist < heap_d[q, c, 0]:
+            # a distance that is not finite (NaN, or a zero norm in a damaged file) is never a result
+            if abs(dist) < np.float32(np.inf) and dist < heap_d[q, c, 0]:
                 maxheap_replace_root(heap_d[q, c], heap_i[q, c], heap_d.shape[2], dist, r)
 
 

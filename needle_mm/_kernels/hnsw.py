@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from . import METRIC_COSINE, METRIC_EUCLIDEAN, kernel
+from . import FASTMATH, METRIC_COSINE, METRIC_EUCLIDEAN, kernel
 from .halves import as_f32
 from .heaps import maxheap_pop, maxheap_push, maxheap_replace_root
 from .prefetch import prefetch_row
@@ -42,7 +42,7 @@ STATUS_CORRUPT = 1
 # ----------------------------------------------------------------- distances
 
 
-@kernel(fastmath=True, inline="always")
+@kernel(fastmath=FASTMATH, inline="always")
 def distance(a, an, b, bn, metric):
     """Distance from the dot product and the stored norms.
 
@@ -50,26 +50,30 @@ def distance(a, an, b, bn, metric):
     loop kept LLVM from vectorising it: 1.7x slower search, measured).
     Euclidean is squared and computed as |a|^2 + |b|^2 - 2 a.b, which is
     exact enough to rank; final results are recomputed directly
-    (:func:`exact_l2`).
+    (:func:`exact_l2`). A distance that is not finite (a NaN or a zero norm
+    read from a damaged file, an overflow) is +inf: ranked last, and every
+    comparison the walks make stays well defined.
     """
     acc = np.float32(0.0)
     for j in range(a.shape[0]):
         acc += as_f32(a[j]) * as_f32(b[j])
     if metric == METRIC_EUCLIDEAN:
         d = an * an + bn * bn - np.float32(2.0) * acc
-        return d if d > np.float32(0.0) else np.float32(0.0)
-    if metric == METRIC_COSINE:
-        return np.float32(1.0) - acc / (an * bn)
-    return np.float32(1.0) - acc
+        d = d if d > np.float32(0.0) else np.float32(0.0)
+    elif metric == METRIC_COSINE:
+        d = np.float32(1.0) - acc / (an * bn)
+    else:
+        d = np.float32(1.0) - acc
+    return d if abs(d) < np.float32(np.inf) else np.float32(np.inf)
 
 
-@kernel(fastmath=True, inline="always")
+@kernel(fastmath=FASTMATH, inline="always")
 def exact_l2(a, b):
     acc = np.float32(0.0)
     for j in range(a.shape[0]):
         t = as_f32(a[j]) - as_f32(b[j])
         acc += t * t
-    return acc
+    return acc if acc < np.float32(np.inf) else np.float32(np.inf)  # NaN too
 
 
 # ----------------------------------------------------------------- graph access
@@ -98,7 +102,7 @@ def next_tag(visited, tags, slot):
     return t
 
 
-@kernel(fastmath=True)
+@kernel(fastmath=FASTMATH)
 def greedy_descend(q, qn, vectors, norms, metric, levels, upper_offsets, upper_links, n,
                    entry, top_layer, stop_layer):
     """Greedy walk from ``entry`` on layers top_layer .. stop_layer+1; returns (node, dist, status)."""
@@ -129,7 +133,7 @@ def greedy_descend(q, qn, vectors, norms, metric, levels, upper_offsets, upper_l
     return cur, cur_d, STATUS_OK
 
 
-@kernel(fastmath=True)
+@kernel(fastmath=FASTMATH)
 def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, n,
                  layer, entry, entry_d, ef, visited, vrow, tag, excluded, res_d, res_i, cand_d, cand_i):
     """Beam search of one layer from one entry node.
@@ -191,7 +195,7 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
     return n_res, STATUS_OK
 
 
-@kernel(fastmath=True)
+@kernel(fastmath=FASTMATH)
 def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, n, entry, entry_d, ef, visited, vrow, tag,
                           excluded, res_d, res_i, cand_d, cand_i):
     """Layer-0 beam search for a filter that rejects most nodes (after ACORN).
@@ -351,7 +355,7 @@ def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, u
 # ----------------------------------------------------------------- construction
 
 
-@kernel(fastmath=True)
+@kernel(fastmath=FASTMATH)
 def select_neighbors_heuristic(base, base_n, cd, ci, count, m, vectors, norms, metric, out):
     """Heuristic selection (HNSW paper, Alg. 4; hnswlib's variant without extension).
 
