@@ -48,6 +48,12 @@ class Filter:
         return self.predicate(meta)
 
 
+# Filters nest at most this deep, counting every object and list (MongoDB's
+# own limit for documents): the compiler and evaluators recurse, and a
+# hostile request must get a FilterError, not a RecursionError.
+MAX_DEPTH = 100
+
+
 def compile_filter(filter: Any) -> Filter | None:
     """Validate ``filter`` and return a :class:`Filter`, or None for "match all"."""
     if filter is None:
@@ -56,7 +62,21 @@ def compile_filter(filter: Any) -> Filter | None:
         raise FilterError(f"a filter must be a dict, got {type(filter).__name__}")
     if not filter:
         return None
+    _check_depth(filter)
     return Filter(filter)
+
+
+def _check_depth(doc: dict) -> None:
+    """FilterError if objects and lists nest deeper than MAX_DEPTH (checked without recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise FilterError(f"filter nests deeper than {MAX_DEPTH} levels of objects and lists")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, depth + 1) for v in value)
 
 
 # ---------------------------------------------------------------- plan tree

@@ -11,6 +11,25 @@ import needle_mm as needle
 from needle_mm._format.header import READ_VERSION, WRITE_VERSION, crc32
 
 
+def _deep(levels: int, op: str = "$and") -> dict:
+    if op == "$not":  # {"x": {"$not": {"$not": ... {"$eq": 1}}}}
+        ops = {"$eq": 1}
+        for _ in range(levels):
+            ops = {"$not": ops}
+        return {"x": ops}
+    f = {"x": 1}
+    for _ in range(levels):
+        f = {op: [f]}
+    return f
+
+
+def _nested_list(levels: int) -> list:
+    v = [1]
+    for _ in range(levels):
+        v = [v]
+    return v
+
+
 def fingerprint(db):
     out = {}
     for name in db.list_collections():
@@ -58,6 +77,19 @@ BAD_WRITES = [
     ("$in non-list", lambda c: c.search([1, 0, 0], 3, filter={"x": {"$in": 5}}), needle.FilterError, "needs a list"),
     ("negative k", lambda c: c.search([1, 0, 0], -1), needle.InvalidArgumentError, "k must"),
     ("query dimension", lambda c: c.search([1, 0], 3), needle.InvalidVectorError, "dimension 2"),
+    # A vector whose squared norm overflows float32 is refused when stored, as it is as a query.
+    ("squared norm overflow", lambda c: c.insert("n", np.array([1e20, 0, 0])), needle.InvalidVectorError,
+     "squared norm overflows"),
+    ("squared norm overflow in a batch", lambda c: c.upsert_many(["n", "m"], np.array([[1, 0, 0], [0, 2e19, 0]])),
+     needle.InvalidVectorError, "squared norm overflows"),
+    ("huge query", lambda c: c.search(np.array([1e20, 0, 0]), 3), needle.InvalidVectorError, "squared norm overflows"),
+    ("huge batch query", lambda c: c.search_batch(np.array([[1e20, 0, 0]]), 3), needle.InvalidVectorError,
+     "squared norm overflows"),
+    ("deep filter (search)", lambda c: c.search([1, 0, 0], 3, filter=_deep(400)), needle.FilterError, "deeper than 100"),
+    ("deep filter (find)", lambda c: c.find(_deep(400, "$not")), needle.FilterError, "deeper than 100"),
+    ("deep filter (count)", lambda c: c.count(_deep(1000, "$or")), needle.FilterError, "deeper than 100"),
+    ("deep filter (delete)", lambda c: c.delete(filter=_deep(400)), needle.FilterError, "deeper than 100"),
+    ("deep literal", lambda c: c.count({"x": {"$in": _nested_list(200)}}), needle.FilterError, "deeper than 100"),
 ]
 
 
@@ -98,6 +130,8 @@ CONFIG_ERRORS = [
     (lambda db: db.collection("nope"), needle.CollectionNotFoundError, "'nope'"),
     (lambda db: db.drop_collection("nope"), needle.CollectionNotFoundError, "'nope'"),
     (lambda db: db.create_collection_with_config("x", {"dim": 3}), needle.InvalidConfigError, "CollectionConfig"),
+    (lambda db: db.create_collection("x", 3, foo=1), needle.InvalidConfigError, "unknown parameter"),
+    (lambda db: db.create_collection("x", 3, M=16), needle.InvalidConfigError, "'M'"),
 ]
 
 
@@ -167,3 +201,20 @@ def test_newer_write_version_opens_read_only_only(populated, db_path):
         needle.Database.open(db_path)
     with needle.Database.open(db_path, read_only=True) as ro:
         assert ro.collection("c").count() == 3
+
+
+def test_filters_up_to_the_depth_limit_work_and_no_warning_leaks(populated):
+    db, coll = populated
+    f = {"x": 1}
+    for _ in range(49):  # 49 nested $and: 99 levels of objects and lists
+        f = {"$and": [f]}
+    assert [i for i, _ in coll.find(f)] == ["a"]
+    assert coll.count(f) == 1 and coll.delete(filter=f) == 1
+
+
+def test_deep_sparse_filters_are_refused(db_path):
+    with needle.Database.open(db_path) as db:
+        c = db.create_collection("s", 100, "dot", sparse=True)
+        c.insert("a", {"indices": [1], "values": [1.0]}, {"x": 1})
+        with pytest.raises(needle.FilterError, match="deeper than 100"):
+            c.search({"indices": [1], "values": [1.0]}, 3, filter=_deep(400))
