@@ -131,7 +131,8 @@ def _cmd_serve(args) -> int:
         return 2
 
     serve(args.file, host=args.host, port=args.port, workers=args.workers, api_key=args.api_key,
-          max_body=int(args.max_body_mb * 1024 * 1024), read_only=args.read_only)
+          max_body=int(args.max_body_mb * 1024 * 1024), read_only=args.read_only, allowed_host=args.allowed_host,
+          max_results=args.max_results)
     return 0
 
 
@@ -218,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-key", default=None, help="require this key on every request (or set NEEDLE_API_KEY)")
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body accepted (default 32)")
     p.add_argument("--read-only", action="store_true", help="serve reads only; writes get 403")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests whose Host header names NAME (repeatable; '*': any). "
+                        "Default: loopback names and the bound address")
+    p.add_argument("--max-results", type=int, default=10_000,
+                   help="most results one search request may ask for, k x queries (default 10000)")
     p.set_defaults(func=_cmd_serve)
     p = sub.add_parser("search", help="search with the queries of a .npy file; prints one JSON line per query")
     p.add_argument("file")

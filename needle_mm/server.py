@@ -9,9 +9,19 @@ parallelism (``--workers``, one per core is a good start).
 
 Safe defaults: loopback unless told otherwise; an API key is required to bind
 anywhere else and, once set, for every request (``Authorization: Bearer KEY``
-or ``X-API-Key: KEY``); request bodies are limited (``--max-body-mb``); bad
-JSON or bad vectors get a 4xx with ``{"error": <NeedleError class>,
-"message": ...}``, never a traceback.
+or ``X-API-Key: KEY``); only requests naming a host the server serves are
+answered (``Host`` header: loopback names and the bound address by default,
+``--allowed-host`` for more), so a web page cannot reach a keyless loopback
+server through DNS rebinding; request bodies are limited (``--max-body-mb``)
+and so are the results of one request (``--max-results``: k times the number
+of queries); bad JSON or bad vectors get a 4xx with ``{"error": <NeedleError
+class>, "message": ...}``, never a traceback.
+
+Writes run in a worker thread of their own (they may wait for the writer lock
+held by another process, and they fsync), so the event loop keeps answering
+reads and ``/health`` meanwhile. Reads go through a second, read-only
+Database on the same file: they see committed generations only, never the
+pending writes of a request still in flight.
 """
 
 from __future__ import annotations
@@ -38,7 +48,11 @@ ENV_FILE = "NEEDLE_SERVE_FILE"
 ENV_API_KEY = "NEEDLE_API_KEY"
 ENV_MAX_BODY = "NEEDLE_SERVE_MAX_BODY"
 ENV_READ_ONLY = "NEEDLE_SERVE_READ_ONLY"
+ENV_ALLOWED_HOSTS = "NEEDLE_SERVE_ALLOWED_HOSTS"
+ENV_MAX_RESULTS = "NEEDLE_SERVE_MAX_RESULTS"
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
+DEFAULT_MAX_RESULTS = 10_000  # hits per request (k x queries): ~1 MB of JSON without vectors
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 # NeedleError class -> HTTP status; every other NeedleError is the client's bad input (400).
 STATUS = {
@@ -69,13 +83,34 @@ def _json(status: int, body: dict) -> tuple[int, bytes]:
     return status, orjson.dumps(body)
 
 
-class Guard:
-    """ASGI middleware: API key check and request body limit, before any parsing."""
+def host_of(header: bytes) -> str:
+    """The host name of a ``Host`` header, without its port (``[::1]:8000`` -> ``::1``)."""
+    text = header.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1:text.find("]")] if "]" in text else text
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
 
-    def __init__(self, app, api_key: str | None, max_body: int):
+
+def allowed_hosts(bind_host: str, extra: list[str] | tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The names a server bound to ``bind_host`` answers to: loopback names, the
+    bound address (unless it is a wildcard), and ``extra`` (``"*"``: any)."""
+    names = list(LOOPBACK_NAMES)
+    if bind_host not in ("0.0.0.0", "::", ""):
+        names.append(bind_host.strip("[]").lower())
+    names.extend(h.strip().strip("[]").lower() for h in extra if h.strip())
+    return tuple(dict.fromkeys(names))
+
+
+class Guard:
+    """ASGI middleware, before any parsing: the Host header, the API key and
+    the request body limit."""
+
+    def __init__(self, app, api_key: str | None, max_body: int, hosts: tuple[str, ...] = LOOPBACK_NAMES):
         self.app = app
         self.api_key = api_key.encode() if api_key else None
         self.max_body = max_body
+        self.any_host = "*" in hosts
+        self.hosts = frozenset(hosts)
 
     async def _reply(self, send, status: int, error: str, message: str) -> None:
         body = orjson.dumps({"error": error, "message": message})
@@ -94,6 +129,10 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
+        if not self.any_host and host_of(headers.get(b"host", b"")) not in self.hosts:
+            return await self._reply(send, 400, "InvalidHost",
+                                     "this server does not serve the host named in the request's Host header; "
+                                     "start it with --allowed-host NAME to serve NAME")
         if self.api_key is not None and not self._authorised(headers):
             return await self._reply(send, 401, "Unauthorized",
                                      "this server requires an API key: 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
@@ -185,9 +224,15 @@ class UpdateMetadata(Model):
     metadata: Optional[dict[str, Any]] = None
 
 
-def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MAX_BODY, read_only: bool = False):
+def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MAX_BODY, read_only: bool = False,
+               hosts: tuple[str, ...] = LOOPBACK_NAMES, max_results: int = DEFAULT_MAX_RESULTS):
     """The ASGI application serving one Needle file (FastAPI; OpenAPI at ``/openapi.json``)."""
-    db = Database.open(path, read_only=read_only)
+    import anyio.to_thread
+    from anyio import CapacityLimiter
+
+    writer = None if read_only else Database.open(path)
+    db = Database.open(path, read_only=True)  # reads: committed generations only
+    writes_limiter = CapacityLimiter(1)  # one write at a time, off the event loop
 
     app = FastAPI(title="Needle", version=_version(), description=__doc__.split("\n\n")[1])
 
@@ -215,18 +260,27 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
         traceback.print_exc(file=sys.stderr)
         return reply({"error": "InternalError", "message": f"{type(exc).__name__}; see the server log"}, 500)
 
-    # Handlers are coroutines that call the Database directly: one worker runs
-    # one request at a time on its event loop (measured: hopping to a thread
-    # pool per request halved a worker's throughput); workers give parallelism.
-    def write(fn):
-        with db.transaction():
+    # Reads are coroutines that call the read-only Database directly (measured:
+    # hopping to a thread pool per request halved a worker's throughput);
+    # workers give parallelism. Writes may block (the writer lock, fsync), so
+    # they run in a thread, one at a time.
+    def transaction(fn):
+        if writer is None:
+            raise E.ReadOnlyError(f"this server serves {path!r} read-only; writes are refused")
+        with writer.transaction():
             return fn()
 
+    async def write(fn):
+        return await anyio.to_thread.run_sync(transaction, fn, limiter=writes_limiter)
+
     def coll(name: str):
+        return (writer or db).collection(name)
+
+    def read_coll(name: str):
         return db.collection(name)
 
-    def describe(name: str) -> dict:
-        c = db.collection(name)
+    def describe(name: str, source=None) -> dict:
+        c = (source or db).collection(name)
         cfg = c.config
         return {"name": name, "dimension": cfg.dimension, "distance": cfg.distance.value, "sparse": cfg.sparse,
                 "dtype": cfg.dtype, "m": cfg.m, "ef_construction": cfg.ef_construction, "ef_search": cfg.ef_search,
@@ -249,11 +303,12 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
     @app.post("/collections", status_code=201)
     async def create_collection(body: CreateCollection):
         def op():
-            db.create_collection(body.name, body.dimension, body.distance, m=body.m,
-                                 ef_construction=body.ef_construction, ef_search=body.ef_search,
-                                 seed=body.seed, sparse=body.sparse, dtype=body.dtype)
-            return describe(body.name)
-        return reply(write(op), 201)
+            writer.create_collection(body.name, body.dimension, body.distance, m=body.m,
+                                     ef_construction=body.ef_construction, ef_search=body.ef_search,
+                                     seed=body.seed, sparse=body.sparse, dtype=body.dtype)
+            return body.name
+        name = await write(op)
+        return reply(describe(name, writer), 201)
 
     @app.get("/collections/{name}")
     async def get_collection(name: str):
@@ -261,7 +316,7 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
 
     @app.delete("/collections/{name}")
     async def drop_collection(name: str):
-        write(lambda: db.drop_collection(name))
+        await write(lambda: writer.drop_collection(name))
         return reply({"dropped": name})
 
     def _records(name: str, body: Records, method: str):
@@ -276,27 +331,27 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
 
     @app.post("/collections/{name}/insert")
     async def insert(name: str, body: Records):
-        return reply(write(lambda: _records(name, body, "insert_many")))
+        return reply(await write(lambda: _records(name, body, "insert_many")))
 
     @app.post("/collections/{name}/upsert")
     async def upsert(name: str, body: Records):
-        return reply(write(lambda: _records(name, body, "upsert_many")))
+        return reply(await write(lambda: _records(name, body, "upsert_many")))
 
     @app.post("/collections/{name}/delete")
     async def delete(name: str, body: Delete):
-        return reply(write(lambda: {"deleted": coll(name).delete(body.ids, filter=body.filter)
-                                    if body.ids is not None or body.filter is not None
-                                    else _raise(E.InvalidArgumentError("delete needs ids or a filter"))}))
+        return reply(await write(lambda: {"deleted": coll(name).delete(body.ids, filter=body.filter)
+                                          if body.ids is not None or body.filter is not None
+                                          else _raise(E.InvalidArgumentError("delete needs ids or a filter"))}))
 
     @app.post("/collections/{name}/update_metadata")
     async def update_metadata(name: str, body: UpdateMetadata):
-        write(lambda: coll(name).update_metadata(body.id, body.metadata))
+        await write(lambda: coll(name).update_metadata(body.id, body.metadata))
         return reply({"updated": body.id})
 
     @app.post("/collections/{name}/get")
     async def get(name: str, body: Get):
         def op():
-            c = coll(name)
+            c = read_coll(name)
             out = []
             for i in body.ids:
                 e = c.get(i, None)
@@ -310,8 +365,14 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
         if (body.vector is None) == (body.vectors is None):
             raise E.InvalidArgumentError("give exactly one of 'vector' (one query) or 'vectors' (a batch)")
 
+        queries = 1 if body.vector is not None else len(body.vectors)
+        if body.k > 0 and queries * body.k > max_results:
+            raise E.InvalidArgumentError(
+                f"this request asks for up to {queries * body.k} results ({queries} queries x k={body.k}); the "
+                f"server returns at most {max_results} per request (--max-results): split the batch or lower k")
+
         def op():
-            c = coll(name)
+            c = read_coll(name)
             args = dict(k=body.k, filter=body.filter, ef=body.ef, exact=body.exact,
                         include_vector=body.include_vector)
             if body.vector is not None:
@@ -328,22 +389,24 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
 
     @app.post("/collections/{name}/count")
     async def count(name: str, body: Count):
-        return reply({"count": coll(name).count(body.filter)})
+        return reply({"count": read_coll(name).count(body.filter)})
 
     @app.post("/collections/{name}/find")
     async def find(name: str, body: Find):
         return reply({"records": [{"id": i, "metadata": m}
-                                  for i, m in coll(name).find(body.filter, body.limit)]})
+                                  for i, m in read_coll(name).find(body.filter, body.limit)]})
 
     @app.post("/save")
     async def save():
         def op():
-            if not db.read_only:
-                db.save()
-            return {"generation": db.generation}
-        return reply(op())
+            if writer is not None:
+                writer.save()
+                return writer.generation
+            return db.generation
+        generation = await anyio.to_thread.run_sync(op, limiter=writes_limiter)
+        return reply({"generation": generation})
 
-    return Guard(app, api_key, max_body)
+    return Guard(app, api_key, max_body, hosts)
 
 
 def _raise(exc: Exception):
@@ -364,12 +427,15 @@ def _version() -> str:
 
 def app_from_env():
     """The app of one uvicorn worker, configured by ``needle serve`` through the environment."""
+    hosts = tuple(orjson.loads(os.environ[ENV_ALLOWED_HOSTS])) if ENV_ALLOWED_HOSTS in os.environ else LOOPBACK_NAMES
     return create_app(os.environ[ENV_FILE], os.environ.get(ENV_API_KEY) or None,
-                      int(os.environ.get(ENV_MAX_BODY, DEFAULT_MAX_BODY)), os.environ.get(ENV_READ_ONLY) == "1")
+                      int(os.environ.get(ENV_MAX_BODY, DEFAULT_MAX_BODY)), os.environ.get(ENV_READ_ONLY) == "1",
+                      hosts, int(os.environ.get(ENV_MAX_RESULTS, DEFAULT_MAX_RESULTS)))
 
 
 def serve(path: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, api_key: str | None = None,
-          max_body: int = DEFAULT_MAX_BODY, read_only: bool = False) -> None:
+          max_body: int = DEFAULT_MAX_BODY, read_only: bool = False, allowed_host: list[str] | None = None,
+          max_results: int = DEFAULT_MAX_RESULTS) -> None:
     """Run the server (blocks). Refuses a non-loopback address without an API key."""
     import uvicorn
 
@@ -379,10 +445,14 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
                                      f"{ENV_API_KEY} (or bind 127.0.0.1)")
     if workers < 1:
         raise E.InvalidArgumentError(f"--workers must be at least 1, got {workers}")
+    if max_results < 1:
+        raise E.InvalidArgumentError(f"--max-results must be at least 1, got {max_results}")
     Database.open(path, read_only=read_only).close()  # create it once, before workers race to
     os.environ[ENV_FILE] = os.path.abspath(path)
     os.environ[ENV_MAX_BODY] = str(max_body)
     os.environ[ENV_READ_ONLY] = "1" if read_only else "0"
+    os.environ[ENV_ALLOWED_HOSTS] = orjson.dumps(list(allowed_hosts(host, allowed_host or ()))).decode()
+    os.environ[ENV_MAX_RESULTS] = str(max_results)
     if api_key:
         os.environ[ENV_API_KEY] = api_key
     uvicorn.run("needle_mm.server:app_from_env", factory=True, host=host, port=port, workers=workers,

@@ -281,3 +281,77 @@ def test_fuzzing_the_openapi_document_never_gets_a_server_error(tmp_path):
     finally:
         err = srv.stop()
     assert "Traceback" not in err, err
+
+
+def test_requests_naming_a_foreign_host_are_refused(tmp_path):
+    """DNS rebinding: a web page whose name resolves to 127.0.0.1 sends its own
+    name as Host; a keyless loopback server must not act on it."""
+    path = str(tmp_path / "served.needle")
+    with needle.Database.open(path) as db:
+        db.create_collection("c", 3).insert("a", [1, 0, 0])
+    srv = Server(path)
+    try:
+        status, body = srv.raw("DELETE", "/collections/c", headers={"Host": "evil.example.com"})
+        assert (status, body["error"]) == (400, "InvalidHost")
+        assert srv.raw("POST", "/collections/c/count", b"{}", headers={"Host": "evil.example.com:8000"})[0] == 400
+        for host in (f"127.0.0.1:{srv.port}", f"localhost:{srv.port}", "localhost"):
+            assert srv.raw("POST", "/collections/c/count", b"{}", headers={"Host": host}) == (200, {"count": 1})
+    finally:
+        assert "Traceback" not in srv.stop()
+    with needle.Database.open(path, read_only=True) as db:
+        assert db.list_collections() == ["c"]  # the DELETE was not performed
+    srv = Server(path, "--allowed-host", "vectors.internal")
+    try:
+        assert srv.raw("POST", "/collections/c/count", b"{}", headers={"Host": "vectors.internal:80"})[0] == 200
+        assert srv.raw("POST", "/collections/c/count", b"{}", headers={"Host": "evil.example.com"})[0] == 400
+    finally:
+        assert "Traceback" not in srv.stop()
+
+
+def test_health_and_reads_answer_while_a_write_waits_for_the_lock(tmp_path):
+    """Writes run off the event loop: one waiting for another process's writer
+    lock does not stop the worker from answering."""
+    path = str(tmp_path / "served.needle")
+    with needle.Database.open(path) as db:
+        db.create_collection("c", 3).insert("a", [1, 0, 0])
+    srv = Server(path)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, needle_mm as needle\n"
+                               "db = needle.Database.open(sys.argv[1])\n"
+                               "with db.transaction(exclusive=True):\n"
+                               "    print('locked', flush=True)\n"
+                               "    sys.stdin.readline()\n", path],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    result = {}
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        writing = threading.Thread(target=lambda: result.update(
+            write=srv.raw("POST", "/collections/c/insert", orjson.dumps({"ids": ["b"], "vectors": [[0, 1, 0]]}))))
+        writing.start()
+        # The insert cannot finish while the lock is held, so these answers
+        # prove the loop was free while the write waited.
+        assert srv.raw("GET", "/health")[0] == 200
+        assert srv.raw("POST", "/collections/c/count", b"{}") == (200, {"count": 1})
+        assert writing.is_alive()
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        writing.join(timeout=120)
+        assert result["write"] == (200, {"written": 1})
+        assert srv.raw("POST", "/collections/c/count", b"{}") == (200, {"count": 2})
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdin.close()
+        holder.stdout.close()
+        assert "Traceback" not in srv.stop()
+
+
+def test_one_request_cannot_ask_for_unbounded_results(server):
+    c = needle.Client(server.url).create_collection("c", 3)
+    c.insert_many(["a", "b"], [[1, 0, 0], [0, 1, 0]])
+    status, body = server.raw("POST", "/collections/c/search",
+                              orjson.dumps({"vectors": [[1, 0, 0]] * 3, "k": 4096}))
+    assert status == 400 and body["error"] == "InvalidArgumentError" and "--max-results" in body["message"]
+    status, body = server.raw("POST", "/collections/c/search", orjson.dumps({"vectors": [[1, 0, 0]] * 2, "k": 4096}))
+    assert status == 200 and [len(r) for r in body["results"]] == [2, 2]
