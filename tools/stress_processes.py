@@ -1,6 +1,6 @@
 """Many processes on one file: readers during writes, racing writers, a frozen writer.
 
-    python tools/stress_processes.py readers [--seconds 60] [--readers 4]
+    python tools/stress_processes.py readers [--commits 30] [--readers 4]
     python tools/stress_processes.py writers [--writers 3] [--commits 30]
 
 Every role runs in its own process (started with ``--role``), so a crash is
@@ -66,16 +66,26 @@ def commit_of(metas: list[dict]) -> int:
 # ----------------------------------------------------------------- roles
 
 
-def role_writer(path: str, seconds: float) -> None:
+def _acked(ack_files: list[str], j: int) -> bool:
+    for name in ack_files:
+        try:
+            if int(Path(name).read_text() or 0) < j:
+                return False
+        except (FileNotFoundError, ValueError):
+            return False
+    return True
+
+
+def role_writer(path: str, commits: int, ack_files: list[str], lockstep: int) -> None:
+    """``commits`` commits; after each of the first ``lockstep`` it waits until
+    every reader has seen it (so each reader watches at least that many
+    generations however slowly the machine runs it), then runs free."""
     db = needle.Database.open(path)
     if "c" not in db.list_collections():
         db.create_collection("c", DIM, "euclidean")
         db.save()
     c = db.collection("c")
-    deadline = time.monotonic() + seconds
-    j = 0
-    while time.monotonic() < deadline:
-        j += 1
+    for j in range(1, commits + 1):
         c.insert_many([f"b{j}-{i}" for i in range(BATCH)], np.stack([vector(j, i) for i in range(BATCH)]),
                       [{"j": j, "i": i} for i in range(BATCH)])
         if j - KEEP >= 1:
@@ -84,10 +94,13 @@ def role_writer(path: str, seconds: float) -> None:
             c.upsert(f"b{j - 1}-0", vector(j - 1, 0, j), {"j": j - 1, "i": 0, "touched": j})
         db.save()
         print("COMMITTED", j, flush=True)
+        waited = time.monotonic()  # a dead reader must not hang the writer: give up after 10 minutes
+        while j <= lockstep and not _acked(ack_files, j) and time.monotonic() - waited < 600:
+            time.sleep(0.005)
     db.close()
 
 
-def role_reader(path: str, stop_file: str) -> None:
+def role_reader(path: str, stop_file: str, ack_file: str) -> None:
     db = needle.Database.open(path, read_only=True, auto_refresh=False)
     counts = {"checks": 0, "generations": 0, "mismatches": 0, "regressions": 0, "max_commit": 0}
     seen, last_j, problems = set(), 0, []
@@ -119,6 +132,9 @@ def role_reader(path: str, stop_file: str) -> None:
         last_j = max(last_j, j)
         seen.add(db.generation)
         counts["checks"] += 1
+        tmp = ack_file + ".tmp"
+        Path(tmp).write_text(str(last_j))
+        os.replace(tmp, ack_file)  # the writer reads whole numbers only
     counts["generations"] = len(seen)
     counts["max_commit"] = last_j
     print(json.dumps({"counts": counts, "problems": problems[:5]}), flush=True)
@@ -148,13 +164,16 @@ def _spawn(*args: str, env: dict | None = None) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=full_env)
 
 
-def readers_during_writes(seconds: float, readers: int, tmp: str | None = None) -> dict:
+def readers_during_writes(commits: int, readers: int, tmp: str | None = None, lockstep: int = 10) -> dict:
+    """``readers`` processes check every generation they see against an oracle
+    while a writer makes ``commits`` commits (bounded by count, not time)."""
     tmp = tmp or tempfile.mkdtemp(prefix="needle-rw-")
     path, stop = os.path.join(tmp, "rw.needle"), os.path.join(tmp, "stop")
     needle.Database.open(path).close()
-    procs = [_spawn("reader", path, stop) for _ in range(readers)]
-    writer = _spawn("writer", path, str(seconds))
-    w_out, w_err = writer.communicate(timeout=seconds + 600)
+    acks = [os.path.join(tmp, f"seen-{r}") for r in range(readers)]
+    procs = [_spawn("reader", path, stop, ack) for ack in acks]
+    writer = _spawn("writer", path, str(commits), ",".join(acks), str(lockstep))
+    w_out, w_err = writer.communicate(timeout=3600)
     Path(stop).touch()
     results = [p.communicate(timeout=600) for p in procs]
     commits = max([int(line.split()[1]) for line in w_out.splitlines() if line.startswith("COMMITTED")], default=0)
@@ -231,21 +250,20 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--role":
         role, args = sys.argv[2], sys.argv[3:]
         if role == "writer":
-            role_writer(args[0], float(args[1]))
+            role_writer(args[0], int(args[1]), args[2].split(","), int(args[3]))
         elif role == "reader":
-            role_reader(args[0], args[1])
+            role_reader(args[0], args[1], args[2])
         elif role == "race":
             role_race_writer(args[0], int(args[1]), int(args[2]), int(args[3]))
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=["readers", "writers"])
-    ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--readers", type=int, default=4)
     ap.add_argument("--writers", type=int, default=3)
     ap.add_argument("--commits", type=int, default=30)
     a = ap.parse_args()
     if a.scenario == "readers":
-        result = readers_during_writes(a.seconds, a.readers)
+        result = readers_during_writes(a.commits, a.readers)
     else:
         result = racing_writers(a.writers, a.commits)
     problems = result.pop("problems")
