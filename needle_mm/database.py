@@ -55,6 +55,10 @@ from .thread_guard import ThreadGuard
 
 __all__ = ["Database"]
 
+class _Calls(threading.local):
+    depth = 0  # this thread's nested API calls on one Database: only the outermost refreshes
+
+
 _CONFIG_KEYWORDS = frozenset(f.name for f in dataclasses.fields(CollectionConfig)) - {"dimension", "distance"}
 
 
@@ -174,7 +178,7 @@ class Database:
         # A read-only Database never changes its state in place (a refresh
         # swaps whole objects), so its readers need no shared hold.
         self._view_lock = None if read_only else self._guard.view
-        self._calls = threading.local()  # .depth: this thread's nested API calls (only the outermost refreshes)
+        self._calls = _Calls()
 
     # ------------------------------------------------------------ open/close
 
@@ -261,29 +265,28 @@ class Database:
     # between _begin_read/_end_read, changes inside _changing, and in-place
     # changes of the state additionally inside _exclusive.
 
-    def _depth(self) -> int:
-        return getattr(self._calls, "depth", 0)
-
     def _begin_read(self) -> None:
-        self._check_open()
-        depth = self._depth()
+        calls = self._calls
+        depth = calls.depth
         if not depth and self.auto_refresh:
             snapshot = self._snapshot
-            if snapshot is None:
+            if snapshot is None:  # closed
                 self._check_open()
             if not snapshot.is_current():
                 self._refresh_unless_busy()
-        if self._view_lock is not None:
-            self._view_lock.acquire_shared()
-        self._calls.depth = depth + 1
+        lock = self._view_lock
+        if lock is not None:
+            lock.acquire_shared()
+        calls.depth = depth + 1
         if self._closed:
             self._end_read()
             self._check_open()
 
     def _end_read(self) -> None:
         self._calls.depth -= 1
-        if self._view_lock is not None:
-            self._view_lock.release_shared()
+        lock = self._view_lock
+        if lock is not None:
+            lock.release_shared()
 
     @contextlib.contextmanager
     def _reading(self):
@@ -309,7 +312,7 @@ class Database:
         """Hold the mutation lock for a change (refreshed first, for an outermost call)."""
         self._check_writable(what)
         with self._guard.mutation:
-            depth = self._depth()
+            depth = self._calls.depth
             self._calls.depth = depth + 1
             try:
                 self._check_open()

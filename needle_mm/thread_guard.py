@@ -24,47 +24,72 @@ from __future__ import annotations
 import threading
 
 
+class _PerThread(threading.local):
+    depth = 0  # this thread's nested shared holds
+    counted = False  # whether its outermost hold counts as a reader (not when it is the writer)
+
+
 class SharedExclusiveLock:
     """Many readers or one writer; re-entrant for both, and a writer's thread
     may also read. Writers are preferred: a waiting writer stops new readers,
-    so a stream of searches cannot starve a save."""
+    so a stream of searches cannot starve a save.
+
+    Readers take no mutex when no writer is about (the hot path: a search).
+    A reader registers by appending to ``_active`` and then looks for a
+    writer; a writer announces itself (``_writers_waiting``, under the
+    mutex) and then waits for ``_active`` to empty. Each side publishes
+    before it looks, and list appends and pops are atomic, so at least one
+    of the two sees the other: the reader backs off and waits, or the writer
+    waits for it; a reader leaving while a writer waits wakes it."""
 
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
-        self._readers = 0
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._active: list[None] = []  # one entry per reader inside
         self._writer: int | None = None
         self._writer_depth = 0
         self._writers_waiting = 0
-        self._local = threading.local()  # .depth: this thread's nested shared holds; .counted: it took a count
+        self._local = _PerThread()
 
     def held_shared(self) -> bool:
         """True if this thread holds the lock shared (and is not its writer)."""
-        return getattr(self._local, "depth", 0) > 0 and self._local.counted
+        local = self._local
+        return local.depth > 0 and local.counted
 
     def acquire_shared(self) -> None:
         local = self._local
-        depth = getattr(local, "depth", 0)
+        depth = local.depth
         if depth:
             local.depth = depth + 1
             return
-        me = threading.get_ident()
-        if self._writer == me:
+        writer = self._writer
+        if writer is not None and writer == threading.get_ident():
             local.depth, local.counted = 1, False
             return
-        with self._cond:
-            while self._writer is not None or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
+        active = self._active
+        while True:
+            active.append(None)  # publish, then look
+            if self._writer is None and not self._writers_waiting:
+                break
+            active.pop()
+            self._wake_writers()
+            with self._cond:
+                while self._writer is not None or self._writers_waiting:
+                    self._cond.wait()
         local.depth, local.counted = 1, True
 
     def release_shared(self) -> None:
         local = self._local
-        local.depth -= 1
-        if local.depth == 0 and local.counted:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
+        depth = local.depth - 1
+        local.depth = depth
+        if depth == 0 and local.counted:
+            self._active.pop()
+            if self._writers_waiting:
+                self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def acquire_exclusive(self) -> None:
         me = threading.get_ident()
@@ -76,7 +101,7 @@ class SharedExclusiveLock:
         with self._cond:
             self._writers_waiting += 1
             try:
-                while self._writer is not None or self._readers:
+                while self._writer is not None or self._active:
                     self._cond.wait()
             finally:
                 self._writers_waiting -= 1

@@ -246,3 +246,52 @@ def test_insert_after_deleting_the_same_id_is_not_a_conflict(db_path):
         db.save()
     with needle.Database.open(db_path, read_only=True) as db:
         assert db.collection("c").get("x").metadata == {"v": 2}
+
+
+def test_the_shared_exclusive_lock_excludes_writers_from_readers_and_each_other():
+    """The lock itself, hammered: no reader ever overlaps a writer, writers
+    never overlap, nested holds work, and everyone finishes (bounded by count)."""
+    import sys
+
+    from needle_mm.thread_guard import SharedExclusiveLock
+
+    lock = SharedExclusiveLock()
+    inside = {"readers": 0, "writers": 0}
+    counter = threading.Lock()
+    problems = []
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads as often as possible: interleave every step
+
+    def reader() -> None:
+        for i in range(3000):
+            lock.acquire_shared()
+            if i % 7 == 0:
+                lock.acquire_shared()  # nested
+                lock.release_shared()
+            with counter:
+                inside["readers"] += 1
+                if inside["writers"]:
+                    problems.append("a reader overlapped a writer")
+            with counter:
+                inside["readers"] -= 1
+            lock.release_shared()
+
+    def writer() -> None:
+        for i in range(600):
+            lock.acquire_exclusive()
+            lock.acquire_shared()  # a writer's thread may read
+            lock.release_shared()
+            with counter:
+                inside["writers"] += 1
+                if inside["writers"] > 1 or inside["readers"]:
+                    problems.append(f"a writer overlapped {inside['readers']} readers / another writer")
+            with counter:
+                inside["writers"] -= 1
+            lock.release_exclusive()
+
+    try:
+        _run([threading.Thread(target=reader) for _ in range(4)] + [threading.Thread(target=writer) for _ in range(2)])
+    finally:
+        sys.setswitchinterval(old_interval)
+    assert problems == []
+    assert lock._active == [] and lock._writer is None and lock._writers_waiting == 0
