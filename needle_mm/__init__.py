@@ -5,16 +5,15 @@
 >>> db.create_collection("docs", 384)                    # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
-
-from .client import Client  # noqa: E402
-from .collection import Collection  # noqa: E402
-from .config import CollectionConfig, DistanceFunction  # noqa: E402
-from .database import Database  # noqa: E402
-from .errors import *  # noqa: E402,F401,F403
-from .errors import __all__ as _error_names  # noqa: E402
-from .results import Entry, SearchResult  # noqa: E402
-from .sparse import SparseVector  # noqa: E402
+from ._version import __version__
+from .collection import Collection
+from .config import CollectionConfig, DistanceFunction
+from .database import Database
+from .errors import *  # noqa: F401,F403
+from .errors import __all__ as _error_names
+from .remote.client import Client
+from .results import Entry, SearchResult
+from .sparse import SparseVector
 
 __all__ = [
     "Database",

@@ -10,7 +10,7 @@ from .errors import NeedleError
 
 
 def _cmd_demo(args) -> int:
-    from .demo import run
+    from .ops.demo import run
 
     run(args.path, workers=args.workers)
     return 0
@@ -19,10 +19,10 @@ def _cmd_demo(args) -> int:
 def _cmd_info(args) -> int:
     from .database import Database
 
-    from .snapshot import read_header
+    from ._storage.mapping import read_header
 
     with Database.open(args.file, read_only=True) as db:
-        snap = db._snapshot
+        snap = db.engine.snapshot
         header = read_header(snap.io)
         print(f"{args.file}: {os.path.getsize(args.file)} bytes, format {header.read_version}/"
               f"{header.write_version} (read/write), generation {snap.generation}, "
@@ -35,7 +35,7 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from .verify import verify_file
+    from .ops.verify import verify_file
 
     report = verify_file(args.file)
     print(report.summary())
@@ -44,7 +44,7 @@ def _cmd_verify(args) -> int:
 
 def _cmd_export(args) -> int:
     from .database import Database
-    from .export import export
+    from .ops.export import export
 
     with Database.open(args.file, read_only=True) as db:
         n = export(db.collection(args.collection), args.format, args.out)
@@ -53,7 +53,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_rebuild(args) -> int:
-    from .rebuild import rebuild
+    from .ops.rebuild import rebuild
 
     report = rebuild(args.file, args.out, m=args.m, ef_construction=args.ef_construction,
                      ef_search=args.ef_search, dtype=args.dtype, lock_timeout=args.lock_timeout)
@@ -125,7 +125,7 @@ def _cmd_import(args) -> int:
 
 def _cmd_serve(args) -> int:
     try:
-        from .server import serve
+        from .remote.server import serve
     except ImportError as exc:
         print(f'needle serve needs the server extra ({exc}): pip install "needle_mm[server]"', file=sys.stderr)
         return 2

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import search as _search
+from ._engine import search as _search
+from ._engine.engine import Engine
 from . import sparse as _sparse
-from . import validation
+from . import _input
 from ._kernels import METRIC_CODES
 from .config import CollectionConfig, DistanceFunction
 from .errors import DuplicateIdError, InvalidArgumentError, InvalidVectorError, RecordNotFoundError
 from .filters import compile_filter
 from .results import Entry, SearchResult
 
-if TYPE_CHECKING:
-    from .database import Database
 
 __all__ = ["Collection"]
 
@@ -32,9 +31,14 @@ class Collection:
     at once and to other processes after ``db.save()``.
     """
 
-    def __init__(self, db: "Database", name: str):
-        self._db = db
+    def __init__(self, engine: Engine, name: str):
+        self._engine = engine
         self.name = name
+
+    @property
+    def engine(self) -> Engine:
+        """The engine behind this collection (for needle_mm's own operations: export, import, rebuild)."""
+        return self._engine
 
     def __repr__(self) -> str:
         return f"Collection({self.name!r})"
@@ -42,11 +46,11 @@ class Collection:
     # ------------------------------------------------------------ config
 
     def _state(self):
-        """This collection's state; callers are inside ``_db._reading()`` or ``_db._changing()``."""
-        return self._db._state(self.name)
+        """This collection's state; callers are inside ``_db.reading()`` or ``_db.changing()``."""
+        return self._engine.state(self.name)
 
     def _meta(self):
-        with self._db._reading():
+        with self._engine.reading():
             return self._state().meta
 
     @property
@@ -72,12 +76,12 @@ class Collection:
     # ------------------------------------------------------------ writes
 
     def _prepare(self, ids: Sequence[str], vectors, metadatas, what: str):
-        state = self._db._writable_state(self.name)
+        state = self._engine.writable_state(self.name)
         dim = state.meta.dim
         ids = list(ids)
-        ids_utf8 = [validation.id_bytes(i) for i in ids]
+        ids_utf8 = [_input.id_bytes(i) for i in ids]
         sparse = state.meta.kind == "sparse"
-        matrix = _sparse.vectors(vectors, dim, what) if sparse else validation.matrix(vectors, dim, what)
+        matrix = _sparse.vectors(vectors, dim, what) if sparse else _input.matrix(vectors, dim, what)
         if len(matrix) != len(ids):
             raise InvalidVectorError(f"{len(ids)} ids but {len(matrix)} vectors")
         if metadatas is None:
@@ -85,26 +89,26 @@ class Collection:
         else:
             metadatas = list(metadatas)
             if len(metadatas) != len(ids):
-                raise validation.InvalidMetadataError(f"{len(ids)} ids but {len(metadatas)} metadata entries")
-            metas = [validation.metadata(m) for m in metadatas]
+                raise _input.InvalidMetadataError(f"{len(ids)} ids but {len(metadatas)} metadata entries")
+            metas = [_input.metadata(m) for m in metadatas]
         if sparse:
             return state, ids, ids_utf8, matrix, np.zeros(len(ids), dtype=np.float32), metas
         if state.meta.dtype == "f16":
-            matrix = validation.half_precision(matrix, what)
-        norms = validation.norms(matrix, what)
+            matrix = _input.half_precision(matrix, what)
+        norms = _input.norms(matrix, what)
         if state.meta.distance == "cosine":
-            validation.require_nonzero(norms, what)
+            _input.require_nonzero(norms, what)
         return state, ids, ids_utf8, matrix, norms, metas
 
     def _one(self, vector):
         """One vector as a batch of one (validated, so errors name a 'vector', not 'vectors')."""
-        meta = self._db._writable_state(self.name).meta
+        meta = self._engine.writable_state(self.name).meta
         if meta.kind == "sparse":
             return [_sparse.vector(vector, meta.dim, "vector")]
-        return validation.vector(vector, meta.dim)[None, :]
+        return _input.vector(vector, meta.dim)[None, :]
 
     def _changing(self):
-        return self._db._changing(f"write to collection {self.name!r}")
+        return self._engine.changing(f"write to collection {self.name!r}")
 
     def insert(self, id: str, vector, metadata: dict | None = None) -> None:
         """Add one record; raises :class:`DuplicateIdError` if ``id`` is live (use :meth:`upsert`)."""
@@ -129,7 +133,7 @@ class Collection:
                     f"id {live[0]!r} already exists in collection {self.name!r}"
                     + (f" (and {len(live) - 1} more)" if len(live) > 1 else "") + "; use upsert to replace"
                 )
-            with self._db._exclusive():
+            with self._engine.exclusive():
                 state.write(ids, ids_utf8, matrix, norms, metas, known_absent=True)
 
     def upsert(self, id: str, vector, metadata: dict | None = None) -> None:
@@ -141,7 +145,7 @@ class Collection:
         """Insert or replace many records; a repeated id in the batch keeps its last record."""
         with self._changing():
             state, ids, ids_utf8, matrix, norms, metas = self._prepare(ids, vectors, metadatas, "vectors")
-            with self._db._exclusive():
+            with self._engine.exclusive():
                 state.write(ids, ids_utf8, matrix, norms, metas)
 
     def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict | None = None) -> int:
@@ -155,7 +159,7 @@ class Collection:
             return self._delete(ids, filter)
 
     def _delete(self, ids, filter) -> int:
-        state = self._db._writable_state(self.name)
+        state = self._engine.writable_state(self.name)
         if filter is not None:
             if compile_filter(filter) is None:
                 raise InvalidArgumentError("delete(filter={}) would delete everything; pass the ids, or "
@@ -170,16 +174,16 @@ class Collection:
         if isinstance(ids, str):
             ids = [ids]
         ids = list(ids)
-        ids_utf8 = [validation.id_bytes(i) for i in ids]
-        with self._db._exclusive():
+        ids_utf8 = [_input.id_bytes(i) for i in ids]
+        with self._engine.exclusive():
             return state.delete(ids, ids_utf8)
 
     def update_metadata(self, id: str, metadata: dict | None) -> None:
         """Replace the metadata of a live record, keeping its vector."""
-        raw = validation.id_bytes(id)
-        meta = validation.metadata(metadata)
+        raw = _input.id_bytes(id)
+        meta = _input.metadata(metadata)
         with self._changing():
-            state = self._db._writable_state(self.name)
+            state = self._engine.writable_state(self.name)
             entry = state.get(id, raw)
             if entry is None:
                 raise RecordNotFoundError(f"no record with id {id!r} in collection {self.name!r}")
@@ -187,16 +191,16 @@ class Collection:
                 vectors, norms = [entry.vector], np.zeros(1, dtype=np.float32)
             else:
                 vectors = entry.vector[None, :]
-                norms = validation.norms(vectors)
-            with self._db._exclusive():
-                state.write([id], [raw], vectors, norms, [meta])
+                norms = _input.norms(vectors)
+            with self._engine.exclusive():
+                state.write([id], [raw], vectors, norms, [meta], same_record=True)
 
     # ------------------------------------------------------------ reads
 
     def get(self, id: str, default: Any = _MISSING) -> Entry:
         """The live record with this id; :class:`RecordNotFoundError` (or ``default``) if none."""
-        raw = validation.id_bytes(id)
-        with self._db._reading():
+        raw = _input.id_bytes(id)
+        with self._engine.reading():
             entry = self._state().get(id, raw)
         if entry is None:
             if default is not _MISSING:
@@ -207,8 +211,8 @@ class Collection:
     def __contains__(self, id: object) -> bool:
         if not (isinstance(id, str) and id):
             return False
-        raw = validation.id_bytes(id)
-        with self._db._reading():
+        raw = _input.id_bytes(id)
+        with self._engine.reading():
             return self._state().is_live(id, raw)
 
     def __len__(self) -> int:
@@ -217,7 +221,7 @@ class Collection:
     def count(self, filter: dict | None = None) -> int:
         """Number of live records (matching ``filter`` if given)."""
         flt = compile_filter(filter)
-        with self._db._reading():
+        with self._engine.reading():
             state = self._state()
             if flt is None:
                 return state.count()
@@ -229,7 +233,7 @@ class Collection:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
             raise InvalidArgumentError(f"limit must be a non-negative integer or None, got {limit!r}")
         out = []
-        with self._db._reading():
+        with self._engine.reading():
             for source, mask in self._matching(self._state(), flt):
                 slots = np.flatnonzero(mask).tolist()
                 if limit is not None:
@@ -266,22 +270,22 @@ class Collection:
         include_vector : bool
             Also return each result's vector.
         """
-        db = self._db
-        db._begin_read()
+        engine = self._engine
+        engine.begin_read()
         try:
             return self._search(self._state(), query, False, k, filter, include_vector, ef, exact)[0]
         finally:
-            db._end_read()
+            engine.end_read()
 
     def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
                      exact: bool = False, include_vector: bool = False) -> list[list[SearchResult]]:
         """:meth:`search` for each row of a 2-D array of queries, in parallel."""
-        db = self._db
-        db._begin_read()
+        engine = self._engine
+        engine.begin_read()
         try:
             return self._search(self._state(), queries, True, k, filter, include_vector, ef, exact)
         finally:
-            db._end_read()
+            engine.end_read()
 
     def _search(self, state, queries, batch, k, filter, include_vector, ef, exact):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
@@ -292,15 +296,15 @@ class Collection:
         if k > _CLAMP_ABOVE:  # never more results than records: bounds every k-sized buffer
             k = min(k, state.count())
         if meta.kind == "sparse":  # always exact: ef and exact do not apply
-            return _sparse.search(state, _sparse.queries(queries, meta.dim, batch), int(k), predicate,
+            return _search.search_sparse(state, _sparse.queries(queries, meta.dim, batch), int(k), predicate,
                                   include_vector)
         metric = METRIC_CODES[meta.distance]
-        qs, qnorms = validation.queries(queries, meta.dim, meta.distance == "cosine", batch)
+        qs, qnorms = _input.queries(queries, meta.dim, meta.distance == "cosine", batch)
         if ef is None:
             ef = meta.hnsw.ef_search
         elif isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
             raise InvalidArgumentError(f"ef must be a positive integer, got {ef!r}")
         if ef > _CLAMP_ABOVE:  # a beam wider than the collection finds nothing more
             ef = min(int(ef), max(k, state.count(), 1))
-        return _search.search(state, qs, qnorms, int(k), metric, predicate, include_vector,
+        return _search.search_dense(state, qs, qnorms, int(k), metric, predicate, include_vector,
                               None if exact else int(ef))

@@ -1,4 +1,4 @@
-"""Sparse vectors: what users pass in, how records are held, and exact search.
+"""Sparse vectors: what users pass in, validated into :class:`SparseVector`.
 
 A sparse collection (``CollectionConfig(dim, "dot", sparse=True)``) stores
 each vector as strictly ascending ``indices`` (< dim) with finite float32
@@ -13,47 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 
-from ._format.postings import PostingChunk
-from ._kernels.sparse import accumulate_parallel, accumulate_serial, rank_parallel, rank_serial
+from ._format.csr import SparseVector
 from .errors import InvalidVectorError
 
 __all__ = ["SparseVector"]
-
-SCRATCH_BYTES = 1 << 26  # per batch of queries: scores + marks + hits of every slot (9 bytes each)
-SERIAL_QUERIES = 4  # below this many queries per batch one thread is faster
-
-
-class SparseVector:
-    """A sparse vector: ``indices`` (uint32, strictly ascending) and ``values`` (float32)."""
-
-    __slots__ = ("indices", "values")
-
-    def __init__(self, indices, values):
-        self.indices = indices
-        self.values = values
-
-    def __len__(self) -> int:
-        return int(self.indices.shape[0])
-
-    def __eq__(self, other) -> bool:
-        return (isinstance(other, SparseVector) and np.array_equal(self.indices, other.indices)
-                and np.array_equal(self.values, other.values))
-
-    def __repr__(self) -> str:
-        pairs = ", ".join(f"{i}: {v:g}" for i, v in zip(self.indices[:4].tolist(), self.values[:4].tolist()))
-        more = f", ... ({len(self)} entries)" if len(self) > 4 else ""
-        return f"SparseVector({{{pairs}{more}}})"
-
-    def to_dict(self) -> dict:
-        """``{"indices": [...], "values": [...]}`` (JSON-ready)."""
-        return {"indices": self.indices.tolist(), "values": self.values.tolist()}
-
-    def dot(self, other: "SparseVector") -> float:
-        common, a, b = np.intersect1d(self.indices, other.indices, assume_unique=True, return_indices=True)
-        return float(np.dot(self.values[a].astype(np.float64), other.values[b].astype(np.float64)))
 
 
 # ---------------------------------------------------------------- input
@@ -152,88 +117,7 @@ def vectors(value: Any, dim: int, what: str = "vectors") -> list[SparseVector]:
     return [vector(v, dim, f"{what} row {i}") for i, v in enumerate(value)]
 
 
-# ---------------------------------------------------------------- storage
-
-
-class SparseRows:
-    """Sparse vectors in CSR form: ``offsets`` (u64, n+1), ``indices`` (u32), ``values`` (f32)."""
-
-    def __init__(self, offsets: np.ndarray, indices: np.ndarray, values: np.ndarray):
-        self.offsets, self.indices, self.values = offsets, indices, values
-
-    def __len__(self) -> int:
-        return self.offsets.shape[0] - 1
-
-    @classmethod
-    def from_list(cls, rows: list[SparseVector]) -> "SparseRows":
-        offsets = np.zeros(len(rows) + 1, dtype=np.uint64)
-        if rows:
-            np.cumsum([len(r) for r in rows], out=offsets[1:])
-        indices = np.concatenate([r.indices for r in rows]) if rows else np.zeros(0, np.uint32)
-        values = np.concatenate([r.values for r in rows]) if rows else np.zeros(0, np.float32)
-        return cls(offsets, indices.astype(np.uint32, copy=False), values.astype(np.float32, copy=False))
-
-    @classmethod
-    def concat(cls, parts: list["SparseRows"]) -> "SparseRows":
-        shifts = np.cumsum([0] + [p.indices.shape[0] for p in parts[:-1]]).astype(np.uint64)
-        offsets = np.concatenate([np.zeros(1, np.uint64)] + [p.offsets[1:].astype(np.uint64) + shift
-                                                             for p, shift in zip(parts, shifts)])
-        return cls(offsets, np.concatenate([p.indices for p in parts]).astype(np.uint32, copy=False),
-                   np.concatenate([p.values for p in parts]).astype(np.float32, copy=False))
-
-    def row(self, i: int) -> SparseVector:
-        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
-        return SparseVector(self.indices[a:b], self.values[a:b])
-
-    def rows(self) -> list[SparseVector]:
-        return [self.row(i) for i in range(len(self))]
-
-
-# ---------------------------------------------------------------- search
-
-
 def queries(value: Any, dim: int, batch: bool) -> list[SparseVector]:
     if batch:
         return vectors(value, dim, "queries")
     return [vector(value, dim, "query")]
-
-
-def topk(chunks: list[PostingChunk], n: int, qs: list[SparseVector], excluded: np.ndarray,
-         k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(distances[m, k], slots[m, k])`` of one source (``1 - dot``, ascending;
-    inf / -1 past the records reached). Queries run in batches sized so the
-    per-slot scratch stays under ``SCRATCH_BYTES``."""
-    m = len(qs)
-    out_d = np.full((m, k), np.inf, dtype=np.float32)
-    out_i = np.full((m, k), -1, dtype=np.int64)
-    if n == 0 or k == 0:
-        return out_d, out_i
-    block = max(1, min(m, SCRATCH_BYTES // (9 * n)))
-    parallel = block >= SERIAL_QUERIES and numba.get_num_threads() > 1
-    accumulate, rank = (accumulate_parallel, rank_parallel) if parallel else (accumulate_serial, rank_serial)
-    scores = np.zeros((block, n), dtype=np.float32)
-    marks = np.zeros((block, n), dtype=np.uint8)
-    hits = np.empty((block, n), dtype=np.uint32)
-    for b0 in range(0, m, block):
-        part = SparseRows.from_list(qs[b0:b0 + block])
-        rows = len(part)
-        nhits = np.zeros(rows, dtype=np.int64)
-        q_off = part.offsets.astype(np.int64)
-        for c in chunks:
-            accumulate(c.dims, c.list_offsets, c.slots, c.values, q_off, part.indices, part.values,
-                       scores[:rows], marks[:rows], hits[:rows], nhits)
-        rank(scores[:rows], marks[:rows], hits[:rows], nhits, excluded, k, out_d[b0:b0 + rows],
-             out_i[b0:b0 + rows])
-    return out_d, out_i
-
-
-def search(state, qs: list[SparseVector], k: int, predicate, include_vector: bool):
-    """Exact top-k by dot product over every source of a sparse collection."""
-    from . import search as _search
-
-    srcs = _search.sources(state, predicate)
-    if not srcs or k == 0:
-        return [[] for _ in qs]
-    found = [topk(source.posting_chunks(), source.n, qs, f.excluded, k) for source, f in srcs]
-    return _search.merge(srcs, found, k, include_vector)
-

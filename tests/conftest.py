@@ -21,7 +21,7 @@ def db_path(tmp_path):
 @pytest.fixture(scope="session")
 def demo_data():
     """The real sentence embeddings shipped for `needle demo` (3,000 x 384, unit rows)."""
-    from needle_mm.demo import load_demo_data
+    from needle_mm.ops.demo import load_demo_data
 
     data = load_demo_data()
     vectors = data["vectors"].astype(np.float32)

@@ -157,7 +157,7 @@ def test_damaged_id_offsets_are_reported_not_misread(db_path):
     db, coll = make(db_path, 2)
     coll.insert_many([f"id-{i}" for i in range(20)], [[1, i] for i in range(20)])
     db.save()
-    ref = db._snapshot.catalog.collections["c"].segments[0].regions["id_offsets"]
+    ref = db.engine.snapshot.catalog.collections["c"].segments[0].regions["id_offsets"]
     db.close()
     with open(db_path, "r+b") as f:  # offsets of slots 5.. jump past the blob
         f.seek(ref.offset + 8 * 5)
@@ -225,7 +225,7 @@ def test_many_commits_keep_one_segment_and_exact_results(db_path):
         coll.insert_many([str(i) for i in range(start, start + 100)], vectors[start:start + 100])
         coll.delete([str(i) for i in range(start, start + 100, 7)])
         db.save()
-    segments = db._snapshot.collection("c").segments
+    segments = db.engine.snapshot.collection("c").segments
     assert len(segments) == 1 and segments[0].hnsw is not None
     alive = np.array([(i % 100) % 7 != 0 for i in range(3000)])
     assert coll.count() == alive.sum()

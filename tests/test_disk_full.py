@@ -22,7 +22,7 @@ from conftest import ROOT
 CHILD = textwrap.dedent("""
     import errno, os, sys
     import numpy as np, needle_mm as needle
-    from needle_mm.verify import verify_file
+    from needle_mm.ops.verify import verify_file
     d = sys.argv[1]
     path = os.path.join(d, "full.needle")
     rng = np.random.default_rng(0)

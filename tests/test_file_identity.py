@@ -14,7 +14,7 @@ from conftest import ROOT, run_python
 
 import needle_mm as needle
 from needle_mm.errors import DurabilityError, LinkedFileError, LockTimeoutError
-from needle_mm.verify import verify_file
+from needle_mm.ops.verify import verify_file
 
 DIM = 4
 
@@ -84,7 +84,7 @@ def _compact_killed_after_rename(path):
     """`needle compact` killed between its rename and its superseded commit (SPEC §7.1 steps 3-4)."""
     proc = run_python("""
         import sys
-        from needle_mm.rebuild import compact
+        from needle_mm.ops.rebuild import compact
         compact(sys.argv[1])
     """, path, env={"NEEDLE_FAILPOINTS": "rebuild.after_replace=kill"})
     assert proc.returncode == -9, proc.stderr
@@ -110,7 +110,7 @@ def test_a_writer_that_had_the_file_open_saves_into_the_replacement(tmp_path):
 
 
 def test_generations_keep_growing_across_compact_and_rebuild(tmp_path):
-    from needle_mm.rebuild import compact, rebuild
+    from needle_mm.ops.rebuild import compact, rebuild
 
     path = str(tmp_path / "db.needle")
     _file(path)
@@ -140,7 +140,7 @@ def test_a_stale_rebuild_copy_is_removed_by_the_next_writer(tmp_path):
     _file(path)
     proc = run_python("""
         import sys
-        from needle_mm.rebuild import compact
+        from needle_mm.ops.rebuild import compact
         compact(sys.argv[1])
     """, path, env={"NEEDLE_FAILPOINTS": "rebuild.before_replace=kill"})
     assert proc.returncode == -9
@@ -190,3 +190,29 @@ def test_a_create_that_fails_leaves_no_lock_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("failed")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_database_stays_with_the_file_it_opened(tmp_path, monkeypatch):
+    """A relative path and a symlink are resolved once, at open: a later chdir
+    or a retargeted symlink never makes a writer save into another file (its
+    lock would not be that file's)."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        _file(str(tmp_path / d / "v.needle"), n=1)
+    monkeypatch.chdir(tmp_path / "a")
+    db = needle.Database.open("v.needle")
+    db.collection("c").insert("written-in-a", np.ones(DIM))
+    monkeypatch.chdir(tmp_path / "b")
+    db.save()
+    db.close()
+    os.symlink(str(tmp_path / "a" / "v.needle"), str(tmp_path / "link.needle"))
+    linked = needle.Database.open(str(tmp_path / "link.needle"))
+    os.remove(str(tmp_path / "link.needle"))
+    os.symlink(str(tmp_path / "b" / "v.needle"), str(tmp_path / "link.needle"))  # retargeted (blue/green)
+    linked.collection("c").insert("also-in-a", np.ones(DIM))
+    linked.save()
+    linked.close()
+    with needle.Database.open(str(tmp_path / "a" / "v.needle"), read_only=True) as a, \
+            needle.Database.open(str(tmp_path / "b" / "v.needle"), read_only=True) as b:
+        assert {"written-in-a", "also-in-a"} <= set(i for i, _ in a.collection("c").find())
+        assert [i for i, _ in b.collection("c").find()] == ["r0"]

@@ -12,7 +12,7 @@ import pytest
 
 import needle_mm as needle
 from conftest import run_python
-from needle_mm.verify import verify_file
+from needle_mm.ops.verify import verify_file
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_columns_follow_upserts_updates_and_deletes(db_path):
             c.insert(f"new{step}", [1, 1], {"color": "red", "n": 1000 + step})
     with needle.Database.open(db_path, read_only=True) as db:
         c = db.collection("c")
-        seg = db._snapshot.collection("c").segments[0]
+        seg = db.engine.snapshot.collection("c").segments[0]
         assert len(seg.columns) >= 2 and sum(ch.count for ch in seg.columns) == seg.n
         green = sorted(i for i, _ in c.find({"color": "green"}))
         assert green == sorted([f"r{s}" for s in range(4)] + [f"r{10 + s}" for s in range(4)])
@@ -85,7 +85,7 @@ def test_verify_catches_columns_that_disagree_with_the_log(db_path):
         from needle_mm._format.header import crc32, SUPERBLOCK_OFFSETS
         path = sys.argv[1]
         with needle.Database.open(path, read_only=True) as db:
-            ref = db._snapshot.collection("c").segments[0].columns[0].region
+            ref = db.engine.snapshot.collection("c").segments[0].columns[0].region
         data = bytearray(open(path, "rb").read())
         chunk = data[ref.offset:ref.offset + ref.length]
         i = chunk.rindex(b"xy")  # the string dictionary: swap the two strings

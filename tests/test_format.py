@@ -39,7 +39,7 @@ def test_golden_file_reads_as_dumped(name, tmp_path):
             c = db.collection(cname)
             assert c.count() == cwant["count"] == len(cwant["records"])
             segs = [{"n": s.n, "n_deleted": s.n_deleted, "capacity": s.capacity,
-                     "hnsw": s.hnsw.to_json() if s.hnsw else None} for s in db._snapshot.collection(cname).segments]
+                     "hnsw": s.hnsw.to_json() if s.hnsw else None} for s in db.engine.snapshot.collection(cname).segments]
             assert segs == cwant["segments"]
             assert c.dimension == cwant["dim"] and c.distance.value == cwant["distance"]
             assert c.config.dtype == cwant.get("dtype", "f32")  # f16 vectors: SPEC §5.8
@@ -54,7 +54,7 @@ def test_golden_file_reads_as_dumped(name, tmp_path):
                 assert c.search(e.vector, 1)[0].distance <= c.search(e.vector, 2)[-1].distance
             for flt, ids in cwant.get("filters", []):  # files with metadata columns (SPEC §5.6)
                 assert sorted(i for i, _ in c.find(flt)) == ids, flt
-    from needle_mm.verify import verify_file
+    from needle_mm.ops.verify import verify_file
 
     assert verify_file(str(path)).ok
     # and a current writer can extend it
@@ -101,7 +101,7 @@ def test_catalog_format_says_what_a_reader_must_understand(tmp_path):
     path = tmp_path / "half.needle"
     shutil.copy(os.path.join(FORMAT, "golden", "half.needle"), path)
     with needle.Database.open(path, read_only=True) as db:
-        sb = db._snapshot.superblock
+        sb = db.engine.snapshot.superblock
     with open(path, "rb") as f:
         f.seek(sb.catalog_offset)
         raw = f.read(sb.catalog_length)

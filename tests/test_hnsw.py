@@ -92,7 +92,7 @@ def test_build_is_deterministic(tmp_path, demo_data):
             db.save()
             c.insert_many([str(i) for i in range(500, 800)], x[500:])
         with needle.Database.open(tmp_path / f"{run}.needle", read_only=True) as db:
-            v = db._snapshot.segments("c")[0]
+            v = db.engine.snapshot.segments("c")[0]
             links.append((np.array(v.hnsw_links0), np.array(v.hnsw_upper_links), v.meta.hnsw))
     assert np.array_equal(links[0][0], links[1][0]) and np.array_equal(links[0][1], links[1][1])
     assert links[0][2] == links[1][2]
@@ -113,14 +113,14 @@ def test_many_small_commits_keep_recall_and_one_segment(tmp_path):
         assert rc.count() == s + 100
         newest = rc.search(x[s + 50], 1)[0]  # a just-committed record is found through the graph
         assert newest.id == str(s + 50) and newest.distance == pytest.approx(0, abs=1e-3)
-    segs = reader._snapshot.collection("c").segments
+    segs = reader.engine.snapshot.collection("c").segments
     assert len(segs) == 1 and segs[0].n == 4000
     hits = 0
     for qq in q:
         want, _ = brute_force(x, qq, 10, metric)
         hits += len({int(r.id) for r in reader.collection("c").search(qq, 10)} & set(want.tolist()))
     assert hits / (10 * len(q)) >= 0.95
-    from needle_mm.verify import verify_file
+    from needle_mm.ops.verify import verify_file
 
     assert verify_file(str(path)).ok
 
@@ -154,7 +154,7 @@ def test_the_huge_page_hint_is_given_and_is_only_a_hint(tmp_path, demo_data, mon
     import mmap
     import types
 
-    from needle_mm import snapshot
+    from needle_mm._storage import mapping as snapshot
 
     x = demo_data["vectors"][:500]
     path = tmp_path / "h.needle"
@@ -190,7 +190,7 @@ def test_half_deleted_segment_is_rebuilt(tmp_path, demo_data):
         db.save()
         c.delete([str(i) for i in range(600)])
         db.save()
-        seg = db._snapshot.collection("c").segments
+        seg = db.engine.snapshot.collection("c").segments
         assert len(seg) == 1 and seg[0].n == 400 and seg[0].n_deleted == 0
         assert {r.id for r in c.search(x[700], 5)} >= {"700"}
 
@@ -200,7 +200,7 @@ import sys, numpy as np, needle_mm as needle
 from needle_mm._format.header import crc32
 path, field = sys.argv[1], sys.argv[2]
 db = needle.Database.open(path, read_only=True)
-v = db._snapshot.segments("c")[0]
+v = db.engine.snapshot.segments("c")[0]
 ref = v.meta.regions["hnsw_links0" if field == "links0" else "hnsw_levels"]
 db.close()
 with open(path, "r+b") as f:
@@ -275,7 +275,7 @@ def test_an_f16_graph_is_the_graph_of_its_rounded_vectors(tmp_path, demo_data):
             db.save()
             c.insert_many([str(i) for i in range(500, 700)], data[500:])  # extends the same segment's graph
         with needle.Database.open(path, read_only=True) as db:
-            v = db._snapshot.segments("c")[0]
+            v = db.engine.snapshot.segments("c")[0]
             graphs.append((np.array(v.hnsw_links0), np.array(v.hnsw_upper_links), v.meta.hnsw))
     assert np.array_equal(graphs[0][0], graphs[1][0]) and np.array_equal(graphs[0][1], graphs[1][1])
     assert graphs[0][2] == graphs[1][2]

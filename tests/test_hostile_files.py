@@ -109,7 +109,7 @@ def test_nan_vectors_in_a_cosine_collection_never_hang_a_search(tmp_path):
         import json, sys, numpy as np, needle_mm as needle
         path = sys.argv[1]
         with needle.Database.open(path, read_only=True) as db:
-            seg = db._snapshot.catalog.collections["c"].segments[0]
+            seg = db.engine.snapshot.catalog.collections["c"].segments[0]
             ref = seg.regions["vectors"]
         data = bytearray(open(path, "rb").read())
         nan = np.full(8 * 40, np.nan, dtype="<f4").tobytes()  # 40 records' vectors, words spliced

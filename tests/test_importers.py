@@ -245,7 +245,7 @@ def test_killed_import_resumes_with_exactly_the_source_records(tmp_path, records
         dead = needle_cmd(*args, *(["--resume"] if fraction > 0.3 else []), path, env={"NEEDLE_FAILPOINTS": plan})
         assert dead.returncode == -9, dead.stderr
         with needle.Database.open(path, read_only=True) as db:
-            progress = db.collection("v")._state().properties()["needle.import"]
+            progress = db.engine.collection_properties("v")["needle.import"]
             assert not progress["complete"] and 0 < progress["imported"] < N
             assert db.collection("v").count() == progress["imported"] == progress["position"]
     plain = needle_cmd(*args, path)

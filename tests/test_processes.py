@@ -19,7 +19,7 @@ import pytest
 
 import needle_mm as needle
 from conftest import ROOT, run_python
-from needle_mm.verify import verify_file
+from needle_mm.ops.verify import verify_file
 
 spec = importlib.util.spec_from_file_location("stress_processes", os.path.join(ROOT, "tools", "stress_processes.py"))
 stress = importlib.util.module_from_spec(spec)

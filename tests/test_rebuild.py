@@ -12,8 +12,8 @@ from test_hnsw import real_set
 
 import needle_mm as needle
 from needle_mm.errors import InvalidArgumentError
-from needle_mm.rebuild import rebuild
-from needle_mm.verify import verify_file
+from needle_mm.ops.rebuild import rebuild
+from needle_mm.ops.verify import verify_file
 
 
 def _contents(db, name):
@@ -48,7 +48,7 @@ def test_rebuild_keeps_every_live_record_and_shrinks_the_file(tmp_path):
     assert verify_file(path).ok
     with needle.Database.open(path, read_only=True) as db:
         assert {name: _contents(db, name) for name in db.list_collections()} == before
-        assert all(len(db._snapshot.collection(name).segments) == 1 for name in before)
+        assert all(len(db.engine.snapshot.collection(name).segments) == 1 for name in before)
         assert db.collection("docs").config.m == 12
     assert sorted(os.listdir(tmp_path)) == ["v.needle", "v.needle.lock"]
 
@@ -152,7 +152,7 @@ def test_rebuild_to_f16_halves_the_vectors_and_keeps_every_record(tmp_path):
     info = needle_cmd("info", path)
     assert "docs: " in info.stdout and "dtype f16" in info.stdout.split("docs: ")[1].split("\n")[0]
     with needle.Database.open(path, read_only=True) as db:
-        assert db._snapshot.catalog.encode().startswith(b'{"format":3')
+        assert db.engine.snapshot.catalog.encode().startswith(b'{"format":3')
         assert [db.collection(n).config.dtype for n in ("docs", "other", "terms")] == ["f16", "f16", "f32"]
         for name, records in before.items():
             after = _contents(db, name)

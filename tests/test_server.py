@@ -192,7 +192,7 @@ def test_workers_share_the_file_and_every_write_is_committed(tmp_path):
     finally:
         err = srv.stop()
     assert "Traceback" not in err, err
-    from needle_mm.verify import verify_file
+    from needle_mm.ops.verify import verify_file
 
     assert verify_file(path).ok
 

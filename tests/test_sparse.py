@@ -80,7 +80,7 @@ def test_search_equals_scipy_product_across_commits_deletes_and_upserts(db_path)
         check_against_reference(coll, matrix, live, queries)
         db.save()
         check_against_reference(coll, matrix, live, queries)
-        segment = db._snapshot.catalog.collections["s"].segments[0]
+        segment = db.engine.snapshot.catalog.collections["s"].segments[0]
         assert 1 < len(segment.postings) <= 12
     # another process sees the same results
     code = """
@@ -99,7 +99,7 @@ def test_search_equals_scipy_product_across_commits_deletes_and_upserts(db_path)
 
 
 def needle_verify_ok(path: str) -> bool:
-    from needle_mm.verify import verify_file
+    from needle_mm.ops.verify import verify_file
 
     report = verify_file(path)
     assert report.ok, report.problems
@@ -194,17 +194,17 @@ def test_sparse_config_errors():
 
 
 def test_sparse_files_write_catalog_format_2_and_dense_files_stay_1(db_path):
-    from needle_mm.snapshot import Snapshot
+    from needle_mm._engine.snapshot import Snapshot
     import orjson
 
     with needle.Database.open(db_path) as db:
         db.create_collection("dense", 4)
     with needle.Database.open(db_path) as db:
-        assert orjson.loads(db._snapshot.catalog.encode())["format"] == 1
+        assert orjson.loads(db.engine.snapshot.catalog.encode())["format"] == 1
         db.create_collection("s", 10, "dot", sparse=True).insert("a", {1: 1.0})
     with needle.Database.open(db_path) as db:
-        assert orjson.loads(db._snapshot.catalog.encode())["format"] == 2
-        assert isinstance(db._snapshot, Snapshot)
+        assert orjson.loads(db.engine.snapshot.catalog.encode())["format"] == 2
+        assert isinstance(db.engine.snapshot, Snapshot)
 
 
 def test_a_damaged_posting_chunk_is_corrupt_file_error_not_a_crash(db_path):
@@ -212,7 +212,7 @@ def test_a_damaged_posting_chunk_is_corrupt_file_error_not_a_crash(db_path):
         coll = db.create_collection("s", 1000, "dot", sparse=True)
         coll.insert_many([f"d{i}" for i in range(50)], [{i: 1.0, i + 1: 2.0} for i in range(50)])
     with needle.Database.open(db_path, read_only=True) as db:
-        chunk = db._snapshot.catalog.collections["s"].segments[0].postings[0].region
+        chunk = db.engine.snapshot.catalog.collections["s"].segments[0].postings[0].region
     # point a slot entry far outside the segment (CRC is not checked on the read path; the structure is)
     with open(db_path, "r+b") as f:
         f.seek(chunk.offset)
@@ -223,14 +223,14 @@ def test_a_damaged_posting_chunk_is_corrupt_file_error_not_a_crash(db_path):
     with needle.Database.open(db_path, read_only=True) as db:
         with pytest.raises(CorruptFileError, match="posting chunk"):
             db.collection("s").search({3: 1.0})
-    from needle_mm.verify import verify_file
+    from needle_mm.ops.verify import verify_file
 
     assert not verify_file(db_path).ok
 
 
 def test_export_rebuild_and_transactions_keep_sparse_records(db_path, tmp_path):
-    from needle_mm.export import export
-    from needle_mm.rebuild import rebuild
+    from needle_mm.ops.export import export
+    from needle_mm.ops.rebuild import rebuild
 
     rng = np.random.default_rng(3)
     matrix = random_rows(rng, 500, dim=300)
@@ -250,7 +250,7 @@ def test_export_rebuild_and_transactions_keep_sparse_records(db_path, tmp_path):
     with needle.Database.open(db_path) as db:
         coll = db.collection("s")
         assert {r.id: r.distance for r in coll.search(matrix[7], 20)} == pytest.approx(before)
-        assert len(db._snapshot.catalog.collections["s"].segments[0].postings) == 1
+        assert len(db.engine.snapshot.catalog.collections["s"].segments[0].postings) == 1
     assert needle_verify_ok(db_path)
     import orjson
 

@@ -14,7 +14,7 @@ from conftest import run_python
 
 import needle_mm as needle
 from needle_mm.errors import DuplicateIdError, NeedleError
-from needle_mm.verify import verify_file
+from needle_mm.ops.verify import verify_file
 
 DIM = 8
 
@@ -177,10 +177,11 @@ def test_save_from_another_thread_waits_for_a_transaction_instead_of_failing(db_
     db.close()
 
 
-def test_closing_while_other_threads_read_gives_them_a_clear_error(db_path):
+@pytest.mark.parametrize("read_only", [False, True])
+def test_closing_while_other_threads_read_gives_them_a_clear_error(db_path, read_only):
     with needle.Database.open(db_path) as db:
         db.create_collection("c", DIM).insert_many([str(i) for i in range(100)], np.stack([_vec(i) for i in range(100)]))
-    db = needle.Database.open(db_path)
+    db = needle.Database.open(db_path, read_only=read_only)
     coll = db.collection("c")
     unexpected = []
     barrier = threading.Barrier(3)
@@ -235,6 +236,23 @@ def test_insert_raced_by_another_process_is_a_duplicate_at_save(db_path):
         assert other.collection("c").count() == 2
 
 
+def test_an_inserted_record_edited_before_save_still_refuses_to_replace(db_path):
+    """update_metadata of one's own pending insert is not an upsert: the race is still refused."""
+    with needle.Database.open(db_path) as db:
+        db.create_collection("c", DIM)
+    b = needle.Database.open(db_path)
+    cb = b.collection("c")
+    cb.insert("x", _vec(2), {"by": "B"})
+    cb.update_metadata("x", {"by": "B", "edited": True})
+    with needle.Database.open(db_path) as a:
+        a.collection("c").insert("x", _vec(1), {"by": "A"})
+    with pytest.raises(DuplicateIdError, match="'x'"):
+        b.save()
+    b.close()
+    with needle.Database.open(db_path, read_only=True) as other:
+        assert other.collection("c").get("x").metadata == {"by": "A"}
+
+
 def test_insert_after_deleting_the_same_id_is_not_a_conflict(db_path):
     with needle.Database.open(db_path) as db:
         db.create_collection("c", DIM).insert("x", _vec(1), {"v": 1})
@@ -253,7 +271,7 @@ def test_the_shared_exclusive_lock_excludes_writers_from_readers_and_each_other(
     never overlap, nested holds work, and everyone finishes (bounded by count)."""
     import sys
 
-    from needle_mm.thread_guard import SharedExclusiveLock
+    from needle_mm._engine.thread_guard import SharedExclusiveLock
 
     lock = SharedExclusiveLock()
     inside = {"readers": 0, "writers": 0}

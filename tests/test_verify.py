@@ -7,7 +7,7 @@ import pytest
 
 import needle_mm as needle
 from conftest import run_python
-from needle_mm.verify import verify_file
+from needle_mm.ops.verify import verify_file
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def sound(db_path):
 
 def region(db_path, name):
     with needle.Database.open(db_path, read_only=True) as db:
-        seg = db._snapshot.collection("c").segments[0]
+        seg = db.engine.snapshot.collection("c").segments[0]
         return seg.regions[name]
 
 
@@ -61,7 +61,7 @@ def test_cli_verify_exit_codes(sound):
 
 def test_corrupt_catalog_is_a_clear_error(sound):
     with needle.Database.open(sound, read_only=True) as db:
-        sb = db._snapshot.superblock
+        sb = db.engine.snapshot.superblock
     flip(sound, sb.catalog_offset + 10)
     with pytest.raises(needle.CorruptFileError, match="catalog CRC"):
         needle.Database.open(sound, read_only=True)

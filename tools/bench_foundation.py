@@ -113,7 +113,7 @@ def main() -> None:
     dbs.save()
     res["stream_insert_save_every_10k_per_s"] = n / (time.perf_counter() - t)
     res["stream_file_vs_raw"] = os.path.getsize(path_s) / res["raw_f32_bytes"]
-    res["stream_segments"] = len(dbs._snapshot.collection("c").segments)
+    res["stream_segments"] = len(dbs.engine.snapshot.collection("c").segments)
     dbs.close()
 
     res["open_s_100k_384"] = open_time(path, "c")

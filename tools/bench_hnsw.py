@@ -121,7 +121,9 @@ def needle_split(view, coll, q, metric: str, ef: int) -> dict:
     (``index.search_segment`` on checked queries, numba dispatch included),
     query checking, building the result objects with decoded ids, and the
     rest of the Python path (``Collection.search`` less those three)."""
-    from needle_mm import index, search, validation
+    from needle_mm._index import hnsw as index
+    from needle_mm._engine import search
+    from needle_mm import _input as validation
     from needle_mm._kernels import METRIC_CODES
 
     dim, cosine, code = q.shape[1], metric == "cosine", METRIC_CODES[metric]
@@ -198,7 +200,7 @@ def bench_needle(x, q, gt, metric, tmp, dtype: str = "f32") -> dict:
 
     out["sweep"] = sweep(single, batch, q, gt, labels, lambda rows: [labels(row) for row in rows])
     p = at_recall(out["sweep"]) or out["sweep"][-1]
-    out["split"] = needle_split(coll._state().views[0], coll, q, metric, p["ef"])
+    out["split"] = needle_split(coll.engine.state(coll.name).views[0], coll, q, metric, p["ef"])
     tiny = needle.Database.open(os.path.join(tmp, f"floor-{dtype}-{x.shape[1]}.needle"))
     small = tiny.create_collection("f", x.shape[1], dist, m=M, ef_construction=EFC, dtype=dtype)
     small.insert_many(ids[:FLOOR_N], x[:FLOOR_N])
@@ -240,7 +242,7 @@ def bench_needle_commits(x, q, gt, metric, tmp, commits: int, per: int, ef: int)
         found, qps = timed_single(lambda qq: [int(r.id) for r in coll.search(qq, K, ef=ef)], q)
         res[f"{label}_qps"] = qps
         res[f"{label}_recall"] = recall(found, sub_gt)
-        res[f"{label}_segments"] = len(db._snapshot.collection("c").segments)
+        res[f"{label}_segments"] = len(db.engine.snapshot.collection("c").segments)
         db.close()
     res["ratio"] = res["many_commits_qps"] / res["one_go_qps"]
     res.update({"commits": commits, "per_commit": per, "ef": ef})

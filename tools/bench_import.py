@@ -162,7 +162,7 @@ def run(path, source):
 
 def bench_rebuild(work: str, n: int) -> dict:
     import needle_mm as needle
-    from needle_mm.rebuild import rebuild
+    from needle_mm.ops.rebuild import rebuild
 
     x = np.random.default_rng(0).normal(size=(n, 128)).astype(np.float32)
     path = os.path.join(work, "r.needle")

@@ -121,7 +121,7 @@ def warm_up() -> None:
 def check(path: str, committed: int) -> str:
     """'' when the file holds commit `committed` or `committed + 1` exactly, else what is wrong."""
     import needle_mm as needle
-    from needle_mm.verify import verify_file
+    from needle_mm.ops.verify import verify_file
 
     if not os.path.exists(path):
         return "" if committed == 0 else "lost-committed: file missing"

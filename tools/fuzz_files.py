@@ -190,7 +190,7 @@ def mutate(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
 def exercise(path: str) -> str:
     """'ok', 'error: ...' (a NeedleError), or 'unhandled: ...' (a finding)."""
     import needle_mm as needle
-    from needle_mm.verify import verify_file
+    from needle_mm.ops.verify import verify_file
 
     outcome = "ok"
     try:
@@ -231,7 +231,7 @@ def exercise_writes(path: str) -> str:
     import shutil
 
     import needle_mm as needle
-    from needle_mm.rebuild import compact
+    from needle_mm.ops.rebuild import compact
 
     copy = path + ".w"
     for leftover in (copy, copy + ".lock"):
@@ -360,7 +360,7 @@ def run(cases: int, seed: int = 0, save_findings: bool = False) -> dict:
 
 
 def make_corpus() -> None:
-    """The hostile files ENGINE-BRIEF names, made from the larger base file."""
+    """The hand-made hostile files of format/fuzz/, each a structural lie a reader or writer must refuse."""
     work = tempfile.mkdtemp(prefix="needle-corpus-")
     data = bases(work)[3]
     sb, catalog = current(data)

@@ -1,4 +1,4 @@
-"""Build needle_mm/data/demo.npz: the small real dataset `needle demo` ships.
+"""Build needle_mm/ops/data/demo.npz: the small real dataset `needle demo` ships.
 
 Real English sentences with their all-MiniLM-L6-v2 embeddings (384-d), taken
 from ../shared/data/minilm-384-cosine, keeping only rows whose source corpus
@@ -46,7 +46,7 @@ def main() -> None:
     qrows, qrecords = pick(base / "test.texts.jsonl.gz", args.queries_per_source)
     train = np.load(base / "train.f16.npy", mmap_mode="r")
     test = np.load(base / "test.f16.npy", mmap_mode="r")
-    out = Path(__file__).resolve().parents[1] / "needle_mm" / "data" / "demo.npz"
+    out = Path(__file__).resolve().parents[1] / "needle_mm" / "ops" / "data" / "demo.npz"
     np.savez_compressed(
         out,
         vectors=np.asarray(train[rows], dtype=np.float16),

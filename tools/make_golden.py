@@ -44,7 +44,7 @@ FILTERS = [
 def dump(path: Path, with_filters: bool = False) -> dict:
     """Everything a reader must see in a golden file."""
     with needle.Database.open(path, read_only=True) as db:
-        snap = db._snapshot
+        snap = db.engine.snapshot
         out = {"generation": snap.generation, "collections": {}}
         for name in db.list_collections():
             c = db.collection(name)

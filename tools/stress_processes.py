@@ -198,7 +198,7 @@ def readers_during_writes(commits: int, readers: int, tmp: str | None = None, lo
 
 def racing_writers(writers: int, commits: int, per: int = 20, kill_io: int = 60, tmp: str | None = None) -> dict:
     """``writers`` processes commit concurrently; the last one is killed at its ``kill_io``-th I/O call."""
-    from needle_mm.verify import verify_file
+    from needle_mm.ops.verify import verify_file
 
     tmp = tmp or tempfile.mkdtemp(prefix="needle-race-")
     path = os.path.join(tmp, "race.needle")

@@ -97,7 +97,7 @@ class SegmentView:
         and validated on first use (lock-free: a racing thread parses twice)."""
         chunks = self.__dict__.get("_column_chunks")
         if chunks is None:
-            from ..columns import ChunkView
+            from .columns import ChunkView
 
             chunks = [(c.start, ChunkView(self._buf, c.region.offset, c.region.length, c.count,
                                           f"{self.path!r}: segment {self.meta.segment_id}"))
@@ -144,7 +144,7 @@ class SegmentView:
         """The vector of one slot: a float32 copy, or a SparseVector (also a copy)."""
         if not self.sparse:
             return np.array(self.vectors[slot], dtype=np.float32)
-        from ..sparse import SparseVector
+        from .csr import SparseVector
 
         a, b = int(self.sparse_offsets[slot]), int(self.sparse_offsets[slot + 1])
         if not 0 <= a <= b <= self.sparse_indices.shape[0]:
@@ -154,7 +154,7 @@ class SegmentView:
 
     def sparse_rows(self, start: int, stop: int):
         """Slots ``start .. stop-1`` of a sparse segment as SparseRows (views into the map)."""
-        from ..sparse import SparseRows
+        from .csr import SparseRows
 
         off = self.sparse_offsets[start:stop + 1].astype(np.uint64)
         a, b = int(off[0]), int(off[-1])

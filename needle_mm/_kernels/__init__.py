@@ -28,3 +28,13 @@ def kernel(**options):
     from numba import njit
 
     return njit(cache=True, nogil=True, error_model="numpy", **options)
+
+
+def readonly(array):
+    """A read-only view: kernels see file-backed and in-memory arrays as one type
+    (numba compiles a separate signature for writable arrays)."""
+    if not array.flags.writeable:
+        return array
+    view = array.view()
+    view.flags.writeable = False
+    return view

@@ -3,5 +3,6 @@
 ``io.FileIO`` is the one place that calls pwrite/fsync/fallocate/rename, and
 every such call passes a named failpoint (``failpoints``), so crash tests can
 stop the process at each step of the commit protocol. ``lock`` wraps
-``filelock``; ``mapping`` maps committed bytes read-only.
+``filelock``; ``mapping`` reads the header and superblocks and maps committed
+bytes read-only.
 """

@@ -2,7 +2,7 @@
 
 Writers never write through a memory map: a full disk then surfaces as an
 ``OSError`` from ``pwrite``/``fallocate`` at save time instead of a SIGBUS in
-whichever process touches the page later (ENGINE-BRIEF §3.6).
+whichever process touches the page later (SPEC.md §7).
 """
 
 from __future__ import annotations
@@ -110,6 +110,17 @@ def write_new_file(path: str, pieces: list[tuple[int, bytes]]) -> None:
     failpoints.io_call("rename")
     os.rename(tmp, path)
     fsync_directory(directory)
+
+
+def replace_file(new_path: str, target: str) -> None:
+    """Put ``new_path`` at ``target`` atomically (``rename``), then sync the
+    directory so the rename survives a power loss. Failpoints
+    ``rebuild.before_replace`` and ``rebuild.after_replace`` (SPEC §7.1)."""
+    failpoints.hit("rebuild.before_replace")
+    failpoints.io_call("rename")
+    os.replace(new_path, target)
+    fsync_directory(os.path.dirname(os.path.abspath(target)))
+    failpoints.hit("rebuild.after_replace")
 
 
 def fsync_directory(directory: str) -> None:

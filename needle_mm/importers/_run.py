@@ -125,8 +125,7 @@ def _target(db, name: str, source: Source, distance, hnsw: dict, resume: bool):
     """The collection to import into (created if missing) and where in the source to start."""
     if name in db.list_collections():
         coll = db.collection(name)
-        with db._reading():
-            progress = db._state(name).properties().get(PROGRESS_KEY)
+        progress = db.engine.collection_properties(name).get(PROGRESS_KEY)
         if coll.dimension != source.dim:
             raise InvalidArgumentError(f"collection {name!r} has dimension {coll.dimension} but the "
                                        f"{source.kind} source has {source.dim}")
@@ -185,10 +184,9 @@ def _stream(source, db, coll, previous, total, batch_size, save_every, progress)
     bar = _Progress(source.count(), total, progress, f"{source.kind} -> {coll.name}")
 
     def checkpoint(complete: bool) -> None:
-        with db._changing("record import progress"):
-            db._writable_state(coll.name).property_changes[PROGRESS_KEY] = {
-                "source": source.description, "position": position, "imported": total + imported,
-                "complete": complete}
+        db.engine.set_collection_properties(coll.name, {PROGRESS_KEY: {
+            "source": source.description, "position": position, "imported": total + imported,
+            "complete": complete}})
         db.save()
 
     try:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..sparse import SparseVector
+from .._format.csr import SparseVector
 from ..sparse import vector as sparse_vector
 
-from ..export import records
+from ..ops.export import records
 
 SAMPLE = 100
 QUERIES = 20

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
-from ._format.header import SUPERBLOCK_DTYPE, SUPERBLOCK_OFFSETS, crc32, decode_superblock
-from ._format.segment import graph_problems, id_hash
-from ._storage.io import FileIO
-from .errors import NeedleError
-from .snapshot import Snapshot, read_header
+from .._format.header import SUPERBLOCK_DTYPE, SUPERBLOCK_OFFSETS, crc32, decode_superblock
+from .._format.segment import graph_problems, id_hash
+from .._storage.io import FileIO
+from ..errors import NeedleError
+from .._engine.snapshot import Snapshot
+from .._storage.mapping import read_header
 
 __all__ = ["verify_file", "VerifyReport"]
 
@@ -187,7 +188,7 @@ def _check_sparse_rows(view, where: str, problems: list[str]) -> None:
 
 def _check_postings(view, where: str, problems: list[str]) -> None:
     """Each posting chunk equals, byte for byte, the one built from the CSR of its slots."""
-    from ._format.postings import encode_chunk
+    from .._format.postings import encode_chunk
 
     for chunk in view.meta.postings:
         rows = view.sparse_rows(chunk.start, chunk.start + chunk.count)
@@ -199,7 +200,7 @@ def _check_postings(view, where: str, problems: list[str]) -> None:
 
 def _check_columns(view, where: str, problems: list[str]) -> None:
     """Each column chunk parses and equals the projection of its records' metadata."""
-    from .columns import build_chunk
+    from .._format.columns import build_chunk
 
     for chunk in view.meta.columns:
         ref = chunk.region

@@ -18,8 +18,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ._kernels.filters import csr_any, csr_length_is
-from .columns import (
+from .._kernels.filters import csr_any, csr_length_is
+from .._format.columns import (
     KIND_ARRAY,
     KIND_BOOL,
     KIND_MISSING,
@@ -31,7 +31,7 @@ from .columns import (
     KIND_STRING,
     ChunkView,
 )
-from .filters import Filter, _is_number
+from ..filters import Filter, _is_number
 
 _CMP = {"$gt": np.greater, "$gte": np.greater_equal, "$lt": np.less, "$lte": np.less_equal}
 

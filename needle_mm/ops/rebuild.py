@@ -28,14 +28,11 @@ import time
 from dataclasses import dataclass
 
 
-from ._format.catalog import DTYPES
-from ._format.segment import parse_metadata
-from ._storage import failpoints
-from ._storage.io import fsync_directory
-from .config import CollectionConfig, DistanceFunction
-from .errors import InvalidArgumentError, NeedleError
+from .._format.catalog import DTYPES
+from .._format.segment import parse_metadata
+from ..config import CollectionConfig, DistanceFunction
+from ..errors import InvalidArgumentError, NeedleError
 from .export import records
-from .snapshot import read_superblock
 
 MAX_ATTEMPTS = 3
 
@@ -71,7 +68,8 @@ def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype) -> dic
     If a record cannot be copied (an f32 value beyond float16's range under
     ``dtype="f16"``), the new file is removed and the error raised: ``src``
     is never touched."""
-    from .database import Database, create_file
+    from .._engine.engine import create_file
+    from ..database import Database
 
     counts = {}
     try:
@@ -87,10 +85,7 @@ def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype) -> dic
                                           ef_search=ef_search or old.ef_search, seed=old.seed, sparse=old.sparse,
                                           dtype=old.dtype if old.sparse or dtype is None else dtype)
                 target = dst.create_collection_with_config(name, config)
-                with src._reading():
-                    properties = dict(src._state(name).properties())
-                with dst._changing("copy collection properties"):
-                    dst._writable_state(name).property_changes = properties
+                dst.engine.set_collection_properties(name, src.engine.collection_properties(name))
                 n = 0
                 for ids, vectors, metas in records(source, batch=65536):
                     target.insert_many(ids, vectors, [parse_metadata(meta, f"{src.path!r}: metadata of record {i!r}")
@@ -118,7 +113,7 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
     (see the module docstring). Deleted and replaced records are not copied,
     so this is also :func:`compact`.
     """
-    from .database import Database
+    from ..database import Database
 
     _check_params(m, ef_construction, ef_search, dtype)
     path = os.fspath(path)
@@ -141,16 +136,9 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
                 if os.path.exists(stale):
                     os.remove(stale)
             counts = _write_copy(old, tmp, m, ef_construction, ef_search, dtype)
-            with old._lock:
-                if read_superblock(old._io).generation != generation or old._path_inode() != old._io.inode():
-                    old.refresh()
-                    continue  # a writer committed meanwhile: copy its generation instead
-                failpoints.hit("rebuild.before_replace")
-                os.replace(tmp, target)
-                fsync_directory(os.path.dirname(target))
-                failpoints.hit("rebuild.after_replace")
-                old._mark_superseded()
-            break
+            if old.engine.replace_file(tmp, generation):
+                break
+            # a writer committed meanwhile: copy its generation instead
         else:
             os.remove(tmp)
             raise NeedleError(f"{path!r} changed during each of {MAX_ATTEMPTS} rebuild attempts; "

@@ -24,10 +24,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import orjson
 
-from . import errors as E
-from .config import CollectionConfig, DistanceFunction
-from .results import Entry, SearchResult
-from .sparse import SparseVector
+from .. import errors as E
+from ..config import CollectionConfig, DistanceFunction
+from ..results import Entry, SearchResult
+from .._format.csr import SparseVector
 
 __all__ = ["Client", "RemoteCollection"]
 

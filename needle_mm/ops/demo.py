@@ -1,6 +1,6 @@
 """``needle demo``: build a file from real sentences, search it, share it.
 
-The data (needle_mm/data/demo.npz) are 3,000 real English sentences with
+The data (needle_mm/ops/data/demo.npz) are 3,000 real English sentences with
 their all-MiniLM-L6-v2 embeddings; see the README's data credits.
 """
 
@@ -14,11 +14,11 @@ from importlib import resources
 
 import numpy as np
 
-from .database import Database
+from ..database import Database
 
 
 def load_demo_data() -> dict[str, np.ndarray]:
-    with resources.files("needle_mm.data").joinpath("demo.npz").open("rb") as f:
+    with resources.files("needle_mm.ops.data").joinpath("demo.npz").open("rb") as f:
         data = dict(np.load(f))
     return data
 

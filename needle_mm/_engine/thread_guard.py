@@ -103,9 +103,9 @@ class SharedExclusiveLock:
             try:
                 while self._writer is not None or self._active:
                     self._cond.wait()
+                self._writer, self._writer_depth = me, 1  # before we stop waiting: no reader slips in between
             finally:
                 self._writers_waiting -= 1
-            self._writer, self._writer_depth = me, 1
 
     def release_exclusive(self) -> None:
         self._writer_depth -= 1

@@ -16,23 +16,14 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ._format.catalog import MAX_LEVEL, HnswGraph
-from ._format.segment import graph_problems
-from ._kernels import hnsw as kernels
-from .errors import CorruptFileError
-from .snapshot import ask_huge_pages
+from .._format.catalog import MAX_LEVEL, HnswGraph
+from .._format.segment import graph_problems
+from .._kernels import hnsw as kernels
+from .._kernels import readonly
+from ..errors import CorruptFileError
+from .._storage.mapping import ask_huge_pages
 
 MAX_BATCH = 64  # nodes per parallel batch (measured: 64 builds 1.7x faster than 1024 on 2 cores)
-
-
-def readonly(array: np.ndarray) -> np.ndarray:
-    """A read-only view: kernels see file-backed and in-memory arrays as one type
-    (numba compiles a separate signature for writable arrays)."""
-    if not array.flags.writeable:
-        return array
-    view = array.view()
-    view.flags.writeable = False
-    return view
 
 
 @dataclass

@@ -23,14 +23,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ._format.catalog import VECTOR_DTYPES, Catalog, CollectionMeta, ColumnChunk, RegionRef, SegmentMeta
-from ._format.header import align_up
-from ._format.segment import SegmentView, concat_with_offsets, id_hashes, parse_metadata
-from ._kernels import METRIC_CODES
-from ._format.postings import encode_chunk
-from .columns import build_chunk
-from .sparse import SparseRows
-from .index import Graph, draw_levels, extend_graph, graph_of
+from .._format.catalog import VECTOR_DTYPES, Catalog, CollectionMeta, ColumnChunk, RegionRef, SegmentMeta
+from .._format.header import align_up
+from .._format.segment import SegmentView, concat_with_offsets, id_hashes, parse_metadata
+from .._kernels import METRIC_CODES
+from .._format.postings import encode_chunk
+from .._format.columns import build_chunk
+from .._format.csr import SparseRows
+from .._index.hnsw import Graph, draw_levels, extend_graph, graph_of
 from .state import CollectionState, get_bit, set_bit
 
 REBUILD_DELETED_FRACTION = 0.5

@@ -14,12 +14,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._kernels import METRIC_EUCLIDEAN
-from ._kernels.exact import exact_topk
-from .filter_eval import ViewCache, segment_matches
-from .filters import Filter
-from .index import readonly, search_segment
-from .results import SearchResult
+from .._kernels import METRIC_EUCLIDEAN
+from .._kernels.exact import exact_topk
+from .._index.metadata import ViewCache, segment_matches
+from ..filters import Filter
+from .._kernels import readonly
+from .._index.hnsw import search_segment
+from .._index.inverted import sparse_topk
+from ..results import SearchResult
 from .state import CollectionState
 
 _EMPTY = readonly(np.zeros(0, dtype=np.uint8))
@@ -123,9 +125,9 @@ def sources(state: CollectionState, predicate: Filter | None):
     return out
 
 
-def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: int, metric: int,
-           predicate: Filter | None, include_vector: bool, ef: int | None) -> list[list[SearchResult]]:
-    """Top-k over every source; ``ef`` None means exact search everywhere.
+def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: int, metric: int,
+                 predicate: Filter | None, include_vector: bool, ef: int | None) -> list[list[SearchResult]]:
+    """Top-k over every source of a dense collection; ``ef`` None means exact search everywhere.
 
     This is the per-query hot path: one kernel call per source, one merge,
     ids gathered per source in bulk, metadata left undecoded.
@@ -148,6 +150,16 @@ def search(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: i
             if metric == METRIC_EUCLIDEAN:  # this kernel ranks by squared L2; users get the distance
                 dist = np.sqrt(dist.astype(np.float64))
         found.append((dist, slot))
+    return merge(srcs, found, k, include_vector)
+
+
+def search_sparse(state: CollectionState, qs: list, k: int, predicate: Filter | None,
+                  include_vector: bool) -> list[list[SearchResult]]:
+    """Exact top-k by dot product over every source of a sparse collection (``qs``: SparseVectors)."""
+    srcs = sources(state, predicate)
+    if not srcs or k == 0:
+        return [[] for _ in qs]
+    found = [sparse_topk(source.posting_chunks(), source.n, qs, f.excluded, k) for source, f in srcs]
     return merge(srcs, found, k, include_vector)
 
 

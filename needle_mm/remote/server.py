@@ -41,8 +41,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import errors as E
-from .database import Database
+from .. import errors as E
+from ..database import Database
 
 ENV_FILE = "NEEDLE_SERVE_FILE"
 ENV_API_KEY = "NEEDLE_API_KEY"
@@ -420,7 +420,7 @@ def _empty(dim: int):
 
 
 def _version() -> str:
-    from . import __version__
+    from .._version import __version__
 
     return __version__
 
@@ -455,5 +455,5 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
     os.environ[ENV_MAX_RESULTS] = str(max_results)
     if api_key:
         os.environ[ENV_API_KEY] = api_key
-    uvicorn.run("needle_mm.server:app_from_env", factory=True, host=host, port=port, workers=workers,
+    uvicorn.run("needle_mm.remote.server:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)

@@ -23,9 +23,8 @@ from typing import Any, Iterator
 import numpy as np
 import orjson
 
-from . import search as _search
-from .sparse import SparseVector
-from .errors import InvalidArgumentError
+from .._format.csr import SparseVector
+from ..errors import InvalidArgumentError
 
 FORMATS = ("jsonl", "npy", "parquet")
 
@@ -34,13 +33,7 @@ def records(collection, batch: int = 4096) -> Iterator[tuple[list[str], Any, lis
     """``(ids, vectors, metadata JSON bytes)`` of every live record, in batches;
     vectors are a float32 ``[m, dim]`` array, or a list of SparseVector for a
     sparse collection."""
-    with collection._db._reading():
-        sources = list(_search.sources(collection._state(), None))
-    for source, f in sources:
-        slots = np.flatnonzero(_search.live_mask(source.n, f.excluded))
-        for start in range(0, slots.shape[0], batch):
-            part = slots[start:start + batch].tolist()
-            yield source.ids_at(part), source.vectors_at(part), [source.meta_bytes_at(s) for s in part]
+    return collection.engine.live_batches(collection.name, batch)
 
 
 def export(collection, fmt: str, out: str) -> int:

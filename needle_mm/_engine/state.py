@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from ._format.catalog import CollectionMeta
-from ._format.segment import SegmentView, id_hash, id_hashes
-from .index import readonly
-from .results import Entry
+from .._format.catalog import CollectionMeta
+from .._format.segment import SegmentView, id_hash, id_hashes
+from .._kernels import readonly
+from ..results import Entry
 
 
 def set_bit(bitmap: np.ndarray, slot: int) -> None:
@@ -128,8 +128,8 @@ class PendingRecords:
     def posting_chunks(self) -> list:
         """The unsaved sparse records as one in-memory posting chunk (rebuilt when records were added)."""
         if self._postings is None or self._postings[0] != self.n:
-            from ._format.postings import PostingChunk
-            from .sparse import SparseRows
+            from .._format.postings import PostingChunk
+            from .._format.csr import SparseRows
 
             rows = SparseRows.from_list(self.vectors[: self.n])
             self._postings = (self.n, PostingChunk.in_memory(rows.offsets, rows.indices, rows.values))
@@ -258,9 +258,12 @@ class CollectionState:
             if s >= 0:
                 self._hide(s, slot)
 
-    def write(self, ids, ids_utf8, vectors, norms, metas, known_absent: bool = False) -> None:
+    def write(self, ids, ids_utf8, vectors, norms, metas, known_absent: bool = False,
+              same_record: bool = False) -> None:
         """Insert-or-replace records (input already validated); ``known_absent``:
-        an insert, whose ids the caller found not live."""
+        an insert, whose ids the caller found not live; ``same_record``: a new
+        version of a live record (a metadata update), which keeps whether its
+        id was inserted here."""
         # An id touched before (deleted or replaced here) may still have its
         # old committed record: inserting it again replaces what this process
         # chose to remove, so it is not checked for conflicts.
@@ -269,7 +272,7 @@ class CollectionState:
         self.pending.append(ids, ids_utf8, vectors, norms, metas)
         if known_absent:
             self.inserted.update(fresh_ids)
-        elif self.inserted:
+        elif self.inserted and not same_record:
             self._forget_inserts(ids)
 
     def _forget_inserts(self, ids) -> None:

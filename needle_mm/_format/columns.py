@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from .errors import CorruptFileError
+from ..errors import CorruptFileError
 
 KIND_MISSING, KIND_NULL, KIND_BOOL, KIND_NUMBER, KIND_STRING, KIND_ARRAY, KIND_OBJECT, KIND_OTHER = range(8)
 KIND_NOTHING = 8  # only in evaluation: the path runs through a scalar, so no value at all
