@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from ._format.catalog import DISTANCES
 from .errors import NeedleError
 
 
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             q.add_argument(flag, **spec)
         q.add_argument("file", help="the .needle file to import into (created if missing)")
         q.add_argument("--into", help="target collection (default: the source's collection, table or file name)")
-        q.add_argument("--distance", choices=["cosine", "euclidean", "dot"],
+        q.add_argument("--distance", choices=DISTANCES,
                        help="for a new collection, when the source does not record one")
         q.add_argument("--m", type=int, help="HNSW M of a new collection")
         q.add_argument("--ef-construction", type=int, help="HNSW ef_construction of a new collection")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ._format.catalog import DTYPES, MAX_DIM, MAX_SPARSE_DIM
+from ._format.catalog import DEFAULT_HNSW, DISTANCES, DTYPES, MAX_DIM, MAX_SPARSE_DIM
 from .errors import InvalidConfigError
 
 __all__ = ["DistanceFunction", "CollectionConfig"]
@@ -37,6 +37,9 @@ class DistanceFunction(str, enum.Enum):
             f"(or one of the strings {sorted(_ALIASES)})"
         )
 
+
+if {d.value for d in DistanceFunction} != set(DISTANCES):  # one registry: the catalog's names are the enum's
+    raise ImportError("needle_mm: DistanceFunction and catalog.DISTANCES disagree")
 
 _ALIASES = {
     "cosine": DistanceFunction.Cosine, "cos": DistanceFunction.Cosine,
@@ -82,10 +85,10 @@ class CollectionConfig:
 
     dimension: int
     distance: DistanceFunction = DistanceFunction.Cosine
-    m: int = 16
-    ef_construction: int = 200
-    ef_search: int = 64
-    seed: int = 0
+    m: int = DEFAULT_HNSW.m
+    ef_construction: int = DEFAULT_HNSW.ef_construction
+    ef_search: int = DEFAULT_HNSW.ef_search
+    seed: int = DEFAULT_HNSW.seed
     sparse: bool = False
     dtype: str = "f32"
 

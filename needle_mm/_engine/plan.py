@@ -1,7 +1,7 @@
 """Planning a checkpoint: what bytes to write, and the catalog that names them.
 
 ``plan_catalog`` turns the pending state of every collection into pieces of
-data to write and a new catalog; ``Database.save`` writes them with the
+data to write and a new catalog; ``Engine.save`` writes them with the
 protocol of SPEC.md §6. Nothing here performs I/O, and no byte that a
 committed generation references is ever planned for writing:
 
@@ -23,7 +23,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .._format.catalog import VECTOR_DTYPES, Catalog, CollectionMeta, ColumnChunk, RegionRef, SegmentMeta
+from .._format.catalog import (
+    required_regions,
+    ALL_SEGMENT_REGIONS,
+    Catalog,
+    CollectionMeta,
+    ColumnChunk,
+    KINDS,
+    RegionRef,
+    SegmentMeta,
+    VECTOR_DTYPES,
+)
 from .._format.header import align_up
 from .._format.segment import SegmentView, concat_with_offsets, id_hashes, parse_metadata
 from .._kernels import METRIC_CODES
@@ -36,14 +46,18 @@ from .state import CollectionState, get_bit, set_bit
 REBUILD_DELETED_FRACTION = 0.5
 GROWTH = 2
 
-# Growable regions of each kind of segment: fixed-stride ones (one entry per
-# record; the offsets arrays lead with a 0) and free-length blobs.
-_FIXED_GROWABLE = {
-    "dense": ("vectors", "norms", "id_offsets", "meta_offsets", "meta_crc", "hnsw_levels"),
-    "sparse": ("id_offsets", "meta_offsets", "meta_crc", "sparse_offsets"),
-}
-_BLOBS = {"dense": ("id_blob", "meta_blob"), "sparse": ("id_blob", "meta_blob", "sparse_indices", "sparse_values")}
-_OFFSETS = ("id_offsets", "meta_offsets", "sparse_offsets")
+# Growable regions of each kind of segment, read off the catalog's region
+# table (catalog.required_regions, in the order a segment writes them):
+# fixed-stride ones (one entry per record; reserve "cap", "cap+1" or
+# "cap*dim"), of which the offsets arrays lead with a 0 ("n+1"), and
+# free-length blobs (reserve "free").
+_FIXED_STRIDE = ("cap", "cap+1", "cap*dim")
+_FIXED_GROWABLE = {kind: tuple(name for name, (_, _, reserve) in required_regions(kind, True).items()
+                               if reserve in _FIXED_STRIDE) for kind in KINDS}
+_BLOBS = {kind: tuple(name for name, (_, _, reserve) in required_regions(kind, True).items() if reserve == "free")
+          for kind in KINDS}
+_OFFSETS = tuple(name for name, (_, rule, _) in ALL_SEGMENT_REGIONS.items() if rule == "n+1" and name in
+                 {n for names in _FIXED_GROWABLE.values() for n in names})
 
 
 @dataclass
@@ -68,7 +82,9 @@ class RegionWriter:
 
     def append(self, ref: RegionRef, data) -> RegionRef:
         data = _bytes(data)
-        assert ref.length + len(data) <= ref.reserved
+        if ref.length + len(data) > ref.reserved:  # a planner bug, never the file's: refuse to write past the region
+            raise RuntimeError(f"needle_mm internal error: appending {len(data)} bytes to a region with "
+                               f"{ref.reserved - ref.length} bytes of reserve left")
         if data:
             self.pieces.append((ref.offset + ref.length, data))
         return RegionRef(ref.offset, ref.length + len(data), zlib.crc32(data, ref.crc32) & 0xFFFFFFFF,
@@ -178,8 +194,10 @@ def _graph_regions(writer: RegionWriter, graph: Graph) -> dict[str, RegionRef]:
 
 
 def _row_bytes(name: str, dim: int, dtype: str) -> int:
-    return {"vectors": np.dtype(VECTOR_DTYPES[dtype]).itemsize * dim, "norms": 4, "id_offsets": 8,
-            "meta_offsets": 8, "meta_crc": 4, "hnsw_levels": 1, "sparse_offsets": 8}[name]
+    """Bytes per record of a fixed-stride growable region (the catalog's item type and reserve rule)."""
+    item, _, reserve = ALL_SEGMENT_REGIONS[name]
+    size = np.dtype(VECTOR_DTYPES[dtype] if name == "vectors" else item).itemsize
+    return size * dim if reserve == "cap*dim" else size
 
 
 def new_segment(writer: RegionWriter, meta: CollectionMeta, segment_id: int, generation: int,

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field, replace
 import orjson
 
 from ..errors import CorruptFileError, UnsupportedVersionError
+from .._kernels import METRIC_CODES
 from .header import DATA_START, REGION_ALIGN, crc32
 
 CATALOG_FORMAT = 1
 SPARSE_CATALOG_FORMAT = 2  # written when a sparse collection is present (SPEC §5.7)
 HALF_CATALOG_FORMAT = 3  # written when a collection stores f16 vectors (SPEC §5.8)
 MAX_CATALOG_FORMAT = HALF_CATALOG_FORMAT
-DISTANCES = ("cosine", "euclidean", "dot")
+DISTANCES = tuple(METRIC_CODES)  # the metrics the kernels compute, by the names the file records
 DTYPES = ("f32", "f16")
 VECTOR_DTYPES = {"f32": "<f4", "f16": "<f2"}  # storage dtype -> the `vectors` region's element type
 KINDS = ("dense", "sparse")
@@ -165,6 +166,9 @@ class HnswParams:
     def to_json(self) -> dict:
         return {"M": self.m, "ef_construction": self.ef_construction,
                 "ef_search": self.ef_search, "seed": self.seed}
+
+
+DEFAULT_HNSW = HnswParams()  # the one place HNSW defaults live: config, the server and the CLI read them
 
 
 @dataclass(frozen=True)

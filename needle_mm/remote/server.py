@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors as E
+from .._format.catalog import DEFAULT_HNSW
 from ..database import Database
 
 ENV_FILE = "NEEDLE_SERVE_FILE"
@@ -176,10 +177,10 @@ class CreateCollection(Model):
     name: str
     dimension: int
     distance: str = "cosine"
-    m: int = 16
-    ef_construction: int = 200
-    ef_search: int = 64
-    seed: int = 0
+    m: int = DEFAULT_HNSW.m
+    ef_construction: int = DEFAULT_HNSW.ef_construction
+    ef_search: int = DEFAULT_HNSW.ef_search
+    seed: int = DEFAULT_HNSW.seed
     sparse: bool = False
     dtype: str = "f32"
 
