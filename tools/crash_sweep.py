@@ -35,14 +35,22 @@ sys.path.insert(0, str(ROOT))
 
 DIM = 8
 NAMED = ["create.before_rename", "commit.after_data_write", "commit.after_data_sync",
-         "commit.after_superblock_write", "commit.after_superblock_sync"]
+         "commit.after_superblock_write", "commit.after_superblock_sync",
+         "rebuild.before_replace", "rebuild.after_replace"]
 
-# commit j (1-based): (inserts range, deleted ids, upserted ids)
+COMPACT = None  # a step that compacts the file (its records do not change)
+
+# commit j (1-based): (inserts range, deleted ids, upserted ids), or COMPACT. The
+# commit after the compact is saved by the Database that had the old file open:
+# it must land in the new file (SPEC §7.1), even when the compact was killed
+# between its rename and its superseded commit.
 COMMITS = [
     (range(0, 60), [], []),
     (range(60, 120), [f"r{i}" for i in range(0, 10)], [f"r{i}" for i in range(10, 15)]),
     (range(120, 130), [f"r{i}" for i in range(60, 70)], []),
     (range(130, 400), [f"r{i}" for i in range(100, 300)], [f"r{i}" for i in range(20, 25)]),
+    COMPACT,
+    (range(400, 420), [f"r{i}" for i in range(300, 305)], [f"r{i}" for i in range(30, 32)]),
 ]
 
 
@@ -53,7 +61,10 @@ def vector(i: int, version: int) -> np.ndarray:
 def oracle(j: int) -> dict[str, tuple[np.ndarray, dict]]:
     """Records after commit j."""
     state: dict[str, tuple[np.ndarray, dict]] = {}
-    for c, (inserts, deletes, upserts) in enumerate(COMMITS[:j], start=1):
+    for c, step in enumerate(COMMITS[:j], start=1):
+        if step is COMPACT:
+            continue
+        inserts, deletes, upserts = step
         for i in inserts:
             state[f"r{i}"] = (vector(i, 0), {"i": i, "commit": c})
         for d in deletes:
@@ -64,14 +75,24 @@ def oracle(j: int) -> dict[str, tuple[np.ndarray, dict]]:
     return state
 
 
-def workload(path: str, report=lambda commit: None) -> None:
-    """The commits of COMMITS against ``path``; ``report(j)`` after commit j returned."""
+def workload(path: str, report=lambda commit: None, compacts: bool = True) -> None:
+    """The commits of COMMITS against ``path``; ``report(j)`` after commit j returned.
+    ``compacts=False`` skips the compact step (a trace of one file's calls,
+    as power_loss.py replays, cannot hold another file's rename)."""
     import needle_mm as needle
     from needle_mm._storage import failpoints
+    from needle_mm.ops import compact
 
     db = needle.Database.open(path)
     db.create_collection("c", DIM, "euclidean")
-    for c, (inserts, deletes, upserts) in enumerate(COMMITS, start=1):
+    for c, step in enumerate(COMMITS, start=1):
+        if step is COMPACT:
+            if compacts:
+                compact(path)
+            failpoints.record("mark", c)
+            report(c)
+            continue
+        inserts, deletes, upserts = step
         coll = db.collection("c")
         coll.insert_many([f"r{i}" for i in inserts], np.stack([vector(i, 0) for i in inserts]),
                          [{"i": i, "commit": c} for i in inserts])
@@ -203,7 +224,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print the counts as one JSON line")
     args = ap.parse_args()
     if args.workload:
-        workload(args.workload)
+        workload(args.workload, compacts=False)
         return
     warm_up()
     c = sweep(tear=args.tear, max_io=args.max_io, io_step=args.io_step)
