@@ -28,7 +28,8 @@ def get_bit(bitmap: np.ndarray, slot: int) -> bool:
 
 class PendingRecords:
     """Records written since the last checkpoint, in growable arrays (dense
-    vectors) or a list of SparseVector (sparse collections)."""
+    vectors) or a list of SparseVector (sparse collections). A
+    ``_format.segment.RecordSource``, like a committed segment's view."""
 
     def __init__(self, dim: int, sparse: bool = False):
         self.dim = dim

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 import orjson
@@ -51,6 +52,37 @@ def parse_metadata(raw: bytes, where: str) -> dict:
     if not isinstance(meta, dict):
         raise CorruptFileError(f"{where} is not a JSON object")
     return meta
+
+
+class RecordSource(Protocol):
+    """What search, filters, results and export read from a set of records:
+    a committed segment (:class:`SegmentView`) or this process's pending
+    records (``_engine.state.PendingRecords``). Slots (positions) are
+    ``0 .. n-1``; deleted ones are excluded by a bitmap kept beside the source."""
+
+    n: int
+    meta: SegmentMeta | None  # the catalog descriptor of a committed segment; None for pending records
+
+    def id_at(self, slot: int) -> str: ...
+
+    def ids_at(self, slots: list[int]) -> list[str]: ...
+
+    def ids_of(self, slots: np.ndarray) -> list[str]:
+        """Ids of an int64 array of slots, ``""`` where a slot is -1."""
+
+    def vector_at(self, slot: int): ...
+
+    def vectors_at(self, slots: list[int]): ...
+
+    def meta_bytes_at(self, slot: int) -> bytes: ...
+
+    def metadata_at(self, slot: int) -> dict: ...
+
+    def dense_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(vectors, norms)`` as the search kernels take them (dense collections)."""
+
+    def posting_chunks(self) -> list:
+        """Posting chunks over the slots (sparse collections)."""
 
 
 NO_TOMBSTONES = np.zeros(0, dtype=np.uint8)
