@@ -8,6 +8,7 @@ import numpy as np
 
 from ._engine import search as _search
 from ._engine.engine import Engine
+from ._engine.records import Records
 from . import sparse as _sparse
 from . import _input
 from ._kernels import METRIC_CODES
@@ -51,7 +52,7 @@ class Collection:
 
     def _meta(self):
         with self._engine.reading():
-            return self._state().meta
+            return self._state().descriptor
 
     @property
     def config(self) -> CollectionConfig:
@@ -75,12 +76,13 @@ class Collection:
 
     # ------------------------------------------------------------ writes
 
-    def _prepare(self, ids: Sequence[str], vectors, metadatas, what: str):
+    def _prepare(self, ids: Sequence[str], vectors, metadatas, what: str) -> tuple:
+        """(the writable state, the validated ``Records``) of a write of these inputs."""
         state = self._engine.writable_state(self.name)
-        dim = state.meta.dim
+        dim = state.descriptor.dim
         ids = list(ids)
         ids_utf8 = [_input.id_bytes(i) for i in ids]
-        sparse = state.meta.kind == "sparse"
+        sparse = state.descriptor.kind == "sparse"
         matrix = _sparse.vectors(vectors, dim, what) if sparse else _input.matrix(vectors, dim, what)
         if len(matrix) != len(ids):
             raise InvalidVectorError(f"{len(ids)} ids but {len(matrix)} vectors")
@@ -92,17 +94,17 @@ class Collection:
                 raise _input.InvalidMetadataError(f"{len(ids)} ids but {len(metadatas)} metadata entries")
             metas = [_input.metadata(m) for m in metadatas]
         if sparse:
-            return state, ids, ids_utf8, matrix, np.zeros(len(ids), dtype=np.float32), metas
-        if state.meta.dtype == "f16":
+            return state, Records(ids_utf8, matrix, np.zeros(len(ids), dtype=np.float32), metas, ids)
+        if state.descriptor.dtype == "f16":
             matrix = _input.half_precision(matrix, what)
         norms = _input.norms(matrix, what)
-        if state.meta.distance == "cosine":
+        if state.descriptor.distance == "cosine":
             _input.require_nonzero(norms, what)
-        return state, ids, ids_utf8, matrix, norms, metas
+        return state, Records(ids_utf8, matrix, norms, metas, ids)
 
     def _one(self, vector):
         """One vector as a batch of one (validated, so errors name a 'vector', not 'vectors')."""
-        meta = self._engine.writable_state(self.name).meta
+        meta = self._engine.writable_state(self.name).descriptor
         if meta.kind == "sparse":
             return [_sparse.vector(vector, meta.dim, "vector")]
         return _input.vector(vector, meta.dim)[None, :]
@@ -122,19 +124,20 @@ class Collection:
         repeated in the batch), nothing is added.
         """
         with self._changing():
-            state, ids, ids_utf8, matrix, norms, metas = self._prepare(ids, vectors, metadatas, "vectors")
+            state, recs = self._prepare(ids, vectors, metadatas, "vectors")
+            ids = recs.ids
             if len(set(ids)) != len(ids):
                 seen = set()
                 dup = next(i for i in ids if i in seen or seen.add(i))
                 raise DuplicateIdError(f"id {dup!r} appears more than once in this batch")
-            live = state.live_ids_among(ids, ids_utf8)
+            live = state.live_ids_among(ids, recs.ids_utf8)
             if live:
                 raise DuplicateIdError(
                     f"id {live[0]!r} already exists in collection {self.name!r}"
                     + (f" (and {len(live) - 1} more)" if len(live) > 1 else "") + "; use upsert to replace"
                 )
             with self._engine.exclusive():
-                state.write(ids, ids_utf8, matrix, norms, metas, known_absent=True)
+                state.write(recs, known_absent=True)
 
     def upsert(self, id: str, vector, metadata: dict | None = None) -> None:
         """Insert a record, or replace the one with the same id (vector and metadata)."""
@@ -144,9 +147,9 @@ class Collection:
     def upsert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
         """Insert or replace many records; a repeated id in the batch keeps its last record."""
         with self._changing():
-            state, ids, ids_utf8, matrix, norms, metas = self._prepare(ids, vectors, metadatas, "vectors")
+            state, recs = self._prepare(ids, vectors, metadatas, "vectors")
             with self._engine.exclusive():
-                state.write(ids, ids_utf8, matrix, norms, metas)
+                state.write(recs)
 
     def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict | None = None) -> int:
         """Delete one id, a list of ids, or every record matching ``filter``;
@@ -193,7 +196,7 @@ class Collection:
                 vectors = entry.vector[None, :]
                 norms = _input.norms(vectors)
             with self._engine.exclusive():
-                state.write([id], [raw], vectors, norms, [meta], same_record=True)
+                state.write(Records([raw], vectors, norms, [meta], [id]), same_record=True)
 
     # ------------------------------------------------------------ reads
 
@@ -291,7 +294,7 @@ class Collection:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
         predicate = compile_filter(filter)
-        meta = state.meta
+        meta = state.descriptor
         k = int(k)
         if k > _CLAMP_ABOVE:  # never more results than records: bounds every k-sized buffer
             k = min(k, state.count())

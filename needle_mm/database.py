@@ -13,7 +13,7 @@ import dataclasses
 import os
 
 from ._engine.engine import Engine
-from ._format.catalog import MAX_NAME_BYTES, CollectionMeta, HnswParams
+from ._format.catalog import MAX_NAME_BYTES, CollectionDescriptor, HnswParams
 from ._storage.lock import DEFAULT_TIMEOUT
 from .collection import Collection
 from .config import CollectionConfig, DistanceFunction
@@ -129,7 +129,7 @@ class Database:
         _check_name(name)
         if not isinstance(config, CollectionConfig):
             raise InvalidConfigError(f"config must be a CollectionConfig, got {type(config).__name__}")
-        meta = CollectionMeta(
+        meta = CollectionDescriptor(
             name=name, dim=config.dimension, distance=config.distance.value, dtype=config.dtype,
             kind="sparse" if config.sparse else "dense",
             hnsw=HnswParams(config.m, config.ef_construction, config.ef_search, config.seed),

@@ -93,7 +93,7 @@ def test_build_is_deterministic(tmp_path, demo_data):
             c.insert_many([str(i) for i in range(500, 800)], x[500:])
         with needle.Database.open(tmp_path / f"{run}.needle", read_only=True) as db:
             v = db.engine.snapshot.segments("c")[0]
-            links.append((np.array(v.hnsw_links0), np.array(v.hnsw_upper_links), v.meta.hnsw))
+            links.append((np.array(v.hnsw_links0), np.array(v.hnsw_upper_links), v.descriptor.hnsw))
     assert np.array_equal(links[0][0], links[1][0]) and np.array_equal(links[0][1], links[1][1])
     assert links[0][2] == links[1][2]
 
@@ -201,7 +201,7 @@ from needle_mm._format.header import crc32
 path, field = sys.argv[1], sys.argv[2]
 db = needle.Database.open(path, read_only=True)
 v = db.engine.snapshot.segments("c")[0]
-ref = v.meta.regions["hnsw_links0" if field == "links0" else "hnsw_levels"]
+ref = v.descriptor.regions["hnsw_links0" if field == "links0" else "hnsw_levels"]
 db.close()
 with open(path, "r+b") as f:
     f.seek(ref.offset)
@@ -276,6 +276,6 @@ def test_an_f16_graph_is_the_graph_of_its_rounded_vectors(tmp_path, demo_data):
             c.insert_many([str(i) for i in range(500, 700)], data[500:])  # extends the same segment's graph
         with needle.Database.open(path, read_only=True) as db:
             v = db.engine.snapshot.segments("c")[0]
-            graphs.append((np.array(v.hnsw_links0), np.array(v.hnsw_upper_links), v.meta.hnsw))
+            graphs.append((np.array(v.hnsw_links0), np.array(v.hnsw_upper_links), v.descriptor.hnsw))
     assert np.array_equal(graphs[0][0], graphs[1][0]) and np.array_equal(graphs[0][1], graphs[1][1])
     assert graphs[0][2] == graphs[1][2]

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from .._format.catalog import Catalog, CollectionMeta
+from .._format.catalog import Catalog, CollectionDescriptor
 from .._format.header import (
     DATA_START,
     PAGE_SIZE,
@@ -347,7 +347,7 @@ class Engine:
             raise DatabaseClosedError(f"database {self.path!r} is closed")
         return snapshot
 
-    def create_collection(self, name: str, meta: CollectionMeta) -> None:
+    def create_collection(self, name: str, meta: CollectionDescriptor) -> None:
         """Add a new, empty collection described by ``meta`` (committed at the next save)."""
         with self.changing(f"create collection {name!r}"):
             if name in self.names():
@@ -474,14 +474,14 @@ class Engine:
             if not state.dirty:
                 continue  # recreated lazily from the new snapshot
             if state.fresh and meta is not None and name not in self._dropped:
-                if (meta.dim, meta.distance) != (state.meta.dim, state.meta.distance):
+                if (meta.dim, meta.distance) != (state.descriptor.dim, state.descriptor.distance):
                     raise CollectionExistsError(
                         f"collection {name!r} was created meanwhile by another process with "
                         f"dimension {meta.dim} and distance {meta.distance}")
                 state = state.rebase(meta, snapshot.segments(name))
             elif not state.fresh:
                 if meta is None:  # dropped by another writer: our pending records form it anew
-                    fresh = CollectionState(state.meta.with_segments((), state.meta.next_segment_id), [], True)
+                    fresh = CollectionState(state.descriptor.with_segments((), state.descriptor.next_segment_id), [], True)
                     fresh.pending = state.pending
                     fresh.property_changes = state.property_changes
                     fresh.inserted = state.inserted

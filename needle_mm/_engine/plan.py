@@ -27,11 +27,11 @@ from .._format.catalog import (
     required_regions,
     ALL_SEGMENT_REGIONS,
     Catalog,
-    CollectionMeta,
+    CollectionDescriptor,
     ColumnChunk,
     KINDS,
     RegionRef,
-    SegmentMeta,
+    SegmentDescriptor,
     VECTOR_DTYPES,
 )
 from .._format.header import align_up
@@ -41,6 +41,7 @@ from .._format.postings import encode_chunk
 from .._format.columns import build_chunk
 from .._format.csr import SparseRows
 from .._index.hnsw import Graph, draw_levels, extend_graph, graph_of
+from .records import Records
 from .state import CollectionState, get_bit, set_bit
 
 REBUILD_DELETED_FRACTION = 0.5
@@ -97,30 +98,6 @@ def _bytes(data) -> bytes:
     return bytes(data)
 
 
-@dataclass
-class Records:
-    """Records to add: ids (UTF-8), vectors (a float32 matrix, or SparseRows),
-    norms (dense only) and metadata bytes."""
-
-    ids: list[bytes]
-    vectors: np.ndarray | SparseRows
-    norms: np.ndarray | None
-    metas: list[bytes]
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @staticmethod
-    def concat(parts: list["Records"]) -> "Records":
-        ids = [i for p in parts for i in p.ids]
-        metas = [x for p in parts for x in p.metas]
-        if isinstance(parts[0].vectors, SparseRows):
-            return Records(ids, SparseRows.concat([p.vectors for p in parts]), None, metas)
-        dim = parts[0].vectors.shape[1]
-        return Records(ids, np.concatenate([p.vectors for p in parts]).reshape(-1, dim),
-                       np.concatenate([p.norms for p in parts]), metas)
-
-
 def live_records(view: SegmentView, tombstones: np.ndarray) -> Records:
     if tombstones.shape[0]:
         slots = np.flatnonzero(~np.unpackbits(tombstones, bitorder="little")[: view.n].astype(bool))
@@ -164,7 +141,7 @@ def _merged_id_index(view: SegmentView, new_hashes: np.ndarray) -> tuple[np.ndar
 def _per_record_parts(recs: Records, bases: dict[str, int], dtype: str) -> dict[str, bytes]:
     """The appended bytes of each growable region for these records (offsets
     arrays without their leading 0, shifted by the used length of their blob)."""
-    id_off, id_blob = concat_with_offsets(recs.ids)
+    id_off, id_blob = concat_with_offsets(recs.ids_utf8)
     meta_off, meta_blob = concat_with_offsets(recs.metas)
     crcs = np.fromiter((zlib.crc32(m) & 0xFFFFFFFF for m in recs.metas), dtype="<u4", count=len(recs))
     parts = {
@@ -200,8 +177,8 @@ def _row_bytes(name: str, dim: int, dtype: str) -> int:
     return size * dim if reserve == "cap*dim" else size
 
 
-def new_segment(writer: RegionWriter, meta: CollectionMeta, segment_id: int, generation: int,
-                recs: Records) -> SegmentMeta:
+def new_segment(writer: RegionWriter, meta: CollectionDescriptor, segment_id: int, generation: int,
+                recs: Records) -> SegmentDescriptor:
     """A segment holding ``recs`` and its index (an HNSW graph, or posting lists) built from scratch."""
     n = len(recs)
     parts = _per_record_parts(recs, {}, meta.dtype)
@@ -220,7 +197,7 @@ def new_segment(writer: RegionWriter, meta: CollectionMeta, segment_id: int, gen
         regions[name] = writer.add(data)
     for name in _BLOBS[meta.kind]:
         regions[name] = writer.add(parts[name])
-    hashes, order = _id_index(id_hashes(recs.ids))
+    hashes, order = _id_index(id_hashes(recs.ids_utf8))
     regions["id_hashes"] = writer.add(hashes)
     regions["id_order"] = writer.add(order)
     postings = ()
@@ -230,7 +207,7 @@ def new_segment(writer: RegionWriter, meta: CollectionMeta, segment_id: int, gen
         rows = recs.vectors
         postings = (ColumnChunk(0, n, writer.add(encode_chunk(rows.offsets, rows.indices, rows.values, 0))),)
     columns = (_column_chunk(writer, 0, recs.metas, f"new segment {segment_id}"),)
-    return SegmentMeta(segment_id, n, 0, generation, n, regions, graph.meta if graph else None, columns, postings)
+    return SegmentDescriptor(segment_id, n, 0, generation, n, regions, graph.descriptor if graph else None, columns, postings)
 
 
 def _column_chunk(writer: RegionWriter, start: int, metas: list[bytes], where: str) -> ColumnChunk:
@@ -251,7 +228,7 @@ def _merge_start(chunks: tuple, end: int, added: int) -> tuple[list, int]:
     return kept, start
 
 
-def _append_columns(writer: RegionWriter, seg: SegmentMeta, view: SegmentView, new_metas: list[bytes]) -> tuple:
+def _append_columns(writer: RegionWriter, seg: SegmentDescriptor, view: SegmentView, new_metas: list[bytes]) -> tuple:
     """The segment's column chunks with one for the records not yet covered and the new ones."""
     covered = sum(c.count for c in seg.columns)
     kept, start = _merge_start(seg.columns, covered, seg.n - covered + len(new_metas))
@@ -259,7 +236,7 @@ def _append_columns(writer: RegionWriter, seg: SegmentMeta, view: SegmentView, n
     return (*kept, _column_chunk(writer, start, metas, f"{view.path!r}: segment {seg.segment_id}"))
 
 
-def _append_postings(writer: RegionWriter, seg: SegmentMeta, view: SegmentView, new_rows: SparseRows) -> tuple:
+def _append_postings(writer: RegionWriter, seg: SegmentDescriptor, view: SegmentView, new_rows: SparseRows) -> tuple:
     """The segment's posting chunks with one for the new records, merged like column chunks."""
     kept, start = _merge_start(seg.postings, seg.n, len(new_rows))
     rows = SparseRows.concat([view.sparse_rows(start, seg.n), new_rows])
@@ -267,8 +244,8 @@ def _append_postings(writer: RegionWriter, seg: SegmentMeta, view: SegmentView, 
     return (*kept, ColumnChunk(start, seg.n - start + len(new_rows), region))
 
 
-def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta, view: SegmentView,
-                   tombstones: np.ndarray | None, generation: int, recs: Records) -> SegmentMeta:
+def extend_segment(writer: RegionWriter, meta: CollectionDescriptor, seg: SegmentDescriptor, view: SegmentView,
+                   tombstones: np.ndarray | None, generation: int, recs: Records) -> SegmentDescriptor:
     """``seg`` with ``recs`` appended and added to its index (graph or posting lists)."""
     n_old, n = seg.n, seg.n + len(recs)
     parts = _per_record_parts(recs, {name: seg.regions[name].length for name in _BLOBS[meta.kind]}, meta.dtype)
@@ -304,7 +281,7 @@ def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta,
         else:
             old = bytes(view._buf[ref.offset:ref.offset + ref.length])
             regions[name] = writer.add(old + data, reserve=max(GROWTH * ref.reserved, ref.length + len(data)))
-    hashes, order = _merged_id_index(view, id_hashes(recs.ids))
+    hashes, order = _merged_id_index(view, id_hashes(recs.ids_utf8))
     regions["id_hashes"] = writer.add(hashes)
     regions["id_order"] = writer.add(order)
     postings = ()
@@ -319,13 +296,13 @@ def extend_segment(writer: RegionWriter, meta: CollectionMeta, seg: SegmentMeta,
         grown[: bits.shape[0]] = bits
         regions["tombstones"] = writer.add(grown)
     columns = _append_columns(writer, seg, view, recs.metas)
-    return SegmentMeta(seg.segment_id, n, n_deleted, seg.generation, capacity, regions,
-                       graph.meta if graph else None, columns, postings)
+    return SegmentDescriptor(seg.segment_id, n, n_deleted, seg.generation, capacity, regions,
+                       graph.descriptor if graph else None, columns, postings)
 
 
 @dataclass
 class _Seg:
-    meta: SegmentMeta
+    descriptor: SegmentDescriptor
     view: SegmentView
     tombstones: np.ndarray | None = None  # new bitmap, None = unchanged
 
@@ -333,9 +310,9 @@ class _Seg:
         return self.tombstones if self.tombstones is not None else self.view.tombstones
 
 
-def plan_collection(state: CollectionState, writer: RegionWriter, generation: int) -> CollectionMeta:
+def plan_collection(state: CollectionState, writer: RegionWriter, generation: int) -> CollectionDescriptor:
     """The committed form of one dirty collection after this checkpoint."""
-    meta = state.meta
+    meta = state.descriptor
     next_id = meta.next_segment_id
     segs = [_Seg(m, v) for m, v in zip(meta.segments, state.views)]
 
@@ -348,13 +325,13 @@ def plan_collection(state: CollectionState, writer: RegionWriter, generation: in
                 continue
             seg = segs[s]
             if seg.tombstones is None:
-                seg.tombstones = np.zeros((seg.meta.n + 7) // 8, dtype=np.uint8)
+                seg.tombstones = np.zeros((seg.descriptor.n + 7) // 8, dtype=np.uint8)
                 old = seg.view.tombstones
                 seg.tombstones[: old.shape[0]] = old
             if not get_bit(seg.tombstones, slot):
                 set_bit(seg.tombstones, slot)
-                m = seg.meta
-                seg.meta = replace(m, n_deleted=m.n_deleted + 1)
+                m = seg.descriptor
+                seg.descriptor = replace(m, n_deleted=m.n_deleted + 1)
 
     # 2. Pending live records.
     pending = state.pending
@@ -367,14 +344,14 @@ def plan_collection(state: CollectionState, writer: RegionWriter, generation: in
         else:
             recs = Records(ids, pending.vectors[positions], pending.norms[positions], metas)
 
-    total = sum(s.meta.n for s in segs)
-    deleted = sum(s.meta.n_deleted for s in segs)
+    total = sum(s.descriptor.n for s in segs)
+    deleted = sum(s.descriptor.n_deleted for s in segs)
     rebuild = bool(segs) and (deleted > REBUILD_DELETED_FRACTION * total
-                              or (meta.kind == "dense" and segs[-1].meta.hnsw is None))
+                              or (meta.kind == "dense" and segs[-1].descriptor.hnsw is None))
 
-    out: list[SegmentMeta] = []
+    out: list[SegmentDescriptor] = []
     if rebuild:
-        parts = [live_records(s.view, s.bitmap()) for s in segs if s.meta.n > s.meta.n_deleted]
+        parts = [live_records(s.view, s.bitmap()) for s in segs if s.descriptor.n > s.descriptor.n_deleted]
         if recs is not None:
             parts.append(recs)
         if parts and sum(map(len, parts)):
@@ -386,7 +363,7 @@ def plan_collection(state: CollectionState, writer: RegionWriter, generation: in
         if recs is not None:
             if segs:
                 last = segs[-1]
-                out.append(extend_segment(writer, meta, last.meta, last.view, last.tombstones, generation, recs))
+                out.append(extend_segment(writer, meta, last.descriptor, last.view, last.tombstones, generation, recs))
             else:
                 out.append(new_segment(writer, meta, next_id, generation, recs))
                 next_id += 1
@@ -394,16 +371,16 @@ def plan_collection(state: CollectionState, writer: RegionWriter, generation: in
     return replace(meta.with_segments(out, next_id), properties=state.properties())
 
 
-def _with_tombstones(writer: RegionWriter, s: _Seg) -> SegmentMeta:
+def _with_tombstones(writer: RegionWriter, s: _Seg) -> SegmentDescriptor:
     if s.tombstones is None:
-        return s.meta
-    regions = dict(s.meta.regions)
+        return s.descriptor
+    regions = dict(s.descriptor.regions)
     regions["tombstones"] = writer.add(s.tombstones)
-    m = s.meta
+    m = s.descriptor
     return replace(m, regions=regions)
 
 
-def plan_catalog(base: dict[str, CollectionMeta], states: dict[str, CollectionState], dropped: set[str],
+def plan_catalog(base: dict[str, CollectionDescriptor], states: dict[str, CollectionState], dropped: set[str],
                  writer: RegionWriter, generation: int) -> Catalog:
     """The catalog of the next generation, collecting the data to write in ``writer``."""
     collections = {name: meta for name, meta in base.items() if name not in dropped}
@@ -411,5 +388,5 @@ def plan_catalog(base: dict[str, CollectionMeta], states: dict[str, CollectionSt
         if state.dirty:
             collections[name] = plan_collection(state, writer, generation)
         elif name not in collections:
-            collections[name] = state.meta
+            collections[name] = state.descriptor
     return Catalog(generation=generation, collections=collections)

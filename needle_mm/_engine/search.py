@@ -33,7 +33,7 @@ def matching(source, flt: Filter) -> np.ndarray:
     Committed segments answer from their metadata columns (filter_eval);
     this process's unsaved records from the reference evaluator.
     """
-    if source.meta is not None:
+    if source.descriptor is not None:
         return segment_matches(source, flt)
     return np.fromiter((flt(source.metadata_at(p)) for p in range(source.n)), dtype=bool,
                        count=source.n)
@@ -65,7 +65,7 @@ def _filter_excluded(source, n: int, excluded: np.ndarray, flt: Filter) -> Filte
     A committed segment read with its own tombstones (nothing hidden by this
     process's unsaved writes) gives the same answer for the same filter every
     time, so it is cached on the segment view (views are immutable)."""
-    cache = ViewCache(source, "_filtered_cache") if source.meta is not None and excluded is source.tombstones \
+    cache = ViewCache(source, "_filtered_cache") if source.descriptor is not None and excluded is source.tombstones \
         else None
     if cache is not None:
         hit = cache.get(flt.key)
@@ -138,7 +138,7 @@ def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray
         return [[] for _ in range(m)]
     found = []
     for source, f in srcs:
-        graph = ef is not None and source.meta is not None and source.meta.hnsw is not None
+        graph = ef is not None and source.descriptor is not None and source.descriptor.hnsw is not None
         two_hop = False
         if graph and predicate is not None:
             graph, two_hop = _filtered_plan(source.n, f.passing, ef, k)

@@ -12,7 +12,7 @@ commit meanwhile; ``refresh`` builds a new one.
 from __future__ import annotations
 
 
-from .._format.catalog import Catalog, CollectionMeta, decode_catalog
+from .._format.catalog import Catalog, CollectionDescriptor, decode_catalog
 from .._format.header import DATA_START, SUPERBLOCK_DTYPE, SUPERBLOCK_OFFSETS, Superblock
 from .._format.segment import SegmentView
 from .._storage.io import FileIO
@@ -66,7 +66,7 @@ class Snapshot:
         start = SUPERBLOCK_OFFSETS[self.generation % 2]  # generation g+1 goes to slot g mod 2
         return self.mapping.buffer[start:start + SUPERBLOCK_DTYPE.itemsize] == self.next_slot
 
-    def collection(self, name: str) -> CollectionMeta | None:
+    def collection(self, name: str) -> CollectionDescriptor | None:
         return self.catalog.collections.get(name)
 
     def segments(self, name: str) -> list[SegmentView]:

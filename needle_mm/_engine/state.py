@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from .._format.catalog import CollectionMeta
+from .._format.catalog import CollectionDescriptor
 from .._format.segment import SegmentView, id_hash, id_hashes
 from .._kernels import readonly
 from ..results import Entry
+from .records import Records
 
 
 def set_bit(bitmap: np.ndarray, slot: int) -> None:
@@ -59,7 +60,8 @@ class PendingRecords:
             dead[: self.dead.shape[0]] = self.dead
             self.norms, self.dead = norms, dead
 
-    def append(self, ids, ids_utf8, vectors, norms, metas) -> None:
+    def append(self, recs: Records) -> None:
+        ids, ids_utf8, vectors, norms, metas = recs.ids, recs.ids_utf8, recs.vectors, recs.norms, recs.metas
         m = len(ids)
         self._reserve(m)
         start = self.n
@@ -112,7 +114,7 @@ class PendingRecords:
         ids = self.ids
         return [ids[p] if p >= 0 else "" for p in positions.ravel().tolist()]
 
-    meta = None  # pending records have no committed segment descriptor (and no graph)
+    descriptor = None  # pending records have no committed segment descriptor (and no graph)
 
     def dense_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         n = self.n
@@ -143,8 +145,8 @@ class PendingRecords:
 class CollectionState:
     """Reads and pending writes of one collection in one process."""
 
-    def __init__(self, meta: CollectionMeta, views: list[SegmentView], fresh: bool):
-        self.meta = meta
+    def __init__(self, meta: CollectionDescriptor, views: list[SegmentView], fresh: bool):
+        self.descriptor = meta
         self.views = views
         self.fresh = fresh  # created since the last checkpoint: nothing committed under it
         self.pending = PendingRecords(meta.dim, meta.kind == "sparse")
@@ -165,7 +167,7 @@ class CollectionState:
 
     def properties(self) -> dict:
         """The collection's properties as this process sees them (committed + pending changes)."""
-        merged = {**self.meta.properties, **self.property_changes}
+        merged = {**self.descriptor.properties, **self.property_changes}
         return {k: v for k, v in merged.items() if v is not None}
 
     # ------------------------------------------------------------ lookups
@@ -225,7 +227,7 @@ class CollectionState:
         return Entry(id, view.vector_at(loc[1]), view.metadata_at(loc[1]))
 
     def count(self) -> int:
-        return self.meta.count - self.hidden + len(self.pending.index)
+        return self.descriptor.count - self.hidden + len(self.pending.index)
 
     # ------------------------------------------------------------ writes
 
@@ -259,8 +261,7 @@ class CollectionState:
             if s >= 0:
                 self._hide(s, slot)
 
-    def write(self, ids, ids_utf8, vectors, norms, metas, known_absent: bool = False,
-              same_record: bool = False) -> None:
+    def write(self, recs: Records, known_absent: bool = False, same_record: bool = False) -> None:
         """Insert-or-replace records (input already validated); ``known_absent``:
         an insert, whose ids the caller found not live; ``same_record``: a new
         version of a live record (a metadata update), which keeps whether its
@@ -268,9 +269,10 @@ class CollectionState:
         # An id touched before (deleted or replaced here) may still have its
         # old committed record: inserting it again replaces what this process
         # chose to remove, so it is not checked for conflicts.
+        ids = recs.ids
         fresh_ids = [i for i in ids if i not in self.touched] if known_absent else ()
-        self.touch_many(ids, ids_utf8, known_absent)
-        self.pending.append(ids, ids_utf8, vectors, norms, metas)
+        self.touch_many(ids, recs.ids_utf8, known_absent)
+        self.pending.append(recs)
         if known_absent:
             self.inserted.update(fresh_ids)
         elif self.inserted and not same_record:
@@ -294,7 +296,7 @@ class CollectionState:
 
     def clone(self) -> "CollectionState":
         """An independent copy of the pending writes (a transaction's rollback point)."""
-        other = CollectionState(self.meta, self.views, self.fresh)
+        other = CollectionState(self.descriptor, self.views, self.fresh)
         other.pending = self.pending.clone()
         other.touched = set(self.touched)
         other.hidden = self.hidden
@@ -304,7 +306,7 @@ class CollectionState:
         other.inserted, other.conflicts = set(self.inserted), set(self.conflicts)
         return other
 
-    def rebase(self, meta: CollectionMeta, views: list[SegmentView]) -> "CollectionState":
+    def rebase(self, meta: CollectionDescriptor, views: list[SegmentView]) -> "CollectionState":
         """The same pending writes on top of a newer committed state."""
         fresh = CollectionState(meta, views, fresh=False)
         fresh.pending = self.pending

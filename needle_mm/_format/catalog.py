@@ -127,7 +127,7 @@ class ColumnChunk:
 
 
 @dataclass(frozen=True)
-class SegmentMeta:
+class SegmentDescriptor:
     segment_id: int
     n: int
     n_deleted: int
@@ -172,7 +172,7 @@ DEFAULT_HNSW = HnswParams()  # the one place HNSW defaults live: config, the ser
 
 
 @dataclass(frozen=True)
-class CollectionMeta:
+class CollectionDescriptor:
     name: str
     dim: int
     distance: str
@@ -180,7 +180,7 @@ class CollectionMeta:
     kind: str = "dense"
     hnsw: HnswParams = field(default_factory=HnswParams)
     next_segment_id: int = 1
-    segments: tuple[SegmentMeta, ...] = ()
+    segments: tuple[SegmentDescriptor, ...] = ()
     # Small JSON bookkeeping committed with the records it describes (SPEC §4),
     # e.g. an import's position in its source under "needle.import".
     properties: dict = field(default_factory=dict)
@@ -202,14 +202,14 @@ class CollectionMeta:
             **({"properties": self.properties} if self.properties else {}),
         }
 
-    def with_segments(self, segments, next_segment_id: int) -> "CollectionMeta":
+    def with_segments(self, segments, next_segment_id: int) -> "CollectionDescriptor":
         return replace(self, segments=tuple(segments), next_segment_id=next_segment_id)
 
 
 @dataclass(frozen=True)
 class Catalog:
     generation: int
-    collections: dict[str, CollectionMeta]
+    collections: dict[str, CollectionDescriptor]
     # Set by the last commit to a file that `needle rebuild`/`compact` has
     # replaced at its path: processes reading it reopen the path (SPEC §7).
     superseded: bool = False
@@ -293,7 +293,7 @@ def _chunks(raw, key: str, n: int, file_length: int) -> tuple[ColumnChunk, ...]:
     return tuple(chunks)
 
 
-def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: int) -> SegmentMeta:
+def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: int) -> SegmentDescriptor:
     import numpy as np  # local: keeps this module importable for docs tooling
 
     if not isinstance(raw, dict):
@@ -338,7 +338,7 @@ def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: i
     postings = _chunks(raw, "postings", n, file_length)
     if kind == "sparse" and sum(c.count for c in postings) != n:
         raise _Bad(f"posting chunks cover {sum(c.count for c in postings)} slots, not n={n}")
-    return SegmentMeta(
+    return SegmentDescriptor(
         segment_id=_int(raw, "segment_id", 1),
         n=n,
         n_deleted=n_deleted,
@@ -351,7 +351,7 @@ def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: i
     )
 
 
-def _collection(raw, file_length: int) -> CollectionMeta:
+def _collection(raw, file_length: int) -> CollectionDescriptor:
     if not isinstance(raw, dict):
         raise _Bad("collection entry is not an object")
     name = _str(raw, "name")
@@ -381,7 +381,7 @@ def _collection(raw, file_length: int) -> CollectionMeta:
         raise _Bad(f"collection {name!r}: 'properties' is not an object")
     if len(orjson.dumps(properties)) > MAX_PROPERTIES_BYTES:
         raise _Bad(f"collection {name!r}: 'properties' is larger than {MAX_PROPERTIES_BYTES} bytes")
-    return CollectionMeta(
+    return CollectionDescriptor(
         name=name,
         dim=dim,
         distance=distance,

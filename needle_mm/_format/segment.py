@@ -20,7 +20,7 @@ import orjson
 
 from .._kernels.blobs import gather_blobs
 from ..errors import CorruptFileError
-from .catalog import ALL_SEGMENT_REGIONS, MAX_LEVEL, VECTOR_DTYPES, SegmentMeta
+from .catalog import ALL_SEGMENT_REGIONS, MAX_LEVEL, VECTOR_DTYPES, SegmentDescriptor
 from .header import crc32
 
 
@@ -61,7 +61,7 @@ class RecordSource(Protocol):
     ``0 .. n-1``; deleted ones are excluded by a bitmap kept beside the source."""
 
     n: int
-    meta: SegmentMeta | None  # the catalog descriptor of a committed segment; None for pending records
+    descriptor: SegmentDescriptor | None  # the catalog descriptor of a committed segment; None for pending records
 
     def id_at(self, slot: int) -> str: ...
 
@@ -99,9 +99,12 @@ class SegmentView:
     come from the file, so every access checks them before slicing.
     """
 
-    def __init__(self, buffer, meta: SegmentMeta, dim: int, m: int, path: str, dtype: str = "f32"):
+    def __init__(self, buffer, meta: SegmentDescriptor, dim: int, m: int, path: str, dtype: str = "f32"):
         self._buf = buffer
-        self.meta = meta
+        self.descriptor = meta
+        # What indexes derive from this view and keep while it lives (views are
+        # immutable): the HNSW search scratch and graph arguments, filter answers.
+        self.caches: dict = {}
         self.dtype = dtype  # the collection's vector storage dtype: "f32" or "f16"
         self.dim = dim
         self.m = m
@@ -109,7 +112,7 @@ class SegmentView:
         self.n = meta.n
 
     def _view(self, name: str, dtype: str | None = None) -> np.ndarray:
-        ref = self.meta.regions[name]
+        ref = self.descriptor.regions[name]
         dt = _DTYPES[name] if dtype is None else np.dtype(dtype)
         return np.frombuffer(self._buf, dtype=dt, count=ref.length // dt.itemsize, offset=ref.offset)
 
@@ -132,8 +135,8 @@ class SegmentView:
             from .columns import ChunkView
 
             chunks = [(c.start, ChunkView(self._buf, c.region.offset, c.region.length, c.count,
-                                          f"{self.path!r}: segment {self.meta.segment_id}"))
-                      for c in self.meta.columns]
+                                          f"{self.path!r}: segment {self.descriptor.segment_id}"))
+                      for c in self.descriptor.columns]
             self.__dict__["_column_chunks"] = chunks
         return chunks
 
@@ -148,7 +151,7 @@ class SegmentView:
         also checks that they match the vectors)."""
         norms = self.norms
         if norms.size and not (np.isfinite(norms).all() and float(norms.min()) >= 0.0):
-            raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id}: the norms region holds "
+            raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id}: the norms region holds "
                                    "NaN, infinite or negative values")
         return norms
 
@@ -158,7 +161,7 @@ class SegmentView:
 
     @property
     def sparse(self) -> bool:
-        return "sparse_offsets" in self.meta.regions
+        return "sparse_offsets" in self.descriptor.regions
 
     @cached_property
     def sparse_offsets(self) -> np.ndarray:
@@ -180,7 +183,7 @@ class SegmentView:
 
         a, b = int(self.sparse_offsets[slot]), int(self.sparse_offsets[slot + 1])
         if not 0 <= a <= b <= self.sparse_indices.shape[0]:
-            raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} sparse offsets of slot "
+            raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id} sparse offsets of slot "
                                    f"{slot} [{a}, {b}) fall outside its {self.sparse_indices.shape[0]} entries")
         return SparseVector(self.sparse_indices[a:b].astype(np.uint32), self.sparse_values[a:b].astype(np.float32))
 
@@ -191,7 +194,7 @@ class SegmentView:
         off = self.sparse_offsets[start:stop + 1].astype(np.uint64)
         a, b = int(off[0]), int(off[-1])
         if not 0 <= a <= b <= self.sparse_indices.shape[0] or np.any(np.diff(off.astype(np.int64)) < 0):
-            raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} sparse offsets of slots "
+            raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id} sparse offsets of slots "
                                    f"[{start}, {stop}) are not a monotone cover of its entries")
         return SparseRows(off - off[0], self.sparse_indices[a:b], self.sparse_values[a:b])
 
@@ -207,9 +210,9 @@ class SegmentView:
         if chunks is None:
             from .postings import PostingChunk
 
-            where = f"{self.path!r}: segment {self.meta.segment_id}"
+            where = f"{self.path!r}: segment {self.descriptor.segment_id}"
             chunks = [PostingChunk.from_region(self._buf, c.region.offset, c.region.length, c.start, c.count,
-                                               self.dim, where) for c in self.meta.postings]
+                                               self.dim, where) for c in self.descriptor.postings]
             self.__dict__["_posting_chunks"] = chunks
         return chunks
 
@@ -260,7 +263,7 @@ class SegmentView:
     @cached_property
     def tombstones(self) -> np.ndarray:
         """Packed deletion bitmap (bit i of byte i//8, little bit order); empty if none."""
-        if "tombstones" not in self.meta.regions:
+        if "tombstones" not in self.descriptor.regions:
             return NO_TOMBSTONES
         return self._view("tombstones")
 
@@ -272,7 +275,7 @@ class SegmentView:
         start, end = int(offsets[slot]), int(offsets[slot + 1])
         if not 0 <= start <= end <= blob.shape[0]:
             raise CorruptFileError(
-                f"{self.path!r}: segment {self.meta.segment_id} {what} offsets of slot {slot} "
+                f"{self.path!r}: segment {self.descriptor.segment_id} {what} offsets of slot {slot} "
                 f"[{start}, {end}) fall outside its blob of {blob.shape[0]} bytes"
             )
         return bytes(blob[start:end])
@@ -282,7 +285,8 @@ class SegmentView:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} id of slot {slot} is not UTF-8") from None
+            raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id} id of slot {slot} "
+                                   "is not UTF-8") from None
 
     @cached_property
     def _id_reader(self) -> tuple:
@@ -292,16 +296,16 @@ class SegmentView:
         blob (O(n) numpy work, once per view), so the per-search loop needs
         no bounds check: a slice between checked offsets never leaves the blob."""
         offsets = self.id_offsets
-        blob = self.meta.regions["id_blob"]
+        blob = self.descriptor.regions["id_blob"]
         n = offsets.shape[0] - 1
         if n >= 0 and (int(offsets[0]) != 0 or int(offsets[-1]) != blob.length
                        or bool((offsets[1:] < offsets[:-1]).any())):
-            raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} id offsets are not a monotone "
+            raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id} id offsets are not a monotone "
                                    f"cover of its id blob of {blob.length} bytes")
         if sys.byteorder != "little":  # the file is little-endian; a cast would misread
             plain = offsets.astype(np.uint64).tolist()
         else:
-            ref = self.meta.regions["id_offsets"]
+            ref = self.descriptor.regions["id_offsets"]
             plain = memoryview(self._buf)[ref.offset:ref.offset + ref.length].cast("Q")
         return plain, blob.offset, self._buf
 
@@ -334,13 +338,13 @@ class SegmentView:
     def meta_bytes_at(self, slot: int) -> bytes:
         raw = self._blob_slice(self.meta_offsets, self.meta_blob, slot, "metadata")
         if crc32(raw) != int(self.meta_crc[slot]):
-            raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} metadata of slot {slot} fails its CRC")
+            raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id} metadata of slot {slot} fails its CRC")
         return raw
 
     def metadata_at(self, slot: int) -> dict:
         """The metadata of ``slot``, parsed (``CorruptFileError`` if it is not a JSON object)."""
         return parse_metadata(self.meta_bytes_at(slot),
-                              f"{self.path!r}: segment {self.meta.segment_id} metadata of slot {slot}")
+                              f"{self.path!r}: segment {self.descriptor.segment_id} metadata of slot {slot}")
 
     def find_slot(self, id_utf8: bytes, h: int) -> int:
         """The live (not tombstoned) slot holding this id, or -1.
@@ -353,7 +357,8 @@ class SegmentView:
         while pos < hashes.shape[0] and int(hashes[pos]) == h:
             slot = int(self.id_order[pos])
             if slot >= self.n:
-                raise CorruptFileError(f"{self.path!r}: segment {self.meta.segment_id} id_order names slot {slot} >= n={self.n}")
+                raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id} id_order names "
+                                       f"slot {slot} >= n={self.n}")
             if not self.is_deleted(slot) and self._blob_slice(self.id_offsets, self.id_blob, slot, "id") == id_utf8:
                 return slot
             pos += 1
@@ -380,7 +385,7 @@ def graph_problems(view) -> list[str]:
     Writers run it before extending a graph (the build kernels trust the
     arrays they extend, and a link that is out of range now could become in
     range once nodes are added, laundering the damage); ``verify`` reports it."""
-    n, h = view.n, view.meta.hnsw
+    n, h = view.n, view.descriptor.hnsw
     levels = view.hnsw_levels.astype(np.int64)
     if levels.shape[0] != n:
         return [f"hnsw_levels holds {levels.shape[0]} levels for {n} records"]

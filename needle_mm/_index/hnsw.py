@@ -38,7 +38,7 @@ class Graph:
     max_level: int
 
     @property
-    def meta(self) -> HnswGraph:
+    def descriptor(self) -> HnswGraph:
         return HnswGraph(self.entry_point, self.max_level)
 
 
@@ -130,9 +130,9 @@ def graph_of(view) -> Graph:
     a damaged graph is refused, never extended."""
     problems = graph_problems(view)
     if problems:
-        raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: {problems[0]}; "
+        raise CorruptFileError(f"{view.path!r}: segment {view.descriptor.segment_id}: {problems[0]}; "
                                "no commit can extend it (run needle verify; needle rebuild makes a new graph)")
-    h = view.meta.hnsw
+    h = view.descriptor.hnsw
     return Graph(view.hnsw_levels, view.hnsw_links0, view.hnsw_upper_offsets, view.hnsw_upper_links,
                  h.entry_point, h.max_level)
 
@@ -166,21 +166,21 @@ def _searcher(view) -> tuple[VisitedPool, tuple]:
     """The search scratch pool of a segment view and the graph arguments every
     search kernel call starts with, checked and built once per view (views are
     immutable)."""
-    found = view.__dict__.get("_searcher")
+    found = view.caches.get("searcher")
     if found is None:
         with _pools_lock:
-            h = view.meta.hnsw
+            h = view.descriptor.hnsw
             if int(view.hnsw_levels[h.entry_point]) < h.max_level:
-                raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: the HNSW entry point's "
+                raise CorruptFileError(f"{view.path!r}: segment {view.descriptor.segment_id}: the HNSW entry point's "
                                        f"level is below max_level {h.max_level}")
             offsets = view.hnsw_upper_offsets
             if int(offsets[-1]) != view.hnsw_upper_links.shape[0]:
-                raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: HNSW upper-layer offsets "
+                raise CorruptFileError(f"{view.path!r}: segment {view.descriptor.segment_id}: HNSW upper-layer offsets "
                                        f"do not match the upper links region")
             # the kernels' signature: vectors, norms, metric, then the graph
             graph = (view.hnsw_links0, view.hnsw_levels, offsets, view.hnsw_upper_links, h.entry_point,
                      h.max_level)
-            found = view.__dict__.setdefault("_searcher", (VisitedPool(view.n), view.dense_arrays(), graph))
+            found = view.caches.setdefault("searcher", (VisitedPool(view.n), view.dense_arrays(), graph))
     return found
 
 
@@ -208,6 +208,6 @@ def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, e
         status = kernels.search_knn(vectors, norms, metric, *graph, queries, qnorms, excluded, k, max(ef, k),
                                     visited, tags, cand_d, cand_i, two_hop, d, i)
     if status != kernels.STATUS_OK:
-        raise CorruptFileError(f"{view.path!r}: segment {view.meta.segment_id}: the HNSW graph names a node "
+        raise CorruptFileError(f"{view.path!r}: segment {view.descriptor.segment_id}: the HNSW graph names a node "
                                f"or layer that does not exist")
     return d, i

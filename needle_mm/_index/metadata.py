@@ -224,10 +224,10 @@ class ViewCache:
     last few filters, which stay valid for as long as the view lives."""
 
     def __init__(self, view, name: str, size: int = _CACHE_SIZE):
-        entries = view.__dict__.get(name)
+        entries = view.caches.get(name)
         if entries is None:
             with _cache_lock:
-                entries = view.__dict__.setdefault(name, OrderedDict())
+                entries = view.caches.setdefault(name, OrderedDict())
         self.entries = entries
         self.size = size
 

@@ -73,13 +73,13 @@ def verify_file(path: str) -> VerifyReport:
             seen_ids: set[bytes] = set()
             for view in snap.segments(name):
                 report.segments += 1
-                where = f"collection {name!r} segment {view.meta.segment_id}"
-                for rname, ref in view.meta.regions.items():
+                where = f"collection {name!r} segment {view.descriptor.segment_id}"
+                for rname, ref in view.descriptor.regions.items():
                     extents.append((ref.offset, ref.offset + ref.reserved, f"{where} {rname}"))
                     data = snap.mapping.buffer[ref.offset:ref.offset + ref.length]
                     if crc32(data) != ref.crc32:
                         report.problems.append(f"{where}: region {rname} fails its CRC")
-                for label, chunks in (("column", view.meta.columns), ("posting", view.meta.postings)):
+                for label, chunks in (("column", view.descriptor.columns), ("posting", view.descriptor.postings)):
                     for chunk in chunks:
                         ref = chunk.region
                         extents.append((ref.offset, ref.offset + ref.reserved, f"{where} {label}s@{chunk.start}"))
@@ -123,8 +123,8 @@ def _check_segment(view, where: str, seen_ids: set, problems: list[str]) -> int:
         deleted = bits[:n].astype(bool)
         if bits[n:].any():
             problems.append(f"{where}: tombstone padding bits are set")
-    if int(deleted.sum()) != view.meta.n_deleted:
-        problems.append(f"{where}: n_deleted={view.meta.n_deleted} but {int(deleted.sum())} tombstone bits set")
+    if int(deleted.sum()) != view.descriptor.n_deleted:
+        problems.append(f"{where}: n_deleted={view.descriptor.n_deleted} but {int(deleted.sum())} tombstone bits set")
     id_blob = view.id_blob.tobytes()
     meta_blob = view.meta_blob.tobytes()
     hashes_by_slot = np.empty(n, dtype=np.uint64)
@@ -138,7 +138,7 @@ def _check_segment(view, where: str, seen_ids: set, problems: list[str]) -> int:
         expect = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
         if not np.allclose(expect, norms, rtol=1e-4, atol=1e-6):
             problems.append(f"{where}: norms do not match the vectors")
-    if view.meta.hnsw is not None:
+    if view.descriptor.hnsw is not None:
         _check_graph(view, where, problems)
     for slot in range(n):
         raw_id = id_blob[int(id_off[slot]):int(id_off[slot + 1])]
@@ -190,7 +190,7 @@ def _check_postings(view, where: str, problems: list[str]) -> None:
     """Each posting chunk equals, byte for byte, the one built from the CSR of its slots."""
     from .._format.postings import encode_chunk
 
-    for chunk in view.meta.postings:
+    for chunk in view.descriptor.postings:
         rows = view.sparse_rows(chunk.start, chunk.start + chunk.count)
         expected = encode_chunk(rows.offsets, rows.indices, rows.values, chunk.start)
         ref = chunk.region
@@ -202,7 +202,7 @@ def _check_columns(view, where: str, problems: list[str]) -> None:
     """Each column chunk parses and equals the projection of its records' metadata."""
     from .._format.columns import build_chunk
 
-    for chunk in view.meta.columns:
+    for chunk in view.descriptor.columns:
         ref = chunk.region
         stored = bytes(view._buf[ref.offset:ref.offset + ref.length])
         try:
