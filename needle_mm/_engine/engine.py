@@ -170,23 +170,7 @@ class Engine:
     @classmethod
     def open(cls, path: str | os.PathLike, read_only: bool = False, *,
              lock_timeout: float = DEFAULT_TIMEOUT, auto_refresh: bool = True) -> "Engine":
-        """Open (and, unless ``read_only``, create if missing) the database file at ``path``.
-
-        Parameters
-        ----------
-        path : str or path-like
-            The ``.needle`` file. Its writer lock is ``<path>.lock``.
-        read_only : bool
-            Open for reading only: never writes anything, not even a lock file.
-        lock_timeout : float
-            Seconds a ``save()`` waits for another writer before raising
-            :class:`~needle_mm.errors.LockTimeoutError`.
-        auto_refresh : bool
-            Before each operation, check (one 64-byte read) whether another
-            process has saved a newer generation, and move to it as
-            :meth:`refresh` does. With ``False`` the process keeps reading the
-            generation it has until it calls :meth:`refresh` or :meth:`save`.
-        """
+        """Open (and, unless ``read_only``, create) the file at ``path``: see ``Database.open``."""
         path = os.fspath(path)
         if read_only:
             if not os.path.exists(path):
@@ -409,12 +393,7 @@ class Engine:
         return bool(self._dropped) or any(s.dirty for s in list(self._states.values()))
 
     def refresh(self) -> bool:
-        """Move to the newest committed generation; returns True if it changed.
-
-        Pending (unsaved) writes of this process are kept and stay on top. If
-        ``needle rebuild`` or ``needle compact`` has replaced the file at this
-        path, the process moves to the new file (SPEC §7).
-        """
+        """Move to the newest committed generation (of the file at our real path): see ``Database.refresh``."""
         self.check_open()
         with self._guard.mutation:
             self.check_open()
@@ -506,28 +485,7 @@ class Engine:
         return writer, writer.add(memoryview(catalog.encode()))
 
     def save(self) -> None:
-        """Checkpoint: make every write so far durable and visible to other processes.
-
-        Threads sharing this Database are serialised: a save waits for another
-        thread's save or transaction to end, and commits every write made
-        before it started.
-
-        Raises
-        ------
-        LockTimeoutError
-            Another writer held the writer lock longer than ``lock_timeout``.
-        DuplicateIdError
-            An id this Database ``insert``-ed was meanwhile committed by another
-            writer; nothing is committed and the writes stay pending (upsert
-            or delete that id, then save again).
-        DurabilityError
-            The commit is made and other processes may already read it, but
-            the final ``fsync`` failed: it may not survive a power loss. The
-            writes are no longer pending (this Database reads the new generation).
-        OSError
-            The disk is full or failing; the previous checkpoint is intact and
-            the writes stay pending, so ``save()`` can be retried.
-        """
+        """Commit every pending write (SPEC §6); what it raises: see ``Database.save``."""
         self.check_writable("save")
         with self._guard.mutation:
             self.check_open()
@@ -571,23 +529,8 @@ class Engine:
 
     @contextlib.contextmanager
     def transaction(self, exclusive: bool = False):
-        """Group writes into one checkpoint: all of them become visible to other
-        processes together when the block ends, or none if it raises.
-
-        ::
-
-            with db.transaction():
-                db.collection("orders").upsert("o1", v, {"state": "paid"})
-                db.collection("ledger").insert("l9", w, {"order": "o1"})
-
-        Reads inside the block see its own writes. Writes made before the block
-        and not yet saved are committed with it (and kept if it rolls back).
-        The writer lock is taken only to commit, at the end; with
-        ``exclusive=True`` it is held for the whole block, so no other process
-        commits in between (its ``save()`` waits, up to its ``lock_timeout``).
-        Transactions do not nest, and ``save()`` inside one raises
-        :class:`TransactionError`.
-        """
+        """One commit for the block, or nothing if it raises; other threads' changes wait for the
+        block (the change lock is held throughout): see ``Database.transaction``."""
         self.check_writable("start a transaction")
         me = threading.get_ident()
         with self._guard.mutation:  # other threads' writes and saves wait for the whole block
