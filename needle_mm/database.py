@@ -67,7 +67,8 @@ class Database:
 
     @classmethod
     def open(cls, path: str | os.PathLike, read_only: bool = False, *,
-             lock_timeout: float = DEFAULT_TIMEOUT, auto_refresh: bool = True) -> "Database":
+             lock_timeout: float = DEFAULT_TIMEOUT, auto_refresh: bool = True,
+             autocommit: bool = False) -> "Database":
         """Open (and, unless ``read_only``, create if missing) the database file at ``path``.
 
         Parameters
@@ -85,12 +86,22 @@ class Database:
             process has saved a newer generation, and move to it as
             :meth:`refresh` does. With ``False`` the process keeps reading the
             generation it has until it calls :meth:`refresh` or :meth:`save`.
+        autocommit : bool
+            Make every write call (``insert``, ``upsert_many``, ``delete``,
+            ``update_metadata``, ``create_collection``, ...) its own commit, as
+            SQLite's autocommit does; a ``transaction()`` block is still one
+            commit. If a write's commit fails (a full disk, a lock timeout, an
+            insert raced by another writer) it raises, the write stays
+            pending, and the next write or ``save()`` retries it. Without it,
+            writes wait for ``save()``, and closing a Database that holds
+            unsaved writes discards them with a ``ResourceWarning`` saying how many.
         """
-        return cls(Engine.open(path, read_only, lock_timeout=lock_timeout, auto_refresh=auto_refresh))
+        return cls(Engine.open(path, read_only, lock_timeout=lock_timeout, auto_refresh=auto_refresh,
+                               autocommit=autocommit))
 
     def close(self) -> None:
-        """Release the file. Unsaved writes are discarded. Waits for calls of
-        other threads that are running on this Database."""
+        """Release the file. Unsaved writes are discarded (with a ``ResourceWarning``
+        saying how many). Waits for calls of other threads that are running on this Database."""
         self.engine.close()
 
     def __enter__(self) -> "Database":

@@ -22,6 +22,7 @@ import glob
 import os
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -147,10 +148,11 @@ class Engine:
     """One open Needle file and this process's view of it (see the module docstring)."""
 
     def __init__(self, path: str, io: FileIO, snapshot: Snapshot, read_only: bool, lock_timeout: float,
-                 auto_refresh: bool):
+                 auto_refresh: bool, autocommit: bool = False):
         self.path = path
         self.read_only = read_only
         self.auto_refresh = auto_refresh
+        self.autocommit = autocommit
         self._io = io
         self._snapshot = snapshot
         self._real_path = os.path.realpath(path)
@@ -169,7 +171,7 @@ class Engine:
 
     @classmethod
     def open(cls, path: str | os.PathLike, read_only: bool = False, *,
-             lock_timeout: float = DEFAULT_TIMEOUT, auto_refresh: bool = True) -> "Engine":
+             lock_timeout: float = DEFAULT_TIMEOUT, auto_refresh: bool = True, autocommit: bool = False) -> "Engine":
         """Open (and, unless ``read_only``, create) the file at ``path``: see ``Database.open``."""
         path = os.fspath(path)
         if read_only:
@@ -191,17 +193,47 @@ class Engine:
                 io.close()
                 raise
         snapshot = _first_snapshot(io, path, read_only)
-        return cls(path, io, snapshot, read_only, lock_timeout, bool(auto_refresh))
+        return cls(path, io, snapshot, read_only, lock_timeout, bool(auto_refresh), bool(autocommit) and not read_only)
 
     def close(self) -> None:
-        """Release the file. Unsaved writes are discarded. Waits for calls of
-        other threads that are running on this Database."""
+        """Release the file. Unsaved writes are discarded, with a ResourceWarning
+        that says how many. Waits for calls of other threads that are running on this Database."""
+        discarded = 0
         with self._guard.mutation, self.exclusive():
             if not self._closed:
+                discarded = 0 if self.read_only or not self.dirty else self.pending_writes()
                 self._closed = True
                 self._states = {}
                 self._snapshot = None
                 self._io.close()
+        if discarded:  # after releasing everything: a warning turned into an error leaves nothing open
+            self._warn_discarded(discarded, 3)
+
+    def pending_writes(self) -> int:
+        """How many writes a close would discard: records written (inserted,
+        upserted, updated), ids deleted, collections created or dropped,
+        property changes."""
+        count = len(self._dropped)
+        for state in list(self._states.values()):
+            pending = len(state.pending.index)
+            count += pending + len(state.touched - state.pending.index.keys()) + bool(state.property_changes)
+            count += state.fresh
+        return count
+
+    def _warn_discarded(self, count: int, stacklevel: int) -> None:
+        warnings.warn(f"{self.path!r} was closed with {count} unsaved write{'s' if count != 1 else ''}, now "
+                      "discarded: call save() (or use the Database as a context manager, or open it with "
+                      "autocommit=True)", ResourceWarning, stacklevel=stacklevel)
+
+    def __del__(self):
+        # Dropped without close(): released, with the same warning if writes are lost.
+        if getattr(self, "_closed", True):
+            return
+        discarded = 0 if self.read_only or not self.dirty else self.pending_writes()
+        self._closed = True
+        self._io.close()
+        if discarded:
+            self._warn_discarded(discarded, 2)
 
     # ------------------------------------------------------------ collections
 
@@ -277,6 +309,9 @@ class Engine:
                 if not depth and self.auto_refresh and not self._snapshot.is_current():
                     self._refresh_locked()
                 yield
+                # autocommit: the outermost write call is its own commit (not inside a transaction)
+                if not depth and self.autocommit and self._transaction_thread is None:
+                    self._save()
             finally:
                 self._calls.depth = depth
 
