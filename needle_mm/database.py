@@ -102,7 +102,7 @@ class Database:
     def close(self) -> None:
         """Release the file. Unsaved writes are discarded (with a ``ResourceWarning``
         saying how many). Waits for calls of other threads that are running on this Database."""
-        self.engine.close()
+        self.engine.close(stacklevel=3)  # the warning names the caller's line
 
     def __enter__(self) -> "Database":
         return self
@@ -112,7 +112,8 @@ class Database:
             if exc_type is None and not self.engine.closed and not self.read_only:
                 self.save()
         finally:
-            self.close()
+            # leaving on an error: the writes were not saved because of it; no warning on top
+            self.engine.close(warn=exc_type is None, stacklevel=3)
 
     def __repr__(self) -> str:
         snapshot = None if self.engine.closed else self.engine._snapshot  # never raises, even during close()

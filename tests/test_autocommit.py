@@ -87,3 +87,63 @@ def test_dropping_a_database_with_unsaved_writes_warns(db_path):
     with pytest.warns(ResourceWarning, match="1 unsaved write,"):
         del db
         gc.collect()
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _counting_source(fail_at=None):
+    from needle_mm.importers._run import Batch, Source
+
+    class Counting(Source):
+        kind, description, dim, distance = "test", {"test": 1}, 4, "euclidean"
+
+        def count(self):
+            return 100
+
+        def batches(self, position, batch_size):
+            for s in range(position or 0, 100, batch_size):
+                if fail_at is not None and s >= fail_at:
+                    raise _Interrupted("interrupted (as Ctrl-C would)")
+                ids = [f"r{i}" for i in range(s, min(s + batch_size, 100))]
+                yield Batch(ids, np.full((len(ids), 4), float(s + 1)), [None] * len(ids), s + len(ids))
+
+    return Counting()
+
+
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_an_interrupted_import_resumes_whatever_the_commit_mode(db_path, autocommit):
+    """An import commits its records with its progress, autocommit or not."""
+    from needle_mm.importers import run_import
+
+    db = needle.Database.open(db_path, autocommit=autocommit)
+    with pytest.raises(_Interrupted):
+        run_import(_counting_source(fail_at=50), db, "c", batch_size=10, save_every=30, progress=False)
+    db.close()
+    with needle.Database.open(db_path, read_only=True) as r:  # exactly what the progress says
+        assert r.collection("c").count() == 30
+        assert r.engine.collection_properties("c")["needle.import"]["position"] == 30
+    db = needle.Database.open(db_path, autocommit=autocommit)
+    run_import(_counting_source(), db, "c", batch_size=10, save_every=30, progress=False, resume=True)
+    assert db.collection("c").count() == 100 and not db.dirty
+    db.close()
+
+
+def test_an_error_leaving_the_block_is_the_error_not_a_warning(db_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a ResourceWarning would replace the KeyError
+        with pytest.raises(KeyError, match="boom"):
+            with needle.Database.open(db_path) as db:
+                db.create_collection("c", 3).insert("a", [1, 0, 0])
+                raise KeyError("boom")
+
+
+def test_deleting_unknown_ids_is_no_write(db_path):
+    with needle.Database.open(db_path) as db:
+        db.create_collection("c", 3).insert("a", [1, 0, 0])
+    db = needle.Database.open(db_path, autocommit=True)
+    g = db.generation
+    assert db.collection("c").delete(["nope", "neither"]) == 0
+    assert not db.dirty and db.generation == g  # nothing pending, no empty commit
+    db.close()

@@ -166,6 +166,7 @@ class Engine:
         # swaps whole objects), so its readers need no shared hold.
         self._view_lock = None if read_only else self._guard.view
         self._calls = _Calls()
+        self._deferred = 0  # >0: autocommit waits for explicit saves (an import's checkpoints)
 
     # ------------------------------------------------------------ open/close
 
@@ -195,9 +196,10 @@ class Engine:
         snapshot = _first_snapshot(io, path, read_only)
         return cls(path, io, snapshot, read_only, lock_timeout, bool(auto_refresh), bool(autocommit) and not read_only)
 
-    def close(self) -> None:
+    def close(self, warn: bool = True, stacklevel: int = 3) -> None:
         """Release the file. Unsaved writes are discarded, with a ResourceWarning
-        that says how many. Waits for calls of other threads that are running on this Database."""
+        that says how many (``warn=False``: on an error path, where the error is
+        the news). Waits for calls of other threads that are running on this Database."""
         discarded = 0
         with self._guard.mutation, self.exclusive():
             if not self._closed:
@@ -206,8 +208,8 @@ class Engine:
                 self._states = {}
                 self._snapshot = None
                 self._io.close()
-        if discarded:  # after releasing everything: a warning turned into an error leaves nothing open
-            self._warn_discarded(discarded, 3)
+        if discarded and warn:  # after releasing everything: a warning turned into an error leaves nothing open
+            self._warn_discarded(discarded, stacklevel + 1)
 
     def pending_writes(self) -> int:
         """How many writes a close would discard: records written (inserted,
@@ -221,9 +223,10 @@ class Engine:
         return count
 
     def _warn_discarded(self, count: int, stacklevel: int) -> None:
+        advice = ("their commit failed; call save() to retry it before closing" if self.autocommit else
+                  "call save() (or use the Database as a context manager, or open it with autocommit=True)")
         warnings.warn(f"{self.path!r} was closed with {count} unsaved write{'s' if count != 1 else ''}, now "
-                      "discarded: call save() (or use the Database as a context manager, or open it with "
-                      "autocommit=True)", ResourceWarning, stacklevel=stacklevel)
+                      f"discarded: {advice}", ResourceWarning, stacklevel=stacklevel)
 
     def __del__(self):
         # Dropped without close(): released, with the same warning if writes are lost.
@@ -309,8 +312,9 @@ class Engine:
                 if not depth and self.auto_refresh and not self._snapshot.is_current():
                     self._refresh_locked()
                 yield
-                # autocommit: the outermost write call is its own commit (not inside a transaction)
-                if not depth and self.autocommit and self._transaction_thread is None:
+                # autocommit: the outermost write call is its own commit (not inside a
+                # transaction, nor while an operation groups its own commits)
+                if not depth and self.autocommit and self._transaction_thread is None and not self._deferred:
                     self._save()
             finally:
                 self._calls.depth = depth
@@ -373,6 +377,19 @@ class Engine:
                 raise CollectionExistsError(f"collection {name!r} already exists in {self.path!r}")
             with self.exclusive():
                 self._states[name] = CollectionState(meta, [], fresh=True)
+
+    @contextlib.contextmanager
+    def explicit_commits(self):
+        """Within the block, commits happen only at ``save()``, even under autocommit:
+        for operations whose commits must group writes with what they record
+        about them (an import commits its records with its progress)."""
+        with self._guard.mutation:
+            self._deferred += 1
+        try:
+            yield
+        finally:
+            with self._guard.mutation:
+                self._deferred -= 1
 
     def live_batches(self, name: str, size: int = 4096):
         """``(ids, vectors, metadata JSON bytes)`` of every live record of collection

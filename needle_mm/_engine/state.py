@@ -289,7 +289,11 @@ class CollectionState:
         for id in dict.fromkeys(ids):
             if self.pending.kill(id) or id in live_committed:
                 deleted += 1
-        self.touch_many(ids, ids_utf8)
+        # Only ids with a live committed record are touched: deleting an unknown id
+        # changes nothing (as in Chroma and Qdrant), and must not remove a record
+        # another writer commits with that id later.
+        hit = [(id, raw) for id, raw in zip(ids, ids_utf8) if id in live_committed]
+        self.touch_many([id for id, _ in hit], [raw for _, raw in hit])
         if self.inserted:
             self._forget_inserts(ids)
         return deleted

@@ -165,12 +165,17 @@ def run_import(source: Source, db, collection: str, *, batch_size: int = DEFAULT
         if previous is not None and previous["complete"]:
             report = ImportReport(collection, 0, total, 0.0, previous["position"], notes=["already complete"])
         else:
-            report = _stream(source, db, coll, previous, total, batch_size, save_every, progress)
+            with db.engine.explicit_commits():  # records commit with their progress, autocommit or not
+                report = _stream(source, db, coll, previous, total, batch_size, save_every, progress)
         if verify:
             from ._verify import verify_import
 
             report.verify = verify_import(source, coll)
         return report
+    except BaseException:
+        if owned:
+            db.engine.close(warn=False)  # interrupted: the error says what happened, not a warning
+        raise
     finally:
         source.close()
         if owned:
