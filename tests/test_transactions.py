@@ -174,3 +174,17 @@ def test_two_processes_transactions_never_interleave_within_a_checkpoint(db_path
     assert len(ids) == 2 * 32 * 5 and not any(i.split("-")[1] in ("4", "9", "14") for i in ids)
     assert reader.generation >= 1 + 64
     reader.close()
+
+
+def test_closing_inside_a_transaction_commits_nothing_and_says_so(db_path):
+    with needle.Database.open(db_path) as db:
+        db.create_collection("c", 3).insert("a", [1, 0, 0])
+        db.create_collection("d", 3)
+    for change in (lambda db: db.drop_collection("d"), lambda db: db.collection("c").upsert("b", [0, 1, 0])):
+        db = needle.Database.open(db_path)
+        with pytest.raises(needle.DatabaseClosedError, match="closed inside a transaction"):
+            with db.transaction():
+                change(db)
+                db.close()
+        with needle.Database.open(db_path, read_only=True) as again:
+            assert again.list_collections() == ["c", "d"] and [i for i, _ in again.collection("c").find()] == ["a"]

@@ -206,6 +206,7 @@ class Engine:
                 discarded = 0 if self.read_only or not self.dirty else self.pending_writes()
                 self._closed = True
                 self._states = {}
+                self._dropped = set()
                 self._snapshot = None
                 self._io.close()
         if discarded and warn:  # after releasing everything: a warning turned into an error leaves nothing open
@@ -597,6 +598,9 @@ class Engine:
             self._transaction_thread = me
             try:
                 yield self
+                if self._closed:  # closed inside the block: its writes went with it
+                    raise DatabaseClosedError(f"database {self.path!r} was closed inside a transaction; "
+                                              "nothing of the block was committed")
                 self._save()
             except DurabilityError:
                 raise  # committed: nothing to roll back
