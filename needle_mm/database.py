@@ -17,7 +17,7 @@ from ._format.catalog import MAX_NAME_BYTES, CollectionDescriptor, HnswParams
 from ._storage.lock import DEFAULT_TIMEOUT
 from .collection import Collection
 from .config import CollectionConfig, DistanceFunction
-from .errors import InvalidConfigError
+from .errors import DatabaseClosedError, InvalidConfigError
 
 __all__ = ["Database"]
 
@@ -116,8 +116,10 @@ class Database:
             self.engine.close(warn=exc_type is None, stacklevel=3)
 
     def __repr__(self) -> str:
-        snapshot = None if self.engine.closed else self.engine._snapshot  # never raises, even during close()
-        state = "closed" if snapshot is None else f"generation {snapshot.generation}"
+        try:
+            state = f"generation {self.engine.snapshot.generation}"
+        except DatabaseClosedError:  # also while another thread closes it
+            state = "closed"
         return f"Database({self.path!r}, {'read-only, ' if self.read_only else ''}{state})"
 
     # ------------------------------------------------------------ collections

@@ -34,24 +34,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import needle_mm as needle  # noqa: E402
+from bench_hnsw import load  # noqa: E402
 from benchmarks_md import command_line, publish  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
 EF = 64
-
-
-def load(name: str) -> tuple[np.ndarray, np.ndarray, str]:
-    import json
-
-    folder = DATA / name
-    meta = json.loads((folder / "meta.json").read_text())
-    train = np.load(folder / "train.npy").astype(np.float32)
-    test = np.load(folder / "test.npy").astype(np.float32)
-    metric = meta.get("metric", "euclidean")
-    if metric == "cosine":
-        train /= np.linalg.norm(train, axis=1, keepdims=True)
-        test /= np.linalg.norm(test, axis=1, keepdims=True)
-    return train, test, metric
 
 
 def best_rate(fn, queries: np.ndarray, rounds: int) -> float:
@@ -96,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     import hnswlib
 
-    train, test, metric = load(args.dataset)
+    train, test, _, metric = load(ROOT.parent / "shared", args.dataset)
     n, dim = train.shape
     work = tempfile.mkdtemp(prefix="needle-threads-")
     path = os.path.join(work, "t.needle")

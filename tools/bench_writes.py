@@ -41,23 +41,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import needle_mm as needle  # noqa: E402
+from bench_hnsw import load  # noqa: E402
 from benchmarks_md import command_line, publish  # noqa: E402
 from needle_mm.ops import compact  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
 ANCHOR_N = 50_000
-
-
-def load(name: str, n: int):
-    folder = DATA / name
-    meta = json.loads((folder / "meta.json").read_text())
-    stem = "" if (folder / "train.npy").exists() else ".f16"  # the sentence sets ship float16
-    train = np.load(folder / f"train{stem}.npy")[:n].astype(np.float32)
-    test = np.load(folder / f"test{stem}.npy").astype(np.float32)
-    if meta["metric"] == "cosine":
-        train /= np.linalg.norm(train, axis=1, keepdims=True)
-        test /= np.linalg.norm(test, axis=1, keepdims=True)
-    return train, test, meta["metric"]
 
 
 def metadata(i: int) -> dict:
@@ -217,7 +205,8 @@ def main() -> None:
     ap.add_argument("--small-commits", type=int, default=50)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    train, test, metric = load(args.dataset, args.n)
+    train, test, _, metric = load(ROOT.parent / "shared", args.dataset)
+    train = train[:args.n]
     work = tempfile.mkdtemp(prefix="needle-writes-")
     res = needle_runs(train, test, metric, os.path.join(work, "w.needle"), args.small_commits)
     lance = lancedb_run(train, metric, work)

@@ -203,7 +203,7 @@ class Engine:
         discarded = 0
         with self._guard.mutation, self.exclusive():
             if not self._closed:
-                discarded = 0 if self.read_only or not self.dirty else self.pending_writes()
+                discarded = self._unsaved()
                 self._closed = True
                 self._states = {}
                 self._dropped = set()
@@ -223,6 +223,10 @@ class Engine:
             count += state.fresh
         return count
 
+    def _unsaved(self) -> int:
+        """What closing now would discard (0 for a reader or a clean Engine)."""
+        return 0 if self.read_only or not self.dirty else self.pending_writes()
+
     def _warn_discarded(self, count: int, stacklevel: int) -> None:
         advice = ("their commit failed; call save() to retry it before closing" if self.autocommit else
                   "call save() (or use the Database as a context manager, or open it with autocommit=True)")
@@ -233,7 +237,7 @@ class Engine:
         # Dropped without close(): released, with the same warning if writes are lost.
         if getattr(self, "_closed", True):
             return
-        discarded = 0 if self.read_only or not self.dirty else self.pending_writes()
+        discarded = self._unsaved()
         self._closed = True
         self._io.close()
         if discarded:
@@ -433,11 +437,6 @@ class Engine:
                     self._dropped.add(name)
 
     # ------------------------------------------------------------ checkpoints
-
-    @property
-    def generation(self) -> int:
-        """The committed generation this process reads (grows with every save)."""
-        return self.snapshot.generation
 
     @property
     def dirty(self) -> bool:

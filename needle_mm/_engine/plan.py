@@ -57,8 +57,7 @@ _FIXED_GROWABLE = {kind: tuple(name for name, (_, _, reserve) in required_region
                                if reserve in _FIXED_STRIDE) for kind in KINDS}
 _BLOBS = {kind: tuple(name for name, (_, _, reserve) in required_regions(kind, True).items() if reserve == "free")
           for kind in KINDS}
-_OFFSETS = tuple(name for name, (_, rule, _) in ALL_SEGMENT_REGIONS.items() if rule == "n+1" and name in
-                 {n for names in _FIXED_GROWABLE.values() for n in names})
+_OFFSETS = tuple(name for name, (_, _, reserve) in ALL_SEGMENT_REGIONS.items() if reserve == "cap+1")
 
 
 @dataclass

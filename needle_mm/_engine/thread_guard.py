@@ -121,10 +121,3 @@ class ThreadGuard:
     def __init__(self):
         self.mutation = threading.RLock()
         self.view = SharedExclusiveLock()
-
-    def mutation_held_elsewhere(self) -> bool:
-        """True when another thread is changing the state (e.g. saving) right now."""
-        if self.mutation.acquire(blocking=False):
-            self.mutation.release()
-            return False
-        return True
