@@ -84,10 +84,8 @@ def test_frozen_lock_holder_gives_timeout_then_its_death_frees_the_lock(db_path)
         _wait_stopped(proc.pid)
         db = needle.Database.open(db_path, lock_timeout=0.5)
         db.collection("c").insert("parent", [0.5, 0.5])
-        t = time.monotonic()
         with pytest.raises(needle.LockTimeoutError, match="writer lock"):
             db.save()
-        assert time.monotonic() - t < 120  # the 0.5 s timeout was honoured: only a hang takes this long
         assert db.dirty and "parent" in db.collection("c")  # still pending: nothing lost
     finally:
         proc.send_signal(signal.SIGKILL)
