@@ -117,6 +117,7 @@ def test_read_only_open_writes_nothing(db_path, tmp_path):
     with needle.Database.open(db_path) as db:
         db.create_collection("c", 3).insert_many(["a", "b"], np.eye(3, dtype=np.float32)[:2])
     os.remove(db_path + ".lock")
+    os.remove(db_path + ".readers")  # a reader writes its slot there only where a writer made it (SPEC §7.3)
     before = {p: os.stat(tmp_path / p) for p in os.listdir(tmp_path)}
     out = run_python("""
         import sys, needle_mm as needle

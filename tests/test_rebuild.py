@@ -11,6 +11,7 @@ from test_cli import needle_cmd
 from test_hnsw import real_set
 
 import needle_mm as needle
+from needle_mm._format.catalog import catalog_format
 from needle_mm.errors import InvalidArgumentError
 from needle_mm.ops.rebuild import rebuild
 from needle_mm.ops.verify import verify_file
@@ -50,7 +51,7 @@ def test_rebuild_keeps_every_live_record_and_shrinks_the_file(tmp_path):
         assert {name: _contents(db, name) for name in db.list_collections()} == before
         assert all(len(db.engine.snapshot.collection(name).segments) == 1 for name in before)
         assert db.collection("docs").config.m == 12
-    assert sorted(os.listdir(tmp_path)) == ["v.needle", "v.needle.lock"]
+    assert sorted(os.listdir(tmp_path)) == ["v.needle", "v.needle.lock", "v.needle.readers"]
 
 
 def test_rebuild_with_new_parameters_keeps_recall(tmp_path):
@@ -152,7 +153,7 @@ def test_rebuild_to_f16_halves_the_vectors_and_keeps_every_record(tmp_path):
     info = needle_cmd("info", path)
     assert "docs: " in info.stdout and "dtype f16" in info.stdout.split("docs: ")[1].split("\n")[0]
     with needle.Database.open(path, read_only=True) as db:
-        assert db.engine.snapshot.catalog.encode().startswith(b'{"format":3')
+        assert catalog_format(db.engine.snapshot.catalog.collections.values()) >= 3  # f16 needs 3 (SPEC §5.8)
         assert [db.collection(n).config.dtype for n in ("docs", "other", "terms")] == ["f16", "f16", "f32"]
         for name, records in before.items():
             after = _contents(db, name)
@@ -177,4 +178,4 @@ def test_rebuild_to_f16_refuses_values_beyond_its_range_and_leaves_the_file_alon
     out = needle_cmd("rebuild", path, "--dtype", "f16")
     assert out.returncode != 0 and "beyond float16's range" in out.stderr
     assert _bytes(path) == raw
-    assert sorted(os.listdir(tmp_path)) == ["v.needle", "v.needle.lock"]
+    assert sorted(os.listdir(tmp_path)) == ["v.needle", "v.needle.lock", "v.needle.readers"]

@@ -193,17 +193,21 @@ def test_sparse_config_errors():
     assert needle.CollectionConfig(2**32 - 1, "dot", sparse=True).dimension == 2**32 - 1
 
 
-def test_sparse_files_write_catalog_format_2_and_dense_files_stay_1(db_path):
+def test_sparse_collections_need_catalog_format_2_and_dense_ones_1(db_path):
+    """What the collections need (SPEC §4); a file this version commits is
+    format 4 whatever they need, for its free-space list (SPEC §6.1)."""
     from needle_mm._engine.snapshot import Snapshot
+    from needle_mm._format.catalog import catalog_format
     import orjson
 
     with needle.Database.open(db_path) as db:
         db.create_collection("dense", 4)
     with needle.Database.open(db_path) as db:
-        assert orjson.loads(db.engine.snapshot.catalog.encode())["format"] == 1
+        assert catalog_format(db.engine.snapshot.catalog.collections.values()) == 1
+        assert orjson.loads(db.engine.snapshot.catalog.encode())["format"] == 4
         db.create_collection("s", 10, "dot", sparse=True).insert("a", {1: 1.0})
     with needle.Database.open(db_path) as db:
-        assert orjson.loads(db.engine.snapshot.catalog.encode())["format"] == 2
+        assert catalog_format(db.engine.snapshot.catalog.collections.values()) == 2
         assert isinstance(db.engine.snapshot, Snapshot)
 
 

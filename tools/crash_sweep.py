@@ -51,6 +51,11 @@ COMMITS = [
     (range(130, 400), [f"r{i}" for i in range(100, 300)], [f"r{i}" for i in range(20, 25)]),
     COMPACT,
     (range(400, 420), [f"r{i}" for i in range(300, 305)], [f"r{i}" for i in range(30, 32)]),
+    # small commits into the large segment: new graph rows appended, changed
+    # rows in patch chunks (merged), id chunks, and regions placed in space
+    # released by earlier commits (SPEC §5.9, §6.1)
+    (range(420, 425), [f"r{i}" for i in range(305, 307)], ["r33"]),
+    (range(425, 430), [], ["r34"]),
 ]
 
 

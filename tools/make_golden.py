@@ -5,7 +5,7 @@ keep reading exactly as their dumps say, whatever the code becomes. Re-run this
 only when the format version changes, and keep the old files as well;
 ``--add NAME`` writes one new golden file and leaves the others alone.
 
-    python tools/make_golden.py [--add columns|sparse|half] [--layout-only]
+    python tools/make_golden.py [--add columns|sparse|half|patched] [--layout-only]
 
 ``columns.needle`` (added with metadata columns, SPEC §5.6) also records what
 a fixed set of filters returns in each collection.
@@ -147,6 +147,38 @@ def add_half() -> None:
     print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
 
 
+def add_patched() -> None:
+    """A graph grown in place (SPEC §5.9, catalog format 4): a segment of 400
+    records, then three small commits whose new nodes are appended and whose
+    changed committed rows are graph patch chunks, with id index chunks
+    (§5.2); an upsert and a delete in the last commit."""
+    path = OUT / "patched.needle"
+    for p in (path, Path(str(path) + ".lock")):
+        if p.exists():
+            p.unlink()
+    rng = np.random.default_rng(17)
+    with needle.Database.open(path) as db:
+        c = db.create_collection("grown", 4, "cosine", m=4)
+        c.insert_many([f"g{k}" for k in range(400)], rng.standard_normal((400, 4)), [{"k": k} for k in range(400)])
+        db.save()
+        for step in range(3):
+            c.insert_many([f"s{step}-{k}" for k in range(2)], rng.standard_normal((2, 4)),
+                          [{"step": step} for _ in range(2)])
+            if step == 2:
+                c.upsert("g3", [0.1, 0.2, 0.3, 0.4], {"k": 3, "replaced": True})
+                c.delete("g7")
+            db.save()
+    Path(str(path) + ".lock").unlink()
+    Path(str(path) + ".readers").unlink()
+    with open(path.with_suffix(".json"), "w", encoding="utf-8") as f:
+        json.dump(dump(path), f, indent=1, ensure_ascii=False, sort_keys=True)
+        f.write("\n")
+    print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
+
+
+ADD = {"columns": add_columns, "sparse": add_sparse, "half": add_half, "patched": add_patched}
+
+
 def build() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for p in OUT.glob("*.needle*"):
@@ -203,7 +235,8 @@ def layout() -> dict:
         "sparse_regions": {k: {"dtype": d, "length": r, "reserve": v}
                            for k, (d, r, v) in catalog.SPARSE_REGIONS.items()},
         "kinds": list(catalog.KINDS),
-        "catalog_formats": [catalog.CATALOG_FORMAT, catalog.SPARSE_CATALOG_FORMAT, catalog.HALF_CATALOG_FORMAT],
+        "catalog_formats": [catalog.CATALOG_FORMAT, catalog.SPARSE_CATALOG_FORMAT, catalog.HALF_CATALOG_FORMAT,
+                            catalog.PATCHED_GRAPH_CATALOG_FORMAT],
         "vector_dtypes": dict(catalog.VECTOR_DTYPES),
         "max_level": catalog.MAX_LEVEL,
         "distances": list(catalog.DISTANCES),
@@ -215,7 +248,7 @@ def layout() -> dict:
 
 if __name__ == "__main__":
     if "--add" in sys.argv:
-        {"columns": add_columns, "sparse": add_sparse, "half": add_half}[sys.argv[sys.argv.index("--add") + 1]]()
+        ADD[sys.argv[sys.argv.index("--add") + 1]]()
     elif "--layout-only" not in sys.argv:
         build()
     with open(ROOT / "format" / "layout.json", "w", encoding="utf-8") as f:

@@ -70,6 +70,9 @@ def apply(image: bytearray, op: dict, keep: int | None = None) -> None:
         end = op["length"] if kind == "ftruncate" else op["offset"] + op["length"]
         if end > len(image):
             image.extend(b"\0" * (end - len(image)))
+    elif kind == "punch_hole":  # free space given back: reads as zeros, the length stays
+        end = min(len(image), op["offset"] + op["length"])
+        image[op["offset"]:end] = b"\0" * max(0, end - op["offset"])
 
 
 def images(base: bytes, ops: list[dict], subsets: int, rng: np.random.Generator):

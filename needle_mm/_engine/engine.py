@@ -56,6 +56,8 @@ from ..errors import (
 )
 from . import search
 from .plan import RegionWriter, plan_catalog
+from .space import FreeSpace, check_free_list, finish as finish_space
+from .._storage import readers
 from .snapshot import Snapshot
 from .state import CollectionState
 from .thread_guard import ThreadGuard
@@ -65,6 +67,20 @@ __all__ = ["Engine", "create_file"]
 
 class _Calls(threading.local):
     depth = 0  # this thread's nested API calls on one Database: only the outermost refreshes
+
+
+def _spans(pieces: list[tuple[int, bytes]], start: int) -> list[tuple[int, int]]:
+    """The byte ranges ``pieces`` cover at or past ``start``, merged where they touch."""
+    spans: list[list[int]] = []
+    for offset, data in sorted(pieces):
+        lo, hi = max(offset, start), offset + len(data)
+        if hi <= lo:
+            continue
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], hi)
+        else:
+            spans.append([lo, hi])
+    return [(lo, hi) for lo, hi in spans]
 
 
 def create_file(path: str, generation: int = 1) -> None:
@@ -106,7 +122,7 @@ def _create_if_missing(path: str, real_path: str, timeout: float) -> None:
 def _remove_stale_rebuilds(real_path: str) -> None:
     """Remove ``<file>.rebuild-<pid>`` copies left by a rebuild whose process is gone (SPEC §7.1)."""
     for leftover in glob.glob(glob.escape(real_path) + ".rebuild-*"):
-        pid = leftover.rsplit("-", 1)[1].removesuffix(".lock")
+        pid = leftover.rsplit("-", 1)[1].removesuffix(".lock").removesuffix(".readers")
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
@@ -528,13 +544,26 @@ class Engine:
             self._states = states
 
     def _plan(self, current: Superblock, superseded: bool = False) -> tuple[RegionWriter, object]:
-        """Everything the next generation writes, planned on top of ``current``."""
-        writer = RegionWriter(current.file_length)
-        catalog = plan_catalog(self._snapshot.catalog.collections, dict(self._states), self._dropped, writer,
-                               current.generation + 1)
+        """Everything the next generation writes, planned on top of ``current``
+        (our snapshot's generation: the caller checks that under the lock)."""
+        old = self._snapshot.catalog
+        sb = self._snapshot.superblock
+        check_free_list(old, sb.catalog_offset, sb.catalog_length, self.path)
+        floor = old.reuse_floor if old.reuse_floor is not None else sb.file_length
+        table = readers.table_for(self._real_path)
+        if table is not None:
+            floor = max(floor, table.floor)
+        space = FreeSpace(tuple(f for f in old.free if f[0] >= floor),
+                          # Readers register before they read, and only the generation current
+                          # then (SPEC §7.3): reading the table before the lock is safe for
+                          # a plan on top of this generation (the caller checks it under the lock).
+                          table.oldest_read() if table is not None else None)
+        writer = RegionWriter(current.file_length, space)
+        catalog = plan_catalog(old.collections, dict(self._states), self._dropped, writer, current.generation + 1)
         if superseded:
             catalog = dataclasses.replace(catalog, superseded=True)
-        return writer, writer.add(memoryview(catalog.encode()))
+        _, ref = finish_space(catalog, old, sb.catalog_offset, sb.catalog_length, floor, space, writer)
+        return writer, ref
 
     def save(self) -> None:
         """Commit every pending write (SPEC §6); what it raises: see ``Database.save``."""
@@ -567,6 +596,8 @@ class Engine:
             self._check_inserts()
             if planned is None or current.generation != self._snapshot.generation:
                 planned = self._plan(current)
+            # Under the lock: the reader table's floor is this generation's length.
+            readers.create_table(self._real_path, current.file_length)
             self._write_generation(current, planned)
 
     def _check_inserts(self) -> None:
@@ -643,9 +674,14 @@ class Engine:
         file_length = writer.end
         # Data goes only to bytes no committed generation references: past
         # file_length, or past the used length inside a growable region's reserve.
-        io.allocate(current.file_length, writer.end - current.file_length)
+        # Disk blocks are reserved for what is written, not for reserves (they
+        # stay holes until appended to: a full disk then fails that pwrite).
+        for start, stop in _spans(writer.pieces, current.file_length):
+            io.allocate(start, stop - start)
         for offset, data in writer.pieces:
             io.pwrite(data, offset)
+        for offset, length in writer.holes:  # free bytes no live snapshot references (SPEC §6.1)
+            io.punch_hole(offset, length)
         io.extend(file_length)
         failpoints.hit("commit.after_data_write")
         io.fsync()

@@ -28,56 +28,86 @@ from .._format.catalog import (
     ALL_SEGMENT_REGIONS,
     Catalog,
     CollectionDescriptor,
+    GRAPH_REGIONS,
     ColumnChunk,
+    HnswGraph,
     KINDS,
     RegionRef,
     SegmentDescriptor,
     VECTOR_DTYPES,
 )
 from .._format.header import align_up
-from .._format.segment import SegmentView, concat_with_offsets, id_hashes, parse_metadata
+from .._format.segment import SegmentView, concat_with_offsets, id_chunk_length, id_hashes, parse_metadata
 from .._kernels import METRIC_CODES
 from .._format.postings import encode_chunk
 from .._format.columns import build_chunk
 from .._format.csr import SparseRows
-from .._index.hnsw import Graph, draw_levels, extend_graph, graph_of
+from .._format.graph_patch import encode_patch, merge_patches
+from .._index.hnsw import (
+    Graph,
+    can_extend_in_place,
+    draw_levels,
+    effective_links,
+    extend_committed,
+    extend_graph,
+    graph_of,
+    remember_own_graph,
+)
 from .records import Records
+from .space import FreeSpace
 from .state import CollectionState, get_bit, set_bit
 
 REBUILD_DELETED_FRACTION = 0.5
 GROWTH = 2
+# A graph whose patches replace more than this fraction of its layer-0 rows is
+# written whole again (folded) by the next commit that extends it (SPEC §5.9).
+PATCHED_FRACTION = 0.125
 
 # Growable regions of each kind of segment, read off the catalog's region
 # table (catalog.required_regions, in the order a segment writes them):
 # fixed-stride ones (one entry per record; reserve "cap", "cap+1" or
 # "cap*dim"), of which the offsets arrays lead with a 0 ("n+1"), and
 # free-length blobs (reserve "free").
+# The graph's own regions (GRAPH_REGIONS) grow too, but with the graph's
+# rules: see _graph_regions.
 _FIXED_STRIDE = ("cap", "cap+1", "cap*dim")
 _FIXED_GROWABLE = {kind: tuple(name for name, (_, _, reserve) in required_regions(kind, True).items()
-                               if reserve in _FIXED_STRIDE) for kind in KINDS}
-_BLOBS = {kind: tuple(name for name, (_, _, reserve) in required_regions(kind, True).items() if reserve == "free")
-          for kind in KINDS}
-_OFFSETS = tuple(name for name, (_, _, reserve) in ALL_SEGMENT_REGIONS.items() if reserve == "cap+1")
+                               if reserve in _FIXED_STRIDE and name not in GRAPH_REGIONS) for kind in KINDS}
+_BLOBS = {kind: tuple(name for name, (_, _, reserve) in required_regions(kind, True).items()
+                      if reserve == "free" and name not in GRAPH_REGIONS) for kind in KINDS}
+_OFFSETS = tuple(name for name, (_, _, reserve) in ALL_SEGMENT_REGIONS.items()
+                 if reserve == "cap+1" and name not in GRAPH_REGIONS)
 
 
 @dataclass
 class RegionWriter:
-    """Places new regions back to back from ``start`` (64-byte aligned) and
-    collects every piece of data to write, including appends into reserves."""
+    """Places new regions in reusable free space (``space``, SPEC §6.1) or
+    back to back from ``start`` (64-byte aligned), and collects every piece
+    of data to write, including appends into reserves. ``end`` is the file
+    length the commit needs."""
 
     start: int
+    space: FreeSpace | None = None
     pieces: list[tuple[int, bytes]] = field(default_factory=list)
+    holes: list[tuple[int, int]] = field(default_factory=list)  # free extents whose blocks go back (SPEC §6.1)
 
     def __post_init__(self):
         self.end = align_up(self.start)
 
     def add(self, data, reserve: int = 0) -> RegionRef:
         data = _bytes(data)
-        offset = self.end
         reserved = max(len(data), reserve)
+        offset = self.space.take(align_up(reserved)) if self.space is not None and reserved else None
+        return self.place(data, offset, reserved)
+
+    def place(self, data, offset: int | None, reserved: int) -> RegionRef:
+        """``data`` at ``offset`` (None: at the end) owning ``reserved`` bytes."""
+        data = _bytes(data)
+        if offset is None:
+            offset = self.end
+            self.end = align_up(offset + reserved)
         if data:
             self.pieces.append((offset, data))
-        self.end = align_up(offset + reserved)
         return RegionRef(offset, len(data), zlib.crc32(data) & 0xFFFFFFFF, reserved)
 
     def append(self, ref: RegionRef, data) -> RegionRef:
@@ -119,22 +149,40 @@ def _id_index(hashes_by_slot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hashes_by_slot[order].astype("<u8"), order.astype("<u4")
 
 
-def _merged_id_index(view: SegmentView, new_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted id index of ``view``'s records followed by new ones (O(n) merge)."""
-    old_h, old_o = np.asarray(view.id_hashes), np.asarray(view.id_order)
+def _merge_sorted(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One sorted (hashes, slots) index of ``pieces`` (each sorted, slots of
+    later pieces larger): equal hashes keep ascending slots, as one stable sort would."""
+    hashes = np.concatenate([np.asarray(p[0]) for p in pieces]).astype("<u8")
+    slots = np.concatenate([np.asarray(p[1]) for p in pieces]).astype("<u4")
+    order = np.lexsort((slots, hashes))
+    return hashes[order], slots[order]
+
+
+def _append_id_index(writer: RegionWriter, seg: SegmentDescriptor, view: SegmentView, new_hashes: np.ndarray,
+                     regions: dict) -> tuple:
+    """The id index with the new records' slots ``seg.n ..`` added: a new
+    chunk, absorbing trailing chunks no larger than it (a binary counter, as
+    column chunks), and the ``id_hashes``/``id_order`` base when it is no
+    larger either. Returns the new ``id_chunks``; may replace the base regions."""
     order = np.argsort(new_hashes, kind="stable")
-    new_h = new_hashes[order]
-    new_o = (order + view.n).astype(np.uint32)
-    # ties (equal hashes) keep the older slot first, as a full stable sort would
-    pos = np.searchsorted(old_h, new_h, side="right") + np.arange(len(new_h))
-    n = len(old_h) + len(new_h)
-    hashes = np.empty(n, dtype="<u8")
-    slots = np.empty(n, dtype="<u4")
-    mask = np.ones(n, dtype=bool)
-    mask[pos] = False
-    hashes[pos], slots[pos] = new_h, new_o
-    hashes[mask], slots[mask] = old_h, old_o
-    return hashes, slots
+    pieces = view.id_pieces()
+    chunks = list(seg.id_chunks)
+    new_piece = (new_hashes[order], (order + seg.n).astype(np.uint32))
+    absorbed = [new_piece]
+    count = len(new_hashes)
+    while chunks and chunks[-1].count <= count:
+        count += chunks.pop().count
+        absorbed.insert(0, pieces[len(chunks) + 1])
+    if not chunks and seg.id_base <= count:
+        hashes, slots = _merge_sorted([pieces[0], *absorbed])
+        regions["id_hashes"] = writer.add(hashes)
+        regions["id_order"] = writer.add(slots)
+        return ()
+    hashes, slots = _merge_sorted(absorbed)
+    start = chunks[-1].start + chunks[-1].count if chunks else seg.id_base
+    data = hashes.tobytes() + slots.tobytes()
+    data += bytes(id_chunk_length(len(hashes)) - len(data))
+    return (*chunks, ColumnChunk(start, len(hashes), writer.add(data)))
 
 
 def _per_record_parts(recs: Records, bases: dict[str, int], dtype: str) -> dict[str, bytes]:
@@ -161,12 +209,67 @@ def _per_record_parts(recs: Records, bases: dict[str, int], dtype: str) -> dict[
     return parts
 
 
-def _graph_regions(writer: RegionWriter, graph: Graph) -> dict[str, RegionRef]:
+def _graph_regions(writer: RegionWriter, graph: Graph, capacity: int, m: int) -> dict[str, RegionRef]:
+    """A graph written whole, with room to grow in place to ``capacity`` nodes (SPEC §5.9)."""
+    n = graph.links0.shape[0]
+    upper = graph.upper_links.astype("<i4", copy=False)
+    upper_reserve = -(-upper.nbytes * capacity // max(n, 1)) + 64 * m * 4  # rows at capacity, plus slack
     return {
-        "hnsw_links0": writer.add(graph.links0.astype("<i4", copy=False)),
-        "hnsw_upper_offsets": writer.add(graph.upper_offsets.astype("<u4", copy=False)),
-        "hnsw_upper_links": writer.add(graph.upper_links.astype("<i4", copy=False)),
+        "hnsw_links0": writer.add(graph.links0.astype("<i4", copy=False), reserve=capacity * 2 * m * 4),
+        "hnsw_upper_offsets": writer.add(graph.upper_offsets.astype("<u4", copy=False), reserve=(capacity + 1) * 4),
+        "hnsw_upper_links": writer.add(upper, reserve=upper_reserve - upper_reserve % (m * 4)),
     }
+
+
+def _extend_graph(writer: RegionWriter, meta: CollectionDescriptor, seg: SegmentDescriptor, view: SegmentView,
+                  recs: Records, levels: np.ndarray, capacity: int) -> tuple[dict, tuple, HnswGraph]:
+    """The graph regions and patch chunks of ``seg`` with ``recs`` added:
+    in place when few records join a large graph (new rows appended, changed
+    committed rows in a patch chunk, SPEC §5.9), else by a build over a copy."""
+    h = meta.hnsw
+    metric = METRIC_CODES[meta.distance]
+    if not can_extend_in_place(seg.n, len(recs)):
+        norms = np.concatenate([view.checked_norms, recs.norms])
+        graph = extend_graph(graph_of(view), [view.vectors, recs.vectors], norms, h.m, h.ef_construction, metric,
+                             levels, meta.dtype)
+        return _graph_regions(writer, graph, capacity, h.m), (), graph.descriptor
+    delta = extend_committed(view, recs.vectors, recs.norms, h.m, h.ef_construction, metric, levels)
+    chunks = view.graph_patches()
+    # Binary counter: the new chunk absorbs trailing chunks no larger than it.
+    kept, size = len(chunks), delta.keys0.shape[0] + delta.keys_upper.shape[0]
+    while kept and chunks[kept - 1].keys0.shape[0] + chunks[kept - 1].keys_upper.shape[0] <= size:
+        kept -= 1
+        size += chunks[kept].keys0.shape[0] + chunks[kept].keys_upper.shape[0]
+    merged = merge_patches([(c.keys0, c.rows0, c.keys_upper, c.rows_upper) for c in chunks[kept:]]
+                           + [(delta.keys0, delta.rows0, delta.keys_upper, delta.rows_upper)])
+    patched = sum(c.keys0.shape[0] for c in chunks[:kept]) + merged[0].shape[0]
+    links_ref, offsets_ref, upper_ref = (seg.regions[name] for name in GRAPH_REGIONS)
+    new_links = delta.links0.astype("<i4").tobytes()
+    new_offsets = delta.upper_offsets.astype("<u4").tobytes()
+    new_upper = delta.upper_links.astype("<i4").tobytes()
+    fits = (links_ref.length + len(new_links) <= links_ref.reserved
+            and offsets_ref.length + len(new_offsets) <= offsets_ref.reserved
+            and upper_ref.length + len(new_upper) <= upper_ref.reserved)
+    if not fits or patched > seg.n * PATCHED_FRACTION:
+        # Fold: the graph as it now is, written whole again with room to grow.
+        links0, upper = effective_links(view)
+        links0 = np.concatenate([links0, delta.links0])
+        upper = np.concatenate([upper, delta.upper_links])
+        links0[delta.keys0] = delta.rows0
+        upper[delta.keys_upper] = delta.rows_upper
+        offsets = np.concatenate([view.hnsw_upper_offsets, delta.upper_offsets])
+        graph = Graph(np.concatenate([view.hnsw_levels, levels]), links0, offsets, upper, delta.entry_point,
+                      delta.max_level)
+        return _graph_regions(writer, graph, capacity, h.m), (), delta.descriptor
+    regions = {
+        "hnsw_links0": writer.append(links_ref, new_links),
+        "hnsw_upper_offsets": writer.append(offsets_ref, new_offsets),
+        "hnsw_upper_links": writer.append(upper_ref, new_upper),
+    }
+    patches = tuple(seg.graph_patches[:kept])
+    if merged[0].shape[0] or merged[2].shape[0]:
+        patches += (writer.add(encode_patch(*merged, h.m)),)
+    return regions, patches, delta.descriptor
 
 
 def _row_bytes(name: str, dim: int, dtype: str) -> int:
@@ -201,7 +304,7 @@ def new_segment(writer: RegionWriter, meta: CollectionDescriptor, segment_id: in
     regions["id_order"] = writer.add(order)
     postings = ()
     if graph is not None:
-        regions.update(_graph_regions(writer, graph))
+        regions.update(_graph_regions(writer, graph, n, meta.hnsw.m))
     else:
         rows = recs.vectors
         postings = (ColumnChunk(0, n, writer.add(encode_chunk(rows.offsets, rows.indices, rows.values, 0))),)
@@ -248,21 +351,18 @@ def extend_segment(writer: RegionWriter, meta: CollectionDescriptor, seg: Segmen
     """``seg`` with ``recs`` appended and added to its index (graph or posting lists)."""
     n_old, n = seg.n, seg.n + len(recs)
     parts = _per_record_parts(recs, {name: seg.regions[name].length for name in _BLOBS[meta.kind]}, meta.dtype)
-    graph = None
-    if meta.kind == "dense":
-        h = meta.hnsw
-        levels = draw_levels(len(recs), h.m, h.seed, seg.segment_id, n_old)
-        # The kernels want one array: committed rows and new ones are copied together
-        # (O(n) memory and time per commit; cheaper than a branch per distance).
-        norms = np.concatenate([view.checked_norms, recs.norms])
-        graph = extend_graph(graph_of(view), [view.vectors, recs.vectors], norms, h.m, h.ef_construction,
-                             METRIC_CODES[meta.distance], levels, meta.dtype)
-        parts["hnsw_levels"] = levels.tobytes()
     regions = dict(seg.regions)
     capacity = seg.capacity
     relocate = n > capacity
     if relocate:
         capacity = max(GROWTH * capacity, n)
+    graph_patches, hnsw = (), None
+    if meta.kind == "dense":
+        h = meta.hnsw
+        levels = draw_levels(len(recs), h.m, h.seed, seg.segment_id, n_old)
+        graph_regions, graph_patches, hnsw = _extend_graph(writer, meta, seg, view, recs, levels, capacity)
+        regions.update(graph_regions)
+        parts["hnsw_levels"] = levels.tobytes()
     for name in _FIXED_GROWABLE[meta.kind]:
         ref = regions[name]
         if relocate:
@@ -280,13 +380,9 @@ def extend_segment(writer: RegionWriter, meta: CollectionDescriptor, seg: Segmen
         else:
             old = bytes(view._buf[ref.offset:ref.offset + ref.length])
             regions[name] = writer.add(old + data, reserve=max(GROWTH * ref.reserved, ref.length + len(data)))
-    hashes, order = _merged_id_index(view, id_hashes(recs.ids_utf8))
-    regions["id_hashes"] = writer.add(hashes)
-    regions["id_order"] = writer.add(order)
+    id_chunks = _append_id_index(writer, seg, view, id_hashes(recs.ids_utf8), regions)
     postings = ()
-    if graph is not None:
-        regions.update(_graph_regions(writer, graph))
-    else:
+    if meta.kind != "dense":
         postings = _append_postings(writer, seg, view, recs.vectors)
     n_deleted = seg.n_deleted
     if tombstones is not None or "tombstones" in regions:
@@ -295,8 +391,11 @@ def extend_segment(writer: RegionWriter, meta: CollectionDescriptor, seg: Segmen
         grown[: bits.shape[0]] = bits
         regions["tombstones"] = writer.add(grown)
     columns = _append_columns(writer, seg, view, recs.metas)
-    return SegmentDescriptor(seg.segment_id, n, n_deleted, seg.generation, capacity, regions,
-                       graph.descriptor if graph else None, columns, postings)
+    out = SegmentDescriptor(seg.segment_id, n, n_deleted, seg.generation, capacity, regions, hnsw, columns, postings,
+                            graph_patches, id_chunks)
+    if hnsw is not None:
+        remember_own_graph(view.path, out)
+    return out
 
 
 @dataclass

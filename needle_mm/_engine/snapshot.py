@@ -17,6 +17,8 @@ from .._format.header import DATA_START, SUPERBLOCK_DTYPE, SUPERBLOCK_OFFSETS, S
 from .._format.segment import SegmentView
 from .._storage.io import FileIO
 from .._storage.mapping import Mapping, map_file, read_superblocks
+from .._storage.readers import Pin
+from .._storage import readers
 from ..errors import CorruptFileError
 
 
@@ -33,6 +35,9 @@ class Snapshot:
         self.catalog = catalog
         self.mapping = mapping
         self._views: dict[str, list[SegmentView]] = {}
+        # This generation's hold in the reader table, shared by the segment
+        # views (released when the snapshot and every view of it are gone).
+        self.pin: Pin | None = None
 
     @property
     def generation(self) -> int:
@@ -40,10 +45,20 @@ class Snapshot:
 
     @classmethod
     def load(cls, io: FileIO, previous: "Snapshot | None" = None) -> "Snapshot":
-        sb, next_slot = read_superblocks(io)
-        if previous is not None and sb.generation == previous.generation:
-            previous.next_slot = next_slot  # e.g. a commit torn before its superblock became valid
-            return previous
+        while True:
+            sb, next_slot = read_superblocks(io)
+            if previous is not None and sb.generation == previous.generation:
+                previous.next_slot = next_slot  # e.g. a commit torn before its superblock became valid
+                return previous
+            # Register the generation, then check it is still current: a writer
+            # that read the reader table before we registered plans on top of
+            # this generation, and reuses nothing it references. No table yet
+            # (looked for after choosing the generation): every byte of it lies
+            # below the floor of the table a writer makes later (SPEC §7.3).
+            table = readers.table_for(io.real_path)
+            pin = Pin(table, sb.generation)
+            if table is None or read_superblocks(io)[0].generation == sb.generation:
+                break
         size = io.size()
         if sb.file_length < DATA_START or sb.file_length > size:
             raise CorruptFileError(
@@ -55,7 +70,9 @@ class Snapshot:
         raw = io.pread(sb.catalog_length, sb.catalog_offset)
         catalog = decode_catalog(raw, sb.catalog_crc, sb.generation, sb.file_length, io.path)
         mapping = map_file(io, sb.file_length, previous.mapping if previous else None)
-        return cls(io, sb, catalog, mapping, next_slot)
+        snapshot = cls(io, sb, catalog, mapping, next_slot)
+        snapshot.pin = pin
+        return snapshot
 
     def is_current(self) -> bool:
         """False when a newer generation may have been committed since.
@@ -73,7 +90,7 @@ class Snapshot:
         views = self._views.get(name)
         if views is None:
             meta = self.catalog.collections[name]
-            views = [SegmentView(self.mapping.buffer, s, meta.dim, meta.hnsw.m, self.io.path, meta.dtype)
+            views = [SegmentView(self.mapping.buffer, s, meta.dim, meta.hnsw.m, self.io.path, meta.dtype, self.pin)
                      for s in meta.segments]
             self._views[name] = views
         return views

@@ -18,12 +18,13 @@ import orjson
 
 from ..errors import CorruptFileError, UnsupportedVersionError
 from .._kernels import METRIC_CODES
-from .header import DATA_START, REGION_ALIGN, crc32
+from .header import DATA_START, REGION_ALIGN, align_up, crc32
 
 CATALOG_FORMAT = 1
 SPARSE_CATALOG_FORMAT = 2  # written when a sparse collection is present (SPEC §5.7)
 HALF_CATALOG_FORMAT = 3  # written when a collection stores f16 vectors (SPEC §5.8)
-MAX_CATALOG_FORMAT = HALF_CATALOG_FORMAT
+PATCHED_GRAPH_CATALOG_FORMAT = 4  # written when a graph grows in place or has patches (SPEC §5.9)
+MAX_CATALOG_FORMAT = PATCHED_GRAPH_CATALOG_FORMAT
 DISTANCES = tuple(METRIC_CODES)  # the metrics the kernels compute, by the names the file records
 DTYPES = ("f32", "f16")
 VECTOR_DTYPES = {"f32": "<f4", "f16": "<f2"}  # storage dtype -> the `vectors` region's element type
@@ -61,10 +62,15 @@ OPTIONAL_SEGMENT_REGIONS: dict[str, tuple[str, str, str]] = {
 }
 HNSW_REGIONS: dict[str, tuple[str, str, str]] = {
     "hnsw_levels": ("u1", "n", "cap"),
-    "hnsw_links0": ("<i4", "n*m0", "="),
-    "hnsw_upper_offsets": ("<u4", "n+1", "="),
-    "hnsw_upper_links": ("<i4", "rows*m", "="),
+    "hnsw_links0": ("<i4", "n*m0", "cap*m0"),
+    "hnsw_upper_offsets": ("<u4", "n+1", "cap+1"),
+    "hnsw_upper_links": ("<i4", "rows*m", "free"),
 }
+# The sorted id index of slots 0 .. id_base - 1; later slots are in id_chunks (SPEC §5.2).
+ID_INDEX_REGIONS = ("id_hashes", "id_order")
+# Graph regions grow in place since catalog format 4 (SPEC §5.9); earlier
+# files wrote them whole (reserved == length), which stays valid.
+GRAPH_REGIONS = ("hnsw_links0", "hnsw_upper_offsets", "hnsw_upper_links")
 ALL_SEGMENT_REGIONS = {**SEGMENT_REGIONS, **SPARSE_REGIONS, **OPTIONAL_SEGMENT_REGIONS, **HNSW_REGIONS}
 
 
@@ -80,6 +86,11 @@ def required_regions(kind: str, with_graph: bool, dtype: str = "f32") -> dict[st
 
 def catalog_format(collections) -> int:
     """The lowest catalog ``format`` that can hold these collections (SPEC §4)."""
+    def grows_in_place(s) -> bool:
+        return any(s.regions[r].reserved > s.regions[r].length for r in GRAPH_REGIONS if r in s.regions)
+
+    if any(s.graph_patches or s.id_chunks or grows_in_place(s) for c in collections for s in c.segments):
+        return PATCHED_GRAPH_CATALOG_FORMAT
     if any(c.dtype == "f16" for c in collections):
         return HALF_CATALOG_FORMAT
     if any(c.kind == "sparse" for c in collections):
@@ -137,6 +148,13 @@ class SegmentDescriptor:
     hnsw: HnswGraph | None = None
     columns: tuple[ColumnChunk, ...] = ()
     postings: tuple[ColumnChunk, ...] = ()  # sparse segments: posting-list chunks (SPEC §5.7)
+    graph_patches: tuple[RegionRef, ...] = ()  # replaced graph rows, oldest first (SPEC §5.9)
+    id_chunks: tuple[ColumnChunk, ...] = ()  # sorted id index of the last slots (SPEC §5.2)
+
+    @property
+    def id_base(self) -> int:
+        """Slots the ``id_hashes``/``id_order`` regions index; ``id_chunks`` index the rest."""
+        return self.n - sum(c.count for c in self.id_chunks)
 
     def to_json(self) -> dict:
         out = {
@@ -153,6 +171,10 @@ class SegmentDescriptor:
             out["columns"] = [c.to_json() for c in self.columns]
         if self.postings:
             out["postings"] = [c.to_json() for c in self.postings]
+        if self.graph_patches:
+            out["graph_patches"] = [r.to_json() for r in self.graph_patches]
+        if self.id_chunks:
+            out["id_chunks"] = [c.to_json() for c in self.id_chunks]
         return out
 
 
@@ -213,22 +235,45 @@ class Catalog:
     # Set by the last commit to a file that `needle rebuild`/`compact` has
     # replaced at its path: processes reading it reopen the path (SPEC §7).
     superseded: bool = False
+    # Space reuse (SPEC §6.1): extents no region references, each with the
+    # generation that released it; offsets below reuse_floor are never freed;
+    # the bytes this catalog's own extent reserves.
+    free: tuple[tuple[int, int, int, int], ...] = ()
+    reuse_floor: int | None = None
+    catalog_reserved: int | None = None
 
     def encode(self) -> bytes:
+        fmt = catalog_format(self.collections.values())
+        if self.reuse_floor is not None:
+            fmt = max(fmt, PATCHED_GRAPH_CATALOG_FORMAT)
         doc = {
-            "format": catalog_format(self.collections.values()),
+            "format": fmt,
             "generation": self.generation,
             "collections": [self.collections[k].to_json() for k in sorted(self.collections)],
             **({"superseded": True} if self.superseded else {}),
+            **({"reuse_floor": self.reuse_floor, "catalog_reserved": self.catalog_reserved,
+                "free": [list(f) for f in self.free]} if self.reuse_floor is not None else {}),
         }
         return orjson.dumps(doc)
+
+    def extents(self, catalog_offset: int, catalog_length: int) -> list[tuple[int, int]]:
+        """``(offset, end)`` of every byte range this generation references:
+        each region with its reserve (to the next 64-byte boundary) and the
+        catalog's own extent."""
+        out = [(catalog_offset, catalog_offset + (self.catalog_reserved or align_up(catalog_length)))]
+        for c in self.collections.values():
+            for s in c.segments:
+                refs = [*s.regions.values(), *s.graph_patches,
+                        *(ch.region for ch in (*s.columns, *s.postings, *s.id_chunks))]
+                out.extend((r.offset, r.offset + align_up(r.reserved)) for r in refs)
+        return out
 
 
 def region_element_count(rule: str, n: int, dim: int, m: int) -> int | None:
     """Elements a region must hold under ``rule`` (None: free)."""
     return {
         "n*dim": n * dim, "n": n, "n+1": n + 1, "bits": (n + 7) // 8, "n*m0": n * 2 * m,
-        "cap*dim": n * dim, "cap": n, "cap+1": n + 1,
+        "cap*dim": n * dim, "cap": n, "cap+1": n + 1, "cap*m0": n * 2 * m,
     }.get(rule)
 
 
@@ -274,14 +319,14 @@ def _region(raw, name: str, file_length: int, itemsize: int, expected_count: int
     return RegionRef(offset, length, crc, reserved)
 
 
-def _chunks(raw, key: str, n: int, file_length: int) -> tuple[ColumnChunk, ...]:
+def _chunks(raw, key: str, n: int, file_length: int, first: int = 0) -> tuple[ColumnChunk, ...]:
     """A list of ``[start, count, offset, length, crc32, reserved]`` chunks that
-    continue one another from slot 0 and stay within ``n`` slots."""
+    continue one another from slot ``first`` and stay within ``n`` slots."""
     chunks_raw = raw.get(key, [])
     if not isinstance(chunks_raw, list):
         raise _Bad(f"segment {key!r} is not a list")
     chunks = []
-    covered = 0
+    covered = first
     for c in chunks_raw:
         if not (isinstance(c, list) and len(c) == 6 and all(type(x) is int for x in c)):
             raise _Bad(f"{key} chunk must be [start, count, offset, length, crc32, reserved], got {c!r}")
@@ -304,6 +349,15 @@ def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: i
     regions_raw = raw.get("regions")
     if not isinstance(regions_raw, dict):
         raise _Bad("segment 'regions' is not an object")
+    id_raw = raw.get("id_chunks", [])
+    counts = [c[1] for c in id_raw if isinstance(c, list) and len(c) == 6 and type(c[1]) is int] \
+        if isinstance(id_raw, list) else []
+    id_base = n - sum(counts)
+    if not 0 <= id_base < n and counts:
+        raise _Bad(f"id chunks cover {sum(counts)} slots of n={n}")
+    id_chunks = _chunks(raw, "id_chunks", n, file_length, first=id_base)
+    if id_chunks and id_chunks[-1].start + id_chunks[-1].count != n:
+        raise _Bad(f"id chunks do not end at n={n}")
     hnsw = None
     if "hnsw" in raw and kind == "dense":
         h = raw["hnsw"]
@@ -317,8 +371,11 @@ def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: i
                 raise _Bad(f"segment lacks required region {name!r}")
             continue
         reserved = region_element_count(reserve, capacity, dim, m) if reserve != "=" else None
-        expected = region_element_count(rule, n, dim, m)
-        ref = _region(regions_raw[name], name, file_length, np.dtype(dtype).itemsize, expected, reserved,
+        expected = region_element_count(rule, id_base if name in ID_INDEX_REGIONS else n, dim, m)
+        raw_ref = regions_raw[name]
+        if name in GRAPH_REGIONS and isinstance(raw_ref, list) and len(raw_ref) == 4 and raw_ref[1] == raw_ref[3]:
+            reserved = None  # written whole, as before format 4
+        ref = _region(raw_ref, name, file_length, np.dtype(dtype).itemsize, expected, reserved,
                       multiple=m if rule == "rows*m" else 1)
         if reserve == "=" and ref.reserved != ref.length:
             raise _Bad(f"region {name!r} is written whole but reserves {ref.reserved} != {ref.length} bytes")
@@ -336,6 +393,12 @@ def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: i
         raise _Bad("a dense segment has 'postings'")
     columns = _chunks(raw, "columns", n, file_length)
     postings = _chunks(raw, "postings", n, file_length)
+    patches_raw = raw.get("graph_patches", [])
+    if not isinstance(patches_raw, list) or (patches_raw and hnsw is None):
+        raise _Bad("segment 'graph_patches' is not a list, or the segment has no graph")
+    graph_patches = tuple(_region(p, "graph_patches", file_length, 8, None, None) for p in patches_raw)
+    if any(p.reserved != p.length for p in graph_patches):
+        raise _Bad("a graph patch reserves more than its length")
     if kind == "sparse" and sum(c.count for c in postings) != n:
         raise _Bad(f"posting chunks cover {sum(c.count for c in postings)} slots, not n={n}")
     return SegmentDescriptor(
@@ -348,6 +411,8 @@ def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: i
         hnsw=hnsw,
         columns=columns,
         postings=postings,
+        graph_patches=graph_patches,
+        id_chunks=id_chunks,
     )
 
 
@@ -419,12 +484,37 @@ def decode_catalog(raw: bytes, expected_crc: int, generation: int, file_length: 
                 raise _Bad(f"collection {meta.name!r} appears twice")
             collections[meta.name] = meta
         if fmt < catalog_format(collections.values()):
-            raise _Bad(f"catalog format {fmt} cannot hold its collections (sparse needs 2, f16 vectors 3)")
+            raise _Bad(f"catalog format {fmt} cannot hold its collections (sparse needs 2, f16 vectors 3, "
+                       "a graph growing in place or patched 4)")
         superseded = doc.get("superseded", False)
         if not isinstance(superseded, bool):
             raise _Bad("'superseded' is not a boolean")
+        reuse_floor = catalog_reserved = None
+        free: list[tuple[int, int, int, int]] = []
+        if "reuse_floor" in doc:
+            if fmt < PATCHED_GRAPH_CATALOG_FORMAT:
+                raise _Bad(f"catalog format {fmt} cannot hold a free-space list (needs 4)")
+            reuse_floor = _int(doc, "reuse_floor", DATA_START, file_length)
+            catalog_reserved = _int(doc, "catalog_reserved", 0, file_length)
+            free_raw = doc.get("free")
+            if not isinstance(free_raw, list):
+                raise _Bad("'free' is not a list")
+            end = reuse_floor
+            for f in free_raw:
+                if not (isinstance(f, list) and len(f) == 4 and all(type(x) is int for x in f)):
+                    raise _Bad(f"free extent must be [offset, length, released, punched], got {f!r}")
+                offset, length, released, punched = f
+                if (offset < end or offset % REGION_ALIGN or length <= 0 or length % REGION_ALIGN
+                        or offset + length > file_length or not 1 <= released <= generation or punched not in (0, 1)):
+                    raise _Bad(f"free extent {f!r} is unaligned, overlaps the one before or the reuse floor, "
+                               f"lies outside the file or names a generation after {generation}")
+                free.append((offset, length, released, punched))
+                end = offset + length
+        elif "free" in doc or "catalog_reserved" in doc:
+            raise _Bad("'free' or 'catalog_reserved' without 'reuse_floor'")
     except orjson.JSONDecodeError as exc:
         raise CorruptFileError(f"{path!r}: catalog is not valid JSON ({exc})") from None
     except _Bad as exc:
         raise CorruptFileError(f"{path!r}: catalog (generation {generation}): {exc}") from None
-    return Catalog(generation=generation, collections=collections, superseded=superseded)
+    return Catalog(generation=generation, collections=collections, superseded=superseded, free=tuple(free),
+                   reuse_floor=reuse_floor, catalog_reserved=catalog_reserved)

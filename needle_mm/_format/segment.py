@@ -99,8 +99,9 @@ class SegmentView:
     come from the file, so every access checks them before slicing.
     """
 
-    def __init__(self, buffer, meta: SegmentDescriptor, dim: int, m: int, path: str, dtype: str = "f32"):
+    def __init__(self, buffer, meta: SegmentDescriptor, dim: int, m: int, path: str, dtype: str = "f32", pin=None):
         self._buf = buffer
+        self._pin = pin  # keeps the generation registered as read while this view lives (SPEC §7.3)
         self.descriptor = meta
         # What indexes derive from this view and keep while it lives (views are
         # immutable): the HNSW search scratch and graph arguments, filter answers.
@@ -260,6 +261,23 @@ class SegmentView:
     def hnsw_upper_links(self) -> np.ndarray:
         return self._view("hnsw_upper_links").reshape(-1, self.m)
 
+    def graph_patches(self) -> list:
+        """The segment's graph patch chunks (SPEC §5.9) as validated
+        ``PatchView`` chunks (``graph_patch.py``), oldest first, parsed on first use."""
+        found = self.__dict__.get("_graph_patches")
+        if found is None:
+            from .graph_patch import read_patch
+
+            found = []
+            upper_rows = self.hnsw_upper_links.shape[0]
+            for ref in self.descriptor.graph_patches:
+                chunk = read_patch(self._buf, ref.offset, ref.length, self.n, upper_rows, self.m)
+                if isinstance(chunk, str):
+                    raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id}: {chunk}")
+                found.append(chunk)
+            self.__dict__["_graph_patches"] = found
+        return found
+
     @cached_property
     def tombstones(self) -> np.ndarray:
         """Packed deletion bitmap (bit i of byte i//8, little bit order); empty if none."""
@@ -346,22 +364,39 @@ class SegmentView:
         return parse_metadata(self.meta_bytes_at(slot),
                               f"{self.path!r}: segment {self.descriptor.segment_id} metadata of slot {slot}")
 
+    def id_pieces(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The sorted id index as ``(hashes, slots)`` pieces (SPEC §5.2): the
+        ``id_hashes``/``id_order`` regions, then each of ``id_chunks``."""
+        found = self.__dict__.get("_id_pieces")
+        if found is None:
+            found = [(self.id_hashes, self.id_order)]
+            for c in self.descriptor.id_chunks:
+                ref = c.region
+                if ref.length != id_chunk_length(c.count):
+                    raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id}: id chunk at slot "
+                                           f"{c.start} is {ref.length} bytes, not {id_chunk_length(c.count)}")
+                hashes = np.frombuffer(self._buf, dtype="<u8", count=c.count, offset=ref.offset)
+                slots = np.frombuffer(self._buf, dtype="<u4", count=c.count, offset=ref.offset + 8 * c.count)
+                found.append((hashes, slots))
+            self.__dict__["_id_pieces"] = found
+        return found
+
     def find_slot(self, id_utf8: bytes, h: int) -> int:
         """The live (not tombstoned) slot holding this id, or -1.
 
         A segment may hold several records of one id, all but one deleted:
         an upsert tombstones the old slot and appends the new one.
         """
-        hashes = self.id_hashes
-        pos = int(np.searchsorted(hashes, np.uint64(h), side="left"))
-        while pos < hashes.shape[0] and int(hashes[pos]) == h:
-            slot = int(self.id_order[pos])
-            if slot >= self.n:
-                raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id} id_order names "
-                                       f"slot {slot} >= n={self.n}")
-            if not self.is_deleted(slot) and self._blob_slice(self.id_offsets, self.id_blob, slot, "id") == id_utf8:
-                return slot
-            pos += 1
+        for hashes, order in self.id_pieces():
+            pos = int(np.searchsorted(hashes, np.uint64(h), side="left"))
+            while pos < hashes.shape[0] and int(hashes[pos]) == h:
+                slot = int(order[pos])
+                if slot >= self.n:
+                    raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id} id index names "
+                                           f"slot {slot} >= n={self.n}")
+                if not self.is_deleted(slot) and self._blob_slice(self.id_offsets, self.id_blob, slot, "id") == id_utf8:
+                    return slot
+                pos += 1
         return -1
 
     def find_slots(self, ids_utf8: list[bytes], hashes: np.ndarray) -> np.ndarray:
@@ -369,14 +404,21 @@ class SegmentView:
         out = np.full(len(ids_utf8), -1, dtype=np.int64)
         if self.n == 0 or not ids_utf8:
             return out
-        table = self.id_hashes
-        pos = np.searchsorted(table, hashes, side="left")
-        inside = pos < table.shape[0]
         hit = np.zeros(len(ids_utf8), dtype=bool)
-        hit[inside] = table[pos[inside]] == hashes[inside]
+        for table, _ in self.id_pieces():
+            if not table.shape[0]:
+                continue
+            pos = np.searchsorted(table, hashes, side="left")
+            inside = pos < table.shape[0]
+            hit[inside] |= table[pos[inside]] == hashes[inside]
         for i in np.flatnonzero(hit):
             out[i] = self.find_slot(ids_utf8[i], int(hashes[i]))
         return out
+
+
+def id_chunk_length(count: int) -> int:
+    """Bytes of an id chunk of ``count`` slots: u64 hashes, then u32 slots, padded to 8."""
+    return (12 * count + 7) & ~7
 
 
 def graph_problems(view) -> list[str]:
@@ -404,4 +446,8 @@ def graph_problems(view) -> list[str]:
             problems.append(f"{name} holds neighbour ids outside [0, {n})")
     if n and (view.hnsw_links0 == np.arange(n)[:, None]).any():
         problems.append("a node links to itself on layer 0")
+    try:
+        view.graph_patches()
+    except CorruptFileError as exc:
+        problems.append(str(exc))
     return problems

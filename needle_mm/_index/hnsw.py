@@ -119,22 +119,148 @@ def extend_graph(old: Graph | None, blocks: list[np.ndarray], norms: np.ndarray,
     while start < n:
         stop = min(n, start + max(1, min(MAX_BATCH, start // 8)))
         entry, max_level = kernels.insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_links,
-                                                start, stop, entry, max_level, m, ef_construction, visited, tags,
+                                                _EMPTY_PATCH, start, stop, entry, max_level, m, ef_construction, visited, tags,
                                                 heap_d, heap_i)
         start = stop
     return Graph(levels, links0, upper_offsets, upper_links, int(entry), int(max_level))
 
 
-def graph_of(view) -> Graph:
-    """The committed graph of a segment view (read-only arrays), checked first:
-    a damaged graph is refused, never extended."""
+# Graphs this process planned itself, by graph_key: a writer checks a
+# committed graph before extending it (graph_problems reads all of it), but
+# not again the one its own last commit wrote. Bounded: old keys are dropped.
+_own_graphs: dict[tuple, None] = {}
+_OWN_GRAPHS_KEPT = 256
+
+
+def graph_key(path: str, descriptor) -> tuple:
+    """What identifies a segment's committed graph: the file and every graph
+    region's reference (offset, length, crc32) with the entry point."""
+    refs = tuple(tuple(descriptor.regions[name].to_json()) for name in
+                 ("hnsw_levels", "hnsw_links0", "hnsw_upper_offsets", "hnsw_upper_links"))
+    return path, descriptor.segment_id, descriptor.n, refs, tuple(tuple(r.to_json()) for r in descriptor.graph_patches), \
+        descriptor.hnsw.entry_point, descriptor.hnsw.max_level
+
+
+def remember_own_graph(path: str, descriptor) -> None:
+    _own_graphs[graph_key(path, descriptor)] = None
+    while len(_own_graphs) > _OWN_GRAPHS_KEPT:
+        del _own_graphs[next(iter(_own_graphs))]
+
+
+def check_graph(view) -> None:
+    """Refuse to extend a damaged graph (CorruptFileError); cheap for the graph
+    this process's own last commit wrote."""
+    if graph_key(view.path, view.descriptor) in _own_graphs:
+        return
     problems = graph_problems(view)
     if problems:
         raise CorruptFileError(f"{view.path!r}: segment {view.descriptor.segment_id}: {problems[0]}; "
                                "no commit can extend it (run needle verify; needle rebuild makes a new graph)")
+
+
+def effective_links(view) -> tuple[np.ndarray, np.ndarray]:
+    """``(links0, upper_links)`` with every patch applied: new arrays when the
+    segment has patches, else the committed (read-only) ones."""
+    chunks = view.graph_patches()
+    if not chunks:
+        return view.hnsw_links0, view.hnsw_upper_links
+    links0 = np.array(view.hnsw_links0)
+    upper = np.array(view.hnsw_upper_links)
+    for c in chunks:  # oldest first: newer rows win
+        links0[c.keys0] = c.rows0
+        upper[c.keys_upper] = c.rows_upper
+    return links0, upper
+
+
+def graph_of(view) -> Graph:
+    """The committed graph of a segment view (patches applied), checked first:
+    a damaged graph is refused, never extended."""
+    check_graph(view)
     h = view.descriptor.hnsw
-    return Graph(view.hnsw_levels, view.hnsw_links0, view.hnsw_upper_offsets, view.hnsw_upper_links,
-                 h.entry_point, h.max_level)
+    links0, upper = effective_links(view)
+    return Graph(view.hnsw_levels, links0, view.hnsw_upper_offsets, upper, h.entry_point, h.max_level)
+
+
+_EMPTY_PATCH = (readonly(np.zeros(0, np.uint8)), readonly(np.zeros(0, np.int32)),
+                readonly(np.zeros((0, 3), np.int64)), readonly(np.zeros((0, 3), np.int64)))
+
+
+def patch_arguments(view) -> tuple:
+    """The kernels' ``patch`` argument for a segment view (``kernels.links0_of``),
+    built once per view: a bitmap of patched layer-0 nodes, the file as int32
+    words, and the chunks' tables, newest first."""
+    chunks = view.graph_patches()
+    if not chunks:
+        return _EMPTY_PATCH
+    bits = np.zeros((view.n + 7) // 8, dtype=np.uint8)
+    for c in chunks:
+        keys = c.keys0.astype(np.int64)
+        np.bitwise_or.at(bits, keys >> 3, (1 << (keys & 7)).astype(np.uint8))
+    words = np.frombuffer(view._buf, dtype=np.int32, count=len(view._buf) // 4)
+    table0 = np.array([(c.keys0_word, c.keys0.shape[0], c.rows0_word) for c in reversed(chunks)], dtype=np.int64)
+    table_upper = np.array([(c.keys_upper_word, c.keys_upper.shape[0], c.rows_upper_word) for c in reversed(chunks)
+                            if c.keys_upper.shape[0]], dtype=np.int64).reshape(-1, 3)
+    return readonly(bits), readonly(words), readonly(table0), readonly(table_upper)
+
+
+@dataclass
+class GraphDelta:
+    """What adding nodes to a committed graph changes (SPEC §5.9): rows of the
+    new nodes, and copies of the committed rows that gained reverse links."""
+
+    links0: np.ndarray  # i32 [b, 2M]: the new nodes' layer-0 rows
+    upper_offsets: np.ndarray  # u32 [b]: upper_offsets[n + 1 .. n + b]
+    upper_links: np.ndarray  # i32 [rows, M]: the new nodes' upper rows
+    keys0: np.ndarray  # i32: committed nodes whose layer-0 row changed, ascending
+    rows0: np.ndarray  # i32 [len(keys0), 2M]
+    keys_upper: np.ndarray  # i32: committed upper rows that changed, ascending
+    rows_upper: np.ndarray  # i32 [len(keys_upper), M]
+    entry_point: int
+    max_level: int
+
+    @property
+    def descriptor(self) -> HnswGraph:
+        return HnswGraph(self.entry_point, self.max_level)
+
+
+MAX_DELTA = 1024  # new nodes one delta insertion takes (each brute-forces the ones before it)
+
+
+def can_extend_in_place(n: int, added: int) -> bool:
+    """Whether :func:`extend_committed` may add ``added`` nodes to a graph of
+    ``n``: the new nodes of one call see each other by brute force only, so
+    they must be few against the graph (as the first batches of a build are)."""
+    return 1 <= added <= MAX_DELTA and n >= 8 * added
+
+
+def extend_committed(view, vectors: np.ndarray, norms: np.ndarray, m: int, ef_construction: int, metric: int,
+                     new_levels: np.ndarray) -> GraphDelta:
+    """Insert ``vectors`` (in the collection's storage dtype) as new nodes
+    into ``view``'s committed graph without copying or changing it: O(new
+    nodes) memory besides the search scratch."""
+    check_graph(view)
+    h = view.descriptor.hnsw
+    b = vectors.shape[0]
+    base_vectors, base_norms = view.dense_arrays()
+    new_vectors = np.ascontiguousarray(vectors)
+    if view.dtype == "f16":
+        new_vectors = new_vectors.astype(np.float16, copy=False).view(np.uint16)
+    levels = np.concatenate([view.hnsw_levels, new_levels]).astype(np.uint8)
+    rows_old = view.hnsw_upper_links.shape[0]
+    new_offsets = (rows_old + np.cumsum(new_levels, dtype=np.int64)).astype(np.uint32)
+    upper_offsets = np.concatenate([view.hnsw_upper_offsets, new_offsets])
+    new_links0 = np.full((b, 2 * m), -1, dtype=np.int32)
+    new_upper = np.full((int(new_offsets[-1]) - rows_old, m), -1, dtype=np.int32)
+    pool, _, _ = _searcher(view)
+    threads = numba.get_num_threads()
+    visited, tags, heap_d, heap_i = pool.get(threads)
+    entry, max_level, keys0, rows0, keys_up, rows_up = kernels.insert_into_committed(
+        base_vectors, base_norms, readonly(new_vectors), readonly(np.ascontiguousarray(norms, dtype=np.float32)),
+        metric, view.hnsw_links0, readonly(levels), readonly(upper_offsets), view.hnsw_upper_links,
+        patch_arguments(view), h.entry_point, h.max_level, m, ef_construction, visited, tags, heap_d, heap_i,
+        new_links0, new_upper)
+    return GraphDelta(new_links0, new_offsets, new_upper, keys0, rows0, keys_up, rows_up, int(entry),
+                      int(max_level))
 
 
 class VisitedPool(threading.local):
@@ -178,8 +304,8 @@ def _searcher(view) -> tuple[VisitedPool, tuple]:
                 raise CorruptFileError(f"{view.path!r}: segment {view.descriptor.segment_id}: HNSW upper-layer offsets "
                                        f"do not match the upper links region")
             # the kernels' signature: vectors, norms, metric, then the graph
-            graph = (view.hnsw_links0, view.hnsw_levels, offsets, view.hnsw_upper_links, h.entry_point,
-                     h.max_level)
+            graph = (view.hnsw_links0, view.hnsw_levels, offsets, view.hnsw_upper_links, patch_arguments(view),
+                     h.entry_point, h.max_level)
             found = view.caches.setdefault("searcher", (VisitedPool(view.n), view.dense_arrays(), graph))
     return found
 

@@ -87,6 +87,61 @@ def neighbors_of(node, layer, links0, upper_offsets, upper_links):
 
 
 @kernel(inline="always")
+def find_key(words, lo, count, key):
+    """Index of ``key`` in the ascending ``words[lo:lo+count]``, or -1."""
+    a = lo
+    b = lo + count
+    while a < b:
+        mid = (a + b) >> 1
+        if words[mid] < key:
+            a = mid + 1
+        else:
+            b = mid
+    if a < lo + count and words[a] == key:
+        return a - lo
+    return -1
+
+
+@kernel(inline="always")
+def patched_start(words, table, key, width):
+    """Where the newest patched row ``key`` starts in ``words`` (-1: not patched).
+
+    ``table[t] = (keys word offset, count, rows word offset)``, newest chunk first
+    (SPEC §5.9: a newer chunk's row replaces an older one's)."""
+    for t in range(table.shape[0]):
+        idx = find_key(words, table[t, 0], table[t, 1], key)
+        if idx >= 0:
+            return table[t, 2] + idx * width
+    return -1
+
+
+@kernel(inline="always")
+def links0_of(node, links0, patch):
+    """Layer-0 row of ``node``: its newest patch, else the base row.
+
+    ``patch = (bits, words, table0, table_upper)``: ``bits`` marks patched
+    nodes (empty: no patches), ``words`` is the file as int32 words."""
+    bits = patch[0]
+    if bits.shape[0] > 0 and (bits[node >> 3] >> (node & 7)) & 1:
+        width = links0.shape[1]
+        s = patched_start(patch[1], patch[2], node, width)
+        if s >= 0:
+            return patch[1][s:s + width]
+    return links0[node]
+
+
+@kernel(inline="always")
+def upper_row_of(r, upper_links, patch):
+    """Upper-layer row ``r``: its newest patch, else the base row."""
+    if patch[3].shape[0] > 0:
+        width = upper_links.shape[1]
+        s = patched_start(patch[1], patch[3], r, width)
+        if s >= 0:
+            return patch[1][s:s + width]
+    return upper_links[r]
+
+
+@kernel(inline="always")
 def is_excluded(excluded, i):
     return excluded.shape[0] > 0 and (excluded[i >> 3] >> (i & 7)) & 1
 
@@ -103,7 +158,7 @@ def next_tag(visited, tags, slot):
 
 
 @kernel(fastmath=FASTMATH)
-def greedy_descend(q, qn, vectors, norms, metric, levels, upper_offsets, upper_links, n,
+def greedy_descend(q, qn, vectors, norms, metric, levels, upper_offsets, upper_links, patch, n,
                    entry, top_layer, stop_layer):
     """Greedy walk from ``entry`` on layers top_layer .. stop_layer+1; returns (node, dist, status)."""
     cur = entry
@@ -118,7 +173,7 @@ def greedy_descend(q, qn, vectors, norms, metric, levels, upper_offsets, upper_l
             r = upper_offsets[cur] + layer - 1
             if r < 0 or r >= rows:
                 return cur, cur_d, STATUS_CORRUPT
-            nbrs = upper_links[r]
+            nbrs = upper_row_of(r, upper_links, patch)
             for j in range(nbrs.shape[0]):
                 nb = nbrs[j]
                 if nb < 0:
@@ -134,7 +189,7 @@ def greedy_descend(q, qn, vectors, norms, metric, levels, upper_offsets, upper_l
 
 
 @kernel(fastmath=FASTMATH)
-def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, n,
+def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, n,
                  layer, entry, entry_d, ef, visited, vrow, tag, excluded, res_d, res_i, cand_d, cand_i):
     """Beam search of one layer from one entry node.
 
@@ -161,14 +216,14 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
         if layer == 0:
             if n_cand > 0:  # the next node to expand, most likely: start loading its links
                 prefetch_row(links0, cand_i[0])
-            nbrs = links0[c]
+            nbrs = links0_of(c, links0, patch)
         else:
             if levels[c] < layer:
                 return n_res, STATUS_CORRUPT
             r = upper_offsets[c] + layer - 1
             if r < 0 or r >= rows:
                 return n_res, STATUS_CORRUPT
-            nbrs = upper_links[r]
+            nbrs = upper_row_of(r, upper_links, patch)
         width = nbrs.shape[0]
         for j in range(width):
             nb = nbrs[j]
@@ -196,7 +251,7 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
 
 
 @kernel(fastmath=FASTMATH)
-def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, n, entry, entry_d, ef, visited, vrow, tag,
+def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, patch, n, entry, entry_d, ef, visited, vrow, tag,
                           excluded, res_d, res_i, cand_d, cand_i):
     """Layer-0 beam search for a filter that rejects most nodes (after ACORN).
 
@@ -223,7 +278,7 @@ def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, n, entry, entry
         n_cand = maxheap_pop(cand_d, cand_i, n_cand)
         # Gather up to 2M passing, unvisited nodes (prefetching their rows),
         # then measure them: as many distances per expansion as a plain walk.
-        nbrs = links0[c]
+        nbrs = links0_of(c, links0, patch)
         # The link rows of rejected neighbours are read next, at random: start
         # loading them all first so their latencies overlap.
         for j in range(width):
@@ -248,7 +303,7 @@ def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, n, entry, entry
                     count += 1
                 continue
             # rejected nodes are never marked visited (only the entry may be): no visited lookup
-            two = links0[nb]
+            two = links0_of(nb, links0, patch)
             for h in range(width):
                 x = two[h]
                 if x < 0 or count >= width:
@@ -291,29 +346,29 @@ def _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
 
 
 @kernel()
-def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
+def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
                 excluded, k, ef, visited, vrow, tags, cand_d, cand_i, out_d, out_i, qrow, two_hop):
     n = vectors.shape[0]
     cur, cur_d, status = greedy_descend(q, qn, vectors, norms, metric, levels,
-                                        upper_offsets, upper_links, n, entry, max_level, 0)
+                                        upper_offsets, upper_links, patch, n, entry, max_level, 0)
     if status != STATUS_OK:
         return status
     tag = next_tag(visited, tags, vrow)
     res_d = np.empty(ef + 1, dtype=np.float32)
     res_i = np.empty(ef + 1, dtype=np.int32)
     if two_hop:
-        n_res, status = search_layer0_two_hop(q, qn, vectors, norms, metric, links0, n, cur, cur_d, ef, visited,
+        n_res, status = search_layer0_two_hop(q, qn, vectors, norms, metric, links0, patch, n, cur, cur_d, ef, visited,
                                               vrow, tag, excluded, res_d, res_i, cand_d[vrow], cand_i[vrow])
     else:
         n_res, status = search_layer(q, qn, vectors, norms, metric, links0, levels,
-                                     upper_offsets, upper_links, n, 0, cur, cur_d, ef, visited, vrow, tag,
+                                     upper_offsets, upper_links, patch, n, 0, cur, cur_d, ef, visited, vrow, tag,
                                      excluded, res_d, res_i, cand_d[vrow], cand_i[vrow])
     _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
     return status
 
 
 @kernel()
-def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
+def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
                queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop, out_d, out_i):
     """k nearest non-excluded nodes per query, serially, into ``out_d/out_i[m, k]``
     (float64 distances as users get them (euclidean: the root), ascending, slot -1
@@ -325,7 +380,7 @@ def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_link
     status = STATUS_OK
     for qi in range(m):
         s = _search_one(queries[qi], qnorms[qi], vectors, norms, metric, links0, levels, upper_offsets,
-                        upper_links, entry, max_level, excluded, k, ef, visited, 0, tags, cand_d, cand_i, out_d, out_i, qi,
+                        upper_links, patch, entry, max_level, excluded, k, ef, visited, 0, tags, cand_d, cand_i, out_d, out_i, qi,
                         two_hop)
         if s != STATUS_OK:
             status = s
@@ -333,7 +388,7 @@ def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_link
 
 
 @kernel(parallel=True)
-def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, upper_links, entry, max_level,
+def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
                         queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop, out_d, out_i):
     """:func:`search_knn` with queries split into one chunk per visited row (thread)."""
     m = queries.shape[0]
@@ -345,7 +400,7 @@ def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, u
     for c in prange(chunks):
         for qi in range(c * per, min(m, (c + 1) * per)):
             s = _search_one(queries[qi], qnorms[qi], vectors, norms, metric, links0, levels, upper_offsets,
-                            upper_links, entry, max_level, excluded, k, ef, visited, c, tags, cand_d, cand_i, out_d, out_i,
+                            upper_links, patch, entry, max_level, excluded, k, ef, visited, c, tags, cand_d, cand_i, out_d, out_i,
                             qi, two_hop)
             if s != STATUS_OK:
                 statuses[c] = s
@@ -355,8 +410,24 @@ def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, u
 # ----------------------------------------------------------------- construction
 
 
+@kernel(inline="always")
+def vector_of(store, i):
+    """Row ``i`` of a build's vectors: ``store = (base, base_norms, new, new_norms,
+    n_base)``, rows below ``n_base`` in ``base`` (e.g. the file), the rest in ``new``."""
+    if i < store[4]:
+        return store[0][i]
+    return store[2][i - store[4]]
+
+
+@kernel(inline="always")
+def norm_of(store, i):
+    if i < store[4]:
+        return store[1][i]
+    return store[3][i - store[4]]
+
+
 @kernel(fastmath=FASTMATH)
-def select_neighbors_heuristic(base, base_n, cd, ci, count, m, vectors, norms, metric, out):
+def select_neighbors_heuristic(base, cd, ci, count, m, store, metric, out):
     """Heuristic selection (HNSW paper, Alg. 4; hnswlib's variant without extension).
 
     ``cd/ci[:count]`` are candidates sorted by distance to the base node. A
@@ -378,11 +449,11 @@ def select_neighbors_heuristic(base, base_n, cd, ci, count, m, vectors, norms, m
         if dup:
             continue
         good = True
-        cv = vectors[cand]
-        cn = norms[cand]
+        cv = vector_of(store, cand)
+        cn = norm_of(store, cand)
         for r in range(kept):
             sel = out[r]
-            if distance(cv, cn, vectors[sel], norms[sel], metric) < cd[c]:
+            if distance(cv, cn, vector_of(store, sel), norm_of(store, sel), metric) < cd[c]:
                 good = False
                 break
         if good:
@@ -391,23 +462,50 @@ def select_neighbors_heuristic(base, base_n, cd, ci, count, m, vectors, norms, m
     return kept
 
 
+@kernel(fastmath=FASTMATH)
+def add_reverse_link(links, target, src, store, metric, scratch_d, scratch_i):
+    """Add ``src`` to the row ``links`` of ``target``; a full row keeps the
+    heuristic's choice among its neighbours and ``src``."""
+    cap = links.shape[0]
+    count = 0
+    while count < cap and links[count] >= 0:
+        if links[count] == src:
+            return
+        count += 1
+    if count < cap:
+        links[count] = src
+        return
+    tv = vector_of(store, target)
+    tn = norm_of(store, target)
+    for r in range(cap):
+        nb = links[r]
+        scratch_i[r] = nb
+        scratch_d[r] = distance(tv, tn, vector_of(store, nb), norm_of(store, nb), metric)
+    scratch_i[cap] = src
+    scratch_d[cap] = distance(tv, tn, vector_of(store, src), norm_of(store, src), metric)
+    order2 = np.argsort(scratch_d[:cap + 1], kind="mergesort")
+    sd = scratch_d[:cap + 1][order2]
+    si = scratch_i[:cap + 1][order2]
+    kept = select_neighbors_heuristic(target, sd, si, cap + 1, cap, store, metric, links)
+    for r in range(kept, cap):
+        links[r] = -1
+
+
 @kernel()
-def _find_candidates(node, vectors, norms, metric, links0, levels, upper_offsets, upper_links,
+def _find_candidates(q, qn, level, vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch,
                      n_graph, entry, max_level, efc, visited, vrow, tags, heap_d, heap_i, cand_d, cand_i, cand_n):
-    """Candidates of ``node`` on each of its layers, from the graph of nodes < n_graph."""
-    q = vectors[node]
-    qn = norms[node]
-    level = levels[node]
+    """Candidates of a node (vector ``q``, norm ``qn``, ``level``) on each of its
+    layers, from the graph of nodes < n_graph."""
     top = min(level, max_level)
     cur, cur_d, _ = greedy_descend(q, qn, vectors, norms, metric, levels, upper_offsets,
-                                   upper_links, n_graph, entry, max_level, top)
+                                   upper_links, patch, n_graph, entry, max_level, top)
     empty = np.zeros(0, dtype=np.uint8)
     res_d = np.empty(efc + 1, dtype=np.float32)
     res_i = np.empty(efc + 1, dtype=np.int32)
     for layer in range(top, -1, -1):
         tag = next_tag(visited, tags, vrow)
         n_res, _ = search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets,
-                                upper_links, n_graph, layer, cur, cur_d, efc, visited, vrow, tag, empty,
+                                upper_links, patch, n_graph, layer, cur, cur_d, efc, visited, vrow, tag, empty,
                                 res_d, res_i, heap_d[vrow], heap_i[vrow])
         for j in range(n_res):
             cand_d[layer, j] = res_d[j]
@@ -424,7 +522,7 @@ def _find_candidates(node, vectors, norms, metric, links0, levels, upper_offsets
 
 
 @kernel(parallel=True)
-def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_links,
+def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch,
                  start, stop, entry, max_level, m, efc, visited, tags, heap_d, heap_i):
     """Insert nodes ``start .. stop-1`` into the graph of nodes ``0 .. start-1``.
 
@@ -432,7 +530,6 @@ def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_li
     the new (entry, max_level).
     """
     b = stop - start
-    m0 = links0.shape[1]
     top = 0
     for i in range(start, stop):
         if levels[i] > top:
@@ -451,9 +548,9 @@ def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_li
     for c in prange(chunks):
         for j in range(c, b, chunks):
             node = start + j
-            _find_candidates(node, vectors, norms, metric, links0, levels, upper_offsets,
-                             upper_links, start, entry, max_level, efc, visited, c, tags, heap_d, heap_i,
-                             cand_d[j], cand_i[j], cand_n[j])
+            _find_candidates(vectors[node], norms[node], levels[node], vectors, norms, metric, links0, levels,
+                             upper_offsets, upper_links, patch, start, entry, max_level, efc, visited, c, tags,
+                             heap_d, heap_i, cand_d[j], cand_i[j], cand_n[j])
             qv = vectors[node]
             qn = norms[node]
             lj = levels[node]
@@ -476,14 +573,41 @@ def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_li
                 cand_i[j, layer, :cnt] = cand_i[j, layer, :cnt][order]
 
     # 3. each new node selects its own neighbours (disjoint rows: parallel)
+    store = (vectors, norms, vectors[:0], norms[:0], vectors.shape[0])
     for j in prange(b):
         node = start + j
         for layer in range(levels[node] + 1):
             out = neighbors_of(node, layer, links0, upper_offsets, upper_links)
-            select_neighbors_heuristic(node, 0, cand_d[j, layer], cand_i[j, layer], cand_n[j, layer], m,
-                                       vectors, norms, metric, out)
+            select_neighbors_heuristic(node, cand_d[j, layer], cand_i[j, layer], cand_n[j, layer], m,
+                                       store, metric, out)
 
     # 4. reverse links, grouped by (target, layer): parallel over groups
+    keys, srcs, order, bounds, n_groups = _reverse_edges(start, b, levels, links0, upper_offsets, upper_links)
+    for g in prange(n_groups):
+        key = keys[order[bounds[g]]]
+        target = key // 64
+        layer = key % 64
+        links = neighbors_of(target, layer, links0, upper_offsets, upper_links)
+        scratch_d = np.empty(links.shape[0] + 1, dtype=np.float32)
+        scratch_i = np.empty(links.shape[0] + 1, dtype=np.int32)
+        for e in range(bounds[g], bounds[g + 1]):
+            add_reverse_link(links, target, srcs[order[e]], store, metric, scratch_d, scratch_i)
+
+    # 5. a node above the current top becomes the entry point
+    for j in range(b):
+        node = start + j
+        if levels[node] > max_level:
+            max_level = levels[node]
+            entry = node
+    return entry, max_level
+
+
+@kernel()
+def _reverse_edges(start, b, levels, links0, upper_offsets, upper_links):
+    """The edges of new nodes ``start .. start+b-1`` as (target, layer) keys
+    (``target * 64 + layer``) with their sources, stably sorted by key: returns
+    (keys, srcs, order, bounds, n_groups), group ``g`` being entries
+    ``order[bounds[g] .. bounds[g+1]-1]`` (sources in insertion order)."""
     n_edges = 0
     for j in range(b):
         node = start + j
@@ -515,47 +639,131 @@ def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_li
             bounds[n_groups] = e
             n_groups += 1
     bounds[n_groups] = n_edges
+    return keys, srcs, order, bounds, n_groups
+
+
+@kernel(parallel=True)
+def insert_into_committed(base_vectors, base_norms, new_vectors, new_norms, metric, links0, levels, upper_offsets,
+                          upper_links, patch, entry, max_level, m, efc, visited, tags, heap_d, heap_i,
+                          new_links0, new_upper):
+    """Insert ``b`` new nodes (ids ``n .. n+b-1``, vectors ``new_vectors``) into
+    a committed graph of ``n`` nodes without writing to it (SPEC §5.9).
+
+    The committed graph is read-only (``links0``/``upper_links`` as the file
+    holds them, overlaid by ``patch``); ``levels`` and ``upper_offsets`` cover
+    all ``n + b`` nodes, the new nodes' upper rows numbered after the
+    committed ones. Each new node finds its candidates in the committed graph
+    (in parallel) and among the new nodes before it (brute force), as one
+    batch of :func:`insert_batch` does; its rows go to ``new_links0[b, 2M]``
+    and ``new_upper``. A committed row that gains a reverse link is copied
+    first and changed in the copy. Returns (entry, max_level, keys0, rows0,
+    keys_upper, rows_upper): the changed committed rows, keys ascending
+    (layer-0 rows by node, upper rows by row number).
+    """
+    n = base_vectors.shape[0]
+    b = new_vectors.shape[0]
+    rows_old = upper_links.shape[0]
+    store = (base_vectors, base_norms, new_vectors, new_norms, n)
+    top = 0
+    for j in range(b):
+        if levels[n + j] > top:
+            top = levels[n + j]
+    width = efc + 1
+    cand_d = np.empty((b, top + 1, width), dtype=np.float32)
+    cand_i = np.empty((b, top + 1, width), dtype=np.int32)
+    cand_n = np.zeros((b, top + 1), dtype=np.int64)
+    chunks = visited.shape[0]
+
+    # 1. candidates: the committed graph by search, earlier new nodes by brute force
+    for c in prange(chunks):
+        for j in range(c, b, chunks):
+            qv = new_vectors[j]
+            qn = new_norms[j]
+            lj = levels[n + j]
+            _find_candidates(qv, qn, lj, base_vectors, base_norms, metric, links0, levels, upper_offsets,
+                             upper_links, patch, n, entry, max_level, efc, visited, c, tags, heap_d, heap_i,
+                             cand_d[j], cand_i[j], cand_n[j])
+            for jj in range(j):
+                lo = min(lj, levels[n + jj])
+                d = distance(qv, qn, new_vectors[jj], new_norms[jj], metric)
+                for layer in range(lo + 1):
+                    hd = cand_d[j, layer]
+                    hi = cand_i[j, layer]
+                    cnt = cand_n[j, layer]
+                    if cnt < efc:
+                        cand_n[j, layer] = maxheap_push(hd, hi, cnt, d, n + jj)
+                    elif d < hd[0]:
+                        maxheap_replace_root(hd, hi, cnt, d, n + jj)
+            for layer in range(lj + 1):
+                cnt = cand_n[j, layer]
+                order = np.argsort(cand_d[j, layer, :cnt], kind="mergesort")
+                cand_d[j, layer, :cnt] = cand_d[j, layer, :cnt][order]
+                cand_i[j, layer, :cnt] = cand_i[j, layer, :cnt][order]
+
+    # 2. each new node selects its own neighbours (its own rows: parallel)
+    new_levels = levels[n:]
+    new_offsets = upper_offsets[n:].astype(np.int64) - rows_old  # into new_upper
+    for j in prange(b):
+        for layer in range(new_levels[j] + 1):
+            out = neighbors_of(j, layer, new_links0, new_offsets, new_upper)
+            select_neighbors_heuristic(n + j, cand_d[j, layer], cand_i[j, layer], cand_n[j, layer], m,
+                                       store, metric, out)
+
+    # 3. reverse links. Committed rows that gain one are copied (their newest
+    #    version) first; groups are sorted by (target, layer), so both copy
+    #    lists come out sorted.
+    keys, srcs, order, bounds, n_groups = _reverse_edges(0, b, new_levels, new_links0, new_offsets, new_upper)
+    n0 = 0
+    nu = 0
+    for g in range(n_groups):
+        key = keys[order[bounds[g]]]
+        if key // 64 < n:
+            if key % 64 == 0:
+                n0 += 1
+            else:
+                nu += 1
+    keys0 = np.empty(n0, dtype=np.int32)
+    rows0 = np.empty((n0, links0.shape[1]), dtype=np.int32)
+    keys_up = np.empty(nu, dtype=np.int32)
+    rows_up = np.empty((nu, upper_links.shape[1]), dtype=np.int32)
+    copy_of = np.empty(n_groups, dtype=np.int64)
+    i0 = 0
+    iu = 0
+    for g in range(n_groups):
+        key = keys[order[bounds[g]]]
+        target = key // 64
+        layer = key % 64
+        if target >= n:
+            copy_of[g] = -1
+        elif layer == 0:
+            keys0[i0] = target
+            rows0[i0] = links0_of(target, links0, patch)
+            copy_of[g] = i0
+            i0 += 1
+        else:
+            r = upper_offsets[target] + layer - 1
+            keys_up[iu] = r
+            rows_up[iu] = upper_row_of(r, upper_links, patch)
+            copy_of[g] = iu
+            iu += 1
     for g in prange(n_groups):
         key = keys[order[bounds[g]]]
         target = key // 64
         layer = key % 64
-        cap = m0 if layer == 0 else m
-        links = neighbors_of(target, layer, links0, upper_offsets, upper_links)
-        tv = vectors[target]
-        tn = norms[target]
-        scratch_d = np.empty(cap + 1, dtype=np.float32)
-        scratch_i = np.empty(cap + 1, dtype=np.int32)
+        if target >= n:
+            links = neighbors_of(target - n, layer, new_links0, new_offsets, new_upper)
+        elif layer == 0:
+            links = rows0[copy_of[g]]
+        else:
+            links = rows_up[copy_of[g]]
+        scratch_d = np.empty(links.shape[0] + 1, dtype=np.float32)
+        scratch_i = np.empty(links.shape[0] + 1, dtype=np.int32)
         for e in range(bounds[g], bounds[g + 1]):
-            src = srcs[order[e]]
-            count = 0
-            present = False
-            while count < cap and links[count] >= 0:
-                if links[count] == src:
-                    present = True
-                count += 1
-            if present:
-                continue
-            if count < cap:
-                links[count] = src
-                continue
-            for r in range(cap):
-                nb = links[r]
-                scratch_i[r] = nb
-                scratch_d[r] = distance(tv, tn, vectors[nb], norms[nb], metric)
-            scratch_i[cap] = src
-            scratch_d[cap] = distance(tv, tn, vectors[src], norms[src], metric)
-            order2 = np.argsort(scratch_d, kind="mergesort")
-            sd = scratch_d[order2]
-            si = scratch_i[order2]
-            kept = select_neighbors_heuristic(target, 0, sd, si, cap + 1, cap, vectors, norms,
-                                              metric, links)
-            for r in range(kept, cap):
-                links[r] = -1
+            add_reverse_link(links, target, n + srcs[order[e]], store, metric, scratch_d, scratch_i)
 
-    # 5. a node above the current top becomes the entry point
+    # 4. a node above the current top becomes the entry point
     for j in range(b):
-        node = start + j
-        if levels[node] > max_level:
-            max_level = levels[node]
-            entry = node
-    return entry, max_level
+        if new_levels[j] > max_level:
+            max_level = new_levels[j]
+            entry = n + j
+    return entry, max_level, keys0, rows0, keys_up, rows_up

@@ -18,6 +18,7 @@ class FileIO:
 
     def __init__(self, path: str, writable: bool):
         self.path = path
+        self.real_path = os.path.realpath(path)  # the file's name with symlinks resolved, at open
         self.writable = writable
         flags = os.O_RDWR if writable else os.O_RDONLY
         self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
@@ -70,6 +71,22 @@ class FileIO:
             os.ftruncate(self.fd, length)
             failpoints.record("ftruncate", 0, length)
 
+    def punch_hole(self, offset: int, length: int) -> None:
+        """Give the disk blocks of ``[offset, offset + length)`` back: the bytes
+        read as zeros, the file keeps its length (Linux ``FALLOC_FL_PUNCH_HOLE``).
+        Where the file system cannot, nothing happens (the bytes stay, unused)."""
+        failpoints.io_call("punch_hole")
+        failpoints.record("punch_hole", offset, length)
+        fn = _fallocate_fn()
+        if not fn:
+            return
+        import ctypes
+
+        if fn(self.fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+            err = ctypes.get_errno()
+            if err not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise OSError(err, os.strerror(err), self.path)
+
     def allocate(self, offset: int, length: int) -> None:
         """Reserve disk blocks so that a full disk fails here, not later."""
         failpoints.io_call("fallocate")
@@ -83,6 +100,28 @@ class FileIO:
                 raise
 
 
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc_fallocate = None
+
+
+def _fallocate_fn():
+    global _libc_fallocate
+    if _libc_fallocate is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            fn = libc.fallocate
+            fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            fn.restype = ctypes.c_int
+            _libc_fallocate = fn
+        except (OSError, AttributeError):
+            _libc_fallocate = False
+    return _libc_fallocate
+
+
 def write_new_file(path: str, pieces: list[tuple[int, bytes]]) -> None:
     """Create ``path`` atomically: write a temp file, fsync it, rename, fsync the dir.
 
@@ -94,12 +133,14 @@ def write_new_file(path: str, pieces: list[tuple[int, bytes]]) -> None:
     try:
         for offset, data in pieces:
             failpoints.io_call("pwrite")
+            failpoints.record("other.pwrite")  # the trace counts every mutating call; only the open file's are replayed
             view = memoryview(data).cast("B")
             while view:
                 written = os.pwrite(fd, view, offset)
                 view = view[written:]
                 offset += written
         failpoints.io_call("fsync")
+        failpoints.record("other.fsync")
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -108,6 +149,7 @@ def write_new_file(path: str, pieces: list[tuple[int, bytes]]) -> None:
     os.close(fd)
     failpoints.hit("create.before_rename")
     failpoints.io_call("rename")
+    failpoints.record("other.rename")
     os.rename(tmp, path)
     fsync_directory(directory)
 
@@ -118,6 +160,7 @@ def replace_file(new_path: str, target: str) -> None:
     ``rebuild.before_replace`` and ``rebuild.after_replace`` (SPEC §7.1)."""
     failpoints.hit("rebuild.before_replace")
     failpoints.io_call("rename")
+    failpoints.record("other.rename")
     os.replace(new_path, target)
     fsync_directory(os.path.dirname(os.path.abspath(target)))
     failpoints.hit("rebuild.after_replace")
@@ -125,6 +168,7 @@ def replace_file(new_path: str, target: str) -> None:
 
 def fsync_directory(directory: str) -> None:
     failpoints.io_call("fsync")
+    failpoints.record("other.fsync")
     dfd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dfd)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from .._format.catalog import DTYPES
 from .._format.segment import parse_metadata
+from .._storage import readers
 from ..config import CollectionConfig, DistanceFunction
 from ..errors import InvalidArgumentError, NeedleError
 from .export import records
@@ -94,13 +95,22 @@ def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype) -> dic
                 counts[name] = n
             # One save: one segment and one graph per collection.
     except BaseException:
-        for leftover in (dst_path, dst_path + ".lock"):
+        for leftover in (dst_path, *_sidecars(dst_path)):
             if os.path.exists(leftover):
                 os.remove(leftover)
+        readers.forget(os.path.realpath(dst_path))
         raise
-    if os.path.exists(dst_path + ".lock"):  # none if nothing was saved (no collections)
-        os.remove(dst_path + ".lock")
+    for sidecar in _sidecars(dst_path):  # none if nothing was saved (no collections)
+        if os.path.exists(sidecar):
+            os.remove(sidecar)
+    readers.forget(os.path.realpath(dst_path))
     return counts
+
+
+def _sidecars(path: str) -> tuple[str, str]:
+    """The lock and the reader table a new file's writer made: nobody else knows
+    the new file yet, and at its final name it uses that name's own."""
+    return path + ".lock", path + ".readers"
 
 
 def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m: int | None = None,
@@ -132,9 +142,10 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
     with Database.open(path, lock_timeout=lock_timeout, auto_refresh=False) as old:
         for _ in range(MAX_ATTEMPTS):
             generation = old.generation
-            for stale in (tmp, tmp + ".lock"):
+            for stale in (tmp, *_sidecars(tmp)):
                 if os.path.exists(stale):
                     os.remove(stale)
+            readers.forget(tmp)
             counts = _write_copy(old, tmp, m, ef_construction, ef_search, dtype)
             if old.engine.replace_file(tmp, generation):
                 break

@@ -79,12 +79,17 @@ def verify_file(path: str) -> VerifyReport:
                     data = snap.mapping.buffer[ref.offset:ref.offset + ref.length]
                     if crc32(data) != ref.crc32:
                         report.problems.append(f"{where}: region {rname} fails its CRC")
-                for label, chunks in (("column", view.descriptor.columns), ("posting", view.descriptor.postings)):
+                for label, chunks in (("column", view.descriptor.columns), ("posting", view.descriptor.postings),
+                                      ("id index", view.descriptor.id_chunks)):
                     for chunk in chunks:
                         ref = chunk.region
                         extents.append((ref.offset, ref.offset + ref.reserved, f"{where} {label}s@{chunk.start}"))
                         if crc32(snap.mapping.buffer[ref.offset:ref.offset + ref.length]) != ref.crc32:
                             report.problems.append(f"{where}: {label} chunk at slot {chunk.start} fails its CRC")
+                for i, ref in enumerate(view.descriptor.graph_patches):
+                    extents.append((ref.offset, ref.offset + ref.reserved, f"{where} graph patch {i}"))
+                    if crc32(snap.mapping.buffer[ref.offset:ref.offset + ref.length]) != ref.crc32:
+                        report.problems.append(f"{where}: graph patch {i} fails its CRC")
                 report.records += _check_segment(view, where, seen_ids, report.problems)
                 if not report.problems:
                     _check_columns(view, where, report.problems)
@@ -92,6 +97,8 @@ def verify_file(path: str) -> VerifyReport:
                     _check_postings(view, where, report.problems)
         extents.append((snap.superblock.catalog_offset,
                         snap.superblock.catalog_offset + snap.superblock.catalog_length, "catalog"))
+        for offset, length, released, _ in snap.catalog.free:  # free space must not overlap anything in use
+            extents.append((offset, offset + length, f"free extent (released by generation {released})"))
         extents.sort()
         for (s1, e1, w1), (s2, e2, w2) in zip(extents, extents[1:]):
             if s2 < e1 and e1 > s1 and e2 > s2:
@@ -110,12 +117,19 @@ def _check_segment(view, where: str, seen_ids: set, problems: list[str]) -> int:
             problems.append(f"{where}: {label} offsets are not a monotone cover of the blob")
     if len(problems) > before:
         return 0
-    order = view.id_order.astype(np.int64)
-    if order.shape[0] != n or not np.array_equal(np.sort(order), np.arange(n)):
-        problems.append(f"{where}: id_order is not a permutation of 0..{n - 1}")
+    try:
+        pieces = view.id_pieces()
+    except NeedleError as exc:
+        problems.append(f"{where}: {exc}")
         return 0
-    if np.any(np.diff(view.id_hashes.astype(np.uint64)) < 0) if n > 1 else False:
-        problems.append(f"{where}: id_hashes are not sorted")
+    order = np.concatenate([p[1] for p in pieces]).astype(np.int64)
+    starts = [0] + [c.start for c in view.descriptor.id_chunks] + [n]
+    for (hashes, slots), lo, hi in zip(pieces, starts, starts[1:]):
+        if not np.array_equal(np.sort(slots.astype(np.int64)), np.arange(lo, hi)):
+            problems.append(f"{where}: the id index piece of slots {lo}..{hi - 1} is not a permutation of them")
+            return 0
+        if hashes.shape[0] > 1 and np.any(np.diff(hashes.astype(np.uint64)) < 0):
+            problems.append(f"{where}: the id index piece of slots {lo}..{hi - 1} is not sorted")
     tomb = view.tombstones
     deleted = np.zeros(n, dtype=bool)
     if tomb.shape[0]:
@@ -128,7 +142,7 @@ def _check_segment(view, where: str, seen_ids: set, problems: list[str]) -> int:
     id_blob = view.id_blob.tobytes()
     meta_blob = view.meta_blob.tobytes()
     hashes_by_slot = np.empty(n, dtype=np.uint64)
-    hashes_by_slot[order] = view.id_hashes
+    hashes_by_slot[order] = np.concatenate([p[0] for p in pieces])
     if view.sparse:
         _check_sparse_rows(view, where, problems)
     else:

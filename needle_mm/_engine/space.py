@@ -1,0 +1,108 @@
+"""Free space: which bytes a commit may write again (SPEC §6.1).
+
+A commit releases the extents its predecessor referenced and it does not
+(an adjacency written whole again, a relocated region, merged chunks, the
+old catalog); the catalog lists them with the generation that released
+them. An extent released by generation ``f`` is referenced by no generation
+``>= f``, so once every live process holds only generations ``>= f`` (the
+reader table, ``_storage/readers.py``) a commit may place new regions in it.
+Offsets below ``reuse_floor`` are never freed: they may be read by versions
+of needle_mm that do not register in the reader table (SPEC §6.1 says why
+that is enough).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .._format.catalog import Catalog
+from .._format.header import align_up
+from ..errors import CorruptFileError
+
+
+class FreeSpace:
+    """The free extents of one commit: those released at or before
+    ``reusable_through`` may receive new regions (best fit)."""
+
+    def __init__(self, free: tuple[tuple[int, int, int, int], ...], reusable_through: int | None):
+        self.extents = [list(f) for f in free]
+        self.reusable_through = reusable_through
+
+    def take(self, size: int) -> int | None:
+        """The offset of ``size`` bytes carved from a reusable extent, or None."""
+        if self.reusable_through is None:
+            return None
+        best = None
+        for e in self.extents:
+            if e[2] <= self.reusable_through and e[1] >= size and (best is None or e[1] < best[1]):
+                best = e
+        if best is None:
+            return None
+        offset = best[0]
+        best[0] += size
+        best[1] -= size
+        if not best[1]:
+            self.extents.remove(best)
+        return offset
+
+
+def check_free_list(old: Catalog, catalog_offset: int, catalog_length: int, path: str) -> None:
+    """A free list that overlaps a referenced byte would let a commit overwrite
+    live data: refuse such a file (it is damaged or hostile) before planning on it."""
+    used = sorted(old.extents(catalog_offset, catalog_length))
+    free = sorted((f[0], f[0] + f[1]) for f in old.free)
+    i = 0
+    for a, b in free:
+        while i < len(used) and used[i][1] <= a:
+            i += 1
+        if i < len(used) and used[i][0] < b:
+            raise CorruptFileError(f"{path!r}: the free-space list names bytes [{a}, {b}) that a region uses; "
+                                   "no commit can write to this file (run needle verify; needle compact rewrites it)")
+
+
+def _merged(extents: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    out: list[list[int]] = []
+    for offset, length, released, punched in sorted(extents):
+        if out and out[-1][0] + out[-1][1] == offset:
+            out[-1][1] += length
+            out[-1][2] = max(out[-1][2], released)
+            out[-1][3] = min(out[-1][3], punched)
+        else:
+            out.append([offset, length, released, punched])
+    return [tuple(e) for e in out]
+
+
+PUNCH_MIN = 64 * 1024  # smaller free extents keep their blocks (not worth a system call)
+
+
+def finish(catalog: Catalog, old: Catalog, old_offset: int, old_length: int, floor: int,
+           space: FreeSpace, writer) -> tuple[Catalog, object]:
+    """``catalog`` with its free list, placed: the released extents of this
+    commit at or above ``floor`` added, the catalog's own extent carved from
+    free space (or appended by ``writer``), and reusable extents not yet
+    given back to the file system listed in ``writer.holes`` (their blocks
+    are freed; they read as zeros). Returns (catalog, its region reference)."""
+    now = set(catalog.extents(0, 0)[1:])  # the regions, without a catalog extent
+    released = [(a, b - a, catalog.generation, 0) for a, b in set(old.extents(old_offset, old_length)) - now
+                if a >= floor]
+    free = _merged([tuple(e) for e in space.extents] + released)
+    reserved = align_up(len(replace(catalog, free=tuple(free), reuse_floor=floor, catalog_reserved=0).encode())
+                        + 1024)
+    while True:
+        spare = FreeSpace(tuple(free), space.reusable_through)
+        offset = spare.take(reserved)
+        holes = []
+        extents = []
+        for e in spare.extents:
+            if not e[3] and e[1] >= PUNCH_MIN and spare.reusable_through is not None and e[2] <= spare.reusable_through:
+                holes.append((e[0], e[1]))
+                e = [e[0], e[1], e[2], 1]
+            extents.append(tuple(e))
+        final = replace(catalog, free=tuple(extents), reuse_floor=floor, catalog_reserved=reserved)
+        data = final.encode()
+        if len(data) <= reserved:
+            break
+        reserved = align_up(2 * len(data))
+    writer.holes = holes
+    ref = writer.place(memoryview(data), offset, reserved)
+    return final, ref

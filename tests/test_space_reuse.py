@@ -1,0 +1,229 @@
+"""Superseded bytes are reused, never under a reader that may still read them (SPEC §6.1, §7.3).
+
+The bug feared most: a writer placing a new region in bytes that a pinned or
+slow reader's snapshot still references, so that reader silently returns
+another record's vector or metadata. Next: a dead reader blocking reuse
+forever, a hostile free list making a writer overwrite live data, and a
+version that cannot register being handed reused bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import needle_mm as needle
+from conftest import ROOT
+from needle_mm._storage import readers
+from needle_mm.errors import CorruptFileError
+from needle_mm.ops.verify import verify_file
+
+DIM = 16
+pytestmark = pytest.mark.skipif(not readers.reuse_supported(), reason="space reuse needs OFD locks (Linux)")
+
+
+def _commit_rounds(db, rng, rounds, start):
+    c = db.collection("c")
+    for k in range(rounds):
+        ids = [f"r{start + k}-{j}" for j in range(5)]
+        c.insert_many(ids, rng.standard_normal((5, DIM)), [{"round": start + k, "j": j} for j in range(5)])
+        c.update_metadata(f"b{(start + k) * 7 % 600}", {"touched": start + k})
+        db.save()
+
+
+def _base(path, n=600):
+    rng = np.random.default_rng(0)
+    with needle.Database.open(path) as db:
+        db.create_collection("c", DIM, "cosine", m=4).insert_many(
+            [f"b{i}" for i in range(n)], rng.standard_normal((n, DIM)), [{"i": i} for i in range(n)])
+    return rng
+
+
+def _file_length(db):
+    return db.engine.snapshot.superblock.file_length
+
+
+def test_small_commits_stop_growing_the_file(tmp_path):
+    path = str(tmp_path / "r.needle")
+    rng = _base(path)
+    with needle.Database.open(path) as db:
+        lengths = [_file_length(db)]
+        for k in range(4):
+            _commit_rounds(db, rng, 20, 20 * k)
+            lengths.append(_file_length(db))
+        assert db.engine.snapshot.catalog.free  # released extents are listed
+    first, last = lengths[1] - lengths[0], lengths[4] - lengths[2]
+    # without reuse every round of 20 commits grows the file alike; with it the
+    # later rounds fit into what the earlier ones released
+    assert last < 0.25 * first, lengths
+    report = verify_file(path)
+    assert report.ok, report.problems
+
+
+PINNED_READER = """
+    import sys, json, numpy as np, needle_mm as needle
+    db = needle.Database.open(sys.argv[1], read_only=True, auto_refresh=False)
+    c = db.collection("c")
+    q = np.random.default_rng(5).standard_normal((8, 16))
+    ids = [f"b{i}" for i in range(0, 600, 13)]
+    def answers():
+        hits = [[(h.id, h.distance) for h in c.search(v, 5)] for v in q]
+        recs = [(e.id, e.vector.tobytes().hex(), e.metadata) for e in (c.get(i) for i in ids)]
+        found = sorted(i for i, _ in c.find({"i": {"$lt": 40}}))
+        return json.dumps([hits, recs, found, c.count()])
+    first = answers()
+    print("ready", db.generation, flush=True)
+    for line in sys.stdin:
+        print("same" if answers() == first else "DIFFERENT", flush=True)
+"""
+
+
+def test_a_pinned_reader_in_another_process_sees_the_same_bytes_across_reusing_commits(tmp_path):
+    path = str(tmp_path / "r.needle")
+    rng = _base(path)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(PINNED_READER), path], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().split()[0] == "ready"
+        with needle.Database.open(path) as db:
+            table = readers.table_for(os.path.realpath(path))
+            pinned = table.oldest_read()
+            for k in range(6):
+                _commit_rounds(db, rng, 10, 10 * k)
+                child.stdin.write("check\n")
+                child.stdin.flush()
+                assert child.stdout.readline().strip() == "same", f"round {k}"
+                assert table.oldest_read() == pinned  # the pinned reader holds reuse back
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+        child.stdout.close()
+    assert verify_file(path).ok
+
+
+def test_a_pinned_reader_in_this_process_keeps_its_answers(tmp_path):
+    path = str(tmp_path / "r.needle")
+    rng = _base(path)
+    pinned = needle.Database.open(path, read_only=True, auto_refresh=False)
+    c = pinned.collection("c")
+    q = rng.standard_normal((6, DIM))
+    want = [[(h.id, h.distance) for h in c.search(v, 5)] for v in q]
+    meta = [c.get(f"b{i}").metadata for i in range(0, 600, 17)]
+    with needle.Database.open(path) as db:
+        start = _file_length(db)
+        for k in range(5):
+            _commit_rounds(db, rng, 12, 12 * k)
+            assert [[(h.id, h.distance) for h in c.search(v, 5)] for v in q] == want
+            assert [c.get(f"b{i}").metadata for i in range(0, 600, 17)] == meta
+        held = _file_length(db)
+        pinned.close()
+        del c, pinned
+        for k in range(5):  # let go: the space the pin held back is reused
+            _commit_rounds(db, rng, 12, 100 + 12 * k)
+        assert _file_length(db) - held < 0.25 * (held - start)
+
+
+def test_a_killed_reader_does_not_block_reuse(tmp_path):
+    path = str(tmp_path / "r.needle")
+    _base(path)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(PINNED_READER), path], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, env=env)
+    generation = int(child.stdout.readline().split()[1])
+    table = readers.table_for(os.path.realpath(path))
+    with needle.Database.open(path) as db:
+        db.collection("c").insert("x", np.ones(DIM))
+        db.save()
+        assert table.oldest_read() == generation  # the child holds it
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+        child.stdin.close()
+        child.stdout.close()
+        assert table.oldest_read() == db.generation  # only our own snapshot is left
+
+
+def test_a_reader_that_cannot_register_creates_nothing_and_works(tmp_path):
+    """On a read-only medium the table cannot be made (no writer can exist there)."""
+    path = str(tmp_path / "r.needle")
+    _base(path)
+    os.remove(path + ".readers")
+    code = """
+        import errno, os, sys
+        real_open = os.open
+        def open_(p, flags, *a):
+            if str(p).endswith(".readers"):
+                raise OSError(errno.EROFS, "Read-only file system", p)
+            return real_open(p, flags, *a)
+        os.open = open_
+        import needle_mm as needle
+        with needle.Database.open(sys.argv[1], read_only=True) as db:
+            print(db.collection("c").count(), len(db.collection("c").search([1.0] * 16, 3)))
+    """
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code), path], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
+    assert out.stdout.split() == ["600", "3"], out.stderr
+    assert not os.path.exists(path + ".readers")
+
+
+def test_bytes_an_older_version_could_read_are_never_reused(tmp_path):
+    """A file written before space reuse existed: everything below its length
+    then (the reuse floor) stays as it was, however many commits follow."""
+    path = str(tmp_path / "old.needle")
+    shutil.copy(os.path.join(ROOT, "format", "golden", "deletes.needle"), path)
+    with needle.Database.open(path, read_only=True) as db:
+        snap = db.engine.snapshot
+        used = [(r.offset, r.length) for s in snap.collection("d").segments
+                for r in (*s.regions.values(), *(c.region for c in s.columns))]
+        used.append((snap.superblock.catalog_offset, snap.superblock.catalog_length))
+        length = snap.superblock.file_length
+    with open(path, "rb") as f:
+        before = f.read()
+    rng = np.random.default_rng(1)
+    with needle.Database.open(path) as db:
+        c = db.collection("d")
+        for k in range(15):
+            c.upsert(f"r{k}", rng.standard_normal(3), {"k": k})
+            db.save()
+        floor = db.engine.snapshot.catalog.reuse_floor
+        assert floor == length
+        assert all(f[0] >= floor for f in db.engine.snapshot.catalog.free)
+    with open(path, "rb") as f:
+        after = f.read()
+    for offset, size in used:  # every byte the old generation references is as it was
+        assert after[offset:offset + size] == before[offset:offset + size]
+
+
+def test_a_free_list_overlapping_live_data_is_refused(tmp_path):
+    import importlib.util
+
+    path = str(tmp_path / "r.needle")
+    rng = _base(path)
+    with needle.Database.open(path) as db:
+        _commit_rounds(db, rng, 3, 0)
+    spec = importlib.util.spec_from_file_location("fuzz_files", os.path.join(ROOT, "tools", "fuzz_files.py"))
+    fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz)
+    with open(path, "rb") as f:
+        data = f.read()
+    sb, catalog = fuzz.current(data)
+    vectors = catalog["collections"][0]["segments"][0]["regions"]["vectors"]
+    catalog["free"] = sorted(catalog["free"] + [[vectors[0], 4096, 1, 0]])
+    with open(path, "wb") as f:
+        f.write(fuzz.with_catalog(data, sb, catalog))
+    assert not verify_file(path).ok
+    with needle.Database.open(path) as db:
+        stored = db.collection("c").get("b0").vector
+        db.collection("c").insert("new", np.ones(DIM))
+        with pytest.raises(CorruptFileError, match="free-space list"):
+            db.save()
+        db.engine.close(warn=False)
+    with needle.Database.open(path, read_only=True) as db:
+        np.testing.assert_array_equal(db.collection("c").get("b0").vector, stored)
