@@ -50,6 +50,16 @@ def _file_length(db):
     return db.engine.snapshot.superblock.file_length
 
 
+def _table(path):
+    from needle_mm._storage.io import FileIO
+
+    io = FileIO(path, writable=False)
+    try:
+        return readers.table_for(os.path.realpath(path), io.file_uuid)
+    finally:
+        io.close()
+
+
 def test_small_commits_stop_growing_the_file(tmp_path):
     path = str(tmp_path / "r.needle")
     rng = _base(path)
@@ -94,7 +104,7 @@ def test_a_pinned_reader_in_another_process_sees_the_same_bytes_across_reusing_c
     try:
         assert child.stdout.readline().split()[0] == "ready"
         with needle.Database.open(path) as db:
-            table = readers.table_for(os.path.realpath(path))
+            table = _table(path)
             pinned = table.oldest_read()
             for k in range(6):
                 _commit_rounds(db, rng, 10, 10 * k)
@@ -138,7 +148,7 @@ def test_a_killed_reader_does_not_block_reuse(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(PINNED_READER), path], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True, env=env)
     generation = int(child.stdout.readline().split()[1])
-    table = readers.table_for(os.path.realpath(path))
+    table = _table(path)
     with needle.Database.open(path) as db:
         db.collection("c").insert("x", np.ones(DIM))
         db.save()
@@ -227,3 +237,190 @@ def test_a_free_list_overlapping_live_data_is_refused(tmp_path):
         db.engine.close(warn=False)
     with needle.Database.open(path, read_only=True) as db:
         np.testing.assert_array_equal(db.collection("c").get("b0").vector, stored)
+
+
+def test_space_a_generation_released_is_written_only_once_it_is_durable(tmp_path):
+    """A writer killed after writing its superblock, before syncing it: the
+    next writer builds on that generation, but a power cut could still bring
+    back the one before, which uses what the killed commit released. So the
+    next writer syncs the file before it writes any of those bytes."""
+    import json
+
+    from conftest import run_python
+
+    path = str(tmp_path / "r.needle")
+    rng = _base(path)
+    with needle.Database.open(path) as db:
+        _commit_rounds(db, rng, 6, 0)
+    out = run_python("""
+        import sys, numpy as np, needle_mm as needle
+        db = needle.Database.open(sys.argv[1])
+        c = db.collection("c")
+        c.insert_many([f"k{i}" for i in range(40)], np.random.default_rng(9).standard_normal((40, 16)))
+        db.save()
+    """, path, env={"NEEDLE_FAILPOINTS": "commit.after_superblock_write"})
+    assert out.returncode == -9, out.stderr
+    with needle.Database.open(path, read_only=True) as db:
+        g = db.generation
+        released = [(f[0], f[0] + f[1]) for f in db.engine.snapshot.catalog.free if f[2] == g]
+    assert released, "the killed commit released something"
+    trace = tmp_path / "trace"
+    out = run_python("""
+        import sys, numpy as np, needle_mm as needle
+        with needle.Database.open(sys.argv[1]) as db:
+            db.collection("c").insert_many([f"m{i}" for i in range(5)], np.ones((5, 16)))
+    """, path, env={"NEEDLE_IO_TRACE": str(trace)})
+    assert out.returncode == 0, out.stderr
+    raw, pos, ops = trace.read_bytes(), 0, []
+    while pos < len(raw):
+        end = raw.index(b"\n", pos)
+        op = json.loads(raw[pos:end])
+        pos = end + 1 + (op["length"] if op["op"] == "pwrite" else 0)
+        ops.append(op)
+    touching = [i for i, op in enumerate(ops) if op["op"] in ("pwrite", "punch_hole")
+                and any(a < op["offset"] + op["length"] and op["offset"] < b for a, b in released)]
+    if touching:  # it may also have placed nothing there; if it did, a sync came first
+        assert any(op["op"] == "fsync" for op in ops[:touching[0]])
+
+
+def test_compact_gives_the_file_its_own_reader_table(tmp_path):
+    from needle_mm.ops import compact
+
+    path = str(tmp_path / "r.needle")
+    rng = _base(path, n=3000)
+    with needle.Database.open(path) as db:
+        c = db.collection("c")
+        c.delete([f"b{i}" for i in range(600, 3000)])  # the rounds below touch b0..b599
+        db.save()
+    old = _table(path)
+    compact(path)
+    with needle.Database.open(path) as db:
+        _commit_rounds(db, rng, 4, 0)
+        assert db.engine.snapshot.catalog.reuse_floor <= _file_length(db)
+    new = _table(path)
+    assert new is not None and new.file_uuid != old.file_uuid
+    with needle.Database.open(path, read_only=True) as db:
+        assert db.collection("c").count() == 600 + 4 * 5
+    assert verify_file(path).ok
+
+
+def test_an_empty_region_frees_nothing(tmp_path):
+    """A sparse segment whose vectors are all empty has zero-length blobs."""
+    path = str(tmp_path / "s.needle")
+    with needle.Database.open(path) as db:
+        c = db.create_collection("s", 100, "dot", sparse=True)
+        c.insert_many([f"a{i}" for i in range(100)], [{"indices": [], "values": []}] * 100)
+        db.save()
+        c.insert_many(["b1"], [{"indices": [2, 3], "values": [1.0, 1.0]}])
+        db.save()
+        assert all(f[1] > 0 for f in db.engine.snapshot.catalog.free)
+    with needle.Database.open(path, read_only=True) as db:
+        assert db.collection("s").count() == 101
+    assert verify_file(path).ok
+
+
+READ_ONLY_TABLE_READER = """
+    import errno, os, sys, json
+    real_open = os.open
+    def open_(p, flags, *a):  # this process may read the reader table, not write it
+        if str(p).endswith(".readers") and flags & os.O_RDWR:
+            raise OSError(errno.EACCES, "Permission denied", p)
+        return real_open(p, flags, *a)
+    os.open = open_
+    import numpy as np, needle_mm as needle
+    db = needle.Database.open(sys.argv[1], read_only=True, auto_refresh=False)
+    c = db.collection("c")
+    q = np.random.default_rng(5).standard_normal((8, 16))
+    def answers():
+        return json.dumps([[(h.id, h.distance) for h in c.search(v, 5)] for v in q]
+                          + [c.get(f"b{i}").metadata for i in range(0, 600, 13)])
+    first = answers()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        print("same" if answers() == first else "DIFFERENT", flush=True)
+"""
+
+
+def test_a_reader_that_may_not_write_the_table_holds_back_all_reuse(tmp_path):
+    path = str(tmp_path / "r.needle")
+    rng = _base(path)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(READ_ONLY_TABLE_READER), path],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        with needle.Database.open(path) as db:
+            assert _table(path).oldest_read() == 0  # someone unnamed reads: reuse nothing
+            for k in range(4):
+                _commit_rounds(db, rng, 8, 8 * k)
+                child.stdin.write("check\n")
+                child.stdin.flush()
+                assert child.stdout.readline().strip() == "same"
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+        child.stdout.close()
+
+
+def test_a_removed_reader_table_is_made_again(tmp_path):
+    path = str(tmp_path / "r.needle")
+    rng = _base(path)
+    with needle.Database.open(path) as db:
+        _commit_rounds(db, rng, 2, 0)
+        os.remove(path + ".readers")
+        _commit_rounds(db, rng, 2, 10)  # saves work, and make a new table
+        assert os.path.exists(path + ".readers")
+        assert _table(path).oldest_read() == db.generation
+    assert verify_file(path).ok
+
+
+def test_a_writer_never_replaces_the_table_of_its_file(tmp_path):
+    """A writer that may not write the table leaves it (others' slots are in it) and reuses nothing."""
+    from conftest import run_python
+
+    path = str(tmp_path / "r.needle")
+    _base(path)
+    inode = os.stat(path + ".readers").st_ino
+    out = run_python("""
+        import errno, os, sys
+        real_open = os.open
+        def open_(p, flags, *a):
+            if str(p).endswith(".readers") and flags & os.O_RDWR:
+                raise OSError(errno.EACCES, "Permission denied", p)
+            return real_open(p, flags, *a)
+        os.open = open_
+        import numpy as np, needle_mm as needle
+        with needle.Database.open(sys.argv[1]) as db:
+            for k in range(3):
+                db.collection("c").insert(f"w{k}", np.ones(16))
+                db.save()
+        print("ok")
+    """, path)
+    assert out.stdout.strip() == "ok", out.stderr
+    assert os.stat(path + ".readers").st_ino == inode
+    assert verify_file(path).ok
+
+
+def test_an_upper_row_naming_a_node_below_its_layer_is_refused(tmp_path):
+    from needle_mm._format.segment import graph_problems
+
+    path = str(tmp_path / "h.needle")
+    rng = np.random.default_rng(0)
+    with needle.Database.open(path) as db:
+        db.create_collection("c", 8, m=4).insert_many([str(i) for i in range(2000)],
+                                                       rng.standard_normal((2000, 8)))
+    with needle.Database.open(path, read_only=True) as db:
+        view = db.engine.snapshot.segments("c")[0]
+        ref = view.descriptor.regions["hnsw_upper_links"]
+        low = int(np.flatnonzero(np.asarray(view.hnsw_levels) == 0)[0])
+    up = np.fromfile(path, dtype="<i4", count=ref.length // 4, offset=ref.offset)
+    up[up >= 0] = low
+    with open(path, "r+b") as f:
+        f.seek(ref.offset)
+        f.write(up.tobytes())
+    with needle.Database.open(path) as db:
+        assert "below that layer" in " ".join(graph_problems(db.engine.snapshot.segments("c")[0]))
+        db.collection("c").insert("x", np.ones(8))
+        with pytest.raises(CorruptFileError, match="below that layer"):
+            db.save()
+        db.engine.close(warn=False)

@@ -104,6 +104,11 @@ def with_catalog(data: bytes, sb, catalog: dict) -> bytes:
     """``data`` with ``catalog`` appended and the current superblock pointing at it (valid CRCs)."""
     from needle_mm._format.header import SUPERBLOCK_OFFSETS, Superblock, align_up, crc32, encode_superblock
 
+    if isinstance(catalog, dict) and type(catalog.get("catalog_reserved")) is int:
+        # the catalog owns exactly the bytes it uses (SPEC §6.1): a fixed point of its own length
+        catalog["catalog_reserved"] = 0
+        while len(json.dumps(catalog, separators=(",", ":"))) != catalog["catalog_reserved"]:
+            catalog["catalog_reserved"] = len(json.dumps(catalog, separators=(",", ":")))
     raw = json.dumps(catalog, separators=(",", ":")).encode()  # json: integers beyond 64 bits too
     offset = align_up(len(data))
     out = bytearray(data) + b"\0" * (offset - len(data)) + raw

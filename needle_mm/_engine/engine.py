@@ -183,6 +183,7 @@ class Engine:
         self._view_lock = None if read_only else self._guard.view
         self._calls = _Calls()
         self._deferred = 0  # >0: autocommit waits for explicit saves (an import's checkpoints)
+        self._synced_generation = 0  # the last generation this Engine committed and synced itself
 
     # ------------------------------------------------------------ open/close
 
@@ -550,14 +551,18 @@ class Engine:
         sb = self._snapshot.superblock
         check_free_list(old, sb.catalog_offset, sb.catalog_length, self.path)
         floor = old.reuse_floor if old.reuse_floor is not None else sb.file_length
-        table = readers.table_for(self._real_path)
+        table = readers.table_for(self._real_path, self._io.file_uuid)
+        reusable = None
         if table is not None:
-            floor = max(floor, table.floor)
-        space = FreeSpace(tuple(f for f in old.free if f[0] >= floor),
-                          # Readers register before they read, and only the generation current
-                          # then (SPEC §7.3): reading the table before the lock is safe for
-                          # a plan on top of this generation (the caller checks it under the lock).
-                          table.oldest_read() if table is not None else None)
+            floor = max(floor, min(table.floor, sb.file_length))
+            # Readers register before they read, and only the generation current
+            # then (SPEC §7.3): reading the table before the lock is safe for a
+            # plan on top of this generation (the caller checks it under the lock).
+            # What this generation released is written into only once the
+            # generation is durable (see _write_generation, SPEC §6.1).
+            oldest = table.oldest_read()
+            reusable = sb.generation if oldest is None else min(sb.generation, oldest)
+        space = FreeSpace(tuple(f for f in old.free if f[0] >= floor), reusable)
         writer = RegionWriter(current.file_length, space)
         catalog = plan_catalog(old.collections, dict(self._states), self._dropped, writer, current.generation + 1)
         if superseded:
@@ -597,7 +602,7 @@ class Engine:
             if planned is None or current.generation != self._snapshot.generation:
                 planned = self._plan(current)
             # Under the lock: the reader table's floor is this generation's length.
-            readers.create_table(self._real_path, current.file_length)
+            readers.create_table(self._real_path, self._io.file_uuid, current.file_length)
             self._write_generation(current, planned)
 
     def _check_inserts(self) -> None:
@@ -672,6 +677,12 @@ class Engine:
         io = self._io
         writer, catalog_ref = planned
         file_length = writer.end
+        if writer.newest_reused >= current.generation and self._synced_generation != current.generation:
+            # We write into what generation g released. g may be only in the
+            # page cache (its writer killed before syncing its superblock), and
+            # a power cut would then bring back g - 1, which still uses those
+            # bytes: make g durable first (SPEC §6.1).
+            io.fsync()
         # Data goes only to bytes no committed generation references: past
         # file_length, or past the used length inside a growable region's reserve.
         # Disk blocks are reserved for what is written, not for reserves (they
@@ -708,7 +719,27 @@ class Engine:
             raise DurabilityError(
                 f"{self.path!r}: generation {sb.generation} is committed and visible to other processes, but "
                 f"syncing it failed ({exc.strerror or exc}): it may not survive a power loss") from exc
+        self._synced_generation = sb.generation
         self._become(Snapshot.load(io, self._snapshot))
+        self._trim(writer.released_now, sb.generation)
+
+    def _trim(self, extents: list[tuple[int, int]], generation: int) -> None:
+        """Give back the disk blocks of what our commit (``generation``,
+        durable) released, if no live process holds an older generation: no
+        one can read those bytes any more, and the file can open only at
+        ``generation`` or later (SPEC §6.1). An optimisation only: the next
+        commit does it otherwise, and a failure here changes nothing."""
+        if not extents:
+            return
+        table = readers.table_for(self._real_path, self._io.file_uuid)
+        try:
+            oldest = table.oldest_read() if table is not None else None
+            if oldest is None or oldest < generation:
+                return
+            for offset, length in extents:
+                self._io.punch_hole(offset, length)
+        except OSError:
+            pass
 
     def _become(self, snapshot: Snapshot) -> None:
         """Read ``snapshot``, our own commit: nothing is pending any more."""

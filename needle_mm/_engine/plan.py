@@ -90,6 +90,9 @@ class RegionWriter:
     space: FreeSpace | None = None
     pieces: list[tuple[int, bytes]] = field(default_factory=list)
     holes: list[tuple[int, int]] = field(default_factory=list)  # free extents whose blocks go back (SPEC §6.1)
+    allocated: list[tuple[int, int]] = field(default_factory=list)  # (offset, end) of every region placed
+    newest_reused: int = 0  # the latest release generation of the free space this commit writes
+    released_now: list[tuple[int, int]] = field(default_factory=list)  # large extents this commit releases
 
     def __post_init__(self):
         self.end = align_up(self.start)
@@ -106,6 +109,7 @@ class RegionWriter:
         if offset is None:
             offset = self.end
             self.end = align_up(offset + reserved)
+        self.allocated.append((offset, offset + align_up(reserved)))
         if data:
             self.pieces.append((offset, data))
         return RegionRef(offset, len(data), zlib.crc32(data) & 0xFFFFFFFF, reserved)

@@ -55,7 +55,7 @@ class Snapshot:
             # this generation, and reuses nothing it references. No table yet
             # (looked for after choosing the generation): every byte of it lies
             # below the floor of the table a writer makes later (SPEC §7.3).
-            table = readers.table_for(io.real_path)
+            table = readers.table_for(io.real_path, io.file_uuid)
             pin = Pin(table, sb.generation)
             if table is None or read_superblocks(io)[0].generation == sb.generation:
                 break
@@ -69,6 +69,11 @@ class Snapshot:
             raise CorruptFileError(f"{io.path!r}: catalog region lies outside the file")
         raw = io.pread(sb.catalog_length, sb.catalog_offset)
         catalog = decode_catalog(raw, sb.catalog_crc, sb.generation, sb.file_length, io.path)
+        if catalog.catalog_reserved is not None and not (
+                sb.catalog_length <= catalog.catalog_reserved
+                and sb.catalog_offset + catalog.catalog_reserved <= sb.file_length):
+            raise CorruptFileError(f"{io.path!r}: catalog_reserved {catalog.catalog_reserved} does not cover the "
+                                   f"catalog ({sb.catalog_length} bytes) inside the file")
         mapping = map_file(io, sb.file_length, previous.mapping if previous else None)
         snapshot = cls(io, sb, catalog, mapping, next_slot)
         snapshot.pin = pin

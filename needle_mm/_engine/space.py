@@ -25,8 +25,10 @@ class FreeSpace:
     ``reusable_through`` may receive new regions (best fit)."""
 
     def __init__(self, free: tuple[tuple[int, int, int, int], ...], reusable_through: int | None):
-        self.extents = [list(f) for f in free]
+        # touching extents that are all reusable now are one (a region may span them)
+        self.extents = [list(f) for f in _merged(list(free), reusable_through)]
         self.reusable_through = reusable_through
+        self.newest_used = 0  # the latest release generation of an extent this commit writes into
 
     def take(self, size: int) -> int | None:
         """The offset of ``size`` bytes carved from a reusable extent, or None."""
@@ -39,6 +41,7 @@ class FreeSpace:
         if best is None:
             return None
         offset = best[0]
+        self.newest_used = max(self.newest_used, best[2])
         best[0] += size
         best[1] -= size
         if not best[1]:
@@ -60,10 +63,16 @@ def check_free_list(old: Catalog, catalog_offset: int, catalog_length: int, path
                                    "no commit can write to this file (run needle verify; needle compact rewrites it)")
 
 
-def _merged(extents: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+def _merged(extents: list[tuple[int, int, int, int]], reusable_through: int | None) -> list[tuple[int, int, int, int]]:
+    """Touching extents joined where that delays no reuse: both released by one
+    generation, or both reusable already (the join takes the later release)."""
+    def reusable(released: int) -> bool:
+        return reusable_through is not None and released <= reusable_through
+
     out: list[list[int]] = []
     for offset, length, released, punched in sorted(extents):
-        if out and out[-1][0] + out[-1][1] == offset:
+        if out and out[-1][0] + out[-1][1] == offset and (
+                out[-1][2] == released or (reusable(out[-1][2]) and reusable(released))):
             out[-1][1] += length
             out[-1][2] = max(out[-1][2], released)
             out[-1][3] = min(out[-1][3], punched)
@@ -84,8 +93,11 @@ def finish(catalog: Catalog, old: Catalog, old_offset: int, old_length: int, flo
     are freed; they read as zeros). Returns (catalog, its region reference)."""
     now = set(catalog.extents(0, 0)[1:])  # the regions, without a catalog extent
     released = [(a, b - a, catalog.generation, 0) for a, b in set(old.extents(old_offset, old_length)) - now
-                if a >= floor]
-    free = _merged([tuple(e) for e in space.extents] + released)
+                if a >= floor and b > a]
+    # bytes this commit placed but no region references (a segment dropped after
+    # planning): free at once, as if released by this generation
+    released += [(a, b - a, catalog.generation, 0) for a, b in writer.allocated if (a, b) not in now and b > a]
+    free = _merged([tuple(e) for e in space.extents] + released, space.reusable_through)
     reserved = align_up(len(replace(catalog, free=tuple(free), reuse_floor=floor, catalog_reserved=0).encode())
                         + 1024)
     while True:
@@ -96,6 +108,7 @@ def finish(catalog: Catalog, old: Catalog, old_offset: int, old_length: int, flo
         for e in spare.extents:
             if not e[3] and e[1] >= PUNCH_MIN and spare.reusable_through is not None and e[2] <= spare.reusable_through:
                 holes.append((e[0], e[1]))
+                spare.newest_used = max(spare.newest_used, e[2])
                 e = [e[0], e[1], e[2], 1]
             extents.append(tuple(e))
         final = replace(catalog, free=tuple(extents), reuse_floor=floor, catalog_reserved=reserved)
@@ -104,5 +117,7 @@ def finish(catalog: Catalog, old: Catalog, old_offset: int, old_length: int, flo
             break
         reserved = align_up(2 * len(data))
     writer.holes = holes
+    writer.newest_reused = max(space.newest_used, spare.newest_used)
+    writer.released_now = [(e[0], e[1]) for e in extents if e[2] == catalog.generation and e[1] >= PUNCH_MIN]
     ref = writer.place(memoryview(data), offset, reserved)
     return final, ref

@@ -375,8 +375,14 @@ class SegmentView:
                 if ref.length != id_chunk_length(c.count):
                     raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id}: id chunk at slot "
                                            f"{c.start} is {ref.length} bytes, not {id_chunk_length(c.count)}")
+                if ref.reserved != ref.length:
+                    raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id}: id chunk at slot "
+                                           f"{c.start} reserves more than its length")
                 hashes = np.frombuffer(self._buf, dtype="<u8", count=c.count, offset=ref.offset)
                 slots = np.frombuffer(self._buf, dtype="<u4", count=c.count, offset=ref.offset + 8 * c.count)
+                if c.count and not (c.start <= int(slots.min()) and int(slots.max()) < c.start + c.count):
+                    raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id}: id chunk at slot "
+                                           f"{c.start} names slots outside {c.start}..{c.start + c.count - 1}")
                 found.append((hashes, slots))
             self.__dict__["_id_pieces"] = found
         return found
@@ -447,7 +453,22 @@ def graph_problems(view) -> list[str]:
     if n and (view.hnsw_links0 == np.arange(n)[:, None]).any():
         problems.append("a node links to itself on layer 0")
     try:
-        view.graph_patches()
+        patches = view.graph_patches()
     except CorruptFileError as exc:
         problems.append(str(exc))
+        return problems
+    if problems:
+        return problems
+    # an upper row of layer l may only name nodes that have layer l
+    rows = view.hnsw_upper_links.shape[0]
+    if rows:
+        owner = np.repeat(np.arange(n), levels)
+        layer = np.arange(rows) - offsets[owner] + 1
+        for keys, links in [(np.arange(rows), view.hnsw_upper_links)] + [(c.keys_upper, c.rows_upper) for c in patches]:
+            if links.size:
+                need = np.broadcast_to(layer[keys][:, None], links.shape)
+                named = links >= 0
+                if (levels[links[named]] < need[named]).any():
+                    problems.append("an upper-layer row names a node below that layer")
+                    break
     return problems

@@ -717,7 +717,7 @@ def insert_into_committed(base_vectors, base_norms, new_vectors, new_norms, metr
     nu = 0
     for g in range(n_groups):
         key = keys[order[bounds[g]]]
-        if key // 64 < n:
+        if key // 64 < n and levels[key // 64] >= key % 64:
             if key % 64 == 0:
                 n0 += 1
             else:
@@ -735,6 +735,8 @@ def insert_into_committed(base_vectors, base_norms, new_vectors, new_norms, metr
         layer = key % 64
         if target >= n:
             copy_of[g] = -1
+        elif levels[target] < layer:  # a damaged graph led here: no such row (writers check first)
+            copy_of[g] = -2
         elif layer == 0:
             keys0[i0] = target
             rows0[i0] = links0_of(target, links0, patch)
@@ -750,6 +752,8 @@ def insert_into_committed(base_vectors, base_norms, new_vectors, new_norms, metr
         key = keys[order[bounds[g]]]
         target = key // 64
         layer = key % 64
+        if copy_of[g] == -2:
+            continue
         if target >= n:
             links = neighbors_of(target - n, layer, new_links0, new_offsets, new_upper)
         elif layer == 0:

@@ -2,10 +2,12 @@
 
 The plan is a comma-separated list of ``name=action`` where ``name`` is a
 failpoint from SPEC.md §6 (for example ``commit.after_data_sync``) or
-``io.N`` for the N-th mutating I/O call of the process (1-based), and
+``io.N`` for the N-th mutating I/O call of the process (1-based), or
+``pwrite.N`` for its N-th pwrite, and
 ``action`` is ``kill`` (SIGKILL this process), ``stop`` (SIGSTOP it: a
 writer frozen while it holds the lock), ``eio`` / ``enospc`` (raise that
-OSError from the call) or, for an ``io.N`` that is a pwrite, ``tear``
+OSError from the call) or, for an ``io.N`` that is a pwrite or a
+``pwrite.N``, ``tear``
 (write the first half of the data, then SIGKILL: a torn write). The plan is
 read once per process.
 
@@ -24,6 +26,7 @@ import signal
 
 _plan: dict[str, str] | None = None
 _io_calls = 0
+_pwrites = 0
 _trace = None  # None: not looked up yet; False: tracing is off
 
 
@@ -60,15 +63,19 @@ def io_call(kind: str) -> bool:
 
     Returns True when the caller must tear this write (write half, then call
     :func:`die`)."""
-    global _io_calls
+    global _io_calls, _pwrites
     plan = _load()
     if plan:
         _io_calls += 1
-        key = f"io.{_io_calls}"
-        if key in plan:
-            if plan[key] == "tear" and kind == "pwrite":
-                return True
-            _act(plan[key], f"{key} ({kind})")
+        keys = [f"io.{_io_calls}"]
+        if kind == "pwrite":
+            _pwrites += 1
+            keys.append(f"pwrite.{_pwrites}")
+        for key in keys:
+            if key in plan:
+                if plan[key] == "tear" and kind == "pwrite":
+                    return True
+                _act(plan[key], f"{key} ({kind})")
     return False
 
 
@@ -93,5 +100,5 @@ def die() -> None:
 
 def reset_for_tests() -> None:
     """Forget the plan, the call count and the trace (a forked child re-reads the environment)."""
-    global _plan, _io_calls, _trace
-    _plan, _io_calls, _trace = None, 0, None
+    global _plan, _io_calls, _pwrites, _trace
+    _plan, _io_calls, _pwrites, _trace = None, 0, 0, None

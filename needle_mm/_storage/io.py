@@ -23,6 +23,14 @@ class FileIO:
         flags = os.O_RDWR if writable else os.O_RDONLY
         self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
 
+    @property
+    def file_uuid(self) -> bytes:
+        """The header's ``file_uuid`` (SPEC §2: written once, so read once)."""
+        found = self.__dict__.get("_file_uuid")
+        if found is None:
+            found = self.__dict__["_file_uuid"] = os.pread(self.fd, 16, 24)
+        return found
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
