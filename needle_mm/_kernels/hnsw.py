@@ -521,6 +521,29 @@ def _find_candidates(q, qn, level, vectors, norms, metric, links0, levels, upper
             cur_d = res_d[best]
 
 
+@kernel(inline="always")
+def _offer(cand_d, cand_i, cand_n, top_layer, d, node, efc):
+    """Offer ``node`` at distance ``d`` to one new node's candidate max-heaps (capacity ``efc``) of layers 0..top_layer."""
+    for layer in range(top_layer + 1):
+        hd = cand_d[layer]
+        hi = cand_i[layer]
+        cnt = cand_n[layer]
+        if cnt < efc:
+            cand_n[layer] = maxheap_push(hd, hi, cnt, d, node)
+        elif d < hd[0]:
+            maxheap_replace_root(hd, hi, cnt, d, node)
+
+
+@kernel(inline="always")
+def _sort_candidates(cand_d, cand_i, cand_n, level):
+    """One new node's candidates of layers 0..level, ascending by distance."""
+    for layer in range(level + 1):
+        cnt = cand_n[layer]
+        order = np.argsort(cand_d[layer, :cnt], kind="mergesort")
+        cand_d[layer, :cnt] = cand_d[layer, :cnt][order]
+        cand_i[layer, :cnt] = cand_i[layer, :cnt][order]
+
+
 @kernel(parallel=True)
 def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch,
                  start, stop, entry, max_level, m, efc, visited, tags, heap_d, heap_i):
@@ -556,21 +579,9 @@ def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_li
             lj = levels[node]
             for jj in range(j):
                 other = start + jj
-                lo = min(lj, levels[other])
                 d = distance(qv, qn, vectors[other], norms[other], metric)
-                for layer in range(lo + 1):
-                    hd = cand_d[j, layer]
-                    hi = cand_i[j, layer]
-                    cnt = cand_n[j, layer]
-                    if cnt < efc:
-                        cand_n[j, layer] = maxheap_push(hd, hi, cnt, d, other)
-                    elif d < hd[0]:
-                        maxheap_replace_root(hd, hi, cnt, d, other)
-            for layer in range(lj + 1):
-                cnt = cand_n[j, layer]
-                order = np.argsort(cand_d[j, layer, :cnt], kind="mergesort")
-                cand_d[j, layer, :cnt] = cand_d[j, layer, :cnt][order]
-                cand_i[j, layer, :cnt] = cand_i[j, layer, :cnt][order]
+                _offer(cand_d[j], cand_i[j], cand_n[j], min(lj, levels[other]), d, other, efc)
+            _sort_candidates(cand_d[j], cand_i[j], cand_n[j], lj)
 
     # 3. each new node selects its own neighbours (disjoint rows: parallel)
     store = (vectors, norms, vectors[:0], norms[:0], vectors.shape[0])
@@ -684,21 +695,9 @@ def insert_into_committed(base_vectors, base_norms, new_vectors, new_norms, metr
                              upper_links, patch, n, entry, max_level, efc, visited, c, tags, heap_d, heap_i,
                              cand_d[j], cand_i[j], cand_n[j])
             for jj in range(j):
-                lo = min(lj, levels[n + jj])
                 d = distance(qv, qn, new_vectors[jj], new_norms[jj], metric)
-                for layer in range(lo + 1):
-                    hd = cand_d[j, layer]
-                    hi = cand_i[j, layer]
-                    cnt = cand_n[j, layer]
-                    if cnt < efc:
-                        cand_n[j, layer] = maxheap_push(hd, hi, cnt, d, n + jj)
-                    elif d < hd[0]:
-                        maxheap_replace_root(hd, hi, cnt, d, n + jj)
-            for layer in range(lj + 1):
-                cnt = cand_n[j, layer]
-                order = np.argsort(cand_d[j, layer, :cnt], kind="mergesort")
-                cand_d[j, layer, :cnt] = cand_d[j, layer, :cnt][order]
-                cand_i[j, layer, :cnt] = cand_i[j, layer, :cnt][order]
+                _offer(cand_d[j], cand_i[j], cand_n[j], min(lj, levels[n + jj]), d, n + jj, efc)
+            _sort_candidates(cand_d[j], cand_i[j], cand_n[j], lj)
 
     # 2. each new node selects its own neighbours (its own rows: parallel)
     new_levels = levels[n:]
