@@ -522,6 +522,19 @@ def _find_candidates(q, qn, level, vectors, norms, metric, links0, levels, upper
 
 
 @kernel(inline="always")
+def _candidate_heaps(levels, first, count, efc):
+    """Per-layer candidate max-heaps (capacity ``efc``, one spare) of nodes ``first .. first+count-1``."""
+    top = 0
+    for i in range(first, first + count):
+        if levels[i] > top:
+            top = levels[i]
+    cand_d = np.empty((count, top + 1, efc + 1), dtype=np.float32)
+    cand_i = np.empty((count, top + 1, efc + 1), dtype=np.int32)
+    cand_n = np.zeros((count, top + 1), dtype=np.int64)
+    return cand_d, cand_i, cand_n
+
+
+@kernel(inline="always")
 def _offer(cand_d, cand_i, cand_n, top_layer, d, node, efc):
     """Offer ``node`` at distance ``d`` to one new node's candidate max-heaps (capacity ``efc``) of layers 0..top_layer."""
     for layer in range(top_layer + 1):
@@ -553,14 +566,7 @@ def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_li
     the new (entry, max_level).
     """
     b = stop - start
-    top = 0
-    for i in range(start, stop):
-        if levels[i] > top:
-            top = levels[i]
-    width = efc + 1
-    cand_d = np.empty((b, top + 1, width), dtype=np.float32)
-    cand_i = np.empty((b, top + 1, width), dtype=np.int32)
-    cand_n = np.zeros((b, top + 1), dtype=np.int64)
+    cand_d, cand_i, cand_n = _candidate_heaps(levels, start, b, efc)
     chunks = visited.shape[0]
 
     # 1. candidates (max-heaps of size <= efc per layer) from the graph as it
@@ -675,14 +681,7 @@ def insert_into_committed(base_vectors, base_norms, new_vectors, new_norms, metr
     b = new_vectors.shape[0]
     rows_old = upper_links.shape[0]
     store = (base_vectors, base_norms, new_vectors, new_norms, n)
-    top = 0
-    for j in range(b):
-        if levels[n + j] > top:
-            top = levels[n + j]
-    width = efc + 1
-    cand_d = np.empty((b, top + 1, width), dtype=np.float32)
-    cand_i = np.empty((b, top + 1, width), dtype=np.int32)
-    cand_n = np.zeros((b, top + 1), dtype=np.int64)
+    cand_d, cand_i, cand_n = _candidate_heaps(levels, n, b, efc)
     chunks = visited.shape[0]
 
     # 1. candidates: the committed graph by search, earlier new nodes by brute force
