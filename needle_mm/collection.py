@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -23,6 +23,16 @@ __all__ = ["Collection"]
 _MISSING = object()
 # k and ef above this are clamped to the record count (counting costs microseconds on the hot path)
 _CLAMP_ABOVE = 4096
+# records read per step of an iteration (ids, vectors and metadata of one batch at a time)
+_WALK_BATCH = 1024
+
+
+def _check_count(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InvalidArgumentError(f"{name} must be a non-negative integer{' or None' if allow_none else ''}, "
+                                   f"got {value!r}")
 
 
 class Collection:
@@ -230,21 +240,79 @@ class Collection:
                 return state.count()
             return sum(int(np.count_nonzero(mask)) for _, mask in self._matching(state, flt))
 
-    def find(self, filter: dict | None = None, limit: int | None = None) -> list[tuple[str, dict]]:
-        """``(id, metadata)`` of live records matching ``filter``, in storage order."""
+    def get_many(self, ids: Sequence[str]) -> list[Entry | None]:
+        """The live records with these ids, in the order given; ``None`` where there is none.
+
+        All are read from one generation (a save by another process in between is not half-seen)."""
+        if isinstance(ids, str):
+            raise InvalidArgumentError("get_many takes a list of ids; use get() for one")
+        ids = list(ids)
+        raws = [_input.id_bytes(i) for i in ids]
+        with self._engine.reading():
+            state = self._state()
+            return [state.get(i, raw) for i, raw in zip(ids, raws)]
+
+    def find(self, filter: dict | None = None, limit: int | None = None, offset: int = 0) -> list[tuple[str, dict]]:
+        """``(id, metadata)`` of live records matching ``filter``, in storage order,
+        skipping the first ``offset`` of them and returning at most ``limit``.
+
+        Storage order is stable while the collection does not change, so
+        ``offset`` pages through it; for a consistent walk over a collection
+        that others write, use :meth:`ids` or iterate the collection."""
+        _check_count("limit", limit, allow_none=True)
+        _check_count("offset", offset)
         flt = compile_filter(filter)
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
-            raise InvalidArgumentError(f"limit must be a non-negative integer or None, got {limit!r}")
         out = []
+        skip = int(offset)
         with self._engine.reading():
             for source, mask in self._matching(self._state(), flt):
-                slots = np.flatnonzero(mask).tolist()
+                slots = np.flatnonzero(mask)
+                if skip:
+                    taken = min(skip, slots.shape[0])
+                    slots, skip = slots[taken:], skip - taken
+                slots = slots.tolist()
                 if limit is not None:
                     slots = slots[: limit - len(out)]
                 out.extend(zip(source.ids_at(slots), (source.metadata_at(s) for s in slots)))
                 if limit is not None and len(out) >= limit:
                     break
         return out
+
+    def ids(self, filter: dict | None = None) -> Iterator[str]:
+        """An iterator over the ids of live records (matching ``filter`` if given), in storage order.
+
+        The walk reads the generation current when it starts: records saved by
+        others later are not seen, and records deleted later still are."""
+        for source, slots in self._walk(filter):
+            for start in range(0, len(slots), _WALK_BATCH):
+                yield from source.ids_at(slots[start:start + _WALK_BATCH])
+
+    def __iter__(self) -> Iterator[Entry]:
+        """Every live record as an :class:`Entry`, in storage order (one generation, as :meth:`ids`)."""
+        for source, slots in self._walk(None):
+            for start in range(0, len(slots), _WALK_BATCH):
+                part = slots[start:start + _WALK_BATCH]
+                vectors = source.vectors_at(part)
+                for j, (i, s) in enumerate(zip(source.ids_at(part), part)):
+                    yield Entry(i, vectors[j], source.metadata_at(s))
+
+    def peek(self, n: int = 10) -> list[Entry]:
+        """The first ``n`` records in storage order (as Chroma's ``peek``)."""
+        _check_count("n", n)
+        out = []
+        for entry in self:
+            if len(out) >= n:
+                break
+            out.append(entry)
+        return out
+
+    def _walk(self, filter) -> list:
+        """(source, slots of its live records matching ``filter``) for every source, taken
+        under one read hold. Committed segments never change, and this process's
+        pending records are only ever appended to, so the slots stay valid after it."""
+        flt = compile_filter(filter)
+        with self._engine.reading():
+            return [(source, np.flatnonzero(mask).tolist()) for source, mask in self._matching(self._state(), flt)]
 
     def _matching(self, state, flt):
         """(source, bool mask of its live records matching ``flt``) for every source."""
@@ -253,7 +321,7 @@ class Collection:
             yield source, (live if flt is None else live & _search.matching(source, flt))
 
     def search(self, query, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-               exact: bool = False, include_vector: bool = False) -> list[SearchResult]:
+               exact: bool = False, include_vector: bool = False, as_arrays: bool = False):
         """The ``k`` nearest live records to ``query``, closest first.
 
         Parameters
@@ -272,27 +340,40 @@ class Collection:
             Brute force instead of the HNSW index: exact results, slower.
         include_vector : bool
             Also return each result's vector.
+        as_arrays : bool
+            Return ``(ids, distances)``, two numpy arrays of shape ``(k,)``
+            instead of result objects: ``ids`` of dtype ``object`` holding
+            ``str`` and ``None`` past the last hit, ``distances`` float32 with
+            ``inf`` there (the cheap path: no metadata, no objects per hit).
+
+        Returns
+        -------
+        list of SearchResult, or (ids, distances) with ``as_arrays``
         """
         engine = self._engine
         engine.begin_read()
         try:
-            return self._search(self._state(), query, False, k, filter, include_vector, ef, exact)[0]
+            found = self._search(self._state(), query, False, k, filter, include_vector, ef, exact, as_arrays)
         finally:
             engine.end_read()
+        return (found[0][0], found[1][0]) if as_arrays else found[0]
 
     def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-                     exact: bool = False, include_vector: bool = False) -> list[list[SearchResult]]:
-        """:meth:`search` for each row of a 2-D array of queries, in parallel."""
+                     exact: bool = False, include_vector: bool = False, as_arrays: bool = False):
+        """:meth:`search` for each row of a 2-D array of queries, in parallel: a list of
+        result lists, or with ``as_arrays=True`` ``(ids, distances)`` arrays of shape ``(m, k)``."""
         engine = self._engine
         engine.begin_read()
         try:
-            return self._search(self._state(), queries, True, k, filter, include_vector, ef, exact)
+            return self._search(self._state(), queries, True, k, filter, include_vector, ef, exact, as_arrays)
         finally:
             engine.end_read()
 
-    def _search(self, state, queries, batch, k, filter, include_vector, ef, exact):
+    def _search(self, state, queries, batch, k, filter, include_vector, ef, exact, as_arrays=False):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
+        if as_arrays and include_vector:
+            raise InvalidArgumentError("as_arrays returns ids and distances only: drop include_vector, or as_arrays")
         predicate = compile_filter(filter)
         meta = state.descriptor
         k = int(k)
@@ -300,7 +381,7 @@ class Collection:
             k = min(k, state.count())
         if meta.kind == "sparse":  # always exact: ef and exact do not apply
             return _search.search_sparse(state, _sparse.queries(queries, meta.dim, batch), int(k), predicate,
-                                  include_vector)
+                                         include_vector, as_arrays)
         metric = METRIC_CODES[meta.distance]
         qs, qnorms = _input.queries(queries, meta.dim, meta.distance == "cosine", batch)
         if ef is None:
@@ -310,4 +391,4 @@ class Collection:
         if ef > _CLAMP_ABOVE:  # a beam wider than the collection finds nothing more
             ef = min(int(ef), max(k, state.count(), 1))
         return _search.search_dense(state, qs, qnorms, int(k), metric, predicate, include_vector,
-                              None if exact else int(ef))
+                                    None if exact else int(ef), as_arrays)

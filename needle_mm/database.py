@@ -9,7 +9,6 @@ collection descriptor.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 
 from ._engine.engine import Engine
@@ -17,11 +16,15 @@ from ._format.catalog import MAX_NAME_BYTES, CollectionDescriptor, HnswParams
 from ._storage.lock import DEFAULT_TIMEOUT
 from .collection import Collection
 from .config import CollectionConfig, DistanceFunction
-from .errors import DatabaseClosedError, InvalidConfigError
+from .errors import CollectionExistsError, CollectionNotFoundError, DatabaseClosedError, InvalidConfigError
 
 __all__ = ["Database"]
 
-_CONFIG_KEYWORDS = frozenset(f.name for f in dataclasses.fields(CollectionConfig)) - {"dimension", "distance"}
+_CONFIG_KEYWORDS = ("distance", "m", "ef_construction", "ef_search", "seed", "sparse", "dtype", "exist_ok")
+
+
+def _shown(value) -> str:
+    return repr(value.value if isinstance(value, DistanceFunction) else value)
 
 
 def _check_name(name) -> str:
@@ -125,18 +128,72 @@ class Database:
     # ------------------------------------------------------------ collections
 
     def create_collection(self, name: str, dimension: int, distance: DistanceFunction | str = DistanceFunction.Cosine,
-                          **hnsw) -> Collection:
+                          *, m: int | None = None, ef_construction: int | None = None, ef_search: int | None = None,
+                          seed: int | None = None, sparse: bool | None = None, dtype: str | None = None,
+                          exist_ok: bool = False, **unknown) -> Collection:
         """Create a collection of ``dimension``-long vectors (cosine distance by default).
 
-        Extra keyword arguments are those of :class:`CollectionConfig`: the HNSW
-        parameters (``m``, ``ef_construction``, ``ef_search``, ``seed``) and
-        ``sparse=True`` for a sparse collection (with ``distance="dot"``).
+        Parameters
+        ----------
+        name : str
+            The collection's name (up to 255 bytes of UTF-8).
+        dimension : int
+            Length of every vector (sparse collections: the index space, e.g. a vocabulary size).
+        distance : DistanceFunction or str
+            ``"cosine"`` (default), ``"euclidean"`` / ``"l2"`` or ``"dot"`` / ``"ip"``.
+        m, ef_construction, ef_search, seed : int, optional
+            HNSW parameters (defaults 16, 200, 64, 0); see :class:`CollectionConfig`.
+        sparse : bool, optional
+            A collection of sparse vectors (needs ``distance="dot"``).
+        dtype : str, optional
+            ``"f32"`` (default) or ``"f16"`` (half the size; values rounded to float16).
+        exist_ok : bool
+            If a collection of this name exists, return it instead of raising
+            :class:`CollectionExistsError` -- provided it matches: its dimension
+            and distance, and every other parameter given here. A mismatch is a
+            ``CollectionExistsError`` naming each difference.
         """
-        unknown = sorted(set(hnsw) - _CONFIG_KEYWORDS)
         if unknown:
-            raise InvalidConfigError(f"create_collection got unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                                     f"known: {', '.join(sorted(_CONFIG_KEYWORDS))}")
-        return self.create_collection_with_config(name, CollectionConfig(dimension, distance, **hnsw))
+            raise InvalidConfigError(f"create_collection got unknown parameter(s) {', '.join(map(repr, sorted(unknown)))}; "
+                                     f"known: {', '.join(_CONFIG_KEYWORDS)}")
+        given = {key: value for key, value in (("m", m), ("ef_construction", ef_construction),
+                                               ("ef_search", ef_search), ("seed", seed), ("sparse", sparse),
+                                               ("dtype", dtype)) if value is not None}
+        config = CollectionConfig(dimension, distance, **given)
+        if exist_ok:
+            return self._get_or_create(name, config, {"dimension", "distance", *given})
+        return self.create_collection_with_config(name, config)
+
+    def get_or_create_collection(self, name: str, dimension: int,
+                                 distance: DistanceFunction | str = DistanceFunction.Cosine, *,
+                                 m: int | None = None, ef_construction: int | None = None,
+                                 ef_search: int | None = None, seed: int | None = None,
+                                 sparse: bool | None = None, dtype: str | None = None) -> Collection:
+        """The collection called ``name``, created as :meth:`create_collection` would if
+        it does not exist: ``create_collection(..., exist_ok=True)`` (as Chroma's
+        ``get_or_create_collection``). An existing collection whose dimension,
+        distance or any parameter given here differs raises
+        :class:`CollectionExistsError` naming the differences."""
+        return self.create_collection(name, dimension, distance, m=m, ef_construction=ef_construction,
+                                      ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype, exist_ok=True)
+
+    def _get_or_create(self, name: str, config: CollectionConfig, compared: set[str]) -> Collection:
+        _check_name(name)
+        for _ in range(2):  # a create racing ours (another thread) leaves one to compare with
+            try:
+                existing = self.collection(name)
+            except CollectionNotFoundError:
+                try:
+                    return self.create_collection_with_config(name, config)
+                except CollectionExistsError:
+                    continue
+            differences = [f"{key} is {_shown(getattr(existing.config, key))}, not {_shown(getattr(config, key))}"
+                           for key in sorted(compared) if getattr(existing.config, key) != getattr(config, key)]
+            if differences:
+                raise CollectionExistsError(f"collection {name!r} exists with a different configuration: "
+                                            + "; ".join(differences))
+            return existing
+        raise CollectionExistsError(f"collection {name!r} was created and dropped while being looked up")
 
     def create_collection_with_config(self, name: str, config: CollectionConfig) -> Collection:
         """Create a collection from a :class:`CollectionConfig`."""

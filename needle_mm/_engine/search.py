@@ -126,7 +126,7 @@ def sources(state: CollectionState, predicate: Filter | None):
 
 
 def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: int, metric: int,
-                 predicate: Filter | None, include_vector: bool, ef: int | None) -> list[list[SearchResult]]:
+                 predicate: Filter | None, include_vector: bool, ef: int | None, as_arrays: bool = False):
     """Top-k over every source of a dense collection; ``ef`` None means exact search everywhere.
 
     This is the per-query hot path: one kernel call per source, one merge,
@@ -135,7 +135,7 @@ def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray
     m = queries.shape[0]
     srcs = sources(state, predicate)
     if not srcs or k == 0:
-        return [[] for _ in range(m)]
+        return empty_arrays(m, k) if as_arrays else [[] for _ in range(m)]
     found = []
     for source, f in srcs:
         graph = ef is not None and source.descriptor is not None and source.descriptor.hnsw is not None
@@ -150,17 +150,48 @@ def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray
             if metric == METRIC_EUCLIDEAN:  # this kernel ranks by squared L2; users get the distance
                 dist = np.sqrt(dist.astype(np.float64))
         found.append((dist, slot))
-    return merge(srcs, found, k, include_vector)
+    return merge_arrays(srcs, found, k) if as_arrays else merge(srcs, found, k, include_vector)
 
 
 def search_sparse(state: CollectionState, qs: list, k: int, predicate: Filter | None,
-                  include_vector: bool) -> list[list[SearchResult]]:
+                  include_vector: bool, as_arrays: bool = False):
     """Exact top-k by dot product over every source of a sparse collection (``qs``: SparseVectors)."""
     srcs = sources(state, predicate)
     if not srcs or k == 0:
-        return [[] for _ in qs]
+        return empty_arrays(len(qs), k) if as_arrays else [[] for _ in qs]
     found = [sparse_topk(source.posting_chunks(), source.n, qs, f.excluded, k) for source, f in srcs]
-    return merge(srcs, found, k, include_vector)
+    return merge_arrays(srcs, found, k) if as_arrays else merge(srcs, found, k, include_vector)
+
+
+def empty_arrays(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, distances)`` of ``m`` queries that found nothing: ``None`` ids, ``inf`` distances."""
+    return np.full((m, k), None, dtype=object), np.full((m, k), np.inf, dtype=np.float32)
+
+
+def merge_arrays(srcs, found, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`merge`, but ``(ids[m, k] object, distances[m, k] float32)`` arrays,
+    ``None`` / ``inf`` past each query's last hit: no result objects at all."""
+    m = found[0][1].shape[0]
+    ids, dists = empty_arrays(m, k)
+    if len(found) == 1:
+        dist, slot = found[0]
+        src = np.zeros(slot.shape, dtype=np.int32)
+    else:
+        dist = np.concatenate([f[0] for f in found], axis=1)
+        slot = np.concatenate([f[1] for f in found], axis=1)
+        src = np.repeat(np.arange(len(found), dtype=np.int32), [f[1].shape[1] for f in found])
+        src = np.broadcast_to(src[None, :], slot.shape)
+        order = np.argsort(dist, axis=1, kind="stable")
+        dist, slot, src = (np.take_along_axis(a, order, axis=1) for a in (dist, slot, src))
+    width = min(k, slot.shape[1])
+    dist, slot, src = dist[:, :width], slot[:, :width], src[:, :width]
+    hit = slot >= 0
+    dists[:, :width][hit] = dist[hit]
+    for j, (source, _) in enumerate(srcs):
+        mine = hit & (src == j)
+        if mine.any():
+            ids[:, :width][mine] = source.ids_at(slot[mine].tolist())
+    return ids, dists
 
 
 def merge(srcs, found, k: int, include_vector: bool) -> list[list[SearchResult]]:
