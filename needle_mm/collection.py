@@ -15,7 +15,7 @@ from ._kernels import METRIC_CODES
 from .config import CollectionConfig, DistanceFunction
 from .errors import DuplicateIdError, InvalidArgumentError, InvalidVectorError, RecordNotFoundError
 from .filters import compile_filter
-from .results import Entry, SearchResult
+from .results import Entry
 
 
 __all__ = ["Collection"]
