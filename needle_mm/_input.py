@@ -153,8 +153,18 @@ def metadata(value: Any) -> bytes:
         raise InvalidMetadataError(f"metadata cannot be stored as JSON: {exc}") from None
 
 
+# What reads back as it was given (tuples and numeric numpy values read back as
+# lists and numbers). Everything else orjson would write -- datetime, UUID,
+# dataclasses -- reads back as something else (a string, a dict), so it is refused.
+_SCALARS = (str, int, float, type(None), np.bool_, np.integer, np.floating)
+_HINTS = {"datetime": "store value.isoformat() or a timestamp", "date": "store value.isoformat()",
+          "time": "store value.isoformat()", "UUID": "store str(value)", "Decimal": "store str(value) or float(value)",
+          "set": "store a sorted list", "frozenset": "store a sorted list", "bytes": "store text (e.g. base64)"}
+
+
 def _reject_non_finite(value: Any, path: str, depth: int = 0) -> None:
-    # orjson writes NaN/inf as null, silently changing the value; refuse instead.
+    """Refuse what JSON cannot hold as given: NaN/inf (orjson writes null) and
+    values of types that would read back as another type."""
     if depth > 200:
         raise InvalidMetadataError(f"metadata nests deeper than 200 levels at {path}")
     if isinstance(value, dict):
@@ -166,5 +176,14 @@ def _reject_non_finite(value: Any, path: str, depth: int = 0) -> None:
     elif isinstance(value, (float, np.floating)):
         if not math.isfinite(value):
             raise InvalidMetadataError(f"metadata value at {path} is {value}: JSON has no NaN or infinity")
-    elif isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
-        raise InvalidMetadataError(f"metadata array at {path} contains NaN or infinity")
+    elif isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            raise InvalidMetadataError(f"metadata array at {path} has dtype {value.dtype}: only numeric or bool "
+                                       "arrays are stored (as lists)")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise InvalidMetadataError(f"metadata array at {path} contains NaN or infinity")
+    elif not isinstance(value, _SCALARS):
+        kind = type(value).__name__
+        hint = _HINTS.get(kind, "store a str, number, bool, None, list or dict")
+        raise InvalidMetadataError(f"metadata value at {path} is a {kind}, which would not read back as one "
+                                   f"(JSON has no {kind}): {hint}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import os
+import uuid
 
 import numpy as np
 import pytest
@@ -71,6 +74,16 @@ BAD_WRITES = [
     ("unencodable metadata", lambda c: c.insert("n", [1, 0, 0], {"f": object()}), needle.InvalidMetadataError, "JSON"),
     ("non-str key", lambda c: c.insert("n", [1, 0, 0], {1: "x"}), needle.InvalidMetadataError, "JSON"),
     ("NaN metadata", lambda c: c.insert("n", [1, 0, 0], {"v": float("nan")}), needle.InvalidMetadataError, "metadata.v"),
+    # values that would read back as something else (a string, a list) are refused, naming the key
+    ("datetime metadata", lambda c: c.insert("n", [1, 0, 0], {"when": datetime.datetime(2026, 1, 2)}),
+     needle.InvalidMetadataError, "metadata.when is a datetime"),
+    ("date metadata", lambda c: c.upsert("a", [1, 0, 0], {"d": datetime.date(2026, 1, 2)}),
+     needle.InvalidMetadataError, "metadata.d is a date"),
+    ("UUID metadata", lambda c: c.insert("n", [1, 0, 0], {"u": [uuid.uuid4()]}), needle.InvalidMetadataError,
+     "metadata.u[0] is a UUID"),
+    ("Decimal metadata", lambda c: c.update_metadata("a", {"p": {"q": decimal.Decimal("1.5")}}),
+     needle.InvalidMetadataError, "metadata.p.q is a Decimal"),
+    ("bytes metadata", lambda c: c.insert("n", [1, 0, 0], {"b": b"raw"}), needle.InvalidMetadataError, "bytes"),
     ("update missing", lambda c: c.update_metadata("zz", {}), needle.RecordNotFoundError, "'zz'"),
     ("update bad metadata", lambda c: c.update_metadata("a", {"s": {1, 2}}), needle.InvalidMetadataError, "JSON"),
     ("bad filter", lambda c: c.search([1, 0, 0], 3, filter={"x": {"$bogus": 1}}), needle.FilterError, "$bogus"),
@@ -155,6 +168,23 @@ def test_read_only_database_refuses_writes(populated, db_path):
         with pytest.raises(needle.ReadOnlyError, match="read-only"):
             action()
     assert c.count() == 3
+
+
+def test_open_in_a_missing_folder_creates_nothing(tmp_path):
+    with pytest.raises(needle.DatabaseNotFoundError, match="does not exist"):
+        needle.Database.open(tmp_path / "typo" / "dir" / "x.needle")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(needle.DatabaseNotFoundError):
+        needle.Database.open(tmp_path / "typo" / "x.needle", read_only=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_metadata_that_reads_back_as_given_is_accepted(db_path):
+    with needle.Database.open(db_path) as db:
+        coll = db.create_collection("c", 3)
+        coll.insert("a", [1, 0, 0], {"t": (1, 2), "n": np.int64(3), "f": np.float32(0.5), "arr": np.arange(2),
+                                     "nested": {"ok": [None, True, "x"]}})
+        assert coll.get("a").metadata == {"t": [1, 2], "n": 3, "f": 0.5, "arr": [0, 1], "nested": {"ok": [None, True, "x"]}}
 
 
 def test_read_only_open_of_missing_file_creates_nothing(tmp_path):

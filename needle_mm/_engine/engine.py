@@ -198,6 +198,9 @@ class Engine:
         else:
             real = os.path.realpath(path)
             if not os.path.exists(path):
+                folder = os.path.dirname(real)
+                if not os.path.isdir(folder):  # a typo must not create a directory tree (the lock file would)
+                    raise DatabaseNotFoundError(f"cannot create {path!r}: the folder {folder!r} does not exist")
                 _create_if_missing(path, real, lock_timeout)
             _remove_stale_rebuilds(real)
         try:
