@@ -7,6 +7,8 @@ import os
 import sys
 
 from ._format.catalog import DISTANCES
+from ._progress import plural
+from ._version import __version__
 from .errors import NeedleError
 
 
@@ -25,19 +27,22 @@ def _cmd_info(args) -> int:
     with Database.open(args.file, read_only=True) as db:
         snap = db.engine.snapshot
         header = read_header(snap.io)
-        print(f"{args.file}: {os.path.getsize(args.file)} bytes, format {header.read_version}/"
+        print(f"{args.file}: {os.path.getsize(args.file):,} bytes, format {header.read_version}/"
               f"{header.write_version} (read/write), generation {snap.generation}, "
-              f"{snap.superblock.file_length} bytes in use")
+              f"{snap.superblock.file_length:,} bytes in use")
         for name in db.list_collections():
             meta = snap.collection(name)
-            print(f"  {name}: {meta.count} records, {meta.kind}, dim {meta.dim}, distance {meta.distance}, "
-                  f"dtype {meta.dtype}, {len(meta.segments)} segments")
+            print(f"  {name}: {plural(meta.count, 'record')}, {meta.kind}, dim {meta.dim}, distance {meta.distance}, "
+                  f"dtype {meta.dtype}, {plural(len(meta.segments), 'segment')}")
     return 0
 
 
 def _cmd_verify(args) -> int:
+    from .errors import DatabaseNotFoundError
     from .ops.verify import verify_file
 
+    if not os.path.exists(args.file):
+        raise DatabaseNotFoundError(f"no database file at {args.file!r}")
     report = verify_file(args.file)
     print(report.summary())
     return 0 if report.ok else 1
@@ -49,7 +54,9 @@ def _cmd_export(args) -> int:
 
     with Database.open(args.file, read_only=True) as db:
         n = export(db.collection(args.collection), args.format, args.out)
-    print(f"exported {n} records of {args.collection!r} to {args.out} ({args.format})")
+    # with the records on standard output, the summary goes to standard error
+    print(f"exported {plural(n, 'record')} of {args.collection!r} to {args.out or 'standard output'} ({args.format})",
+          file=sys.stdout if args.out else sys.stderr)
     return 0
 
 
@@ -57,7 +64,8 @@ def _cmd_rebuild(args) -> int:
     from .ops.rebuild import rebuild
 
     report = rebuild(args.file, args.out, m=args.m, ef_construction=args.ef_construction,
-                     ef_search=args.ef_search, dtype=args.dtype, lock_timeout=args.lock_timeout)
+                     ef_search=args.ef_search, dtype=args.dtype, lock_timeout=args.lock_timeout,
+                     progress=not args.no_progress)
     print(("rebuilt " if args.command == "rebuild" else "compacted ") + report.summary())
     return 0
 
@@ -162,6 +170,7 @@ def _cmd_search(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="needle", description="Needle vector database files")
+    parser.add_argument("--version", action="version", version=f"needle {__version__} (needle_mm)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="build a file from real sentences, search it, share it across processes")
     p.add_argument("--path", help="where to write the demo file (default: a temporary directory)")
@@ -177,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p.add_argument("--collection", required=True)
     p.add_argument("--format", choices=["jsonl", "npy", "parquet"], default="jsonl")
-    p.add_argument("--out", required=True, help="a .jsonl file, or a directory for npy")
+    p.add_argument("--out", help="a .jsonl or .parquet file, or a directory for npy (default: jsonl to standard output)")
     p.set_defaults(func=_cmd_export)
     p = sub.add_parser("import", help="stream another database's records into a collection")
     sources = p.add_subparsers(dest="source", required=True)
@@ -207,10 +216,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="vector storage of dense collections: f16 halves file and memory (default: keep)")
     p.add_argument("--out", help="write the new file here and leave FILE alone")
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_rebuild)
     p = sub.add_parser("compact", help="reclaim the space of deleted and replaced records")
     p.add_argument("file")
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_rebuild, out=None, m=None, ef_construction=None, ef_search=None, dtype=None)
     p = sub.add_parser("serve", help="HTTP JSON API over the file (extra 'server'); OpenAPI at /openapi.json")
     p.add_argument("file")
@@ -236,11 +247,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exact", action="store_true")
     p.set_defaults(func=_cmd_search)
     args = parser.parse_args(argv)
+    # Every failure is one line on stderr and a non-zero exit, never a traceback.
     try:
         return args.func(args)
     except NeedleError as exc:
         print(f"needle: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the disk, permissions, a path that is not there
+        where = f": {exc.filename!r}" if exc.filename else ""
+        print(f"needle: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.command == "import":
+            print("needle: error: interrupted; the records up to the last checkpoint are saved. "
+                  "Run the same command with --resume to continue.", file=sys.stderr)
+        else:  # every command leaves the file whole: a rebuild's copy is removed by the next writer
+            print(f"needle: error: {args.command} interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -243,8 +243,12 @@ class Database:
         """
         return self.engine.refresh()
 
-    def save(self) -> None:
+    def save(self, progress=None) -> None:
         """Checkpoint: make every write so far durable and visible to other processes.
+
+        ``progress``: ``True`` draws a bar of the graph nodes indexed (with
+        tqdm, when installed), a callable receives ``(done, total)``. Each save
+        logs its duration, records and bytes on the ``needle_mm`` logger (INFO).
 
         Threads sharing this Database are serialised: a save waits for another
         thread's save or transaction to end, and commits every write made
@@ -266,7 +270,7 @@ class Database:
             The disk is full or failing; the previous checkpoint is intact and
             the writes stay pending, so ``save()`` can be retried.
         """
-        self.engine.save()
+        self.engine.save(progress)
 
     @contextlib.contextmanager
     def transaction(self, exclusive: bool = False):

@@ -19,14 +19,15 @@ def test_demo_runs_end_to_end(tmp_path):
     path = tmp_path / "demo.needle"
     out = needle_cmd("demo", "--path", str(path), "--workers", "2")
     assert out.returncode == 0, out.stderr
-    assert "3000 records" in out.stdout
+    assert "3,000 records" in out.stdout and "preparing the search kernels ..." in out.stdout
     assert '{"source": "pros_cons"}' in out.stdout and "[pros_cons," in out.stdout
     assert out.stdout.count("(sees the new record)") == 2
     assert "every reader saw the writer's checkpoint" in out.stdout
     info = needle_cmd("info", str(path))
-    assert info.returncode == 0 and "sentences: 3001 records, dense, dim 384, distance cosine" in info.stdout
+    assert info.returncode == 0 and "sentences: 3,001 records, dense, dim 384, distance cosine" in info.stdout
     verify = needle_cmd("verify", str(path))
-    assert verify.returncode == 0 and "3001 live records: OK" in verify.stdout
+    assert verify.returncode == 0 and "3,001 live records: OK" in verify.stdout
+    assert info.stdout.rstrip().endswith("1 segment") and "1 segment," in verify.stdout  # plurals right
 
 
 def test_errors_are_reported_not_raised(tmp_path):
@@ -63,7 +64,8 @@ def test_export_jsonl_and_npy_round_trip(tmp_path):
     path, want = _small_file(tmp_path)
     out = needle_cmd("export", path, "--collection", "c", "--format", "jsonl", "--out", str(tmp_path / "o.jsonl"))
     assert out.returncode == 0 and "exported 3 records" in out.stdout, out.stderr
-    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
+    header, *rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert header["needle_collection"]["distance"] == "cosine" and header["needle_collection"]["dimension"] == 5
     assert {r["id"] for r in rows} == set(want)
     for r in rows:
         np.testing.assert_array_equal(np.array(r["vector"], dtype=np.float32), want[r["id"]][0])
@@ -97,3 +99,74 @@ def test_search_command_with_filter(tmp_path):
     assert bad.returncode == 2 and "$bogus" in bad.stderr and "Traceback" not in bad.stderr
     missing = needle_cmd("export", path, "--collection", "nope", "--out", str(tmp_path / "n.jsonl"))
     assert missing.returncode == 2 and "nope" in missing.stderr
+
+
+def test_version():
+    import needle_mm
+
+    out = needle_cmd("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"needle {needle_mm.__version__} (needle_mm)"
+
+
+def test_missing_files_are_one_line_errors(tmp_path):
+    missing = str(tmp_path / "nope.needle")
+    for args in (("rebuild", missing), ("compact", missing), ("info", missing), ("verify", missing),
+                 ("export", missing, "--collection", "c"), ("import", "jsonl", "--input", str(tmp_path / "x.jsonl"),
+                                                            str(tmp_path / "t.needle"))):
+        out = needle_cmd(*args)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode != 0 and len(lines) == 1 and lines[0].startswith("needle: error: "), (args, out.stderr)
+        assert "Traceback" not in out.stderr
+    assert not (tmp_path / "nope.needle").exists()
+    typo = needle_cmd("import", "jsonl", "--input", str(tmp_path / "x.jsonl"), str(tmp_path / "typo" / "t.needle"))
+    assert typo.returncode == 2 and not (tmp_path / "typo").exists()
+
+
+def test_export_to_stdout_imports_back_with_its_configuration(tmp_path):
+    import numpy as np
+
+    import needle_mm as needle
+
+    path = str(tmp_path / "x.needle")
+    rng = np.random.default_rng(1)
+    with needle.Database.open(path) as db:
+        db.create_collection("c", 6, "euclidean", dtype="f16", m=8).insert_many(
+            [f"r{i}" for i in range(40)], rng.normal(size=(40, 6)), [{"i": i} for i in range(40)])
+    out = needle_cmd("export", path, "--collection", "c")
+    assert out.returncode == 0 and out.stdout.count("\n") == 41 and "exported 40 records" in out.stderr
+    (tmp_path / "c.jsonl").write_text(out.stdout, encoding="utf-8")
+    assert needle_cmd("export", path, "--collection", "c", "--format", "npy", "--out", str(tmp_path / "c_npy")).returncode == 0
+    assert needle_cmd("export", path, "--collection", "c", "--format", "parquet",
+                      "--out", str(tmp_path / "c.parquet")).returncode == 0
+    for source, flag in (("jsonl", "c.jsonl"), ("npy", "c_npy"), ("parquet", "c.parquet")):
+        target = str(tmp_path / f"back-{source}.needle")
+        back = needle_cmd("import", source, "--input", str(tmp_path / flag), target, "--into", "c", "--no-progress")
+        assert back.returncode == 0, back.stderr
+        with needle.Database.open(target, read_only=True) as db, needle.Database.open(path, read_only=True) as orig:
+            config, want = db.collection("c").config, orig.collection("c").config
+            assert config == want, source  # distance, dimension, dtype and HNSW parameters, no flags given
+            assert [e.id for e in db.collection("c")] == [e.id for e in orig.collection("c")]
+            np.testing.assert_array_equal(db.collection("c").get("r7").vector, orig.collection("c").get("r7").vector)
+
+
+def test_ctrl_c_during_import_says_how_to_resume(tmp_path):
+    import json
+
+    import needle_mm as needle
+
+    source = tmp_path / "big.jsonl"
+    source.write_text("".join(json.dumps({"id": f"r{i}", "vector": [1.0, i % 7, 2.0], "metadata": {"i": i}}) + "\n"
+                              for i in range(3000)), encoding="utf-8")
+    target = str(tmp_path / "t.needle")
+    args = ("import", "jsonl", "--input", str(source), target, "--distance", "euclidean", "--save-every", "1000",
+            "--batch-size", "500")
+    out = needle_cmd(*args, env={"NEEDLE_FAILPOINTS": "import.after_checkpoint=sigint"})  # Ctrl-C after a checkpoint
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 130 and "Traceback" not in out.stderr
+    assert lines[-1].startswith("needle: error: interrupted") and "--resume" in lines[-1]
+    with needle.Database.open(target, read_only=True) as db:
+        assert db.collection("big").count() == 1000
+    resumed = needle_cmd(*args, "--resume", "--no-progress")
+    assert resumed.returncode == 0 and "imported 2,000 records" in resumed.stdout and "3,000 in all" in resumed.stdout
+    again = needle_cmd(*args, "--resume", "--no-progress")
+    assert again.returncode == 0 and "inf" not in again.stdout and "imported 0 records" in again.stdout

@@ -64,7 +64,7 @@ def test_chroma(tmp_path, records):
     del client
     path = str(tmp_path / "v.needle")
     out = _import("chroma", "--path", str(tmp_path / "chroma"), "--collection", "docs", path)
-    assert f"imported {N} records into 'docs'" in out and "top-10 overlap (20 queries)  source search" in out
+    assert f"imported {N:,} records into 'docs'" in out and "top-10 overlap (20 queries)  source search" in out
     _assert_same(path, "docs", ids, vectors, [{**m, "document": t} for m, t in zip(flat, texts)])
     with needle.Database.open(path, read_only=True) as db:
         assert db.collection("docs").distance == needle.DistanceFunction.Cosine

@@ -44,7 +44,7 @@ def test_rebuild_keeps_every_live_record_and_shrinks_the_file(tmp_path):
     size_before = os.path.getsize(path)
     out = needle_cmd("compact", path)
     assert out.returncode == 0, out.stderr
-    assert "compacted" in out.stdout and f"{sum(len(v) for v in before.values())} records" in out.stdout
+    assert "compacted" in out.stdout and f"{sum(len(v) for v in before.values()):,} records" in out.stdout
     assert os.path.getsize(path) < size_before / 2
     assert verify_file(path).ok
     with needle.Database.open(path, read_only=True) as db:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import logging
 import os
 import threading
 import time
@@ -26,6 +27,7 @@ import warnings
 
 import numpy as np
 
+from .. import _progress
 from .._format.catalog import Catalog, CollectionDescriptor
 from .._format.header import (
     DATA_START,
@@ -573,19 +575,22 @@ class Engine:
         _, ref = finish_space(catalog, old, sb.catalog_offset, sb.catalog_length, floor, space, writer)
         return writer, ref
 
-    def save(self) -> None:
+    def save(self, progress=None) -> None:
         """Commit every pending write (SPEC §6); what it raises: see ``Database.save``."""
         self.check_writable("save")
         with self._guard.mutation:
             self.check_open()
             if self._transaction_thread == threading.get_ident():
                 raise TransactionError("save() inside a transaction: the transaction commits when its block ends")
-            self._save()
+            with _progress.reporting(progress, "indexing", " node"):
+                self._save()
 
     def _save(self) -> None:
         """Commit the pending writes; the caller holds the mutation lock."""
         if not self.dirty:
             return
+        started = time.perf_counter()
+        records = sum(state.pending.n for state in self._states.values())
         # Plan (graph insertion included: the slow part) against our snapshot
         # without the file lock; under it, write the plan if the file is the
         # one we planned against (same inode, same generation), else re-plan
@@ -607,6 +612,11 @@ class Engine:
             # Under the lock: the reader table's floor is this generation's length.
             readers.create_table(self._real_path, self._io.file_uuid, current.file_length)
             self._write_generation(current, planned)
+        if _progress.log.isEnabledFor(logging.INFO):
+            written = sum(len(data) for _, data in planned[0].pieces)
+            _progress.log.info("saved %s generation %d: %d record%s written, %s bytes, in %.3f s", self.path,
+                               self._snapshot.generation, records, "" if records == 1 else "s", f"{written:,}",
+                               time.perf_counter() - started)
 
     def _check_inserts(self) -> None:
         """An ``insert`` never replaces a record: raise if another writer committed one of its ids meanwhile."""

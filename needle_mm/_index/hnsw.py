@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .. import _progress
 from .._format.catalog import MAX_LEVEL, HnswGraph
 from .._format.segment import graph_problems
 from .._kernels import hnsw as kernels
@@ -116,11 +117,13 @@ def extend_graph(old: Graph | None, blocks: list[np.ndarray], norms: np.ndarray,
     heap_d = build_buffer((threads, n), np.float32)
     heap_i = build_buffer((threads, n), np.int32)
     vectors, norms = readonly(vectors), readonly(np.ascontiguousarray(norms, dtype=np.float32))
+    _progress.expect(n - start)
     while start < n:
         stop = min(n, start + max(1, min(MAX_BATCH, start // 8)))
         entry, max_level = kernels.insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_links,
                                                 _EMPTY_PATCH, start, stop, entry, max_level, m, ef_construction, visited, tags,
                                                 heap_d, heap_i)
+        _progress.advance(stop - start)
         start = stop
     return Graph(levels, links0, upper_offsets, upper_links, int(entry), int(max_level))
 
@@ -241,6 +244,7 @@ def extend_committed(view, vectors: np.ndarray, norms: np.ndarray, m: int, ef_co
     check_graph(view)
     h = view.descriptor.hnsw
     b = vectors.shape[0]
+    _progress.expect(b)
     base_vectors, base_norms = view.dense_arrays()
     new_vectors = np.ascontiguousarray(vectors)
     if view.dtype == "f16":
@@ -259,6 +263,7 @@ def extend_committed(view, vectors: np.ndarray, norms: np.ndarray, m: int, ef_co
         metric, view.hnsw_links0, readonly(levels), readonly(upper_offsets), view.hnsw_upper_links,
         patch_arguments(view), h.entry_point, h.max_level, m, ef_construction, visited, tags, heap_d, heap_i,
         new_links0, new_upper)
+    _progress.advance(b)
     return GraphDelta(new_links0, new_offsets, new_upper, keys0, rows0, keys_up, rows_up, int(entry),
                       int(max_level))
 

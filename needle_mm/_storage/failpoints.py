@@ -5,7 +5,8 @@ failpoint from SPEC.md §6 (for example ``commit.after_data_sync``) or
 ``io.N`` for the N-th mutating I/O call of the process (1-based), or
 ``pwrite.N`` for its N-th pwrite, and
 ``action`` is ``kill`` (SIGKILL this process), ``stop`` (SIGSTOP it: a
-writer frozen while it holds the lock), ``eio`` / ``enospc`` (raise that
+writer frozen while it holds the lock), ``sigint`` (SIGINT it: a user's
+Ctrl-C), ``eio`` / ``enospc`` (raise that
 OSError from the call) or, for an ``io.N`` that is a pwrite or a
 ``pwrite.N``, ``tear``
 (write the first half of the data, then SIGKILL: a torn write). The plan is
@@ -45,6 +46,8 @@ def _act(action: str, where: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "stop":
         os.kill(os.getpid(), signal.SIGSTOP)
+    elif action == "sigint":
+        os.kill(os.getpid(), signal.SIGINT)
     elif action == "eio":
         raise OSError(errno.EIO, f"injected EIO at {where}")
     elif action == "enospc":

@@ -4,7 +4,7 @@ Every function takes the target ``db`` (a :class:`~needle_mm.Database` or a
 path), reads its source in batches, inserts them with ``insert_many``, saves
 every ``save_every`` records with the import's position committed alongside
 (so ``resume=True`` continues exactly where a killed import stopped), shows a
-progress bar, and returns an :class:`ImportReport` (with a verification
+reports progress (``progress=``), logs its result, and returns an :class:`ImportReport` (with a verification
 table when ``verify=True``). Common keyword options::
 
     into="name"            target collection (default: the source's name)
@@ -12,7 +12,7 @@ table when ``verify=True``). Common keyword options::
     save_every=10_000      records between checkpoints
     resume=False           continue an interrupted import of the same source
     verify=False           compare counts, sampled records and top-10 search
-    progress=True          tqdm bar on stderr (a plain line if tqdm is absent)
+    progress=None          True: tqdm bars on stderr (records, then indexing); a callable gets (done, total)
     distance="cosine"      for sources that do not record one (npy, pgvector, ...)
     m=..., ef_construction=..., ef_search=...   HNSW parameters of a new collection
     dtype="f16"            store a new collection's vectors as half floats (SPEC §5.8)

@@ -12,17 +12,21 @@ position the committed records end at: no duplicates, none missing.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
 
+from .. import _progress
+from .._storage import failpoints
 from ..config import CollectionConfig, DistanceFunction
 from ..errors import ImportStateError, InvalidArgumentError
 
 PROGRESS_KEY = "needle.import"
+# what a new collection takes from an export's recorded configuration, unless given
+_RECORDED = ("dtype", "m", "ef_construction", "ef_search", "seed")
 DEFAULT_BATCH = 1000
 DEFAULT_SAVE_EVERY = 10_000
 
@@ -43,6 +47,7 @@ class Source:
     description: dict = {}
     dim: int = 0
     distance: str | None = None  # None: the source does not say; the caller must
+    config: dict = {}  # a Needle export's recorded collection configuration (importers/files.py)
 
     def count(self) -> int | None:
         """Records in the source, if it can say cheaply."""
@@ -74,43 +79,44 @@ class ImportReport:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def rate(self) -> float:
-        return self.imported / self.seconds if self.seconds > 0 else float("inf")
+    def rate(self) -> float | None:
+        """Records per second of this run (None when it imported nothing or took no measurable time)."""
+        return self.imported / self.seconds if self.seconds > 0 and self.imported else None
 
     def summary(self) -> str:
         resumed = f", resumed at {self.resumed_from!r}" if self.resumed_from is not None else ""
-        return (f"imported {self.imported} records into {self.collection!r} in {self.seconds:.1f} s "
-                f"({self.rate:,.0f} records/s; {self.total} in all{resumed})")
+        rate = f"{self.rate:,.0f} records/s; " if self.rate is not None else ""
+        return (f"imported {_progress.plural(self.imported, 'record')} into {self.collection!r} in "
+                f"{self.seconds:.1f} s ({rate}{self.total:,} in all{resumed})")
 
 
 class _Progress:
-    """tqdm when installed (the importer extras bring it), else a line on stderr every few seconds."""
+    """Records imported: a tqdm bar or a callable (``progress=``), else an INFO log line every few seconds."""
 
-    def __init__(self, total, initial, enabled: bool, label: str):
-        self.bar = None
-        self.enabled = enabled
+    def __init__(self, progress, total, initial: int, label: str):
+        self.sink = _progress.make(progress, label)
+        if self.sink is not None and self.sink.bar is not None:
+            self.sink.bar.leave = True  # the import's own bar stays, as its summary line does
         self.count = initial
-        self.started = time.perf_counter()
-        self.last = 0.0
-        if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                return
-            self.bar = tqdm(total=total, initial=initial, unit=" rec", unit_scale=True, desc=label, file=sys.stderr)
+        self.started = self.last = time.perf_counter()
+        if self.sink is not None:
+            self.sink.expect(total if total is not None else 0)
+            self.sink.advance(initial)
 
     def update(self, n: int) -> None:
         self.count += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.enabled and time.perf_counter() - self.last > 5:
+        if self.sink is not None:
+            if self.count > self.sink.total:  # a source that could not count ahead
+                self.sink.expect(self.count - self.sink.total)
+            self.sink.advance(n)
+        elif time.perf_counter() - self.last > 5 and _progress.log.isEnabledFor(logging.INFO):
             self.last = time.perf_counter()
-            rate = self.count / max(self.last - self.started, 1e-9)
-            print(f"imported {self.count} records ({rate:,.0f}/s)", file=sys.stderr)
+            _progress.log.info("imported %s so far (%s/s)", _progress.plural(self.count, "record"),
+                               f"{n / max(self.last - self.started, 1e-9):,.0f}")
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        if self.sink is not None:
+            self.sink.close()
 
 
 def _open_db(db):
@@ -148,14 +154,21 @@ def _target(db, name: str, source: Source, distance, hnsw: dict, resume: bool):
     if distance is None:
         raise InvalidArgumentError(f"the {source.kind} source does not record a distance; pass distance= "
                                    "(--distance cosine|euclidean|dot)")
-    config = CollectionConfig(source.dim, DistanceFunction(distance), sparse=getattr(source, "sparse", False), **hnsw)
+    recorded = {k: v for k, v in source.config.items() if k in _RECORDED and k not in hnsw}
+    config = CollectionConfig(source.dim, DistanceFunction(distance), sparse=getattr(source, "sparse", False),
+                              **recorded, **hnsw)
     return db.create_collection_with_config(name, config), None, 0
 
 
 def run_import(source: Source, db, collection: str, *, batch_size: int = DEFAULT_BATCH,
-               save_every: int = DEFAULT_SAVE_EVERY, resume: bool = False, progress: bool = True,
+               save_every: int = DEFAULT_SAVE_EVERY, resume: bool = False, progress=None,
                distance: str | None = None, verify: bool = False, **hnsw) -> ImportReport:
-    """Stream ``source`` into ``collection`` of ``db`` (a Database or a path)."""
+    """Stream ``source`` into ``collection`` of ``db`` (a Database or a path).
+
+    ``progress``: ``True`` draws a bar of records imported, and one of the graph
+    nodes indexed during each checkpoint (tqdm); a callable receives
+    ``(records done, records in the source)``. The result is logged on the
+    ``needle_mm`` logger (INFO)."""
     for name, value in (("batch_size", batch_size), ("save_every", save_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
@@ -171,6 +184,7 @@ def run_import(source: Source, db, collection: str, *, batch_size: int = DEFAULT
             from ._verify import verify_import
 
             report.verify = verify_import(source, coll)
+        _progress.log.info("%s", report.summary())
         return report
     except BaseException:
         if owned:
@@ -186,13 +200,13 @@ def _stream(source, db, coll, previous, total, batch_size, save_every, progress)
     position = previous["position"] if previous else None
     started = time.perf_counter()
     imported = unsaved = 0
-    bar = _Progress(source.count(), total, progress, f"{source.kind} -> {coll.name}")
+    bar = _Progress(progress, source.count(), total, f"{source.kind} -> {coll.name}")
 
     def checkpoint(complete: bool) -> None:
         db.engine.set_collection_properties(coll.name, {PROGRESS_KEY: {
             "source": source.description, "position": position, "imported": total + imported,
             "complete": complete}})
-        db.save()
+        db.save(progress=True if progress is True else None)  # a bar of its own: indexing is the slow part
 
     try:
         for batch in source.batches(position, batch_size):
@@ -205,6 +219,7 @@ def _stream(source, db, coll, previous, total, batch_size, save_every, progress)
             if unsaved >= save_every:
                 checkpoint(False)
                 unsaved = 0
+                failpoints.hit("import.after_checkpoint")
         checkpoint(True)
     finally:
         bar.close()

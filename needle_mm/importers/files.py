@@ -27,6 +27,21 @@ import orjson
 from ..errors import SourceError
 from ._run import Batch, Source
 
+HEADER_KEY = "needle_collection"  # what `needle export` records of the collection (ops/export.py)
+
+
+def _header(raw, where: str) -> dict:
+    """The collection configuration an export recorded (``{}`` if none)."""
+    if raw is None:
+        return {}
+    try:
+        header = orjson.loads(raw) if isinstance(raw, (bytes, str)) else raw
+    except orjson.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict):
+        raise SourceError(f"{where}: the recorded collection configuration is not a JSON object")
+    return header
+
 
 def _lines(path: str):
     try:
@@ -72,6 +87,10 @@ class NpySource(_RowsSource):
             vectors = os.path.join(folder, "vectors.npy")
             ids = ids or os.path.join(folder, "ids.jsonl")
             metadata = metadata or os.path.join(folder, "metadata.jsonl")
+            recorded = os.path.join(folder, "collection.json")
+            if os.path.exists(recorded):
+                with open(recorded, "rb") as f:
+                    self.config = _header(f.read(), recorded)
         try:
             self.vectors = np.load(vectors, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -82,7 +101,7 @@ class NpySource(_RowsSource):
         self.ids = read_ids(ids, n) if ids else [str(i) for i in range(n)]
         self.metadata = read_metadata(metadata, n) if metadata else None
         self.row = {id: r for r, id in enumerate(self.ids)}
-        self.distance = distance
+        self.distance = distance or self.config.get("distance")
         self.description = {"kind": "npy", "vectors": os.path.abspath(vectors), "ids": ids, "metadata": metadata}
 
     def count(self):
@@ -104,14 +123,23 @@ class JsonlSource(_RowsSource):
 
     def __init__(self, path: str, distance: str | None = None, dim: int | None = None):
         self.path = path
+        self.skip = 0  # a first line holding the exported collection's configuration
+        head = next(iter(_lines(path)), None)
+        if head is not None and head.lstrip().startswith(b'{"' + HEADER_KEY.encode()):
+            try:
+                self.config = _header(orjson.loads(head).get(HEADER_KEY), f"{path!r} line 1")
+            except orjson.JSONDecodeError:
+                raise SourceError(f"{path!r} line 1 is not JSON") from None
+            self.skip = 1
         first = next(iter(self._records(0)), None)
         # Sparse records ({"indices", "values"}, as a sparse collection exports)
         # go into a sparse collection, whose dimension the lines do not carry:
         # `dim`, else one past the largest index in the file.
         self.sparse = first is not None and isinstance(first[1], dict)
+        distance = distance or self.config.get("distance")
         self.distance = "dot" if self.sparse and distance is None else distance
         if self.sparse:
-            self.dim = dim or 1 + max((max(v["indices"], default=-1) for _, v, _ in self._records(0)
+            self.dim = dim or self.config.get("dimension") or 1 + max((max(v["indices"], default=-1) for _, v, _ in self._records(0)
                                        if isinstance(v, dict) and isinstance(v.get("indices"), list)), default=0)
         else:
             self.dim = 0 if first is None else len(first[1])
@@ -119,7 +147,8 @@ class JsonlSource(_RowsSource):
         self._index = None
 
     def _records(self, start: int):
-        for number, line in enumerate(itertools.islice(_lines(self.path), start, None), start + 1):
+        for number, line in enumerate(itertools.islice(_lines(self.path), start + self.skip, None),
+                                      start + self.skip + 1):
             try:
                 doc = orjson.loads(line)
                 vector = next(doc[k] for k in ("vector", "values", "embedding") if k in doc)
@@ -128,7 +157,7 @@ class JsonlSource(_RowsSource):
                 raise SourceError(f"{self.path!r} line {number} is not an object with id and vector") from None
 
     def count(self):
-        return sum(1 for _ in _lines(self.path))
+        return sum(1 for _ in _lines(self.path)) - self.skip
 
     @property
     def row(self):
@@ -173,7 +202,9 @@ class ParquetSource(_RowsSource):
         self.other = [c for c in names if c not in (id_column, vector_column)] if self.metadata_column is None else []
         first = next(self.file.iter_batches(batch_size=1, columns=[vector_column]), None)
         self.dim = 0 if first is None or first.num_rows == 0 else len(first.column(0)[0])
-        self.distance = distance
+        recorded = (self.file.schema_arrow.metadata or {}).get(HEADER_KEY.encode())
+        self.config = _header(recorded, f"{path!r} schema metadata")
+        self.distance = distance or self.config.get("distance")
         self.description = {"kind": "parquet", "path": os.path.abspath(path)}
         self._table = None
 

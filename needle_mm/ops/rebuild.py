@@ -29,10 +29,11 @@ from dataclasses import dataclass
 
 
 from .._format.catalog import DTYPES
+from .._progress import log, plural
 from .._format.segment import parse_metadata
 from .._storage import readers
 from ..config import CollectionConfig, DistanceFunction
-from ..errors import InvalidArgumentError, NeedleError
+from ..errors import DatabaseNotFoundError, InvalidArgumentError, NeedleError
 from .export import records
 
 MAX_ATTEMPTS = 3
@@ -50,8 +51,8 @@ class RebuildReport:
     def summary(self) -> str:
         total = sum(self.collections.values())
         where = self.path if self.replaced else "the new file"
-        return (f"{where}: {total} records in {len(self.collections)} collections, "
-                f"{self.bytes_before} -> {self.bytes_after} bytes, {self.seconds:.1f} s")
+        return (f"{where}: {plural(total, 'record')} in {plural(len(self.collections), 'collection')}, "
+                f"{self.bytes_before:,} -> {self.bytes_after:,} bytes, {self.seconds:.1f} s")
 
 
 def _check_params(m, ef_construction, ef_search, dtype) -> None:
@@ -62,7 +63,7 @@ def _check_params(m, ef_construction, ef_search, dtype) -> None:
             raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype) -> dict[str, int]:
+def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype, progress) -> dict[str, int]:
     """Every live record of every collection of ``src`` into a new file at ``dst_path``
     (``dtype`` applies to dense collections; sparse ones keep float32 values).
 
@@ -94,6 +95,7 @@ def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype) -> dic
                     n += len(ids)
                 counts[name] = n
             # One save: one segment and one graph per collection.
+            dst.save(progress)
     except BaseException:
         for leftover in (dst_path, *_sidecars(dst_path)):
             if os.path.exists(leftover):
@@ -115,18 +117,24 @@ def _sidecars(path: str) -> tuple[str, str]:
 
 def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m: int | None = None,
             ef_construction: int | None = None, ef_search: int | None = None, dtype: str | None = None,
-            lock_timeout: float = 60.0) -> RebuildReport:
+            lock_timeout: float = 60.0, progress=None) -> RebuildReport:
     """Rewrite ``path`` with one segment per collection (and optionally new HNSW parameters).
 
     With ``out``, the new file goes there and ``path`` is left alone; otherwise
     it replaces ``path`` atomically and processes that have it open move to it
     (see the module docstring). Deleted and replaced records are not copied,
     so this is also :func:`compact`.
+
+    ``progress``: ``True`` draws a bar of the graph nodes built (tqdm), a
+    callable receives ``(done, total)``. The result is logged on the
+    ``needle_mm`` logger (INFO).
     """
     from ..database import Database
 
     _check_params(m, ef_construction, ef_search, dtype)
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DatabaseNotFoundError(f"no database file at {path!r}")
     started = time.perf_counter()
     bytes_before = os.path.getsize(path)
     if out is not None:
@@ -134,8 +142,9 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
         if os.path.exists(out):
             raise InvalidArgumentError(f"{out!r} already exists; rebuild --out writes a new file")
         with Database.open(path, read_only=True, auto_refresh=False) as src:
-            counts = _write_copy(src, out, m, ef_construction, ef_search, dtype)
-        return RebuildReport(out, counts, bytes_before, os.path.getsize(out), time.perf_counter() - started, False)
+            counts = _write_copy(src, out, m, ef_construction, ef_search, dtype, progress)
+        return _logged(RebuildReport(out, counts, bytes_before, os.path.getsize(out), time.perf_counter() - started,
+                                     False))
 
     target = os.path.realpath(path)  # replace the file, not a symlink that names it
     tmp = f"{target}.rebuild-{os.getpid()}"
@@ -146,7 +155,7 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
                 if os.path.exists(stale):
                     os.remove(stale)
             readers.forget(tmp)
-            counts = _write_copy(old, tmp, m, ef_construction, ef_search, dtype)
+            counts = _write_copy(old, tmp, m, ef_construction, ef_search, dtype, progress)
             if old.engine.replace_file(tmp, generation):
                 break
             # a writer committed meanwhile: copy its generation instead
@@ -154,9 +163,15 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
             os.remove(tmp)
             raise NeedleError(f"{path!r} changed during each of {MAX_ATTEMPTS} rebuild attempts; "
                               "run the rebuild when writers are quieter")
-    return RebuildReport(path, counts, bytes_before, os.path.getsize(path), time.perf_counter() - started, True)
+    return _logged(RebuildReport(path, counts, bytes_before, os.path.getsize(path), time.perf_counter() - started,
+                                 True))
 
 
-def compact(path: str | os.PathLike, *, lock_timeout: float = 60.0) -> RebuildReport:
+def compact(path: str | os.PathLike, *, lock_timeout: float = 60.0, progress=None) -> RebuildReport:
     """Reclaim the space of deleted and replaced records (a :func:`rebuild` with the same parameters)."""
-    return rebuild(path, lock_timeout=lock_timeout)
+    return rebuild(path, lock_timeout=lock_timeout, progress=progress)
+
+
+def _logged(report: RebuildReport) -> RebuildReport:
+    log.info("rebuilt %s", report.summary())
+    return report

@@ -17,6 +17,7 @@ import orjson
 from .._format.header import SUPERBLOCK_DTYPE, SUPERBLOCK_OFFSETS, crc32, decode_superblock
 from .._format.segment import graph_problems, id_hash
 from .._storage.io import FileIO
+from .._progress import plural
 from ..errors import NeedleError
 from .._engine.snapshot import Snapshot
 from .._storage.mapping import read_header
@@ -39,11 +40,11 @@ class VerifyReport:
         return not self.problems
 
     def summary(self) -> str:
-        head = (f"{self.path}: generation {self.generation}, {self.collections} collections, "
-                f"{self.segments} segments, {self.records} live records")
+        head = (f"{self.path}: generation {self.generation}, {plural(self.collections, 'collection')}, "
+                f"{plural(self.segments, 'segment')}, {plural(self.records, 'live record')}")
         if self.ok:
             return head + ": OK"
-        return head + f": {len(self.problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in self.problems)
+        return head + f": {plural(len(self.problems), 'problem')}\n" + "\n".join(f"  - {p}" for p in self.problems)
 
 
 def verify_file(path: str) -> VerifyReport:
