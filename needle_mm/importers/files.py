@@ -139,8 +139,9 @@ class JsonlSource(_RowsSource):
         distance = distance or self.config.get("distance")
         self.distance = "dot" if self.sparse and distance is None else distance
         if self.sparse:
-            self.dim = dim or self.config.get("dimension") or 1 + max((max(v["indices"], default=-1) for _, v, _ in self._records(0)
-                                       if isinstance(v, dict) and isinstance(v.get("indices"), list)), default=0)
+            self.dim = dim or self.config.get("dimension") or 1 + max(
+                (max(v["indices"], default=-1) for _, v, _ in self._records(0)
+                 if isinstance(v, dict) and isinstance(v.get("indices"), list)), default=0)
         else:
             self.dim = 0 if first is None else len(first[1])
         self.description = {"kind": "jsonl", "path": os.path.abspath(path)}
