@@ -17,7 +17,7 @@ PACKAGE = Path(needle_mm.__file__).resolve().parent
 LAYERS = [
     {"__main__", "cli"},
     {"__init__"},
-    {"importers", "ops", "remote"},
+    {"importers", "ops", "remote", "integrations"},
     {"database"},
     {"collection"},
     {"sparse", "_input", "config"},
@@ -25,7 +25,7 @@ LAYERS = [
     {"_index"},
     {"_format", "_storage"},
     {"_kernels"},
-    {"errors", "filters", "results", "_version"},
+    {"errors", "filters", "results", "_version", "_progress"},
 ]
 
 
