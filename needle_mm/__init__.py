@@ -11,13 +11,13 @@ from .config import CollectionConfig, DistanceFunction
 from .database import Database
 from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _error_names
-from .remote.client import Client
 from .results import Entry, SearchResult
 from .sparse import SparseVector
 
 __all__ = [
     "Database",
-    "Client",
+    "Client",  # noqa: F405 (lazy: __getattr__)
+    "AsyncClient",  # noqa: F405 (lazy: __getattr__)
     "Collection",
     "CollectionConfig",
     "DistanceFunction",
@@ -27,3 +27,22 @@ __all__ = [
     "__version__",
     *_error_names,
 ]
+
+# The clients of `needle serve` are imported on first use, so `import needle_mm`
+# loads neither the remote package nor httpx (AsyncClient's transport).
+_LAZY = ("Client", "AsyncClient")
+
+
+def __getattr__(name: str):
+    if name == "Client":
+        from .remote.client import Client as value
+    elif name == "AsyncClient":
+        from .remote.async_client import AsyncClient as value
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

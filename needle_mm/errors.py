@@ -33,6 +33,7 @@ __all__ = [
     "LockTimeoutError",
     "LinkedFileError",
     "DurabilityError",
+    "ServerUnavailableError",
 ]
 
 
@@ -134,3 +135,11 @@ class DurabilityError(NeedleError, OSError):
     """``save()`` committed a generation that other processes may already read,
     but syncing it to disk failed: it may not survive a power loss. The writes
     are no longer pending; the Database reads the new generation."""
+
+
+class ServerUnavailableError(NeedleError, ConnectionError):
+    """A Needle server could not be reached, or the connection failed before its
+    answer arrived (refused, unknown host, reset, timed out); the message names the URL.
+
+    When a write's connection fails after the request was sent, the write may or
+    may not have been applied: read back before retrying an ``insert``."""

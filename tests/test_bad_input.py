@@ -194,7 +194,8 @@ def test_read_only_open_of_missing_file_creates_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("content", [b"", b"hello world", b"SQLite format 3\0" + b"\0" * 5000, os.urandom(20000)])
+@pytest.mark.parametrize("content", [b"", b"hello world", b"SQLite format 3\0" + b"\0" * 5000, os.urandom(20000)],
+                         ids=["empty", "text", "sqlite", "random"])  # ids, not bytes: the same in every pytest worker
 def test_not_a_needle_file(tmp_path, content):
     path = tmp_path / "x.needle"
     path.write_bytes(content)

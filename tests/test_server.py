@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import http.client
 import os
+import select
 import socket
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import orjson
@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import needle_mm as needle
+from needle_mm.remote.client import RemoteCollection
 
 
 def free_port() -> int:
@@ -30,6 +31,8 @@ def free_port() -> int:
 
 
 class Server:
+    """``needle serve`` in a child process; started once it printed its one line on stderr."""
+
     def __init__(self, path: str, *args: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -37,18 +40,12 @@ class Server:
         env.pop("NEEDLE_API_KEY", None)
         self.proc = subprocess.Popen([sys.executable, "-m", "needle_mm", "serve", path, "--port", str(self.port),
                                       *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    if self.raw("GET", "/health", key=args[args.index("--api-key") + 1]
-                                if "--api-key" in args else None)[0] == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start")
+        # serve() prints its line once /health answers: no polling here
+        ready, _, _ = select.select([self.proc.stderr], [], [], 60)
+        self.banner = self.proc.stderr.readline().strip() if ready else ""
+        if not self.banner.startswith("needle: serving "):
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {self.banner}{self.proc.communicate()[1]}")
 
     def raw(self, method: str, path: str, body: bytes | list | None = None, key: str | None = None,
             headers: dict | None = None) -> tuple[int, dict]:
@@ -205,6 +202,7 @@ def test_api_key_is_required_when_set_and_beyond_loopback(tmp_path):
     assert out.returncode != 0 and "without an API key" in out.stderr
     srv = Server(path, "--api-key", "s3cret")
     try:
+        assert srv.banner == f"needle: serving {path} at {srv.url} (API key required)"
         for path_ in ("/health", "/collections", "/openapi.json"):
             status, body = srv.raw("GET", path_)
             assert status == 401 and body["error"] == "Unauthorized"
@@ -265,7 +263,7 @@ def test_fuzzing_the_openapi_document_never_gets_a_server_error(tmp_path):
         client.close()
         schema = schemathesis.openapi.from_url(srv.url + "/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 14
+        assert len(operations) == 17
         for op in operations:
             @given(case=op.as_strategy(), aim=st.booleans())
             @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -355,3 +353,226 @@ def test_one_request_cannot_ask_for_unbounded_results(server):
     assert status == 400 and body["error"] == "InvalidArgumentError" and "--max-results" in body["message"]
     status, body = server.raw("POST", "/collections/c/search", orjson.dumps({"vectors": [[1, 0, 0]] * 2, "k": 4096}))
     assert status == 200 and [len(r) for r in body["results"]] == [2, 2]
+
+
+# ---------------------------------------------------------------- the embedded API's newer verbs, over HTTP
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One server for the tests below (each uses collections of its own), on a file an
+    embedded read-only Database in this process reads too."""
+    path = str(tmp_path_factory.mktemp("shared") / "shared.needle")
+    srv = Server(path)
+    assert srv.banner == f"needle: serving {path} at {srv.url} (no API key required)"
+    client = needle.Client(srv.url)
+    local = needle.Database.open(path, read_only=True)
+    yield srv, client, local
+    client.close()
+    local.close()
+    err = srv.stop()
+    assert "Traceback" not in err, err
+
+
+def test_new_verbs_give_what_the_embedded_api_gives_on_the_same_file(shared, demo_data, tmp_path):
+    srv, client, local = shared
+    vectors = demo_data["vectors"][:300]
+    rc = client.create_collection("verbs", 384, m=8, ef_construction=40, seed=3)
+    rc.insert_many([f"v{i}" for i in range(300)], vectors, [{"n": i, "odd": i % 2} for i in range(300)])
+    rc.delete(["v5", "v6"])
+    rc.upsert("v7", vectors[8], {"n": -7})
+    sparse = client.create_collection("verbs-sparse", 100, "dot", sparse=True)
+    sparse.insert_many(["s1", "s2"], [{3: 1.0, 9: 0.5}, {9: 2.0}])
+    lc = local.collection("verbs")  # the embedded reader follows the server's commits (auto_refresh)
+    # get_or_create_collection / exist_ok: a match returns the collection, a mismatch names each difference
+    assert client.get_or_create_collection("verbs", 384, m=8).config == lc.config
+    assert client.create_collection("verbs", 384, "cosine", seed=3, exist_ok=True).name == "verbs"
+    with pytest.raises(needle.CollectionExistsError) as remote_err:
+        client.get_or_create_collection("verbs", 128, "dot", m=16, dtype="f16")
+    scratch = needle.Database.open(str(tmp_path / "embedded.needle"))
+    scratch.create_collection("verbs", 384, m=8, ef_construction=40, seed=3)
+    with pytest.raises(needle.CollectionExistsError) as local_err:
+        scratch.get_or_create_collection("verbs", 128, "dot", m=16, dtype="f16")
+    scratch.close()
+    assert str(remote_err.value).startswith(str(local_err.value) + " (HTTP 409")
+    assert "dimension is 384, not 128" in str(remote_err.value) and "m is 8, not 16" in str(remote_err.value)
+    created = client.get_or_create_collection("verbs-new", 4, "l2", ef_search=20)
+    assert created.config == local.collection("verbs-new").config and created.config.ef_search == 20
+    # reads
+    wanted = ["v3", "missing", "v7", "v5", "v3"]
+    assert rc.get_many(wanted) == lc.get_many(wanted) and rc.get_many(wanted)[1] is None
+    assert rc.get_many([]) == []
+    for args in [((), {}), (({"odd": 1},), {"limit": 7, "offset": 5}), ((None, 3), {"offset": 290}),
+                 (({"n": {"$gte": 100}},), {"offset": 1000})]:
+        assert rc.find(*args[0], **args[1]) == lc.find(*args[0], **args[1])
+    assert list(rc.ids()) == list(lc.ids()) and len(list(rc.ids())) == 298
+    assert list(rc.ids({"odd": 0})) == list(lc.ids({"odd": 0}))
+    assert list(rc) == list(lc)
+    assert rc.peek() == lc.peek() and rc.peek(3) == lc.peek(3) and rc.peek(0) == [] and len(rc.peek(1000)) == 298
+    assert list(sparse) == list(local.collection("verbs-sparse"))
+    # as_arrays: the same arrays, the same dtypes and shapes, None and inf past the last hit
+    queries = demo_data["queries"][:4]
+    for k, flt in [(5, None), (10, {"n": {"$lt": 3}}), (0, None), (5000, None)]:
+        got, want = rc.search(queries[0], k, flt, as_arrays=True), lc.search(queries[0], k, flt, as_arrays=True)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape and np.array_equal(g, w), (k, flt)
+        got = rc.search_batch(queries, k, flt, ef=80, as_arrays=True)
+        want = lc.search_batch(queries, k, flt, ef=80, as_arrays=True)
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape and np.array_equal(g, w), (k, flt)
+    ids, distances = rc.search(queries[0], 10, {"n": {"$lt": 3, "$gte": 0}}, as_arrays=True)
+    assert list(ids[3:]) == [None] * 7 and np.isinf(distances[3:]).all() and distances.dtype == np.float32
+    ids, _ = rc.search_batch(queries[:0], 3, as_arrays=True)
+    assert ids.shape == lc.search_batch(queries[:0], 3, as_arrays=True)[0].shape == (0, 3)
+    for got, want in zip(sparse.search({9: 1.0}, 4, as_arrays=True),
+                         local.collection("verbs-sparse").search({9: 1.0}, 4, as_arrays=True)):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    # the same errors, raised by both
+    for c in (rc, lc):
+        with pytest.raises(needle.InvalidArgumentError, match="include_vector"):
+            c.search(queries[0], as_arrays=True, include_vector=True)
+        with pytest.raises(needle.InvalidArgumentError, match="get_many takes a list"):
+            c.get_many("v1")
+        with pytest.raises(needle.InvalidIdError):
+            c.get_many(["v1", 7])
+        with pytest.raises(needle.InvalidArgumentError, match="offset must be"):
+            c.find(offset=-1)
+        with pytest.raises(needle.InvalidArgumentError, match="n must be"):
+            c.peek(-1)
+        with pytest.raises(needle.FilterError):
+            list(c.ids({"n": {"$bogus": 1}}))
+        with pytest.raises(needle.InvalidVectorError, match="NaN"):
+            c.search([float("nan")] * 384)
+    status, body = srv.raw("POST", "/collections/verbs/ids", orjson.dumps({"filter": {"n": {"$bogus": 1}}}))
+    assert (status, body["error"]) == (400, "FilterError")  # the server refuses it too, before streaming
+    with pytest.raises(needle.CollectionNotFoundError):
+        list(RemoteCollection(client, "nope").ids())
+
+
+def test_a_remote_walk_reads_one_generation(shared):
+    """ids() and iteration are one streamed request: records committed after the walk
+    started are not seen, records deleted after it started still are."""
+    _, client, local = shared
+    c = client.create_collection("walk", 2, "l2")
+    c.insert_many([f"w{i}" for i in range(3000)], np.random.default_rng(1).random((3000, 2)))
+    walk, records = c.ids(), iter(c)
+    first, first_record = next(walk), next(records)
+    c.insert("late", [0.5, 0.5])
+    c.delete(["w2999"])
+    rest = list(walk)
+    assert [first, *rest] == [f"w{i}" for i in range(3000)]
+    assert [first_record.id, *(e.id for e in records)] == [f"w{i}" for i in range(3000)]
+    assert "late" in list(c.ids()) and "w2999" not in list(c.ids())
+    assert list(c.ids()) == list(local.collection("walk").ids())
+    unfinished = c.ids()
+    next(unfinished)
+    unfinished.close()  # a walk left early frees its connection; the client goes on
+    assert c.count() == 3000
+
+
+def test_client_transaction_commits_all_at_the_end(shared):
+    _, client, local = shared
+    with client.transaction() as tx:
+        orders = client.create_collection("orders", 2)
+        orders.insert("o1", [1, 0], {"state": "new"})
+        orders.insert_many(["o2", "o3"], [[0, 1], [1, 1]])
+        orders.update_metadata("o1", {"state": "paid"})
+        assert orders.delete(["o3"]) is None  # buffered: the count comes with the commit
+        assert len(tx) == 5 and tx.results is None
+        assert "orders" not in client.list_collections()  # reads do not see the block's writes
+    assert tx.results[0].name == "orders" and tx.results[1:] == [None, None, None, 1]
+    assert sorted(orders.ids()) == ["o1", "o2"] and orders.get("o1").metadata == {"state": "paid"}
+    assert local.collection("orders").count() == 2  # committed: in the file
+    with client.transaction() as tx:
+        pass
+    assert tx.results == []
+    vector = np.array([1.0, 1.0])
+    with client.transaction(exclusive=True):
+        orders.upsert("o2", vector, {"state": "moved"})
+        vector[:] = 9  # the write was taken when it was made, as an embedded write is
+    assert orders.get("o2").vector.tolist() == [1.0, 1.0]
+    with client.transaction():
+        with pytest.raises(needle.TransactionError, match="do not nest"):
+            with client.transaction():
+                pass
+        with pytest.raises(needle.TransactionError):
+            client.save()
+
+
+def test_client_transaction_sends_nothing_if_the_block_raises(shared):
+    _, client, local = shared
+    c = client.create_collection("rollback", 2)
+    generation = client.generation
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        with client.transaction():
+            c.insert("a", [1, 0])
+            client.drop_collection("rollback")
+            raise RuntimeError("changed my mind")
+    assert client.generation == generation and client.list_collections().count("rollback") == 1
+    assert c.count() == 0
+    c.insert("a", [1, 0])  # after the block, writes are sent at once again
+    assert "a" in c
+
+
+def test_client_transaction_is_all_or_nothing_on_the_server(shared):
+    _, client, local = shared
+    c = client.create_collection("atomic", 2)
+    c.insert("taken", [1, 0])
+    generation = client.generation
+    with pytest.raises(needle.DuplicateIdError, match=r"write 2 of 3 \(insert 'atomic'\).*'taken' already exists"):
+        with client.transaction() as tx:
+            c.insert("first", [0, 1])
+            c.insert("taken", [1, 1])
+            client.create_collection("atomic-side", 3)
+    assert tx.results is None
+    assert "first" not in c and "atomic-side" not in client.list_collections()
+    assert client.generation == generation
+    with pytest.raises(needle.InvalidVectorError, match="dimension"):  # found by the server, at the end
+        with client.transaction():
+            c.upsert("fine", [0.5, 0.5])
+            c.upsert("bad", [1, 2, 3])
+    assert "fine" not in c and local.collection("atomic").count() == 1
+
+
+class _Hangup:
+    """A loopback listener that accepts each connection and closes it without answering."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                conn.recv(65536)
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+def test_connection_failures_raise_server_unavailable_naming_the_url():
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    client = needle.Client(url, timeout=5)
+    with pytest.raises(needle.ServerUnavailableError, match=f"cannot reach a Needle server at {url}") as err:
+        client.list_collections()
+    assert isinstance(err.value, ConnectionError) and isinstance(err.value, needle.NeedleError)
+    with pytest.raises(needle.ServerUnavailableError, match=url):
+        list(RemoteCollection(client, "x").ids())
+    hangup = _Hangup()
+    try:
+        with pytest.raises(needle.ServerUnavailableError, match=f"{hangup.url} did not answer"):
+            needle.Client(hangup.url, timeout=5).collection("x")
+    finally:
+        hangup.close()
+    client.close()

@@ -1,77 +1,43 @@
 """``needle_mm.Client``: the server's API with the embedded API's shape.
 
 ``Client(url)`` mirrors :class:`~needle_mm.Database` and ``client.collection(name)``
-mirrors :class:`~needle_mm.Collection` (same methods, same results, same
-``NeedleError`` subclasses raised), so switching between an embedded file and
-a server is one line::
+mirrors :class:`~needle_mm.Collection` (same methods, same arguments, same
+results, same ``NeedleError`` subclasses raised), so switching between an
+embedded file and a server is one line::
 
     db = needle.Database.open("vectors.needle")     # embedded
     db = needle.Client("http://127.0.0.1:8000")     # the same file behind `needle serve`
 
-Differences that cannot be hidden: every write is committed when the call
-returns (the server runs each request as a transaction), so ``save()`` has
-nothing to flush; ``transaction()`` is not offered. Only the standard library
-is used (one keep-alive HTTP connection per thread).
+Differences that cannot be hidden:
+
+- Every write is committed when the call returns (the server runs each
+  request as a transaction), so ``save()`` has nothing to flush.
+- ``transaction()`` buffers the block's writes in the client and sends them
+  when the block ends, as one request the server runs as one transaction;
+  reads inside the block do not see the block's own writes (see
+  :meth:`Client.transaction`).
+- A connection that fails raises :class:`~needle_mm.errors.ServerUnavailableError`.
+
+Only the standard library is used (one keep-alive HTTP connection per thread,
+and one more for each walk in progress: ``ids()``, iteration). The
+asyncio twin is :class:`~needle_mm.AsyncClient`; both build their requests
+with ``_wire``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import http.client
 import threading
-import urllib.parse
-from typing import Any, Iterable, Sequence
-
-import numpy as np
-import orjson
+from typing import Any, Iterable, Iterator, Sequence
 
 from .. import errors as E
 from ..config import CollectionConfig, DistanceFunction
 from ..results import Entry, SearchResult
-from .._format.csr import SparseVector
+from . import _wire as W
 
 __all__ = ["Client", "RemoteCollection"]
-
-_MISSING = object()
-
-
-class _Decoded:
-    """Stands in for a segment behind a SearchResult whose metadata came decoded over HTTP."""
-
-    __slots__ = ("metadata",)
-
-    def __init__(self, metadata: dict):
-        self.metadata = metadata
-
-    def meta_bytes_at(self, slot: int) -> bytes:
-        return orjson.dumps(self.metadata)
-
-
-def _vector_json(v: Any) -> Any:
-    if isinstance(v, SparseVector):
-        return v.to_dict()
-    if hasattr(v, "tocsr"):  # a scipy.sparse row
-        row = v.tocsr()
-        return {"indices": row.indices.tolist(), "values": row.data.tolist()}
-    if isinstance(v, dict):
-        if set(v) == {"indices", "values"}:
-            return {"indices": np.asarray(v["indices"]).tolist(), "values": np.asarray(v["values"]).tolist()}
-        return {str(k): float(x) for k, x in v.items()}
-    return np.asarray(v, dtype=np.float64).tolist() if not isinstance(v, list) else v
-
-
-def _vectors_json(vs: Any) -> list:
-    if hasattr(vs, "tocsr") and len(vs.shape) == 2:
-        csr = vs.tocsr()
-        return [_vector_json(csr[i]) for i in range(csr.shape[0])]
-    if isinstance(vs, np.ndarray):
-        return vs.astype(np.float64).tolist()
-    return [_vector_json(v) for v in vs]
-
-
-def _vector_in(v: Any) -> Any:
-    if isinstance(v, dict):
-        return SparseVector(np.array(v["indices"], dtype=np.uint32), np.array(v["values"], dtype=np.float32))
-    return np.array(v, dtype=np.float32)
 
 
 class Client:
@@ -84,24 +50,23 @@ class Client:
     api_key : str, optional
         Sent as ``Authorization: Bearer ...`` (required by servers bound beyond loopback).
     timeout : float
-        Seconds per request.
+        Seconds to connect, and to wait for each answer.
+
+    A Client may be shared by threads: each thread has its own connection.
     """
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0):
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise E.InvalidArgumentError(f"server url must be http(s)://host[:port], got {url!r}")
+        parts = W.check_url(url)
         self.url = url.rstrip("/")
         self._https = parts.scheme == "https"
         self._host, self._port = parts.hostname, parts.port
         self._prefix = parts.path.rstrip("/")
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._headers = W.headers(api_key)
         self._timeout = timeout
         self._local = threading.local()
         self._open: list[http.client.HTTPConnection] = []  # every thread's connection, closed by close()
         self._open_lock = threading.Lock()
+        self._tx: contextvars.ContextVar = contextvars.ContextVar(f"needle_client_tx_{id(self)}", default=None)
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -125,192 +90,386 @@ class Client:
         except Exception:
             pass
 
+    # ------------------------------------------------------------ transport
+
+    def _new_conn(self) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        return cls(self._host, self._port, timeout=self._timeout)
+
     def _conn(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn not in self._open:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            conn = cls(self._host, self._port, timeout=self._timeout)
-            self._local.conn = conn
+            conn = self._local.conn = self._new_conn()
+            self._local.used = False
             with self._open_lock:
                 self._open.append(conn)
         return conn
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-        for attempt in (0, 1):  # a keep-alive connection the server closed is retried once, fresh
-            conn = self._conn()
+    def _forget(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        self._local.conn = None
+        with self._open_lock:
+            if conn in self._open:
+                self._open.remove(conn)
+
+    def _exchange(self, conn: http.client.HTTPConnection, call: W.Call) -> http.client.HTTPResponse:
+        """Send ``call`` on ``conn``; connection failures become ServerUnavailableError."""
+        if conn.sock is None:
             try:
-                conn.request(method, self._prefix + path, body=data, headers=self._headers)
-                response = conn.getresponse()
-                raw = response.read()
-                break
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.connect()
+            except OSError as exc:
                 conn.close()
-                self._local.conn = None
-                if attempt:
-                    raise
+                raise W.unavailable(self.url, exc, sent=False, timeout=self._timeout) from exc
+        conn.request(call.method, self._prefix + call.path, body=call.data(), headers=self._headers)
+        return conn.getresponse()
+
+    def _request(self, call: W.Call) -> Any:
+        for attempt in (0, 1):
+            conn = self._conn()
+            reused = self._local.used
+            try:
+                response = self._exchange(conn, call)
+                raw = response.read()
+                self._local.used = not response.will_close
+                if response.will_close:
+                    self._forget(conn)
+                break
+            except E.ServerUnavailableError:
+                self._forget(conn)
+                raise
+            except (OSError, http.client.HTTPException) as exc:
+                self._forget(conn)
+                # a keep-alive connection the server closed meanwhile: the request never arrived; once, fresh
+                if reused and not attempt and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError,
+                                                                ConnectionResetError)):
+                    continue
+                raise W.unavailable(self.url, exc, sent=True, timeout=self._timeout) from exc
+        return W.answer(response.status, raw, self.url)
+
+    def _run(self, call: W.Call) -> Any:
+        """The result of ``call``, or, for a write inside a transaction block, buffered."""
+        tx = self._tx.get()
+        if tx is not None and call.tx is not None:
+            return tx.add(call)
+        return call.parse(self._request(call))
+
+    def _stream(self, call: W.Call) -> Iterator[Any]:
+        """The items of a streamed walk, read as they arrive on a connection of its own
+        (so other calls, even this thread's, can run while the walk is in progress)."""
+        conn = self._new_conn()
         try:
-            payload = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            payload = {"error": "InternalError", "message": raw[:200].decode("utf-8", "replace")}
-        if response.status >= 400:
-            cls = getattr(E, str(payload.get("error")), None)
-            if not (isinstance(cls, type) and issubclass(cls, E.NeedleError)):
-                cls = E.InvalidArgumentError if response.status < 500 else E.NeedleError
-            raise cls(f"{payload.get('message', raw[:200])} (HTTP {response.status} from {self.url})")
-        return payload
+            try:
+                response = self._exchange(conn, call)
+            except (OSError, http.client.HTTPException) as exc:
+                if isinstance(exc, E.ServerUnavailableError):
+                    raise
+                raise W.unavailable(self.url, exc, sent=True, timeout=self._timeout) from exc
+            if response.status >= 400:
+                W.answer(response.status, response.read(), self.url)
+            while True:
+                try:
+                    line = response.readline()
+                except (OSError, http.client.HTTPException) as exc:
+                    raise W.unavailable(self.url, exc, sent=True, timeout=self._timeout) from exc
+                if not line:
+                    raise W.truncated(self.url)
+                batch = W.stream_batch(line, self.url)
+                if batch is None:
+                    return
+                for item in batch:
+                    yield call.parse(item)
+        finally:
+            conn.close()
 
     # ------------------------------------------------------------ Database's methods
 
     def create_collection(self, name: str, dimension: int, distance: DistanceFunction | str = DistanceFunction.Cosine,
-                          **options) -> "RemoteCollection":
-        return self.create_collection_with_config(name, CollectionConfig(dimension, distance, **options))
+                          *, m: int | None = None, ef_construction: int | None = None, ef_search: int | None = None,
+                          seed: int | None = None, sparse: bool | None = None, dtype: str | None = None,
+                          exist_ok: bool = False) -> "RemoteCollection":
+        """Create a collection on the server; see :meth:`needle_mm.Database.create_collection`.
+
+        Parameters
+        ----------
+        name : str
+            The collection's name (up to 255 bytes of UTF-8).
+        dimension : int
+            Length of every vector (sparse collections: the index space).
+        distance : DistanceFunction or str
+            ``"cosine"`` (default), ``"euclidean"`` / ``"l2"`` or ``"dot"`` / ``"ip"``.
+        m, ef_construction, ef_search, seed : int, optional
+            HNSW parameters (defaults 16, 200, 64, 0).
+        sparse : bool, optional
+            A collection of sparse vectors (needs ``distance="dot"``).
+        dtype : str, optional
+            ``"f32"`` (default) or ``"f16"``.
+        exist_ok : bool
+            Return an existing collection of this name if it matches (dimension,
+            distance and every parameter given); a mismatch is a
+            :class:`~needle_mm.errors.CollectionExistsError` naming each difference.
+
+        Returns
+        -------
+        RemoteCollection
+        """
+        call = W.create_collection(name, dimension, distance, dict(m=m, ef_construction=ef_construction,
+                                                                   ef_search=ef_search, seed=seed, sparse=sparse,
+                                                                   dtype=dtype), exist_ok)
+        return self._collection_of(name, call)
+
+    def get_or_create_collection(self, name: str, dimension: int,
+                                 distance: DistanceFunction | str = DistanceFunction.Cosine, *,
+                                 m: int | None = None, ef_construction: int | None = None,
+                                 ef_search: int | None = None, seed: int | None = None,
+                                 sparse: bool | None = None, dtype: str | None = None) -> "RemoteCollection":
+        """The collection called ``name``, created if it does not exist:
+        ``create_collection(..., exist_ok=True)``; see :meth:`needle_mm.Database.get_or_create_collection`.
+
+        Raises
+        ------
+        CollectionExistsError
+            It exists with another dimension, distance or any parameter given here.
+        """
+        return self.create_collection(name, dimension, distance, m=m, ef_construction=ef_construction,
+                                      ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype, exist_ok=True)
 
     def create_collection_with_config(self, name: str, config: CollectionConfig) -> "RemoteCollection":
-        if not isinstance(config, CollectionConfig):
-            raise E.InvalidConfigError(f"config must be a CollectionConfig, got {type(config).__name__}")
-        self._call("POST", "/collections", {
-            "name": name, "dimension": config.dimension, "distance": config.distance.value, "m": config.m,
-            "ef_construction": config.ef_construction, "ef_search": config.ef_search, "seed": config.seed,
-            "sparse": config.sparse, "dtype": config.dtype})
-        return RemoteCollection(self, name)
+        """Create a collection from a :class:`~needle_mm.CollectionConfig`."""
+        return self._collection_of(name, W.create_collection_with_config(name, config))
+
+    def _collection_of(self, name: str, call: W.Call) -> "RemoteCollection":
+        call.parse = lambda info: RemoteCollection(self, name, info)
+        call.pending = RemoteCollection(self, name, None)
+        return self._run(call)
 
     def collection(self, name: str) -> "RemoteCollection":
-        self._call("GET", f"/collections/{_quote(name)}")
-        return RemoteCollection(self, name)
+        """The collection called ``name``; :class:`~needle_mm.errors.CollectionNotFoundError` if there is none."""
+        return RemoteCollection(self, name, self._run(W.describe(name)))
 
     def list_collections(self) -> list[str]:
-        return sorted(c["name"] for c in self._call("GET", "/collections")["collections"])
+        """Names of all collections, sorted."""
+        return self._run(W.list_collections())
 
     def drop_collection(self, name: str) -> None:
-        self._call("DELETE", f"/collections/{_quote(name)}")
+        """Delete a collection and all its records (committed when the call returns)."""
+        self._run(W.drop_collection(name))
 
-    def save(self) -> None:
-        """Nothing to flush (each write was committed by its request); kept for API parity."""
-        self._call("POST", "/save")
+    def save(self, progress: Any = None) -> None:
+        """Nothing to flush (each write was committed by its request); kept for API parity
+        (``progress`` is accepted and unused).
+
+        Raises :class:`~needle_mm.errors.TransactionError` inside a transaction block, as the embedded one does."""
+        if self._tx.get() is not None:
+            raise W.save_in_transaction()
+        self._run(W.save())
 
     @property
     def generation(self) -> int:
-        return self._call("GET", "/health")["generation"]
+        """The committed generation the server reads (grows with every commit)."""
+        return self._run(W.generation())
 
+    @contextlib.contextmanager
+    def transaction(self, exclusive: bool = False) -> Iterator[W.Transaction]:
+        """Group writes into one commit on the server: all of them, or none.
 
-def _quote(name: str) -> str:
-    return urllib.parse.quote(name, safe="")
+        ::
+
+            with client.transaction() as tx:
+                client.collection("orders").upsert("o1", v, {"state": "paid"})
+                client.collection("ledger").insert("l9", w, {"order": "o1"})
+                client.collection("ledger").delete(["l1", "l2"])
+            tx.results   # [None, None, 2]: what each write returned
+
+        The block's writes (``insert``, ``upsert``, ``delete``,
+        ``update_metadata``, ``create_collection``, ``drop_collection``, ...)
+        are checked and buffered here, in the client, and sent when the block
+        ends, as one request that the server runs as one transaction: if any
+        write fails there (a duplicate id, a wrong dimension), none is applied
+        and the error is raised from the ``with`` statement. If the block
+        raises, nothing is sent.
+
+        Unlike the embedded :meth:`needle_mm.Database.transaction`:
+
+        - reads inside the block (``get``, ``search``, ``count``, ``collection``,
+          ...) go to the server at once and do not see the block's own buffered
+          writes;
+        - a write returns before it is applied: ``delete`` returns ``None``
+          (its count is in ``tx.results`` after the block), and the collection
+          ``create_collection`` returns exists only after the block;
+        - errors only the server can find (a duplicate id, a wrong dimension)
+          come at the end of the block;
+        - writes of other threads are not held back: the transaction is this
+          thread's; ``exclusive=True`` makes the server hold the file's writer
+          lock while it applies the block, from its first write to the commit;
+        - the block's writes travel in one request, limited by the server's
+          ``--max-body-mb``.
+
+        Transactions do not nest, and ``save()`` inside one raises
+        :class:`~needle_mm.errors.TransactionError`.
+        """
+        if self._tx.get() is not None:
+            raise W.nested()
+        tx = W.Transaction(exclusive)
+        token = self._tx.set(tx)
+        try:
+            yield tx
+        finally:
+            self._tx.reset(token)
+            tx.closed = True
+        if tx.calls:
+            self._run(tx.commit_call())
+        else:
+            tx.results = []
 
 
 class RemoteCollection:
-    """A collection behind a server, with the methods of :class:`~needle_mm.Collection`."""
+    """A collection behind a server, with the methods of :class:`~needle_mm.Collection`.
 
-    def __init__(self, client: Client, name: str):
+    Obtain one with ``client.collection(name)`` or ``client.create_collection(...)``.
+    """
+
+    def __init__(self, client: Client, name: str, info: dict | None = None):
         self._client = client
         self.name = name
-        self._path = f"/collections/{_quote(name)}"
-        self._info = None
+        self._info = info
 
     def __repr__(self) -> str:
         return f"RemoteCollection({self.name!r})"
 
-    def _post(self, action: str, body: dict) -> Any:
-        return self._client._call("POST", f"{self._path}/{action}", body)
-
     def _describe(self) -> dict:
         if self._info is None:
-            self._info = self._client._call("GET", self._path)
+            self._info = self._client._run(W.describe(self.name))
         return self._info
 
     @property
     def config(self) -> CollectionConfig:
-        i = self._describe()
-        return CollectionConfig(i["dimension"], DistanceFunction(i["distance"]), i["m"], i["ef_construction"],
-                                i["ef_search"], i["seed"], sparse=i["sparse"], dtype=i["dtype"])
+        """The collection's :class:`~needle_mm.CollectionConfig`."""
+        return W.config_of(self._describe())
 
     @property
     def dimension(self) -> int:
+        """Length of every vector."""
         return self._describe()["dimension"]
 
     @property
     def distance(self) -> DistanceFunction:
+        """The :class:`~needle_mm.DistanceFunction`."""
         return DistanceFunction(self._describe()["distance"])
 
     @property
     def sparse(self) -> bool:
+        """True for a collection of sparse vectors."""
         return self._describe()["sparse"]
 
     # ------------------------------------------------------------ writes
 
-    def _records(self, action: str, ids, vectors, metadatas) -> None:
-        ids = list(ids)
-        body = {"ids": ids, "vectors": _vectors_json(vectors)}
-        if metadatas is not None:
-            body["metadatas"] = list(metadatas)
-        self._post(action, body)
-
     def insert(self, id: str, vector, metadata: dict | None = None) -> None:
-        self._records("insert", [id], [_vector_json(vector)], None if metadata is None else [metadata])
+        """Add one record; :class:`~needle_mm.errors.DuplicateIdError` if ``id`` is live (use :meth:`upsert`)."""
+        self._client._run(W.records(self.name, "insert", id, vector, metadata, one=True))
 
     def insert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
-        self._records("insert", ids, vectors, metadatas)
+        """Add many records at once (``vectors`` a 2-D array ``[n, dim]``); all or nothing,
+        as :meth:`needle_mm.Collection.insert_many`."""
+        self._client._run(W.records(self.name, "insert", ids, vectors, metadatas))
 
     def upsert(self, id: str, vector, metadata: dict | None = None) -> None:
-        self._records("upsert", [id], [_vector_json(vector)], None if metadata is None else [metadata])
+        """Insert a record, or replace the one with the same id (vector and metadata)."""
+        self._client._run(W.records(self.name, "upsert", id, vector, metadata, one=True))
 
     def upsert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
-        self._records("upsert", ids, vectors, metadatas)
+        """Insert or replace many records; a repeated id in the batch keeps its last record."""
+        self._client._run(W.records(self.name, "upsert", ids, vectors, metadatas))
 
-    def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict | None = None) -> int:
-        if isinstance(ids, str):
-            ids = [ids]
-        return self._post("delete", {"ids": None if ids is None else list(ids), "filter": filter})["deleted"]
+    def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict | None = None) -> int | None:
+        """Delete one id, a list of ids, or every record matching ``filter``; returns how
+        many live records were deleted (``None`` inside a transaction block); see
+        :meth:`needle_mm.Collection.delete`."""
+        return self._client._run(W.delete(self.name, ids, filter))
 
     def update_metadata(self, id: str, metadata: dict | None) -> None:
-        self._post("update_metadata", {"id": id, "metadata": metadata})
+        """Replace the metadata of a live record, keeping its vector."""
+        self._client._run(W.update_metadata(self.name, id, metadata))
 
     # ------------------------------------------------------------ reads
 
-    def get(self, id: str, default: Any = _MISSING) -> Entry:
-        if not isinstance(id, str):
-            raise E.InvalidIdError(f"record ids must be str, got {type(id).__name__} {id!r}")
-        record = self._post("get", {"ids": [id]})["records"][0]
-        if record is None:
-            if default is not _MISSING:
-                return default
-            raise E.RecordNotFoundError(f"no record with id {id!r} in collection {self.name!r}")
-        return Entry(record["id"], _vector_in(record["vector"]), record["metadata"])
+    def get(self, id: str, default: Any = W.MISSING) -> Entry:
+        """The live record with this id; :class:`~needle_mm.errors.RecordNotFoundError` (or ``default``) if none."""
+        return self._client._run(W.get(self.name, id, default))
+
+    def get_many(self, ids: Sequence[str]) -> list[Entry | None]:
+        """The live records with these ids, in the order given; ``None`` where there is none
+        (one request: all read from one generation)."""
+        return self._client._run(W.get_many(self.name, ids))
 
     def __contains__(self, id: object) -> bool:
-        return isinstance(id, str) and bool(id) and \
-            self._post("get", {"ids": [id], "include_vector": False})["records"][0] is not None
+        """``id in collection``: True if a live record has this id."""
+        call = W.contains(self.name, id)
+        return call if isinstance(call, bool) else self._client._run(call)
 
     def __len__(self) -> int:
+        """The number of live records (:meth:`count`)."""
         return self.count()
 
     def count(self, filter: dict | None = None) -> int:
-        return self._post("count", {"filter": filter})["count"]
+        """Number of live records (matching ``filter`` if given)."""
+        return self._client._run(W.count(self.name, filter))
 
-    def find(self, filter: dict | None = None, limit: int | None = None) -> list[tuple[str, dict]]:
-        return [(r["id"], r["metadata"]) for r in self._post("find", {"filter": filter, "limit": limit})["records"]]
+    def find(self, filter: dict | None = None, limit: int | None = None, offset: int = 0) -> list[tuple[str, dict]]:
+        """``(id, metadata)`` of live records matching ``filter``, in storage order, skipping
+        the first ``offset`` and returning at most ``limit``; see :meth:`needle_mm.Collection.find`.
 
-    def _search(self, key: str, queries, k, filter, ef, exact, include_vector) -> list[list[SearchResult]]:
-        body = {key: queries, "k": k, "filter": filter, "ef": ef, "exact": exact, "include_vector": include_vector}
-        rows = self._post("search", body)["results"]
-        out = []
-        for row in rows:
-            results = []
-            for r in row:
-                if include_vector:
-                    res = SearchResult.with_vector(r["id"], r["distance"], _Decoded(r["metadata"]), 0,
-                                                   _vector_in(r["vector"]))
-                else:
-                    res = SearchResult(r["id"], r["distance"], _Decoded(r["metadata"]), 0)
-                res._meta = r["metadata"]
-                results.append(res)
-            out.append(results)
-        return out
+        Each call is one request: pages fetched with ``offset`` may see writes
+        committed between them; :meth:`ids` and iteration walk one generation."""
+        return self._client._run(W.find(self.name, filter, limit, offset))
+
+    def ids(self, filter: dict | None = None) -> Iterator[str]:
+        """An iterator over the ids of live records (matching ``filter`` if given), in storage order.
+
+        One streamed request on a connection of its own, read as the iterator
+        advances; the whole walk reads the generation current when it starts
+        (as the embedded :meth:`needle_mm.Collection.ids`): writes committed
+        meanwhile are not seen. The request is sent at the first ``next()``."""
+        return self._client._stream(W.ids(self.name, filter))
+
+    def __iter__(self) -> Iterator[Entry]:
+        """Every live record as an :class:`~needle_mm.Entry`, in storage order (one generation, as :meth:`ids`)."""
+        return self._client._stream(W.scan(self.name))
+
+    def peek(self, n: int = 10) -> list[Entry]:
+        """The first ``n`` records in storage order."""
+        return list(self._client._stream(W.scan(self.name, n)))
 
     def search(self, query, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-               exact: bool = False, include_vector: bool = False) -> list[SearchResult]:
-        return self._search("vector", _vector_json(query), k, filter, ef, exact, include_vector)[0]
+               exact: bool = False, include_vector: bool = False, as_arrays: bool = False):
+        """The ``k`` nearest live records to ``query``, closest first; see :meth:`needle_mm.Collection.search`.
+
+        Parameters
+        ----------
+        query : array-like of float, or a sparse vector
+        k : int
+            How many results at most.
+        filter : dict, optional
+            MongoDB-style filter on metadata.
+        ef : int, optional
+            HNSW search breadth for this query.
+        exact : bool
+            Brute force instead of the HNSW index.
+        include_vector : bool
+            Also return each result's vector.
+        as_arrays : bool
+            Return ``(ids, distances)`` numpy arrays of shape ``(k,)``: ids
+            ``object`` (``str``, ``None`` past the last hit), distances float32
+            (``inf`` there).
+
+        Returns
+        -------
+        list of SearchResult, or (ids, distances) with ``as_arrays``
+        """
+        return self._client._run(W.search(self.name, query, False, k, filter, ef, exact, include_vector, as_arrays))
 
     def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-                     exact: bool = False, include_vector: bool = False) -> list[list[SearchResult]]:
-        return self._search("vectors", _vectors_json(queries), k, filter, ef, exact, include_vector)
+                     exact: bool = False, include_vector: bool = False,
+                     as_arrays: bool = False) -> list[list[SearchResult]] | tuple:
+        """:meth:`search` for each row of a 2-D array of queries (one request): a list of
+        result lists, or with ``as_arrays=True`` ``(ids, distances)`` arrays of shape ``(m, k)``."""
+        return self._client._run(W.search(self.name, queries, True, k, filter, ef, exact, include_vector, as_arrays))

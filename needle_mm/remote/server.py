@@ -4,8 +4,10 @@ Each worker process opens the file itself and reads it through the shared
 memory map; writes go through the file's writer lock like any other writer.
 Every write request is one transaction: it is committed (visible to every
 worker and process, durable) before the response is sent, or it changes
-nothing. A worker answers one request at a time; the workers give the
-parallelism (``--workers``, one per core is a good start).
+nothing; ``POST /transaction`` runs a list of writes as one transaction (all
+or none), which is what ``Client.transaction()`` sends. A worker answers one
+request at a time; the workers give the parallelism (``--workers``, one per
+core is a good start).
 
 Safe defaults: loopback unless told otherwise; an API key is required to bind
 anywhere else and, once set, for every request (``Authorization: Bearer KEY``
@@ -14,7 +16,8 @@ answered (``Host`` header: loopback names and the bound address by default,
 ``--allowed-host`` for more), so a web page cannot reach a keyless loopback
 server through DNS rebinding; request bodies are limited (``--max-body-mb``)
 and so are the results of one request (``--max-results``: k times the number
-of queries); bad JSON or bad vectors get a 4xx with ``{"error": <NeedleError
+of queries; the streamed walks ``/ids`` and ``/scan`` are sent in batches and
+not limited); bad JSON or bad vectors get a 4xx with ``{"error": <NeedleError
 class>, "message": ...}``, never a traceback.
 
 Writes run in a worker thread of their own (they may wait for the writer lock
@@ -27,22 +30,26 @@ pending writes of a request still in flight.
 from __future__ import annotations
 
 import hmac
+import http.client
 from http import HTTPStatus
 import ipaddress
+import itertools
 import os
 import sys
+import threading
+import time
 import traceback
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors as E
-from .._format.catalog import DEFAULT_HNSW
+from ..collection import _CLAMP_ABOVE
 from ..database import Database
 
 ENV_FILE = "NEEDLE_SERVE_FILE"
@@ -54,6 +61,7 @@ ENV_MAX_RESULTS = "NEEDLE_SERVE_MAX_RESULTS"
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 DEFAULT_MAX_RESULTS = 10_000  # hits per request (k x queries): ~1 MB of JSON without vectors
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+STREAM_IDS, STREAM_RECORDS = 1024, 128  # items per line of a streamed walk
 
 # NeedleError class -> HTTP status; every other NeedleError is the client's bad input (400).
 STATUS = {
@@ -177,12 +185,13 @@ class CreateCollection(Model):
     name: str
     dimension: int
     distance: str = "cosine"
-    m: int = DEFAULT_HNSW.m
-    ef_construction: int = DEFAULT_HNSW.ef_construction
-    ef_search: int = DEFAULT_HNSW.ef_search
-    seed: int = DEFAULT_HNSW.seed
-    sparse: bool = False
-    dtype: str = "f32"
+    m: Optional[int] = Field(None, description="omitted: the default (16), or with exist_ok: not compared")
+    ef_construction: Optional[int] = None
+    ef_search: Optional[int] = None
+    seed: Optional[int] = None
+    sparse: Optional[bool] = None
+    dtype: Optional[str] = None
+    exist_ok: bool = Field(False, description="return an existing collection that matches instead of a 409")
 
 
 class Records(Model):
@@ -209,6 +218,8 @@ class Search(Model):
     ef: Optional[int] = None
     exact: bool = False
     include_vector: bool = False
+    as_arrays: bool = Field(False, description="answer {ids, distances, shape}: rows padded with null past the "
+                                               "last hit (as the embedded search(as_arrays=True))")
 
 
 class Count(Model):
@@ -218,11 +229,50 @@ class Count(Model):
 class Find(Model):
     filter: Optional[dict[str, Any]] = None
     limit: Optional[int] = None
+    offset: int = 0
+
+
+class Ids(Model):
+    filter: Optional[dict[str, Any]] = None
+
+
+class Scan(Model):
+    limit: Optional[int] = Field(None, description="at most this many records (the first, in storage order)")
 
 
 class UpdateMetadata(Model):
     id: str
     metadata: Optional[dict[str, Any]] = None
+
+
+class CreateOp(CreateCollection):
+    op: Literal["create_collection"]
+
+
+class DropOp(Model):
+    op: Literal["drop_collection"]
+    name: str
+
+
+class RecordsOp(Records):
+    op: Literal["insert", "upsert"]
+    collection: str
+
+
+class DeleteOp(Delete):
+    op: Literal["delete"]
+    collection: str
+
+
+class UpdateMetadataOp(UpdateMetadata):
+    op: Literal["update_metadata"]
+    collection: str
+
+
+class Transaction(Model):
+    exclusive: bool = Field(False, description="hold the file's writer lock from the first write to the commit")
+    ops: list[Annotated[Union[CreateOp, DropOp, RecordsOp, DeleteOp, UpdateMetadataOp], Field(discriminator="op")]] = \
+        Field(..., description="writes run in order as one transaction: all are committed, or none")
 
 
 def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MAX_BODY, read_only: bool = False,
@@ -265,14 +315,14 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
     # hopping to a thread pool per request halved a worker's throughput);
     # workers give parallelism. Writes may block (the writer lock, fsync), so
     # they run in a thread, one at a time.
-    def transaction(fn):
+    def transaction(fn, exclusive: bool = False):
         if writer is None:
             raise E.ReadOnlyError(f"this server serves {path!r} read-only; writes are refused")
-        with writer.transaction():
+        with writer.transaction(exclusive):
             return fn()
 
-    async def write(fn):
-        return await anyio.to_thread.run_sync(transaction, fn, limiter=writes_limiter)
+    async def write(fn, exclusive: bool = False):
+        return await anyio.to_thread.run_sync(transaction, fn, exclusive, limiter=writes_limiter)
 
     def coll(name: str):
         return (writer or db).collection(name)
@@ -295,32 +345,26 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
 
     @app.get("/health")
     async def health():
+        db.refresh()  # the newest committed generation (one 64-byte read), not the one the last read used
         return reply({"status": "ok", "generation": db.generation})
 
     @app.get("/collections")
     async def list_collections():
         return reply({"collections": [describe(n) for n in db.list_collections()]})
 
-    @app.post("/collections", status_code=201)
-    async def create_collection(body: CreateCollection):
-        def op():
-            writer.create_collection(body.name, body.dimension, body.distance, m=body.m,
-                                     ef_construction=body.ef_construction, ef_search=body.ef_search,
-                                     seed=body.seed, sparse=body.sparse, dtype=body.dtype)
-            return body.name
-        name = await write(op)
-        return reply(describe(name, writer), 201)
+    # The writes, each a function of its request body: one per endpoint, and
+    # the same ones run in order inside one transaction by /transaction.
+    def do_create(body: CreateCollection) -> dict:
+        writer.create_collection(body.name, body.dimension, body.distance, m=body.m,
+                                 ef_construction=body.ef_construction, ef_search=body.ef_search, seed=body.seed,
+                                 sparse=body.sparse, dtype=body.dtype, exist_ok=body.exist_ok)
+        return describe(body.name, writer)
 
-    @app.get("/collections/{name}")
-    async def get_collection(name: str):
-        return reply(describe(name))
+    def do_drop(name: str) -> dict:
+        writer.drop_collection(name)
+        return {"dropped": name}
 
-    @app.delete("/collections/{name}")
-    async def drop_collection(name: str):
-        await write(lambda: writer.drop_collection(name))
-        return reply({"dropped": name})
-
-    def _records(name: str, body: Records, method: str):
+    def do_records(name: str, body: Records, method: str) -> dict:
         c = coll(name)
         vectors = [plain(v) for v in body.vectors]
         if not c.sparse:
@@ -330,63 +374,113 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
         getattr(c, method)(body.ids, vectors, body.metadatas)
         return {"written": len(body.ids)}
 
+    def do_delete(name: str, body: Delete) -> dict:
+        if body.ids is None and body.filter is None:
+            raise E.InvalidArgumentError("delete needs ids or a filter")
+        return {"deleted": coll(name).delete(body.ids, filter=body.filter)}
+
+    def do_update(name: str, body: UpdateMetadata) -> dict:
+        coll(name).update_metadata(body.id, body.metadata)
+        return {"updated": body.id}
+
+    def do_op(op) -> dict:
+        if isinstance(op, CreateOp):
+            return do_create(op)
+        if isinstance(op, DropOp):
+            return do_drop(op.name)
+        if isinstance(op, RecordsOp):
+            return do_records(op.collection, op, "insert_many" if op.op == "insert" else "upsert_many")
+        if isinstance(op, DeleteOp):
+            return do_delete(op.collection, op)
+        return do_update(op.collection, op)
+
+    @app.post("/collections", status_code=201)
+    async def create_collection(body: CreateCollection):
+        def op():
+            existed = body.exist_ok and isinstance(body.name, str) and body.name in writer.list_collections()
+            return do_create(body), 200 if existed else 201
+        info, status = await write(op)
+        return reply(info, status)
+
+    @app.get("/collections/{name}")
+    async def get_collection(name: str):
+        return reply(describe(name))
+
+    @app.delete("/collections/{name}")
+    async def drop_collection(name: str):
+        return reply(await write(lambda: do_drop(name)))
+
     @app.post("/collections/{name}/insert")
     async def insert(name: str, body: Records):
-        return reply(await write(lambda: _records(name, body, "insert_many")))
+        return reply(await write(lambda: do_records(name, body, "insert_many")))
 
     @app.post("/collections/{name}/upsert")
     async def upsert(name: str, body: Records):
-        return reply(await write(lambda: _records(name, body, "upsert_many")))
+        return reply(await write(lambda: do_records(name, body, "upsert_many")))
 
     @app.post("/collections/{name}/delete")
     async def delete(name: str, body: Delete):
-        return reply(await write(lambda: {"deleted": coll(name).delete(body.ids, filter=body.filter)
-                                          if body.ids is not None or body.filter is not None
-                                          else _raise(E.InvalidArgumentError("delete needs ids or a filter"))}))
+        return reply(await write(lambda: do_delete(name, body)))
 
     @app.post("/collections/{name}/update_metadata")
     async def update_metadata(name: str, body: UpdateMetadata):
-        await write(lambda: coll(name).update_metadata(body.id, body.metadata))
-        return reply({"updated": body.id})
+        return reply(await write(lambda: do_update(name, body)))
+
+    @app.post("/transaction")
+    async def transaction_(body: Transaction):
+        """Run the writes of ``ops`` in order as one transaction: all are committed
+        together, or, if one fails, none (the error names which one failed)."""
+        def op():
+            results = []
+            for n, item in enumerate(body.ops, 1):
+                try:
+                    results.append(do_op(item))
+                except E.NeedleError as exc:
+                    target = getattr(item, "collection", None) or getattr(item, "name", "")
+                    raise _restated(exc, f"transaction rolled back, nothing was written: write {n} of "
+                                         f"{len(body.ops)} ({item.op} {target!r}) failed: ") from exc
+            return {"results": results}
+        return reply(await write(op, body.exclusive))
 
     @app.post("/collections/{name}/get")
     async def get(name: str, body: Get):
-        def op():
-            c = read_coll(name)
-            out = []
-            for i in body.ids:
-                e = c.get(i, None)
-                out.append(None if e is None else {"id": e.id, "metadata": e.metadata,
-                                                   **({"vector": vec_out(e.vector)} if body.include_vector else {})})
-            return {"records": out}
-        return reply(op())
+        c = read_coll(name)
+        out = []
+        for i in body.ids:
+            e = c.get(i, None)
+            out.append(None if e is None else {"id": e.id, "metadata": e.metadata,
+                                               **({"vector": vec_out(e.vector)} if body.include_vector else {})})
+        return reply({"records": out})
 
     @app.post("/collections/{name}/search")
     async def search(name: str, body: Search):
         if (body.vector is None) == (body.vectors is None):
             raise E.InvalidArgumentError("give exactly one of 'vector' (one query) or 'vectors' (a batch)")
 
+        c = read_coll(name)
         queries = 1 if body.vector is not None else len(body.vectors)
-        if body.k > 0 and queries * body.k > max_results:
+        k = body.k if body.k <= _CLAMP_ABOVE else min(body.k, c.count())  # as the embedded search clamps it
+        if k > 0 and queries * k > max_results:
             raise E.InvalidArgumentError(
-                f"this request asks for up to {queries * body.k} results ({queries} queries x k={body.k}); the "
+                f"this request asks for up to {queries * k} results ({queries} queries x k={body.k}); the "
                 f"server returns at most {max_results} per request (--max-results): split the batch or lower k")
 
-        def op():
-            c = read_coll(name)
-            args = dict(k=body.k, filter=body.filter, ef=body.ef, exact=body.exact,
-                        include_vector=body.include_vector)
-            if body.vector is not None:
-                rows = [c.search(plain(body.vector), **args)]
-            else:
-                queries = [plain(v) for v in body.vectors]
-                if not c.sparse and not queries:
-                    queries = _empty(c.dimension)
-                rows = c.search_batch(queries, **args)
-            return {"results": [[{"id": r.id, "distance": r.distance, "metadata": r.metadata,
-                                  **({"vector": vec_out(r.vector)} if body.include_vector else {})}
-                                 for r in row] for row in rows]}
-        return reply(op())
+        args = dict(k=body.k, filter=body.filter, ef=body.ef, exact=body.exact, include_vector=body.include_vector,
+                    as_arrays=body.as_arrays)
+        if body.vector is not None:
+            found = c.search(plain(body.vector), **args)
+            rows = None if body.as_arrays else [found]
+        else:
+            queries = [plain(v) for v in body.vectors]
+            if not c.sparse and not queries:
+                queries = _empty(c.dimension)
+            found = rows = c.search_batch(queries, **args)
+        if body.as_arrays:
+            ids, distances = found
+            return reply({"ids": ids.tolist(), "distances": distances, "shape": list(ids.shape)})
+        return reply({"results": [[{"id": r.id, "distance": r.distance, "metadata": r.metadata,
+                                    **({"vector": vec_out(r.vector)} if body.include_vector else {})}
+                                   for r in row] for row in rows]})
 
     @app.post("/collections/{name}/count")
     async def count(name: str, body: Count):
@@ -395,7 +489,51 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
     @app.post("/collections/{name}/find")
     async def find(name: str, body: Find):
         return reply({"records": [{"id": i, "metadata": m}
-                                  for i, m in read_coll(name).find(body.filter, body.limit)]})
+                                  for i, m in read_coll(name).find(body.filter, body.limit, body.offset)]})
+
+    walk_doc = {200: {"description": "one JSON object a line: {\"items\": [...]} batches, then {\"done\": true, "
+                                     "\"count\": N}; an error after the first line is a {\"error\", \"message\"} line",
+                      "content": {"application/x-ndjson": {}}}}
+
+    @app.post("/collections/{name}/ids", responses=walk_doc)
+    async def ids(name: str, body: Ids):
+        """The ids of live records (matching ``filter``) in storage order, streamed: one
+        generation for the whole walk (as the embedded ``Collection.ids``)."""
+        return stream(read_coll(name).ids(body.filter), STREAM_IDS, lambda i: i)
+
+    @app.post("/collections/{name}/scan", responses=walk_doc)
+    async def scan(name: str, body: Scan):
+        """Every live record ({id, vector, metadata}) in storage order, streamed (as
+        iterating the embedded Collection); ``limit``: only the first ones (``peek``)."""
+        if body.limit is not None and body.limit < 0:
+            raise E.InvalidArgumentError(f"limit must be a non-negative integer or None, got {body.limit}")
+        records = iter(read_coll(name))
+        if body.limit is not None:
+            records = itertools.islice(records, min(body.limit, sys.maxsize))
+        return stream(records, STREAM_RECORDS,
+                      lambda e: {"id": e.id, "vector": vec_out(e.vector), "metadata": e.metadata})
+
+    def stream(items, size: int, item_json) -> Response:
+        """A walk streamed as NDJSON. Its first batch is read before answering, so an
+        unknown collection or a bad filter is an ordinary 4xx."""
+        first = [item_json(i) for i in itertools.islice(items, size)]
+
+        def lines():
+            batch, sent = first, 0
+            try:
+                while batch:
+                    sent += len(batch)
+                    yield orjson.dumps({"items": batch}, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+                    batch = [item_json(i) for i in itertools.islice(items, size)]
+                yield orjson.dumps({"done": True, "count": sent}) + b"\n"
+            except E.NeedleError as exc:
+                yield orjson.dumps({"error": type(exc).__name__, "message": str(exc)}) + b"\n"
+            except Exception as exc:
+                traceback.print_exc(file=sys.stderr)
+                yield orjson.dumps({"error": "InternalError", "message": f"{type(exc).__name__}; see the server log"}) \
+                    + b"\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.post("/save")
     async def save():
@@ -410,8 +548,12 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
     return Guard(app, api_key, max_body, hosts)
 
 
-def _raise(exc: Exception):
-    raise exc
+def _restated(exc: E.NeedleError, prefix: str) -> E.NeedleError:
+    """``exc`` again, of the same class, its message led by ``prefix``."""
+    try:
+        return type(exc)(prefix + str(exc))
+    except Exception:
+        return exc
 
 
 def _empty(dim: int):
@@ -437,7 +579,11 @@ def app_from_env():
 def serve(path: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, api_key: str | None = None,
           max_body: int = DEFAULT_MAX_BODY, read_only: bool = False, allowed_host: list[str] | None = None,
           max_results: int = DEFAULT_MAX_RESULTS) -> None:
-    """Run the server (blocks). Refuses a non-loopback address without an API key."""
+    """Run the server (blocks). Refuses a non-loopback address without an API key.
+
+    Once it answers requests, one line on stderr says what it serves, where, and
+    whether it needs an API key: ``needle: serving /data/x.needle at
+    http://127.0.0.1:8000 (API key required)``."""
     import uvicorn
 
     api_key = api_key or os.environ.get(ENV_API_KEY) or None
@@ -456,5 +602,29 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
     os.environ[ENV_MAX_RESULTS] = str(max_results)
     if api_key:
         os.environ[ENV_API_KEY] = api_key
+    shown = f"[{host}]" if ":" in host else host
+    line = (f"needle: serving {os.path.abspath(path)}{' read-only' if read_only else ''} at http://{shown}:{port} "
+            f"({'API key required' if api_key else 'no API key required'})")
+    threading.Thread(target=_announce_when_up, args=(host, port, api_key, line), name="needle-serve-announce",
+                     daemon=True).start()
     uvicorn.run("needle_mm.remote.server:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False)
+
+
+def _announce_when_up(host: str, port: int, api_key: str | None, line: str, poll: float = 0.05) -> None:
+    """Print ``line`` to stderr once the server answers ``/health`` (any worker:
+    uvicorn binds the socket, then starts the workers, which then load the app)."""
+    probe = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host.strip("[]"))
+    headers = {"Host": "127.0.0.1"} | ({"X-API-Key": api_key} if api_key else {})
+    while True:
+        conn = http.client.HTTPConnection(probe, port, timeout=5)
+        try:
+            conn.request("GET", "/health", headers=headers)
+            if conn.getresponse().status == 200:
+                break
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            conn.close()
+        time.sleep(poll)
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,163 @@
+"""``needle_mm.AsyncClient`` against a real ``needle serve`` on loopback: the same
+methods, results and errors as the synchronous Client (as coroutines, walks as
+async iterators), transactions, connection failures, and a lazy import."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+from conftest import run_python
+from test_server import Server, _Hangup, free_port
+
+import needle_mm as needle
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    srv = Server(str(tmp_path_factory.mktemp("async") / "served.needle"))
+    yield srv
+    err = srv.stop()
+    assert "Traceback" not in err, err
+
+
+def same_hits(a, b):
+    assert [(r.id, r.metadata) for r in a] == [(r.id, r.metadata) for r in b]
+    assert [r.distance for r in a] == [r.distance for r in b]
+
+
+@pytest.mark.asyncio
+async def test_async_client_gives_what_the_sync_client_gives(served, demo_data):
+    vectors, queries = demo_data["vectors"][:200], demo_data["queries"][:3]
+    sync = needle.Client(served.url)
+    async with needle.AsyncClient(served.url) as client:
+        assert repr(client) == f"AsyncClient({served.url!r})"
+        c = await client.create_collection("docs", 384, m=8, ef_construction=40)
+        assert c.dimension == 384 and c.distance == needle.DistanceFunction.Cosine and c.config.m == 8
+        await c.insert_many([f"d{i}" for i in range(200)], vectors, [{"n": i} for i in range(200)])
+        await c.insert("extra", vectors[0] * 0.5, {"n": -1})
+        await c.upsert("d1", vectors[2], {"n": 1, "moved": True})
+        assert await c.delete(["d3", "missing"]) == 1
+        await c.update_metadata("d4", {"n": 4, "tag": "x"})
+        sc = sync.collection("docs")  # the same collection through the synchronous Client
+        assert (await client.get_or_create_collection("docs", 384, m=8)).config == sc.config
+        assert await client.list_collections() == sync.list_collections() == ["docs"]
+        assert await c.count() == len(sc) == 200 and await c.count({"n": {"$lt": 50}}) == sc.count({"n": {"$lt": 50}})
+        assert await c.contains("d1") and not await c.contains("d3") and not await c.contains(5)
+        assert await c.get("d1") == sc.get("d1") and await c.get("nope", None) is None
+        assert await c.get_many(["d4", "nope", "d1"]) == sc.get_many(["d4", "nope", "d1"])
+        assert await c.find({"n": {"$gte": 10}}, 5, 3) == sc.find({"n": {"$gte": 10}}, 5, 3)
+        assert [i async for i in c.ids({"n": {"$lt": 20}})] == list(sc.ids({"n": {"$lt": 20}}))
+        assert [e async for e in c] == list(sc)
+        assert await c.peek(4) == sc.peek(4)
+        async with contextlib.aclosing(c.ids()) as walk:  # left early, closed at once
+            async for first in walk:
+                break
+        assert first == next(iter(sc.ids()))
+        for q in queries:
+            same_hits(await c.search(q, 7), sc.search(q, 7))
+        for a, b in zip(await c.search_batch(queries, 4, {"n": {"$lt": 100}}, ef=60),
+                        sc.search_batch(queries, 4, {"n": {"$lt": 100}}, ef=60)):
+            same_hits(a, b)
+        hit = (await c.search(queries[0], 1, include_vector=True))[0]
+        assert np.array_equal(hit.vector, sc.get(hit.id).vector)
+        for got, want in [(await c.search(queries[0], 300, as_arrays=True), sc.search(queries[0], 300, as_arrays=True)),
+                          (await c.search_batch(queries, 3, as_arrays=True), sc.search_batch(queries, 3, as_arrays=True))]:
+            for g, w in zip(got, want):
+                assert g.dtype == w.dtype and g.shape == w.shape and np.array_equal(g, w)
+        # the same errors
+        with pytest.raises(needle.DuplicateIdError):
+            await c.insert("d1", vectors[0])
+        with pytest.raises(needle.InvalidVectorError, match="dimension"):
+            await c.insert("new", vectors[0][:10])
+        with pytest.raises(needle.FilterError):
+            await c.search(queries[0], filter={"n": {"$bogus": 1}})
+        with pytest.raises(needle.FilterError):
+            [i async for i in c.ids({"$or": 5})]
+        with pytest.raises(needle.RecordNotFoundError):
+            await c.get("nope")
+        with pytest.raises(needle.CollectionNotFoundError):
+            await client.collection("nope")
+        with pytest.raises(needle.CollectionNotFoundError):
+            [e async for e in needle.remote.async_client.AsyncRemoteCollection(client, "nope")]
+        with pytest.raises(needle.CollectionExistsError, match="dimension is 384, not 3"):
+            await client.get_or_create_collection("docs", 3)
+        with pytest.raises(needle.InvalidConfigError):
+            await client.create_collection("bad", 0)
+        assert await c.count() == 200  # nothing changed by the failures
+        generation = await client.generation()
+        assert generation == sync.generation
+        await client.save()
+        await client.drop_collection("docs")
+        assert await client.list_collections() == []
+    sync.close()
+
+
+@pytest.mark.asyncio
+async def test_async_transactions_commit_all_or_nothing(served):
+    async with needle.AsyncClient(served.url) as client:
+        async with client.transaction() as tx:
+            c = await client.create_collection("tx", 2)
+            await c.insert_many(["a", "b"], [[1, 0], [0, 1]])
+            assert await c.delete("b") is None
+            assert "tx" not in await client.list_collections()  # reads do not see the block's writes
+            with pytest.raises(needle.TransactionError):
+                c.config  # created when the block ends
+        assert tx.results[1:] == [None, 1] and tx.results[0].config.dimension == 2
+        c = await client.collection("tx")
+        assert [i async for i in c.ids()] == ["a"]
+        with pytest.raises(KeyError):
+            async with client.transaction():
+                await c.insert("c", [1, 1])
+                raise KeyError("nothing is sent")
+        with pytest.raises(needle.DuplicateIdError, match="write 2 of 2"):
+            async with client.transaction():
+                await c.insert("d", [1, 1])
+                await c.insert("a", [1, 1])
+        assert await c.get_many(["c", "d"]) == [None, None] and await c.count() == 1
+        async with client.transaction():
+            with pytest.raises(needle.TransactionError, match="do not nest"):
+                async with client.transaction():
+                    pass
+            with pytest.raises(needle.TransactionError):
+                await client.save()
+
+
+@pytest.mark.asyncio
+async def test_async_connection_failures_raise_server_unavailable():
+    url = f"http://127.0.0.1:{free_port()}"
+    async with needle.AsyncClient(url, timeout=5) as client:
+        with pytest.raises(needle.ServerUnavailableError, match=f"cannot reach a Needle server at {url}"):
+            await client.list_collections()
+        with pytest.raises(needle.ServerUnavailableError, match=url):
+            [i async for i in needle.remote.async_client.AsyncRemoteCollection(client, "x").ids()]
+    hangup = _Hangup()  # accepts, then closes without answering
+    try:
+        async with needle.AsyncClient(hangup.url, timeout=5) as client:
+            with pytest.raises(needle.ServerUnavailableError, match=f"{hangup.url} did not answer"):
+                await client.collection("x")
+    finally:
+        hangup.close()
+    with pytest.raises(needle.InvalidArgumentError, match="http"):
+        needle.AsyncClient("ftp://example")
+
+
+def test_clients_are_imported_lazily_and_a_missing_httpx_says_what_to_install():
+    out = run_python("""
+        import sys
+        import needle, needle_mm
+        loaded = [m for m in sys.modules if m == "httpx" or m.startswith(("httpx.", "needle_mm.remote"))]
+        print("loaded:", loaded)
+        print("exported:", {"Client", "AsyncClient"} <= set(needle_mm.__all__) <= set(dir(needle_mm)))
+        print("client:", needle.Client.__module__, "httpx" in sys.modules)
+        sys.modules["httpx"] = None  # as if the extra were not installed
+        try:
+            needle.AsyncClient("http://127.0.0.1:1")
+        except ImportError as exc:
+            print("error:", exc)
+    """)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:3] == ["loaded: []", "exported: True", "client: needle_mm.remote.client False"]
+    assert lines[3].startswith("error: ") and 'pip install "needle_mm[async]"' in lines[3]
