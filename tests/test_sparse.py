@@ -259,7 +259,8 @@ def test_export_rebuild_and_transactions_keep_sparse_records(db_path, tmp_path):
     import orjson
 
     with open(out, "rb") as f:
-        line = orjson.loads(f.readline())
+        header, line = orjson.loads(f.readline()), orjson.loads(f.readline())
+    assert header["needle_collection"]["sparse"] is True and header["needle_collection"]["dimension"] == 300
     assert set(line["vector"]) == {"indices", "values"}
     assert os.path.getsize(out) > 0
 
