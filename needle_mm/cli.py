@@ -253,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     except NeedleError as exc:
         print(f"needle: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `needle export ... | head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 0
     except OSError as exc:  # the disk, permissions, a path that is not there
         where = f": {exc.filename!r}" if exc.filename else ""
         print(f"needle: error: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -244,9 +244,12 @@ class Collection:
         """The live records with these ids, in the order given; ``None`` where there is none.
 
         All are read from one generation (a save by another process in between is not half-seen)."""
-        if isinstance(ids, str):
+        if isinstance(ids, (str, bytes)):
             raise InvalidArgumentError("get_many takes a list of ids; use get() for one")
-        ids = list(ids)
+        try:
+            ids = list(ids)
+        except TypeError:
+            raise InvalidArgumentError(f"get_many takes a list of ids, got {type(ids).__name__}") from None
         raws = [_input.id_bytes(i) for i in ids]
         with self._engine.reading():
             state = self._state()
@@ -345,6 +348,8 @@ class Collection:
             instead of result objects: ``ids`` of dtype ``object`` holding
             ``str`` and ``None`` past the last hit, ``distances`` float32 with
             ``inf`` there (the cheap path: no metadata, no objects per hit).
+            A ``k`` above 4096 is first clamped to the record count (as it is
+            for result lists), and the arrays have that many columns.
 
         Returns
         -------

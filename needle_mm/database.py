@@ -168,14 +168,16 @@ class Database:
                                  distance: DistanceFunction | str = DistanceFunction.Cosine, *,
                                  m: int | None = None, ef_construction: int | None = None,
                                  ef_search: int | None = None, seed: int | None = None,
-                                 sparse: bool | None = None, dtype: str | None = None) -> Collection:
+                                 sparse: bool | None = None, dtype: str | None = None, **unknown) -> Collection:
         """The collection called ``name``, created as :meth:`create_collection` would if
         it does not exist: ``create_collection(..., exist_ok=True)`` (as Chroma's
         ``get_or_create_collection``). An existing collection whose dimension,
         distance or any parameter given here differs raises
         :class:`CollectionExistsError` naming the differences."""
+        unknown.pop("exist_ok", None)  # it is what this method means
         return self.create_collection(name, dimension, distance, m=m, ef_construction=ef_construction,
-                                      ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype, exist_ok=True)
+                                      ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype, exist_ok=True,
+                                      **unknown)
 
     def _get_or_create(self, name: str, config: CollectionConfig, compared: set[str]) -> Collection:
         _check_name(name)

@@ -170,6 +170,15 @@ def test_read_only_database_refuses_writes(populated, db_path):
     assert c.count() == 3
 
 
+@pytest.mark.parametrize("read_only", [False, True])
+def test_open_of_a_directory_or_an_empty_path(tmp_path, read_only):
+    with pytest.raises(needle.DatabaseNotFoundError, match="is a directory"):
+        needle.Database.open(tmp_path, read_only=read_only)
+    with pytest.raises(needle.DatabaseNotFoundError, match="empty"):
+        needle.Database.open("", read_only=read_only)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_open_in_a_missing_folder_creates_nothing(tmp_path):
     with pytest.raises(needle.DatabaseNotFoundError, match="does not exist"):
         needle.Database.open(tmp_path / "typo" / "dir" / "x.needle")

@@ -170,3 +170,21 @@ def test_ctrl_c_during_import_says_how_to_resume(tmp_path):
     assert resumed.returncode == 0 and "imported 2,000 records" in resumed.stdout and "3,000 in all" in resumed.stdout
     again = needle_cmd(*args, "--resume", "--no-progress")
     assert again.returncode == 0 and "inf" not in again.stdout and "imported 0 records" in again.stdout
+
+
+def test_export_into_a_closed_pipe_exits_quietly(tmp_path):
+    import numpy as np
+
+    import needle_mm as needle
+
+    path = str(tmp_path / "x.needle")
+    with needle.Database.open(path) as db:
+        db.create_collection("c", 4).insert_many([f"r{i}" for i in range(20000)], np.ones((20000, 4)))
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "needle_mm", "export", path, "--collection", "c"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    with proc.stderr:
+        first = proc.stdout.readline()
+        proc.stdout.close()  # as `| head -1` does
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=600) == 0 and err == "" and b"needle_collection" in first

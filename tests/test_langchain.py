@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -381,3 +382,110 @@ async def test_async_methods(path):
     await store.adelete(["dune"])
     assert await store.aget_by_ids(["dune"]) == []
     store.close()
+
+
+def test_id_lists_must_be_lists_not_one_str(books):
+    # a str is an iterable of characters: delete("emma") must not delete the ids "e", "m", "a"
+    for bad in ("dune", b"dune", None, 5, {"dune": 1}):
+        with pytest.raises(needle_mm.InvalidArgumentError, match="ids must be a list"):
+            books.get_by_ids(bad)
+    for bad in ("emma", 5, {"emma": 1}):
+        with pytest.raises(needle_mm.InvalidArgumentError, match="ids must be a list"):
+            books.delete(bad)
+    with pytest.raises(needle_mm.InvalidIdError, match=r"ids\[1\] must be a str"):
+        books.delete(["emma", 7])
+    with pytest.raises(needle_mm.InvalidIdError, match=r"ids\[0\] must be a str"):
+        books.get_by_ids([["dune"]])
+    with pytest.raises(needle_mm.InvalidArgumentError, match="texts must be a list"):
+        books.add_texts("xyz")
+    with pytest.raises(needle_mm.InvalidArgumentError, match="texts must be a list"):
+        books.add_texts(None)
+    with pytest.raises(needle_mm.InvalidArgumentError, match="ids must be a list"):
+        books.add_texts(["x", "y"], ids="ab")
+    with pytest.raises(needle_mm.InvalidArgumentError, match="metadatas must be a list"):
+        books.add_texts(["x"], metadatas={"genre": "scifi"})
+    assert books.collection.count() == len(BOOKS)  # nothing was deleted or added
+    assert sorted(ids_of(books.get_by_ids([b.id for b in BOOKS]))) == sorted(b.id for b in BOOKS)
+
+
+class ZeroEmbeddings(TableEmbeddings):
+    """Embeds the text "zero" to the zero vector, which a cosine collection refuses."""
+
+    def embed_documents(self, texts):
+        return [[0.0] * self.dim if t == "zero" else self._vector(t) for t in texts]
+
+
+@pytest.mark.parametrize("bad_add", [
+    lambda store: store.add_texts(["zero"]),  # refused by Needle: a zero vector in a cosine collection
+    lambda store: store.add_texts(["x"], [{"when": object()}]),  # refused by Needle: not JSON
+    lambda store: store.add_texts(["x"], ids=[""]),  # refused by Needle: an empty id
+], ids=["zero-vector", "non-json-metadata", "empty-id"])
+def test_a_refused_first_add_leaves_no_collection_behind(path, tmp_path, bad_add):
+    # database=: the caller's next save must not commit an empty collection
+    with needle_mm.Database.open(tmp_path / "given.needle") as db:
+        store = NeedleVectorStore(ZeroEmbeddings(AXES), database=db)
+        with pytest.raises(needle_mm.NeedleError):
+            bad_add(store)
+        assert db.list_collections() == [] and not db.dirty and store.collection is None
+        db.save()
+    with needle_mm.Database.open(tmp_path / "given.needle") as db:
+        assert db.list_collections() == []
+
+    # path=: nothing pending, so close() discards (and warns about) nothing
+    store = NeedleVectorStore(ZeroEmbeddings(AXES), path=path)
+    with pytest.raises(needle_mm.NeedleError):
+        bad_add(store)
+    assert store.collection is None and not store.database.dirty
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store.close()
+    assert [str(w.message) for w in caught] == []
+
+    # an existing collection is kept, with its records, when a later add is refused
+    store = NeedleVectorStore(ZeroEmbeddings(AXES), path=path)
+    store.add_texts(["x"], ids=["kept"])
+    with pytest.raises(needle_mm.NeedleError):
+        bad_add(store)
+    assert ids_of(store.get_by_ids(["kept"])) == ["kept"] and not store.database.dirty
+    store.close()
+
+
+def test_counts_take_numpy_integers_and_refuse_the_rest(books, tmp_path):
+    assert ids_of(books.similarity_search("x", k=np.int64(1))) == ["dune"]
+    assert ids_of(books.max_marginal_relevance_search("x", k=np.int64(1), fetch_k=np.int32(3))) == ["dune"]
+    assert ids_of(books.max_marginal_relevance_search_by_vector(AXES["x"], k=np.uint8(1))) == ["dune"]
+    assert len(books.similarity_search("x", k=2, ef=np.int64(8))) == 2
+    assert len(books.max_marginal_relevance_search("x", k=1, lambda_mult=np.float32(0.5))) == 1
+    books.add_texts(["y"], ids=["np-batch"], batch_size=np.int64(1))
+    books.delete(["np-batch"])
+    for bad in (True, 2.0, "2", None, -1):
+        with pytest.raises(needle_mm.InvalidArgumentError, match="k must be a non-negative integer"):
+            books.similarity_search("x", k=bad)
+        with pytest.raises(needle_mm.InvalidArgumentError, match="k must be a non-negative integer"):
+            books.max_marginal_relevance_search("x", k=bad)
+        with pytest.raises(needle_mm.InvalidArgumentError, match="fetch_k must be a non-negative integer"):
+            books.max_marginal_relevance_search("x", k=1, fetch_k=bad)
+        with pytest.raises(needle_mm.InvalidArgumentError, match="fetch_k must be a non-negative integer"):
+            books.max_marginal_relevance_search_by_vector(AXES["x"], k=1, fetch_k=bad)
+    for bad in (True, 0, 1.5, "8"):
+        with pytest.raises(needle_mm.InvalidArgumentError, match="ef must be a positive integer"):
+            books.similarity_search("x", ef=bad)
+        with pytest.raises(needle_mm.InvalidArgumentError, match="batch_size must be a positive integer"):
+            books.add_texts(["y"], batch_size=bad)
+    for bad in ("x", None, True, 1.5, float("nan")):
+        with pytest.raises(needle_mm.InvalidArgumentError, match="lambda_mult"):
+            books.max_marginal_relevance_search("x", k=1, lambda_mult=bad)
+    with pytest.raises(needle_mm.InvalidArgumentError, match="query must be a str"):
+        books.similarity_search(None)
+    assert books.collection.count() == len(BOOKS)
+
+    # the same checks before the collection exists
+    empty = NeedleVectorStore(TableEmbeddings(AXES), path=tmp_path / "empty.needle")
+    assert empty.similarity_search("x", k=np.int64(2)) == [] and empty.max_marginal_relevance_search("x", k=np.int64(2)) == []
+    with pytest.raises(needle_mm.InvalidArgumentError, match="k must"):
+        empty.similarity_search("x", k=-1)
+    with pytest.raises(needle_mm.InvalidArgumentError, match="fetch_k must"):
+        empty.max_marginal_relevance_search("x", fetch_k="x")
+    with pytest.raises(needle_mm.InvalidArgumentError, match="ef must"):
+        empty.similarity_search("x", ef=0)
+    empty.close()

@@ -445,3 +445,60 @@ def test_the_module_docstring_example_runs(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("Needle keeps vectors in one file.") and float(out[0].split()[0]) == pytest.approx(1.0)
     assert out[1:] == ["2"]
+
+
+def test_id_lists_must_be_lists_not_one_str(db_path):
+    # a str is an iterable of characters: delete_nodes("ab") must not delete the nodes "a" and "b"
+    with NeedleVectorStore(path=db_path) as store:
+        nodes = [TextNode(id_=i, text=i, embedding=unit(*v)) for i, v in [("a", (1, 0)), ("b", (0, 1)), ("ab", (1, 1))]]
+        for node in nodes:
+            node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id="d")
+        store.add(nodes)
+        q = unit(1, 0)
+        for bad in ("ab", b"ab", 5, {"a": 1}):
+            with pytest.raises(needle_mm.InvalidArgumentError, match="node_ids must be a list"):
+                store.delete_nodes(bad)
+            with pytest.raises(needle_mm.InvalidArgumentError, match="node_ids must be a list"):
+                store.get_nodes(bad)
+            with pytest.raises(needle_mm.InvalidArgumentError, match="node_ids must be a list"):
+                store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=3, node_ids=bad))
+            with pytest.raises(needle_mm.InvalidArgumentError, match="doc_ids must be a list"):
+                store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=3, doc_ids=bad))
+        with pytest.raises(needle_mm.InvalidArgumentError, match="doc_ids must be a list"):
+            to_needle_filter(None, doc_ids="d")
+        with pytest.raises(needle_mm.InvalidIdError, match=r"node_ids\[1\] must be a str"):
+            store.delete_nodes(["a", 1])
+        with pytest.raises(needle_mm.InvalidArgumentError, match="ref_doc_id must be a str"):
+            store.delete(["d"])
+        with pytest.raises(needle_mm.InvalidArgumentError, match="nodes must be a list"):
+            store.add(nodes[0])  # one node, not a list of them
+        with pytest.raises(needle_mm.InvalidArgumentError, match="nodes must be a list"):
+            store.add("abc")
+        with pytest.raises(needle_mm.InvalidArgumentError, match=r"nodes\[0\] must be a llama_index node"):
+            store.add([{"id_": "x"}])
+        with pytest.raises(needle_mm.FilterError, match="MetadataFilters"):
+            store.get_nodes(filters={"key": "a"})
+        assert sorted(n.node_id for n in store.get_nodes()) == ["a", "ab", "b"]  # nothing was deleted
+        assert store.get_nodes(("ab",))[0].node_id == "ab"  # any sequence of ids
+        store.delete_nodes(["ab"])
+        assert sorted(n.node_id for n in store.get_nodes()) == ["a", "b"]
+
+
+def test_similarity_top_k_is_checked_with_and_without_node_ids(db_path):
+    with NeedleVectorStore(path=db_path) as store:
+        q = unit(1, 0)
+        for bad in (-1, True, 1.5, "2", None):  # before the collection exists too
+            with pytest.raises(needle_mm.InvalidArgumentError, match="similarity_top_k must be a non-negative integer"):
+                store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=bad))
+        store.add([TextNode(id_=f"n{i}", text="t", embedding=unit(1, i)) for i in range(3)])
+        for bad in (-1, True, 1.5, "2", None):
+            for node_ids in (None, ["n0", "n1"]):
+                with pytest.raises(needle_mm.InvalidArgumentError, match="similarity_top_k must be a non-negative integer"):
+                    store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=bad, node_ids=node_ids))
+        assert store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=np.int64(2))).ids == ["n0", "n1"]
+        r = store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=np.int64(1), node_ids=["n2", "n1"]))
+        assert r.ids == ["n1"]
+        with pytest.raises(needle_mm.InvalidArgumentError, match="VectorStoreQueryMode"):
+            store.query(VectorStoreQuery(query_embedding=q, mode="no-such-mode"))
+        with pytest.raises(needle_mm.InvalidVectorError):
+            store.query(VectorStoreQuery(query_embedding=["a", "b"], similarity_top_k=1, node_ids=["n0"]))

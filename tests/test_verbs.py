@@ -184,3 +184,37 @@ def test_sparse_search_as_arrays(db):
     ids, dists = coll.search({"indices": [2], "values": [1.0]}, k=3, as_arrays=True)
     assert ids.tolist() == ["a", "b", None]
     np.testing.assert_allclose(dists[:2], [1 - 2.0, 1 - 0.5])
+
+
+def test_get_many_and_get_or_create_refuse_bad_arguments_clearly(db):
+    coll = db.get_or_create_collection("docs", 8)
+    for bad in (None, 5, b"r1"):
+        with pytest.raises(needle.InvalidArgumentError, match="list of ids"):
+            coll.get_many(bad)
+    with pytest.raises(needle.InvalidConfigError, match="unknown parameter.*'foo'"):
+        db.get_or_create_collection("docs", 8, foo=1)
+
+
+def test_two_processes_creating_different_collections_of_one_name(tmp_path):
+    """The second to save is told what differs, keeps every other write, and can drop only its own version."""
+    path = tmp_path / "v.needle"
+    needle.Database.open(path).close()
+    a, b = needle.Database.open(path), needle.Database.open(path)
+    try:
+        b.get_or_create_collection("docs", 8, "dot", sparse=True).insert("s1", {"indices": [1], "values": [1.0]})
+        _fill(b.create_collection("other", 8), 3)
+        _fill(a.create_collection("docs", 8, "dot"), 2)
+        a.save()
+        with pytest.raises(needle.CollectionExistsError, match="kind 'dense' \\(here 'sparse'\\)"):
+            b.save()
+        with pytest.raises(needle.CollectionExistsError, match="drop it here"):
+            b.collection("docs").count()
+        assert b.collection("other").count() == 3  # the rest stays usable
+        b.drop_collection("docs")  # this process's version only
+        b.save()
+    finally:
+        a.close()
+        b.close()
+    with needle.Database.open(path, read_only=True) as db:
+        assert db.collection("docs").count() == 2 and not db.collection("docs").sparse
+        assert db.collection("other").count() == 3

@@ -194,6 +194,10 @@ class Engine:
              lock_timeout: float = DEFAULT_TIMEOUT, auto_refresh: bool = True, autocommit: bool = False) -> "Engine":
         """Open (and, unless ``read_only``, create) the file at ``path``: see ``Database.open``."""
         path = os.fspath(path)
+        if not path:
+            raise DatabaseNotFoundError("the database path is empty")
+        if os.path.isdir(path):
+            raise DatabaseNotFoundError(f"{path!r} is a directory, not a database file")
         if read_only:
             if not os.path.exists(path):
                 raise DatabaseNotFoundError(f"no database file at {path!r} (read-only open does not create one)")
@@ -361,6 +365,8 @@ class Engine:
         states = self._states  # before the snapshot: swaps write them the other way round (_adopt)
         state = states.get(name)
         if state is not None:
+            if state.clash is not None:
+                raise CollectionExistsError(state.clash)
             return state
         snapshot = self._snapshot
         if snapshot is None:
@@ -452,6 +458,11 @@ class Engine:
     def drop_collection(self, name: str) -> None:
         """Delete a collection and all its records (on disk at the next ``save``)."""
         with self.changing(f"drop collection {name!r}"):
+            clashed = self._states.get(name)
+            if clashed is not None and clashed.clash is not None:  # ours only: theirs stays
+                with self.exclusive():
+                    del self._states[name]
+                return
             self.state(name)  # raises if unknown
             with self.exclusive():
                 del self._states[name]
@@ -527,11 +538,21 @@ class Engine:
             if not state.dirty:
                 continue  # recreated lazily from the new snapshot
             if state.fresh and meta is not None and name not in self._dropped:
-                if (meta.dim, meta.distance) != (state.descriptor.dim, state.descriptor.distance):
-                    raise CollectionExistsError(
-                        f"collection {name!r} was created meanwhile by another process with "
-                        f"dimension {meta.dim} and distance {meta.distance}")
-                state = state.rebase(meta, snapshot.segments(name))
+                # Both created it: our records join theirs if they hold the same kind of
+                # vectors (the index parameters are theirs: the first commit decides them).
+                ours = state.descriptor
+                differences = [f"{what} {theirs!r} (here {mine!r})" for what, theirs, mine in (
+                    ("dimension", meta.dim, ours.dim), ("distance", meta.distance, ours.distance),
+                    ("kind", meta.kind, ours.kind), ("dtype", meta.dtype, ours.dtype)) if theirs != mine]
+                if differences:
+                    # Kept as it is, marked: every other collection stays usable, and
+                    # save refuses until this one is dropped (which drops ours only).
+                    state.clash = (f"collection {name!r} was created meanwhile by another process with "
+                                   + ", ".join(differences) + "; this process's writes to it cannot be saved: "
+                                   "drop it here (db.drop_collection, which keeps the other process's) and "
+                                   "write to it again, or write to another name")
+                else:
+                    state = state.rebase(meta, snapshot.segments(name))
             elif not state.fresh:
                 if meta is None:  # dropped by another writer: our pending records form it anew
                     fresh = CollectionState(state.descriptor.with_segments((), state.descriptor.next_segment_id), [], True)
@@ -589,6 +610,7 @@ class Engine:
         """Commit the pending writes; the caller holds the mutation lock."""
         if not self.dirty:
             return
+        self._check_clashes()
         started = time.perf_counter()
         records = sum(state.pending.n for state in self._states.values())
         # Plan (graph insertion included: the slow part) against our snapshot
@@ -618,8 +640,15 @@ class Engine:
                                self._snapshot.generation, records, "" if records == 1 else "s", f"{written:,}",
                                time.perf_counter() - started)
 
+    def _check_clashes(self) -> None:
+        for state in list(self._states.values()):
+            if state.clash is not None:
+                raise CollectionExistsError(state.clash)
+
     def _check_inserts(self) -> None:
-        """An ``insert`` never replaces a record: raise if another writer committed one of its ids meanwhile."""
+        """An ``insert`` never replaces a record: raise if another writer committed one of its ids
+        meanwhile (or a different collection of the same name as one created here)."""
+        self._check_clashes()
         for name, state in list(self._states.items()):
             if state.conflicts:
                 ids = sorted(state.conflicts)

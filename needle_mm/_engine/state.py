@@ -149,6 +149,10 @@ class CollectionState:
         self.descriptor = meta
         self.views = views
         self.fresh = fresh  # created since the last checkpoint: nothing committed under it
+        # Set when another process committed a different collection of the same
+        # name over this fresh one: why it can be neither read, written nor saved
+        # (Engine._adopt); dropping it discards this process's version only.
+        self.clash: str | None = None
         self.pending = PendingRecords(meta.dim, meta.kind == "sparse")
         self.touched: set[str] = set()
         self.hidden = 0  # committed live records hidden by touches
@@ -308,6 +312,7 @@ class CollectionState:
         other._excluded_owned = list(self._excluded_owned)
         other.property_changes = dict(self.property_changes)
         other.inserted, other.conflicts = set(self.inserted), set(self.conflicts)
+        other.clash = self.clash
         return other
 
     def rebase(self, meta: CollectionDescriptor, views: list[SegmentView]) -> "CollectionState":

@@ -12,6 +12,7 @@ position the committed records end at: no duplicates, none missing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import numpy as np
 from .. import _progress
 from .._storage import failpoints
 from ..config import CollectionConfig, DistanceFunction
-from ..errors import ImportStateError, InvalidArgumentError
+from ..errors import ImportStateError, InvalidArgumentError, NeedleError
 
 PROGRESS_KEY = "needle.import"
 # what a new collection takes from an export's recorded configuration, unless given
@@ -97,7 +98,7 @@ class _Progress:
         self.sink = _progress.make(progress, label)
         if self.sink is not None and self.sink.bar is not None:
             self.sink.bar.leave = True  # the import's own bar stays, as its summary line does
-        self.count = initial
+        self.count = self.initial = initial
         self.started = self.last = time.perf_counter()
         if self.sink is not None:
             self.sink.expect(total if total is not None else 0)
@@ -112,7 +113,7 @@ class _Progress:
         elif time.perf_counter() - self.last > 5 and _progress.log.isEnabledFor(logging.INFO):
             self.last = time.perf_counter()
             _progress.log.info("imported %s so far (%s/s)", _progress.plural(self.count, "record"),
-                               f"{n / max(self.last - self.started, 1e-9):,.0f}")
+                               f"{(self.count - self.initial) / max(self.last - self.started, 1e-9):,.0f}")
 
     def close(self) -> None:
         if self.sink is not None:
@@ -155,7 +156,7 @@ def _target(db, name: str, source: Source, distance, hnsw: dict, resume: bool):
         raise InvalidArgumentError(f"the {source.kind} source does not record a distance; pass distance= "
                                    "(--distance cosine|euclidean|dot)")
     recorded = {k: v for k, v in source.config.items() if k in _RECORDED and k not in hnsw}
-    config = CollectionConfig(source.dim, DistanceFunction(distance), sparse=getattr(source, "sparse", False),
+    config = CollectionConfig(source.dim, DistanceFunction.parse(distance), sparse=getattr(source, "sparse", False),
                               **recorded, **hnsw)
     return db.create_collection_with_config(name, config), None, 0
 
@@ -174,12 +175,14 @@ def run_import(source: Source, db, collection: str, *, batch_size: int = DEFAULT
             raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
     db, owned = _open_db(db)
     try:
+        created = collection not in db.list_collections()
         coll, previous, total = _target(db, collection, source, distance, hnsw, resume)
         if previous is not None and previous["complete"]:
             report = ImportReport(collection, 0, total, 0.0, previous["position"], notes=["already complete"])
         else:
             with db.engine.explicit_commits():  # records commit with their progress, autocommit or not
-                report = _stream(source, db, coll, previous, total, batch_size, save_every, progress)
+                report = _stream(source, db, coll, previous, total, batch_size, save_every, progress,
+                                 undo=not owned, created=created)
         if verify:
             from ._verify import verify_import
 
@@ -196,8 +199,18 @@ def run_import(source: Source, db, collection: str, *, batch_size: int = DEFAULT
             db.close()
 
 
-def _stream(source, db, coll, previous, total, batch_size, save_every, progress) -> ImportReport:
+def _stream(source, db, coll, previous, total, batch_size, save_every, progress, undo: bool,
+            created: bool) -> ImportReport:
+    """Insert the source's batches, checkpointing every ``save_every`` records.
+
+    ``undo``: the caller's Database outlives a failure, so on one the records
+    inserted since the last checkpoint are taken back out (and a collection this
+    import created and never checkpointed is dropped): a later save of the
+    caller's must not commit records without the position that says they are
+    in, or ``resume`` would insert them again."""
     position = previous["position"] if previous else None
+    unsaved_ids: list[str] = []
+    checkpoints = 0
     started = time.perf_counter()
     imported = unsaved = 0
     bar = _Progress(progress, source.count(), total, f"{source.kind} -> {coll.name}")
@@ -212,15 +225,26 @@ def _stream(source, db, coll, previous, total, batch_size, save_every, progress)
         for batch in source.batches(position, batch_size):
             if batch.ids:
                 coll.insert_many(batch.ids, batch.vectors, batch.metadatas)
+                if undo:
+                    unsaved_ids.extend(batch.ids)
             position = batch.position
             imported += len(batch.ids)
             unsaved += len(batch.ids)
             bar.update(len(batch.ids))
             if unsaved >= save_every:
                 checkpoint(False)
-                unsaved = 0
+                unsaved, checkpoints = 0, checkpoints + 1
+                unsaved_ids.clear()
                 failpoints.hit("import.after_checkpoint")
         checkpoint(True)
+    except BaseException:
+        if undo and not db.engine.closed:
+            with contextlib.suppress(NeedleError):  # the failure itself is what the caller must see
+                if created and not checkpoints and coll.name in db.list_collections():
+                    db.drop_collection(coll.name)
+                elif unsaved_ids:
+                    coll.delete(unsaved_ids)
+        raise
     finally:
         bar.close()
     return ImportReport(coll.name, imported, total + imported, time.perf_counter() - started,

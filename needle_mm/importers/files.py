@@ -40,6 +40,9 @@ def _header(raw, where: str) -> dict:
         header = None
     if not isinstance(header, dict):
         raise SourceError(f"{where}: the recorded collection configuration is not a JSON object")
+    dim = header.get("dimension")
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 0):
+        raise SourceError(f"{where}: the recorded dimension {dim!r} is not a non-negative integer")
     return header
 
 
@@ -125,12 +128,14 @@ class JsonlSource(_RowsSource):
         self.path = path
         self.skip = 0  # a first line holding the exported collection's configuration
         head = next(iter(_lines(path)), None)
-        if head is not None and head.lstrip().startswith(b'{"' + HEADER_KEY.encode()):
+        if head is not None and HEADER_KEY.encode() in head:
             try:
-                self.config = _header(orjson.loads(head).get(HEADER_KEY), f"{path!r} line 1")
+                doc = orjson.loads(head)
             except orjson.JSONDecodeError:
-                raise SourceError(f"{path!r} line 1 is not JSON") from None
-            self.skip = 1
+                doc = None  # reported as a bad record below
+            if isinstance(doc, dict) and set(doc) == {HEADER_KEY}:  # only that key: a record has an id
+                self.config = _header(doc[HEADER_KEY], f"{path!r} line 1")
+                self.skip = 1
         first = next(iter(self._records(0)), None)
         # Sparse records ({"indices", "values"}, as a sparse collection exports)
         # go into a sparse collection, whose dimension the lines do not carry:
@@ -143,7 +148,7 @@ class JsonlSource(_RowsSource):
                 (max(v["indices"], default=-1) for _, v, _ in self._records(0)
                  if isinstance(v, dict) and isinstance(v.get("indices"), list)), default=0)
         else:
-            self.dim = 0 if first is None else len(first[1])
+            self.dim = len(first[1]) if first is not None else int(self.config.get("dimension") or 0)
         self.description = {"kind": "jsonl", "path": os.path.abspath(path)}
         self._index = None
 
@@ -202,9 +207,12 @@ class ParquetSource(_RowsSource):
         self.metadata_column = metadata_column if metadata_column in names else None
         self.other = [c for c in names if c not in (id_column, vector_column)] if self.metadata_column is None else []
         first = next(self.file.iter_batches(batch_size=1, columns=[vector_column]), None)
-        self.dim = 0 if first is None or first.num_rows == 0 else len(first.column(0)[0])
         recorded = (self.file.schema_arrow.metadata or {}).get(HEADER_KEY.encode())
         self.config = _header(recorded, f"{path!r} schema metadata")
+        if first is None or first.num_rows == 0:
+            self.dim = int(self.config.get("dimension") or 0)
+        else:
+            self.dim = len(first.column(0)[0])
         self.distance = distance or self.config.get("distance")
         self.description = {"kind": "parquet", "path": os.path.abspath(path)}
         self._table = None

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -60,7 +61,7 @@ from ..collection import Collection
 from ..config import DistanceFunction
 from ..database import Database
 from ..errors import (CollectionExistsError, CollectionNotFoundError, InvalidArgumentError, InvalidConfigError,
-                      InvalidMetadataError, TransactionError)
+                      InvalidIdError, InvalidMetadataError, InvalidVectorError, NeedleError, TransactionError)
 from ..filters import compile_filter
 
 __all__ = ["NeedleVectorStore", "TEXT_KEY"]
@@ -93,6 +94,39 @@ _RELEVANCE = {
     DistanceFunction.Euclidean: _euclidean_relevance,
     DistanceFunction.DotProduct: _dot_relevance,
 }
+
+
+def _count(name: str, value: Any, *, positive: bool = False) -> int:
+    """``value`` as an int: a Python or numpy integer, not a bool, ``>= 1`` if ``positive`` else ``>= 0``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (1 if positive else 0):
+        raise InvalidArgumentError(f"{name} must be a {'positive' if positive else 'non-negative'} integer, "
+                                   f"got {value!r}")
+    return int(value)
+
+
+def _as_list(name: str, value: Any, what: str) -> list:
+    """A list of the items of ``value``, an iterable of ``what`` (not one str, bytes or dict)."""
+    if isinstance(value, (str, bytes)):
+        raise InvalidArgumentError(f"{name} must be a list of {what}, not a single {type(value).__name__} "
+                                   f"({value!r:.60}); for one, wrap it in a list")
+    if isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise InvalidArgumentError(f"{name} must be a list of {what}, got {type(value).__name__}")
+    return list(value)
+
+
+def _id_list(name: str, ids: Any, *, allow_none: bool = False) -> list:
+    """``ids`` as a list of str ids (``None`` entries kept if ``allow_none``)."""
+    ids = _as_list(name, ids, "str ids")
+    for i, id in enumerate(ids):
+        if not (isinstance(id, str) or (allow_none and id is None)):
+            raise InvalidIdError(f"{name}[{i}] must be a str, got {type(id).__name__} {id!r:.60}")
+    return ids
+
+
+def _query(query: Any) -> str:
+    if not isinstance(query, str):
+        raise InvalidArgumentError(f"the query must be a str, got {type(query).__name__}")
+    return query
 
 
 def _no_extra(method: str, kwargs: dict) -> None:
@@ -252,7 +286,7 @@ class NeedleVectorStore(VectorStore):
         The records are saved to disk before this returns.
         """
         _no_extra("add_texts", kwargs)
-        texts = list(texts)
+        texts = _as_list("texts", texts, "str")
         n = len(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
@@ -260,13 +294,13 @@ class NeedleVectorStore(VectorStore):
         if metadatas is None:
             metadatas = [None] * n
         else:
-            metadatas = list(metadatas)
+            metadatas = _as_list("metadatas", metadatas, "dicts (one per text)")
             if len(metadatas) != n:
                 raise InvalidArgumentError(f"{n} texts but {len(metadatas)} metadatas")
         if ids is None:
             ids = [None] * n
         else:
-            ids = list(ids)
+            ids = _id_list("ids", ids, allow_none=True)
             if len(ids) != n:
                 raise InvalidArgumentError(f"{n} texts but {len(ids)} ids")
         ids = [str(uuid.uuid4()) if i is None else i for i in ids]
@@ -281,20 +315,36 @@ class NeedleVectorStore(VectorStore):
                     f"metadatas[{i}] has the key {TEXT_KEY!r}, which NeedleVectorStore keeps for the document's "
                     "text: rename that key")
             records.append({**meta, TEXT_KEY: text})
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
-            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        step = n if batch_size is None else _count("batch_size", batch_size, positive=True)
         if not n:
             return []
-        step = batch_size or n
         vectors: list = []
         for start in range(0, n, step):
             vectors.extend(self._embedding.embed_documents(texts[start:start + step]))
         if len(vectors) != n:
             raise InvalidArgumentError(f"the embedding model returned {len(vectors)} vectors for {n} texts")
-        dim = len(vectors[0])
-        coll = self._db.get_or_create_collection(self.collection_name, dim, self.distance)
-        coll.upsert_many(ids, vectors, records)
+        try:
+            dim = len(vectors[0])
+        except TypeError:
+            raise InvalidVectorError(f"the embedding model returned a {type(vectors[0]).__name__}, "
+                                     "not a list of floats") from None
+        coll, created = self._collection(), False
+        if coll is None:
+            try:
+                coll, created = self._db.create_collection(self.collection_name, dim, self.distance), True
+            except CollectionExistsError:  # made meanwhile (another store, thread or process)
+                coll = None
+        if not created:  # an existing collection must have this dimension and distance
+            coll = self._db.get_or_create_collection(self.collection_name, dim, self.distance)
+        try:
+            coll.upsert_many(ids, vectors, records)  # all or nothing: Needle validates the batch first
+        except BaseException:
+            if created:  # made for this call: a refused batch leaves no empty collection pending
+                try:
+                    self._db.drop_collection(self.collection_name)
+                except NeedleError:
+                    pass  # (the database closed meanwhile, say): the refusal is the error to report
+            raise
         self._save()
         return ids
 
@@ -321,13 +371,14 @@ class NeedleVectorStore(VectorStore):
         if both are given). With neither, raises
         :class:`~needle_mm.errors.InvalidArgumentError` rather than deleting
         everything: for that, :meth:`delete_collection`. Saved to disk before
-        this returns.
+        this returns. ``ids`` is a list: a single str is refused
+        (:class:`~needle_mm.errors.InvalidArgumentError`), not read as its characters.
         """
         _no_extra("delete", kwargs)
         if ids is None and filter is None:
             raise InvalidArgumentError("delete needs ids or a filter; to delete every document, call delete_collection()")
-        if isinstance(ids, str):
-            ids = [ids]
+        if ids is not None:
+            ids = _id_list("ids", ids)
         compile_filter(filter)
         coll = self._collection()
         if coll is None or (ids is not None and not ids):
@@ -347,17 +398,18 @@ class NeedleVectorStore(VectorStore):
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         """The documents with these ids, in the order of ``ids``; ids not stored
         are skipped, and a repeated id gives its document once."""
-        ids = list(dict.fromkeys(ids))
+        ids = list(dict.fromkeys(_id_list("ids", ids)))
         coll = self._collection()
         if coll is None or not ids:
             return []
         return [self._document(e.id, e.metadata) for e in coll.get_many(ids) if e is not None]
 
     def _search(self, vector, k: int, filter: dict | None, include_vector: bool, ef: int | None, exact: bool):
+        k = _count("k", k)
+        if ef is not None:
+            ef = _count("ef", ef, positive=True)
         coll = self._collection()
         if coll is None:
-            if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-                raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
             return []
         return coll.search(vector, k=k, filter=filter, ef=ef, exact=exact, include_vector=include_vector)
 
@@ -377,7 +429,8 @@ class NeedleVectorStore(VectorStore):
         Needle distance (smaller is closer), optionally only those matching ``filter``."""
         _no_extra("similarity_search_with_score", kwargs)
         compile_filter(filter)  # a bad filter fails before the query is embedded
-        return self.similarity_search_with_score_by_vector(self._embedding.embed_query(query), k, filter=filter,
+        _count("k", k)
+        return self.similarity_search_with_score_by_vector(self._embedding.embed_query(_query(query)), k, filter=filter,
                                                            ef=ef, exact=exact)
 
     def similarity_search(self, query: str, k: int = 4, *, filter: dict | None = None, ef: int | None = None,
@@ -419,10 +472,10 @@ class NeedleVectorStore(VectorStore):
         (``lambda_mult`` 1 ranks by similarity alone, 0 by diversity alone)."""
         _no_extra("max_marginal_relevance_search_by_vector", kwargs)
         compile_filter(filter)
-        if not 0.0 <= lambda_mult <= 1.0:  # NaN fails it too
-            raise InvalidArgumentError(f"lambda_mult must be between 0 and 1, got {lambda_mult!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
+        if (isinstance(lambda_mult, bool) or not isinstance(lambda_mult, (int, float, np.integer, np.floating))
+                or not 0.0 <= lambda_mult <= 1.0):  # NaN fails it too
+            raise InvalidArgumentError(f"lambda_mult must be a number between 0 and 1, got {lambda_mult!r}")
+        k, fetch_k = _count("k", k), _count("fetch_k", fetch_k)
         hits = self._search(embedding, max(k, fetch_k), filter, True, ef, exact)
         if not hits or k == 0:
             return []
@@ -437,5 +490,7 @@ class NeedleVectorStore(VectorStore):
         nearest to ``query`` (see :meth:`max_marginal_relevance_search_by_vector`)."""
         _no_extra("max_marginal_relevance_search", kwargs)
         compile_filter(filter)
-        return self.max_marginal_relevance_search_by_vector(self._embedding.embed_query(query), k, fetch_k,
+        _count("k", k)
+        _count("fetch_k", fetch_k)
+        return self.max_marginal_relevance_search_by_vector(self._embedding.embed_query(_query(query)), k, fetch_k,
                                                             lambda_mult, filter=filter, ef=ef, exact=exact)

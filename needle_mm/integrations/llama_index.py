@@ -81,6 +81,7 @@ import asyncio
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
@@ -106,8 +107,10 @@ from ..errors import (
     CollectionNotFoundError,
     FilterError,
     InvalidArgumentError,
+    InvalidIdError,
     InvalidMetadataError,
     InvalidVectorError,
+    NeedleError,
 )
 from ..filters import compile_filter
 
@@ -122,6 +125,35 @@ DEFAULT_TEXT_KEY = "document"
 class UnsupportedFilterError(FilterError):
     """A LlamaIndex metadata filter that Needle's filter language cannot express
     (a :class:`~needle_mm.errors.FilterError`, hence also a ``ValueError``)."""
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def _list_of(name: str, value: Any, what: str) -> list:
+    """A list of the items of ``value``, an iterable of ``what`` (not one str, bytes, dict or node)."""
+    if isinstance(value, (str, bytes)):
+        raise InvalidArgumentError(f"{name} must be a list of {what}, not a single {type(value).__name__} "
+                                   f"({value!r:.60}); for one, wrap it in a list")
+    if isinstance(value, (Mapping, BaseNode)) or not isinstance(value, Iterable):
+        raise InvalidArgumentError(f"{name} must be a list of {what}, got {type(value).__name__}")
+    return list(value)
+
+
+def _id_list(name: str, ids: Any) -> List[str]:
+    """``ids`` as a list of str node ids."""
+    ids = _list_of(name, ids, "str ids")
+    for i, id in enumerate(ids):
+        if not isinstance(id, str):
+            raise InvalidIdError(f"{name}[{i}] must be a str, got {type(id).__name__} {id!r:.60}")
+    return ids
+
+
+def _count(name: str, value: Any) -> int:
+    """``value`` as an int: a Python or numpy integer >= 0, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InvalidArgumentError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
 
 
 # ---------------------------------------------------------------- filters
@@ -196,11 +228,13 @@ def to_needle_filter(filters: Optional[MetadataFilters], *, doc_ids: Optional[Se
     """
     parts = []
     if filters is not None:
+        if not isinstance(filters, MetadataFilters):
+            raise UnsupportedFilterError(f"filters must be a llama_index MetadataFilters, got {type(filters).__name__}")
         doc = _filters_doc(filters)
         if doc is not None:
             parts.append(doc)
     if doc_ids is not None:
-        parts.append({REF_DOC_KEY: {"$in": list(doc_ids)}})
+        parts.append({REF_DOC_KEY: {"$in": _list_of("doc_ids", doc_ids, "source document ids")}})
     if not parts:
         return None
     doc = parts[0] if len(parts) == 1 else {"$and": parts}
@@ -374,21 +408,29 @@ class NeedleVectorStore(BasePydanticVectorStore):
         """Upsert ``nodes`` (each by ``node.node_id``, with its embedding) and
         save; returns their ids. The first add creates the collection with
         the embeddings' dimension."""
-        nodes = list(nodes)
+        nodes = _list_of("nodes", nodes, "nodes")
         if not nodes:
             return []
         ids, vectors, records = [], [], []
-        for node in nodes:
+        for i, node in enumerate(nodes):
+            if not isinstance(node, BaseNode):
+                raise InvalidArgumentError(f"nodes[{i}] must be a llama_index node (BaseNode), got {type(node).__name__}")
             if node.embedding is None:
                 raise InvalidVectorError(f"node {node.node_id!r} has no embedding: embed nodes before adding them "
                                          "(VectorStoreIndex does it with its embed_model)")
             ids.append(node.node_id)
             vectors.append(node.embedding)
             records.append(self._record(node))
-        lengths = {len(v) for v in vectors}
+        try:
+            lengths = {len(v) for v in vectors}
+        except TypeError:
+            raise InvalidVectorError("the nodes' embeddings must be lists of floats") from None
         if len(lengths) != 1:
             raise InvalidVectorError(f"the nodes' embeddings have different lengths: {sorted(lengths)}")
-        matrix = np.asarray(vectors, dtype=np.float32)
+        try:
+            matrix = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidVectorError("the nodes' embeddings must be lists of floats") from None
         coll, created = self.collection, False
         if coll is None:
             try:
@@ -399,7 +441,10 @@ class NeedleVectorStore(BasePydanticVectorStore):
             coll.upsert_many(ids, matrix, records)  # all or nothing: Needle validates the batch first
         except BaseException:
             if created:  # created for this batch: refused records leave no empty collection behind
-                self._db.drop_collection(self.collection_name)
+                try:
+                    self._db.drop_collection(self.collection_name)
+                except NeedleError:
+                    pass  # (the database closed meanwhile, say): the refusal is the error to report
             raise
         self._coll = coll
         self._saved()
@@ -411,6 +456,9 @@ class NeedleVectorStore(BasePydanticVectorStore):
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every node of the source document ``ref_doc_id``, and save."""
+        if not isinstance(ref_doc_id, str):
+            raise InvalidArgumentError(f"ref_doc_id must be a str (a source document's id), got "
+                                       f"{type(ref_doc_id).__name__} {ref_doc_id!r:.60}")
         coll = self.collection
         if coll is None:
             return
@@ -426,14 +474,16 @@ class NeedleVectorStore(BasePydanticVectorStore):
         given) the listed ones that match; and save. With neither,
         :class:`~needle_mm.errors.InvalidArgumentError` (use :meth:`clear`)."""
         flt = to_needle_filter(filters)
-        if node_ids is None and flt is None:
+        if node_ids is not None:
+            node_ids = _id_list("node_ids", node_ids)
+        elif flt is None:
             raise InvalidArgumentError("delete_nodes needs node_ids or filters; clear() deletes every node")
         coll = self.collection
         if coll is None:
             return
         if node_ids is not None and not node_ids:
             return
-        if coll.delete(None if node_ids is None else list(node_ids), filter=flt):
+        if coll.delete(node_ids, filter=flt):
             self._saved()
 
     async def adelete_nodes(self, node_ids: Optional[List[str]] = None, filters: Optional[MetadataFilters] = None,
@@ -458,16 +508,18 @@ class NeedleVectorStore(BasePydanticVectorStore):
         """The stored nodes (with their embeddings) with these ids (in that
         order, missing ones skipped), or matching ``filters``, or both; every
         node if neither is given."""
+        flt = to_needle_filter(filters)
+        if node_ids is not None:
+            node_ids = _id_list("node_ids", node_ids)
         coll = self.collection
         if coll is None:
             return []
-        flt = to_needle_filter(filters)
         if node_ids is None:
             if flt is None:
                 return [self._node(e.id, e.metadata, e.vector) for e in coll]
             node_ids = list(coll.ids(flt))
         predicate = compile_filter(flt)
-        return [self._node(e.id, e.metadata, e.vector) for e in coll.get_many(list(node_ids))
+        return [self._node(e.id, e.metadata, e.vector) for e in coll.get_many(node_ids)
                 if e is not None and (predicate is None or predicate(e.metadata))]
 
     async def aget_nodes(self, node_ids: Optional[List[str]] = None,
@@ -488,7 +540,12 @@ class NeedleVectorStore(BasePydanticVectorStore):
 
         ``similarities`` are Needle's distances turned around (see the module
         docstring): larger is closer. Only ``VectorStoreQueryMode.DEFAULT``."""
-        mode = VectorStoreQueryMode(query.mode)
+        if not isinstance(query, VectorStoreQuery):
+            raise InvalidArgumentError(f"query must be a llama_index VectorStoreQuery, got {type(query).__name__}")
+        try:
+            mode = VectorStoreQueryMode(query.mode)
+        except ValueError:
+            raise InvalidArgumentError(f"unknown VectorStoreQueryMode {query.mode!r}") from None
         if mode != VectorStoreQueryMode.DEFAULT:
             raise InvalidArgumentError(f"NeedleVectorStore serves dense queries only (VectorStoreQueryMode.DEFAULT), "
                                        f"not {mode.name} ({mode.value!r})")
@@ -496,13 +553,15 @@ class NeedleVectorStore(BasePydanticVectorStore):
             raise InvalidArgumentError("the query has no query_embedding: NeedleVectorStore searches by vector")
         # An empty doc_ids/node_ids list restricts nothing: VectorStoreIndex.as_retriever passes
         # node_ids=[] (its own node list, empty when the store keeps the nodes), as other stores read it.
-        flt = to_needle_filter(query.filters, doc_ids=query.doc_ids or None)
-        k = query.similarity_top_k
+        doc_ids = None if query.doc_ids is None else _list_of("doc_ids", query.doc_ids, "source document ids")
+        node_ids = None if query.node_ids is None else _id_list("node_ids", query.node_ids)
+        flt = to_needle_filter(query.filters, doc_ids=doc_ids or None)
+        k = _count("similarity_top_k", query.similarity_top_k)
         coll = self.collection
         if coll is None or not k:
             return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-        if query.node_ids:
-            hits = self._among(coll, list(query.node_ids), query.query_embedding, k, flt)
+        if node_ids:
+            hits = self._among(coll, node_ids, query.query_embedding, k, flt)
         else:
             hits = [(h.id, h.distance, h.metadata) for h in coll.search(query.query_embedding, k=k, filter=flt)]
         return VectorStoreQueryResult(nodes=[self._node(i, m) for i, _, m in hits],
@@ -512,7 +571,10 @@ class NeedleVectorStore(BasePydanticVectorStore):
     def _among(self, coll: Collection, node_ids: List[str], query: Any, k: int, flt: Optional[dict]) -> list:
         """(id, distance, metadata) of the ``k`` nearest of the listed records
         matching ``flt``, computed exactly (the listed records are read by id)."""
-        q = np.asarray(query, dtype=np.float64)
+        try:
+            q = np.asarray(query, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidVectorError(f"the query must be {coll.dimension} finite floats") from None
         if q.ndim != 1 or q.shape[0] != coll.dimension or not np.isfinite(q).all():
             raise InvalidVectorError(f"the query must be {coll.dimension} finite floats")
         predicate = compile_filter(flt)

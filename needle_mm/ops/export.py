@@ -67,7 +67,10 @@ def export(collection, fmt: str, out: str | None) -> int:
     count = 0
     header = collection_header(collection)
     if fmt == "jsonl":
-        f = sys.stdout.buffer if out is None else open(out, "wb")
+        f = getattr(sys.stdout, "buffer", None) if out is None else open(out, "wb")
+        if f is None:  # a notebook's or redirect_stdout's text stream
+            raise InvalidArgumentError("standard output takes no bytes here (a notebook or a redirected stream): "
+                                       "give out= a file path")
         try:
             f.write(orjson.dumps({HEADER_KEY: header}) + b"\n")
             for ids, vectors, metas in records(collection):
