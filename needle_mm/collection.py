@@ -27,6 +27,17 @@ _CLAMP_ABOVE = 4096
 _WALK_BATCH = 1024
 
 
+def _id_list(ids) -> list:
+    """``ids`` as a list: any iterable of ids but a lone str or bytes (a str is one id, not its characters)."""
+    if isinstance(ids, (str, bytes)) or ids is None:
+        raise InvalidArgumentError(f"ids must be a list of str, got {type(ids).__name__}"
+                                   + (" (for one record use insert/upsert)" if isinstance(ids, str) else ""))
+    try:
+        return list(ids)
+    except TypeError:
+        raise InvalidArgumentError(f"ids must be a list of str, got {type(ids).__name__}") from None
+
+
 def _check_count(name: str, value, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -90,7 +101,7 @@ class Collection:
         """(the writable state, the validated ``Records``) of a write of these inputs."""
         state = self._engine.writable_state(self.name)
         dim = state.descriptor.dim
-        ids = list(ids)
+        ids = _id_list(ids)
         ids_utf8 = [_input.id_bytes(i) for i in ids]
         sparse = state.descriptor.kind == "sparse"
         matrix = _sparse.vectors(vectors, dim, what) if sparse else _input.matrix(vectors, dim, what)
@@ -184,9 +195,7 @@ class Collection:
             ids = matched
         elif ids is None:
             raise InvalidArgumentError("delete needs ids or a filter")
-        if isinstance(ids, str):
-            ids = [ids]
-        ids = list(ids)
+        ids = [ids] if isinstance(ids, str) else _id_list(ids)
         ids_utf8 = [_input.id_bytes(i) for i in ids]
         with self._engine.exclusive():
             return state.delete(ids, ids_utf8)

@@ -9,7 +9,7 @@ import contextlib
 import numpy as np
 import pytest
 from conftest import run_python
-from test_server import Server, _Hangup, free_port
+from test_server import DESCRIBED, NAMES, Server, _Hangup, _outcome, _Scripted, free_port
 
 import needle_mm as needle
 
@@ -161,3 +161,81 @@ def test_clients_are_imported_lazily_and_a_missing_httpx_says_what_to_install():
     lines = out.stdout.splitlines()
     assert lines[:3] == ["loaded: []", "exported: True", "client: needle_mm.remote.client False"]
     assert lines[3].startswith("error: ") and 'pip install "needle_mm[async]"' in lines[3]
+
+
+@pytest.mark.asyncio
+async def test_async_writes_are_sent_once_and_reads_resent_once():
+    """A connection that drops before the answer: a write is not sent again (it may have
+    been applied: the error says so), a read is sent once more on a fresh connection."""
+    fake = _Scripted([(200, DESCRIBED), "drop"], [(200, {"count": 0}), "drop"], [(200, {"count": 7})],
+                     [(409, {"error": "DuplicateIdError", "message": "id 'x' already exists"})])
+    async with needle.AsyncClient(fake.url, timeout=10) as client:
+        c = await client.collection("c")
+        with pytest.raises(needle.ServerUnavailableError, match="did not answer.*may or may not have been applied"):
+            await c.insert("x", [1, 2, 3])
+        assert await c.count() == 0
+        assert await c.count() == 7  # its connection dropped: sent again, on the next one
+    fake.close()
+    assert fake.requests == [(0, "GET /collections/c HTTP/1.1"), (0, "POST /collections/c/insert HTTP/1.1"),
+                             (1, "POST /collections/c/count HTTP/1.1"), (1, "POST /collections/c/count HTTP/1.1"),
+                             (2, "POST /collections/c/count HTTP/1.1")]
+
+
+@pytest.mark.asyncio
+async def test_a_closed_async_client_says_so(served):
+    client = needle.AsyncClient(served.url)
+    c = await client.create_collection("closing", 2)
+    await client.aclose()
+    for coro in (lambda: client.list_collections(), lambda: client.collection("closing"), lambda: c.count(),
+                 lambda: c.insert("a", [1, 0]), lambda: c.peek(1), lambda: client.generation()):
+        with pytest.raises(needle.DatabaseClosedError, match=f"this AsyncClient of {served.url} is closed"):
+            await coro()
+    with pytest.raises(needle.DatabaseClosedError):
+        [i async for i in c.ids()]
+    sync = needle.Client(served.url)
+    sync.drop_collection("closing")
+    sync.close()
+
+
+@pytest.mark.asyncio
+async def test_async_names_numbers_and_sparse_vectors_as_embedded(served, tmp_path):
+    async with needle.AsyncClient(served.url) as client:
+        for i, name in enumerate(NAMES):  # httpx resolves '.' and '..' segments: the client encodes them
+            c = await client.create_collection(name, 3)
+            await c.insert("r", [1, 0, i])
+            assert name in await client.list_collections()
+            assert (await (await client.collection(name)).get("r")).vector.tolist() == [1, 0, i]
+            assert [i async for i in c.ids()] == ["r"] and await c.count() == 1
+            await client.drop_collection(name)
+            assert name not in await client.list_collections()
+        c = await client.create_collection("async-odd", 3)
+        await c.insert_many(["a", "b"], [[1, 0, 0], [0, 1, 0]])
+        s = await client.create_collection("async-odd-sparse", 10, "dot", sparse=True)
+        await s.insert("x", needle.SparseVector([1, 4], [1.0, 2.0]))
+        assert [r.id for r in await s.search(needle.SparseVector([4], [1.0]), k=10**20)] == ["x"]
+        assert [r.id for r in await c.search([1, 0, 0], k=10**20, ef=2**64)] == ["a", "b"]
+        assert len(await c.find(limit=10**20)) == 2 and await c.find(offset=10**20) == [] and len(await c.peek(10**20)) == 2
+        embedded = needle.Database.open(str(tmp_path / "embedded.needle"), autocommit=True)
+        e = embedded.create_collection("async-odd", 3)
+        e.insert_many(["a", "b"], [[1, 0, 0], [0, 1, 0]])
+        cases = {"delete([1])": lambda c: c.delete([1]),
+                 "exact=None": lambda c: c.search([1, 0, 0], k=1, exact=None),
+                 "ef=inf": lambda c: c.search([1, 0, 0], ef=float("inf")),
+                 "query 'abc'": lambda c: c.search("abc"),
+                 "peek(None)": lambda c: c.peek(None),
+                 "insert wrong dimension": lambda c: c.insert("x", [1, 2]),
+                 "insert_many vectors None": lambda c: c.insert_many(["x"], None)}
+        for label, fn in cases.items():
+            want = _outcome(lambda: fn(e))
+            try:
+                got = "ok", await fn(c)
+            except needle.NeedleError as exc:
+                got = type(exc).__name__, str(exc).split(" (HTTP ")[0]
+            assert repr(got) == repr(want), label
+        with pytest.raises(needle.InvalidConfigError) as err:
+            await client.create_collection("z", 3, foo=1)
+        assert _outcome(lambda: embedded.create_collection("z", 3, foo=1)) == ("InvalidConfigError", str(err.value))
+        embedded.close()
+        await client.drop_collection("async-odd")
+        await client.drop_collection("async-odd-sparse")
+

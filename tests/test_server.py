@@ -576,3 +576,249 @@ def test_connection_failures_raise_server_unavailable_naming_the_url():
     finally:
         hangup.close()
     client.close()
+
+
+# ---------------------------------------------------------------- a write is sent once; reads may be resent
+
+
+class _Scripted:
+    """A loopback HTTP/1.1 server answering from a script: one list of steps per connection
+    accepted, each step for one request: ``(status, body)`` answers it (keep-alive),
+    ``"drop"`` reads it and closes the connection without answering (a server dying
+    mid-request), ``("close", status, body)`` answers it and then closes the connection
+    (a keep-alive the server ends while the client holds it idle). Every request line is
+    recorded in ``requests``, with the number of the connection it came on."""
+
+    def __init__(self, *connections):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests: list[tuple[int, str]] = []
+        self.thread = threading.Thread(target=self._serve, args=(connections,), daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _read(conn) -> str | None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, body = data.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        length = next((int(h.split(":", 1)[1]) for h in lines[1:] if h.lower().startswith("content-length:")), 0)
+        while len(body) < length:
+            body += conn.recv(65536)
+        return lines[0]
+
+    def _serve(self, connections):
+        self.sock.settimeout(3)
+        for n, steps in enumerate(connections):
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:  # the client did not come back for this one
+                return
+            with conn:
+                conn.settimeout(10)
+                for step in steps:
+                    line = self._read(conn)
+                    if line is None:
+                        break
+                    self.requests.append((n, line))
+                    if step == "drop":
+                        break
+                    *close, status, body = step
+                    raw = orjson.dumps(body)
+                    conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                                 % (status, len(raw)) + raw)
+                    if close:
+                        break
+
+    def close(self):
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+DESCRIBED = {"name": "c", "dimension": 3, "distance": "cosine", "sparse": False, "dtype": "f32", "m": 16,
+             "ef_construction": 200, "ef_search": 64, "seed": 0, "count": 0}
+
+
+def test_a_write_whose_answer_did_not_arrive_is_not_sent_again():
+    """The server took the insert on a kept-alive connection and died before answering:
+    the client must not send it again (the retry would apply it twice, or report a
+    DuplicateIdError for a write that was applied), and says it may have been applied."""
+    duplicate = (409, {"error": "DuplicateIdError", "message": "id 'x' already exists"})
+    fake = _Scripted([(200, DESCRIBED), "drop"], [(200, {"count": 0}), "drop"], [duplicate, duplicate])
+    client = needle.Client(fake.url, timeout=10)
+    c = client.collection("c")
+    with pytest.raises(needle.ServerUnavailableError, match="did not answer.*may or may not have been applied"):
+        c.insert("x", [1, 2, 3])
+    assert c.count() == 0
+    with pytest.raises(needle.ServerUnavailableError, match="may or may not have been applied"):
+        with client.transaction():
+            c.insert("y", [1, 2, 3])
+    client.close()
+    fake.close()
+    assert fake.requests == [(0, "GET /collections/c HTTP/1.1"), (0, "POST /collections/c/insert HTTP/1.1"),
+                             (1, "POST /collections/c/count HTTP/1.1"), (1, "POST /transaction HTTP/1.1")]
+
+
+def test_a_read_whose_connection_dropped_is_sent_again_once():
+    fake = _Scripted([(200, DESCRIBED), "drop"], [(200, {"count": 7})])
+    client = needle.Client(fake.url, timeout=10)
+    assert client.collection("c").count() == 7
+    client.close()
+    fake.close()
+    assert fake.requests == [(0, "GET /collections/c HTTP/1.1"), (0, "POST /collections/c/count HTTP/1.1"),
+                             (1, "POST /collections/c/count HTTP/1.1")]
+
+
+def test_a_keep_alive_the_server_closed_is_not_used_for_a_write():
+    """The server ended the kept-alive connection while it was idle: the write goes, once,
+    on a new connection, and succeeds."""
+    import time
+
+    fake = _Scripted([("close", 200, DESCRIBED)], [(200, {"written": 1})])
+    client = needle.Client(fake.url, timeout=10)
+    c = client.collection("c")
+    time.sleep(0.2)  # the server's close has arrived
+    assert c.insert("x", [1, 2, 3]) is None
+    client.close()
+    fake.close()
+    assert fake.requests == [(0, "GET /collections/c HTTP/1.1"), (1, "POST /collections/c/insert HTTP/1.1")]
+
+
+def test_a_closed_client_says_so():
+    fake = _Scripted([(200, DESCRIBED)])
+    with needle.Client(fake.url, timeout=10) as client:
+        c = client.collection("c")
+    for fn in (client.list_collections, lambda: client.collection("c"), c.count, lambda: c.insert("x", [1, 2, 3]),
+               lambda: list(c.ids()), lambda: c.peek(2)):
+        with pytest.raises(needle.DatabaseClosedError, match=f"this Client of {fake.url} is closed"):
+            fn()
+    fake.close()
+    assert fake.requests == [(0, "GET /collections/c HTTP/1.1")]
+
+
+# ---------------------------------------------------------------- what the embedded API takes, the server takes
+
+
+def test_counts_beyond_64_bits_and_hand_built_sparse_vectors_work_as_embedded(shared):
+    _, client, local = shared
+    rc = client.create_collection("huge", 3)
+    rc.insert_many(["a", "b", "c"], [[1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    lc = local.collection("huge")
+    for big in (2**63, 2**64, 10**20):
+        assert [r.id for r in rc.search([1, 0, 0], k=big)] == [r.id for r in lc.search([1, 0, 0], k=big)] == ["a", "c", "b"]
+        assert [r.id for r in rc.search([1, 0, 0], k=2, ef=big)] == [r.id for r in lc.search([1, 0, 0], k=2, ef=big)]
+        got, want = rc.search([1, 0, 0], k=big, as_arrays=True), lc.search([1, 0, 0], k=big, as_arrays=True)
+        assert got[0].tolist() == want[0].tolist() and got[1].shape == want[1].shape == (3,)
+        assert rc.find(limit=big) == lc.find(limit=big) and len(rc.find(limit=big)) == 3
+        assert rc.find(offset=big) == lc.find(offset=big) == []
+        assert rc.peek(big) == lc.peek(big) and len(rc.peek(big)) == 3
+    s = client.create_collection("huge-sparse", 10, "dot", sparse=True)
+    s.insert("x", needle.SparseVector([1, 4], [1.0, 2.0]))
+    s.upsert_many(["y", "z"], [needle.SparseVector(np.array([4]), [0.5]), needle.SparseVector((2, 3), (1, 1))])
+    ls = local.collection("huge-sparse")
+    assert s.get("x") == ls.get("x") and s.get("x").vector.to_dict() == {"indices": [1, 4], "values": [1.0, 2.0]}
+    query = needle.SparseVector([4], [1.0])
+    assert [(r.id, r.distance) for r in s.search(query, k=5)] == [(r.id, r.distance) for r in ls.search(query, k=5)]
+    assert [r.id for r in s.search(query, k=5)] == ["x", "y"]
+    with pytest.raises(needle.InvalidVectorError, match="index 10, outside"):
+        s.insert("w", needle.SparseVector([10], [1.0]))
+    assert repr(needle.SparseVector([1, 4], [1.0, 2.0])) == "SparseVector({1: 1, 4: 2})"
+
+
+NAMES = ["team/docs", "a%2Fb", "%", "sp ace", "q?x#y", "..", ".", "../up", "a/../b", "/", "a//b/", "x/insert",
+         "x/search", "ü/日本語", "a\\b", "+;=&"]
+
+
+def test_any_valid_name_can_be_reached(shared):
+    """A name is one path segment (percent-encoded, '/' and '.' too): names holding '/', '%',
+    '..', spaces or any Unicode reach their collection, as embedded."""
+    _, client, local = shared
+    for i, name in enumerate(NAMES):
+        c = client.create_collection(name, 3)
+        c.insert("r", [1, 0, i])
+        assert name in client.list_collections() and client.collection(name).count() == 1
+        assert client.collection(name).get("r").vector.tolist() == [1, 0, i]
+        assert [r.id for r in client.collection(name).search([1, 0, i])] == ["r"] and list(c.ids()) == ["r"]
+        assert local.collection(name).get("r") == c.get("r")  # the collection of that name, in the file
+    for name in NAMES:
+        client.drop_collection(name)
+        assert name not in client.list_collections()
+        with pytest.raises(needle.CollectionNotFoundError):
+            client.collection(name)
+
+
+def _outcome(fn):
+    """``("ok", result)``, or the error's class and message (without what names the file or the server)."""
+    try:
+        return "ok", fn()
+    except needle.NeedleError as exc:
+        return type(exc).__name__, str(exc).split(" (HTTP ")[0].split(" in '/")[0]
+
+
+def test_odd_arguments_give_what_the_embedded_api_gives(shared, tmp_path):
+    """The same inputs through the Client and through an embedded Database: the same
+    result, or the same error class with the same message."""
+    _, client, _ = shared
+    embedded = needle.Database.open(str(tmp_path / "embedded.needle"), autocommit=True)
+    for db in (client, embedded):
+        db.create_collection("odd", 3).insert_many(["a", "b"], [[1, 0, 0], [0, 1, 0]], [{"n": 1}, {"n": 2}])
+        db.create_collection("odd-sparse", 10, "dot", sparse=True).insert("s", {1: 1.0})
+    cases = {
+        "delete([1])": lambda db: db.collection("odd").delete([1]),
+        "delete([1], filter)": lambda db: db.collection("odd").delete([1, "\ud800"], filter={"n": 5}),
+        "exact=None": lambda db: [r.id for r in db.collection("odd").search([1, 0, 0], k=2, exact=None)],
+        "exact='yes'": lambda db: [r.id for r in db.collection("odd").search([1, 0, 0], k=2, exact="yes")],
+        "include_vector=[]": lambda db: [r.id for r in db.collection("odd").search([1, 0, 0], include_vector=[])],
+        "ef='x'": lambda db: db.collection("odd").search([1, 0, 0], ef="x"),
+        "ef=2.5": lambda db: db.collection("odd").search([1, 0, 0], ef=2.5),
+        "ef=inf": lambda db: db.collection("odd").search([1, 0, 0], ef=float("inf")),
+        "ef=-10**20": lambda db: db.collection("odd").search([1, 0, 0], ef=-10**20),
+        "ef=True": lambda db: db.collection("odd").search([1, 0, 0], ef=True),
+        "sparse ef='x'": lambda db: [r.id for r in db.collection("odd-sparse").search({1: 1.0}, ef="x")],
+        "sparse ef=inf": lambda db: [r.id for r in db.collection("odd-sparse").search({1: 1.0}, ef=float("inf"))],
+        "k=2.5": lambda db: db.collection("odd").search([1, 0, 0], k=2.5),
+        "k=True": lambda db: db.collection("odd").search([1, 0, 0], k=True),
+        "limit=-1": lambda db: db.collection("odd").find(limit=-1),
+        "peek(None)": lambda db: db.collection("odd").peek(None),
+        "query 'abc'": lambda db: db.collection("odd").search("abc"),
+        "query ragged": lambda db: db.collection("odd").search([[1, 2], [3]]),
+        "query nan": lambda db: db.collection("odd").search([float("nan"), 0, 0]),
+        "query 1e39": lambda db: db.collection("odd").search([1e39, 0, 0]),
+        "query dict, dense": lambda db: db.collection("odd").search({1: 1.0}),
+        "query None, sparse": lambda db: db.collection("odd-sparse").search(None),
+        "query list, sparse": lambda db: db.collection("odd-sparse").search([1.0, 2.0]),
+        "insert wrong dimension": lambda db: db.collection("odd").insert("x", [1, 2]),
+        "insert_many wrong dimension": lambda db: db.collection("odd").insert_many(["x"], [[1, 2]]),
+        "insert_many vectors None": lambda db: db.collection("odd").insert_many(["x"], None),
+        "insert_many vectors []": lambda db: db.collection("odd").insert_many(["x"], []),
+        "insert_many 1-D": lambda db: db.collection("odd").insert_many(["x"], [1, 2, 3]),
+        "insert_many sparse, dense": lambda db: db.collection("odd").insert_many(["x"], [{1: 1.0}]),
+        "insert vector str": lambda db: db.collection("odd").insert("x", "abc"),
+        "sparse insert index": lambda db: db.collection("odd-sparse").insert("x", {10: 1.0}),
+        "sparse insert negative": lambda db: db.collection("odd-sparse").insert("x", {"indices": [-1], "values": [1]}),
+        "sparse insert 2**40": lambda db: db.collection("odd-sparse").upsert("x", {2**40: 1.0}),
+        "sparse insert nan": lambda db: db.collection("odd-sparse").insert("x", needle.SparseVector([1], [np.nan])),
+        "sparse insert unsorted": lambda db: db.collection("odd-sparse").insert("x", {"indices": [3, 1], "values": [1, 1]}),
+        "sparse insert values str": lambda db: db.collection("odd-sparse").insert("x", {1: "a"}),
+        "sparse insert ragged": lambda db: db.collection("odd-sparse").insert("x", needle.SparseVector([[1], [1, 2]], [1])),
+        "sparse insert_many row": lambda db: db.collection("odd-sparse").insert_many(["x", "y"], [{1: 1.0}, [1.0]]),
+        "get_many(None)": lambda db: db.collection("odd").get_many(None),
+        "collection lone surrogate": lambda db: db.collection("\ud800"),
+        "create unknown keyword": lambda db: db.create_collection("z", 3, foo=1),
+        "get_or_create unknown keyword": lambda db: db.get_or_create_collection("z", 3, bar=1, exist_ok=True),
+        "create bad name and dimension": lambda db: db.create_collection("", 0),
+        "create m beyond 64 bits": lambda db: db.create_collection("z", 3, m=2**70),
+        "save(progress=5)": lambda db: db.save(progress=5),
+        "save(progress=print)": lambda db: db.save(progress=print),
+    }
+    differ = {}
+    for label, fn in cases.items():
+        remote, local = _outcome(lambda: fn(client)), _outcome(lambda: fn(embedded))
+        if remote != local:
+            differ[label] = (remote, local)
+    embedded.close()
+    assert not differ, differ

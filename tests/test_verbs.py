@@ -218,3 +218,13 @@ def test_two_processes_creating_different_collections_of_one_name(tmp_path):
     with needle.Database.open(path, read_only=True) as db:
         assert db.collection("docs").count() == 2 and not db.collection("docs").sparse
         assert db.collection("other").count() == 3
+
+
+def test_id_lists_must_be_lists(db):
+    coll = db.create_collection("docs", 2)
+    for call in (lambda: coll.delete(5), lambda: coll.insert_many(5, np.ones((1, 2))),
+                 lambda: coll.insert_many(None, np.ones((1, 2))), lambda: coll.upsert_many("ab", np.ones((2, 2)))):
+        with pytest.raises(needle.InvalidArgumentError, match="ids must be a list of str"):
+            call()
+    coll.insert_many(iter(["a"]), np.ones((1, 2)))  # any iterable of ids
+    assert coll.delete("a") == 1 and len(coll) == 0

@@ -9,13 +9,17 @@ __all__ = ["SparseVector", "SparseRows"]
 
 
 class SparseVector:
-    """A sparse vector: ``indices`` (uint32, strictly ascending) and ``values`` (float32)."""
+    """A sparse vector: ``indices`` (uint32, strictly ascending) and ``values`` (float32).
+
+    One built by hand may hold any array-likes (``SparseVector([1, 4], [0.5, 2.0])``):
+    they are kept as numpy arrays (their dtype as given), and checked when the
+    vector is written or searched with."""
 
     __slots__ = ("indices", "values")
 
     def __init__(self, indices, values):
-        self.indices = indices
-        self.values = values
+        self.indices = _array(indices)
+        self.values = _array(values)
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -25,6 +29,9 @@ class SparseVector:
                 and np.array_equal(self.values, other.values))
 
     def __repr__(self) -> str:
+        if not (isinstance(self.indices, np.ndarray) and isinstance(self.values, np.ndarray)
+                and self.indices.ndim == self.values.ndim == 1):
+            return f"SparseVector(indices={self.indices!r}, values={self.values!r})"
         pairs = ", ".join(f"{i}: {v:g}" for i, v in zip(self.indices[:4].tolist(), self.values[:4].tolist()))
         more = f", ... ({len(self)} entries)" if len(self) > 4 else ""
         return f"SparseVector({{{pairs}{more}}})"
@@ -36,6 +43,17 @@ class SparseVector:
     def dot(self, other: "SparseVector") -> float:
         common, a, b = np.intersect1d(self.indices, other.indices, assume_unique=True, return_indices=True)
         return float(np.dot(self.values[a].astype(np.float64), other.values[b].astype(np.float64)))
+
+
+def _array(value):
+    """``value`` as a numpy array (the stored kind already is one); what numpy cannot make
+    one of is kept as given, for the check of a write or search to name it."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):
+        return value
 
 
 class SparseRows:

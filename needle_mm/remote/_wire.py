@@ -18,15 +18,20 @@ import numpy as np
 import orjson
 
 from .. import _input
+from .. import _progress
 from .. import errors as E
+from .. import sparse as _sparse
 from ..config import CollectionConfig, DistanceFunction
-from ..database import _check_name
+from ..database import _CONFIG_KEYWORDS, _check_name
 from ..filters import compile_filter
 from ..results import Entry, SearchResult
 from ..sparse import SparseVector
 
 MISSING = object()
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+# counts (k, limit, offset, n, ef) above this are sent as this: JSON (orjson) carries 64-bit integers only, and
+# no collection holds this many records, so the answer is the same (the embedded API clamps k and ef as well)
+MAX_COUNT = 2 ** 62
 ASYNC_EXTRA = 'pip install "needle_mm[async]"'
 
 
@@ -37,24 +42,32 @@ class Call:
     """One request (``method``, ``path``, JSON ``body``) and ``parse``, which turns
     its decoded answer into the method's result. A write also carries ``tx``,
     its operation in a ``/transaction`` request, and ``pending``, what the
-    method returns while a client-side transaction buffers it."""
+    method returns while a client-side transaction buffers it. ``read``: the
+    request changes nothing (sending it twice is harmless), so a client may
+    send it again on a fresh connection; a write is never sent twice."""
 
-    __slots__ = ("method", "path", "body", "parse", "tx", "pending")
+    __slots__ = ("method", "path", "body", "parse", "tx", "pending", "read")
 
     def __init__(self, method: str, path: str, body: Any = None, parse: Callable[[Any], Any] = lambda p: p,
-                 tx: dict | None = None, pending: Any = None):
+                 tx: dict | None = None, pending: Any = None, read: bool = False):
         self.method, self.path, self.body, self.parse, self.tx, self.pending = method, path, body, parse, tx, pending
+        self.read = read or method == "GET"
 
     def data(self) -> bytes | None:
         return None if self.body is None else encode(self.body)
 
 
 def encode(body: Any) -> bytes:
-    return orjson.dumps(body, option=JSON_OPTS)
+    try:
+        return orjson.dumps(body, option=JSON_OPTS)
+    except orjson.JSONEncodeError as exc:  # what the checks before did not catch: still a NeedleError
+        raise E.InvalidArgumentError(f"this request's arguments cannot be sent as JSON: {exc}") from None
 
 
 def quote(name: str) -> str:
-    return urllib.parse.quote(name, safe="")
+    """``name`` as one path segment: every byte but letters, digits and ``_-~`` percent-encoded
+    (``/`` too, and ``.``, which HTTP libraries would otherwise resolve in ``.`` and ``..``)."""
+    return urllib.parse.quote(name, safe="").replace(".", "%2E")
 
 
 def collection_path(name: str) -> str:
@@ -103,17 +116,24 @@ def answer(status: int, raw: bytes, url: str) -> Any:
         raise E.NeedleError(f"the server at {url} answered with something other than JSON: {raw[:200]!r}") from None
 
 
-def unavailable(url: str, exc: BaseException, sent: bool, timeout: float | None = None) -> E.ServerUnavailableError:
-    """The error for a connection that failed: before the request was sent, or after it (no answer)."""
+def unavailable(url: str, exc: BaseException, sent: bool, timeout: float | None = None,
+                write: bool = True) -> E.ServerUnavailableError:
+    """The error for a connection that failed: before the request was sent, or after it
+    (no answer: a ``write`` may or may not have been applied)."""
     if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
         what = f"no answer within {timeout:g} s" if sent and timeout is not None else \
             ("timed out waiting for an answer" if sent else "timed out connecting")
     else:
         what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if sent:
-        return E.ServerUnavailableError(f"the Needle server at {url} did not answer ({what}); "
-                                        "a write may or may not have been applied")
+        return E.ServerUnavailableError(
+            f"the Needle server at {url} did not answer ({what})"
+            + ("; the write may or may not have been applied: read back before retrying it" if write else ""))
     return E.ServerUnavailableError(f"cannot reach a Needle server at {url} ({what})")
+
+
+def closed(what: str, url: str) -> E.DatabaseClosedError:
+    return E.DatabaseClosedError(f"this {what} of {url} is closed; make a new one")
 
 
 def stream_batch(line: bytes, url: str) -> list | None:
@@ -136,51 +156,122 @@ def truncated(url: str) -> E.ServerUnavailableError:
 
 
 # ---------------------------------------------------------------- vectors
+#
+# Vectors are checked here as the embedded API checks them, but for the collection's dimension, which
+# the server checks (the collection may have been dropped and created again with another). ``info`` is
+# the collection as the client last heard of it (or None): it only chooses which error an input that no
+# collection would take raises (a dense collection's or a sparse one's, as the embedded API raises it).
+
+# The index space sparse vectors are checked against here: uint32's. An index beyond it is sent as given,
+# for the server to refuse it naming the collection's dimension.
+_SPARSE_SPACE = 2 ** 32
 
 
-def _dense(value: Any, what: str, ndim: int) -> Any:
-    """A dense vector (``ndim`` 1) or matrix (2) as JSON can carry it (float64: exact
-    for float32); what JSON cannot carry (NaN, infinity) or the server would read
-    as another shape raises here, as the embedded API raises it."""
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return value if isinstance(value, list) else list(value)  # the server names what is wrong
-    if arr.ndim != ndim and not (ndim == 2 and arr.size == 0):
-        raise E.InvalidVectorError(f"{what} must be {ndim}-D{' [n, dim]' if ndim == 2 else ''}, got shape {arr.shape}")
-    if ndim == 2:
-        bad = ~np.isfinite(arr).all(axis=-1) if arr.ndim == 2 else np.zeros(0, bool)
+def _is_sparse(info: dict | None) -> bool | None:
+    return None if info is None else bool(info.get("sparse"))
+
+
+def _dense(value: Any, what: str, ndim: int, info: dict | None = None) -> np.ndarray:
+    """A dense vector (``ndim`` 1) or matrix (2) as float32, checked as the embedded
+    API checks it (but for the dimension): what it refuses raises here, the same error."""
+    arr = _input._as_float_array(value, what)
+    if arr.ndim != ndim:
+        if ndim == 1:
+            raise E.InvalidVectorError(f"{what} must be 1-D, got shape {arr.shape}")
+        dim = info["dimension"] if info is not None else "dim"
+        raise E.InvalidVectorError(f"{what} must be 2-D [n, {dim}], got shape {arr.shape}")
+    if ndim == 1:
+        if not np.isfinite(arr).all():
+            raise E.InvalidVectorError(f"{what} contains NaN or infinity (after conversion to float32)")
+    else:
+        bad = ~np.isfinite(arr).all(axis=1)
         if bad.any():
             raise E.InvalidVectorError(f"{what} row {int(np.flatnonzero(bad)[0])} contains NaN or infinity")
-        return np.ascontiguousarray(arr) if arr.ndim == 2 else []
-    if not np.isfinite(arr).all():
-        raise E.InvalidVectorError(f"{what} contains NaN or infinity (after conversion to float32)")
     return np.ascontiguousarray(arr)
 
 
-def vector_json(v: Any, what: str = "vector") -> Any:
+def _beyond_any_dimension(indices: Any, values: Any) -> dict | None:
+    """Integer indices of which one no collection has (negative, or past uint32), with numeric
+    values: as JSON carries them, for the server to refuse; else ``None``."""
+    try:
+        idx, val = np.asarray(indices), np.asarray(values)
+    except (TypeError, ValueError):
+        return None
+    if not (idx.ndim == 1 and idx.size and idx.dtype.kind in "iu" and val.shape == idx.shape
+            and val.dtype.kind in "fiu" and (idx.min() < 0 or idx.max() >= _SPARSE_SPACE)):
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        return {"indices": idx.tolist(), "values": np.nan_to_num(val.astype(np.float64)).tolist()}
+
+
+def _sparse_json(v: Any, what: str) -> dict:
+    """A sparse vector (a SparseVector, ``{"indices", "values"}``, ``{index: value}`` or a 1-row
+    scipy.sparse matrix) checked as the embedded API checks it (but for the dimension) and
+    sent as ``{"indices", "values"}``: what it refuses raises here, the same error."""
+    if _sparse._is_scipy_sparse(v):
+        if len(v.shape) == 1:
+            v = v.reshape(1, v.shape[0])
+        if v.shape[0] != 1:
+            raise E.InvalidVectorError(f"{what} is a scipy.sparse matrix of shape {v.shape}; expected one row")
+        row = v.tocsr(copy=True)
+        row.sum_duplicates()  # as the embedded API reads it: repeated entries summed, indices sorted
+        v = SparseVector(row.indices, row.data)
     if isinstance(v, SparseVector):
-        return v.to_dict()
-    if hasattr(v, "tocsr"):  # a scipy.sparse row
-        row = v.tocsr()
-        return {"indices": row.indices.tolist(), "values": row.data.tolist()}
-    if isinstance(v, dict):
-        if set(v) == {"indices", "values"}:
-            return {"indices": np.asarray(v["indices"]).tolist(), "values": np.asarray(v["values"]).tolist()}
-        return {str(k): float(x) for k, x in v.items()}
-    return _dense(v, what, 1)
+        raw = _beyond_any_dimension(v.indices, v.values)
+    elif set(v) == {"indices", "values"}:
+        raw = _beyond_any_dimension(v["indices"], v["values"])
+    else:
+        raw = _beyond_any_dimension(list(v), list(v.values()))
+    if raw is not None:
+        return raw
+    checked = _sparse.vector(v, _SPARSE_SPACE, what)
+    return {"indices": checked.indices.tolist(), "values": checked.values.tolist()}
 
 
-def vectors_json(vs: Any, what: str = "vectors") -> Any:
-    if hasattr(vs, "tocsr") and len(vs.shape) == 2:
+def _sparse_form(v: Any) -> bool:
+    return isinstance(v, (SparseVector, dict)) or _sparse._is_scipy_sparse(v)
+
+
+def vector_json(v: Any, what: str = "vector", info: dict | None = None) -> Any:
+    """One vector (a query, or the record of ``insert``) as JSON carries it."""
+    sparse = _is_sparse(info)
+    if _sparse_form(v):
+        try:
+            return _sparse_json(v, what)
+        except E.InvalidVectorError:
+            if sparse is False:
+                _dense(v, what, 1, info)  # no collection takes it: the error of the dense one it is for
+            raise
+    try:
+        return _dense(v, what, 1, info)
+    except E.InvalidVectorError:
+        if sparse:
+            _sparse.vector(v, _SPARSE_SPACE, what)  # the error of the sparse collection it is for
+        raise
+
+
+def vectors_json(vs: Any, what: str = "vectors", info: dict | None = None) -> Any:
+    """Many vectors (queries, or the records of ``insert_many``) as JSON carries them."""
+    sparse = _is_sparse(info)
+    if _sparse._is_scipy_sparse(vs) and len(vs.shape) == 2:
         csr = vs.tocsr()
-        return [vector_json(csr[i]) for i in range(csr.shape[0])]
-    if isinstance(vs, np.ndarray):
-        return _dense(vs, what, 2)
-    vs = list(vs)
-    if vs and not any(isinstance(v, (dict, SparseVector)) or hasattr(v, "tocsr") for v in vs):
-        return _dense(vs, what, 2)
-    return [vector_json(v) for v in vs]
+        return [vector_json(csr[i], f"{what} row {i}", info) for i in range(csr.shape[0])]
+    items = None
+    if not isinstance(vs, (np.ndarray, str, bytes, dict, SparseVector)):
+        try:
+            items = list(vs)
+        except TypeError:
+            pass
+    if items is None or (items and not any(_sparse_form(v) for v in items)) or (not items and sparse is False):
+        try:
+            return _dense(vs if items is None else items, what, 2, info)
+        except E.InvalidVectorError:
+            if sparse:  # the error of the sparse collection they are for
+                _sparse.vectors(vs if items is None else items, _SPARSE_SPACE, what)
+            raise
+    if sparse is False:
+        return _dense(items, what, 2, info)  # sparse vectors for a dense collection: its error
+    return [vector_json(v, f"{what} row {i}", info) for i, v in enumerate(items)]
 
 
 def vector_in(v: Any) -> Any:
@@ -230,15 +321,25 @@ def _arrays_in(payload: dict) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------- Database's calls
 
 
-def create_collection(name: str, dimension: int, distance: Any, options: dict, exist_ok: bool) -> Call:
+def create_collection(name: str, dimension: int, distance: Any, options: dict, exist_ok: bool,
+                      unknown: dict | None = None) -> Call:
     """``POST /collections`` with the parameters given; checked here as the embedded
     ``create_collection`` checks them, so the errors are the same."""
-    _check_name(name)
+    if unknown:
+        raise E.InvalidConfigError(f"create_collection got unknown parameter(s) {', '.join(map(repr, sorted(unknown)))}; "
+                                   f"known: {', '.join(_CONFIG_KEYWORDS)}")
     given = {key: value for key, value in options.items() if value is not None}
     config = CollectionConfig(dimension, distance, **given)  # raises what Database.create_collection raises
+    _check_name(name)
     body = {"name": name, "dimension": config.dimension, "distance": config.distance.value,
             **{key: getattr(config, key) for key in given}, "exist_ok": bool(exist_ok)}
     return Call("POST", "/collections", body, tx={"op": "create_collection", **body})
+
+
+def without_exist_ok(unknown: dict) -> dict:
+    """``get_or_create_collection``'s unknown keywords: ``exist_ok`` is what it means (as embedded)."""
+    unknown.pop("exist_ok", None)
+    return unknown
 
 
 def create_collection_with_config(name: str, config: CollectionConfig) -> Call:
@@ -253,9 +354,17 @@ def create_collection_with_config(name: str, config: CollectionConfig) -> Call:
 
 def _named(name: Any) -> str:
     """A name a collection can have; anything else names none (as embedded)."""
-    if not (isinstance(name, str) and name):
+    if not (isinstance(name, str) and name) or not _encodable(name):
         raise E.CollectionNotFoundError(f"no collection named {name!r}")
     return name
+
+
+def _encodable(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no collection has it (names are UTF-8)
+        return False
+    return True
 
 
 def describe(name: str) -> Call:
@@ -271,8 +380,10 @@ def drop_collection(name: str) -> Call:
     return Call("DELETE", collection_path(name), parse=lambda p: None, tx={"op": "drop_collection", "name": name})
 
 
-def save() -> Call:
-    return Call("POST", "/save", parse=lambda p: None)
+def save(progress: Any = None) -> Call:
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        _progress.make(progress, "save")  # raises what the embedded save raises
+    return Call("POST", "/save", parse=lambda p: None, read=True)  # nothing to flush: sending it twice is harmless
 
 
 def generation() -> Call:
@@ -351,12 +462,31 @@ def _count_arg(name: str, value: Any, allow_none: bool = False) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise E.InvalidArgumentError(f"{name} must be a non-negative integer{' or None' if allow_none else ''}, "
                                      f"got {value!r}")
-    return int(value)
+    return min(int(value), MAX_COUNT)
+
+
+def _ef(ef: Any, sparse: bool | None = None) -> Any:
+    """``ef`` as JSON carries it: a positive integer (clamped, as the embedded search clamps it)
+    or, for the server to refuse as the embedded search does (a sparse collection ignores it),
+    a value JSON carries exactly; anything else is refused here, as embedded (or, for a
+    collection last heard to be sparse, dropped: it ignores ``ef``)."""
+    if ef is None or (isinstance(ef, (str, bool)) or (isinstance(ef, float) and np.isfinite(ef))):
+        return ef
+    if isinstance(ef, (int, np.integer)) and -MAX_COUNT <= ef:
+        return min(int(ef), MAX_COUNT)
+    if sparse:
+        return None
+    raise E.InvalidArgumentError(f"ef must be a positive integer, got {ef!r}")
 
 
 def _filter(filter: Any) -> Any:
     compile_filter(filter)  # a malformed filter raises the embedded FilterError before anything is sent
-    return filter
+    if filter is None:
+        return None
+    try:
+        return orjson.Fragment(orjson.dumps(filter, option=JSON_OPTS))
+    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits: fine embedded, not in JSON
+        raise E.FilterError(f"filter cannot be sent to the server as JSON ({exc}): {filter!r}") from None
 
 
 def _metadatas(metadatas: Any) -> list | None:
@@ -365,13 +495,17 @@ def _metadatas(metadatas: Any) -> list | None:
     return [orjson.Fragment(_input.metadata(m)) for m in metadatas]
 
 
-def records(name: str, action: str, ids: Any, vectors: Any, metadatas: Any, one: bool = False) -> Call:
+def records(name: str, action: str, ids: Any, vectors: Any, metadatas: Any, one: bool = False,
+            info: dict | None = None) -> Call:
+    """``insert``/``upsert`` (``one``: of one record, whose errors name a "vector") and their ``_many``."""
     ids = [ids] if one else list(ids)
     for i in ids:
         _input.id_bytes(i)
-    body = {"ids": ids, "vectors": [vector_json(vectors)] if one else vectors_json(vectors)}
+    body = {"ids": ids, "vectors": [vector_json(vectors, "vector", info)] if one else vectors_json(vectors, "vectors", info)}
     if metadatas is not None:
         body["metadatas"] = _metadatas([metadatas] if one else metadatas)
+    if one:
+        body["one"] = True
     return Call("POST", f"{collection_path(name)}/{action}", body, parse=lambda p: None,
                 tx={"op": action, "collection": name, **body})
 
@@ -379,9 +513,24 @@ def records(name: str, action: str, ids: Any, vectors: Any, metadatas: Any, one:
 def delete(name: str, ids: Any, filter: dict | None) -> Call:
     if isinstance(ids, str):
         ids = [ids]
-    body = {"ids": None if ids is None else list(ids), "filter": _filter(filter)}
+    if ids is not None:
+        ids = list(ids)
+        if filter is None:
+            for i in ids:
+                _input.id_bytes(i)
+        else:  # only listed ids the filter matches are deleted: one no record can have matches none
+            ids = [i for i in ids if _valid_id(i)]
+    body = {"ids": ids, "filter": _filter(filter)}
     return Call("POST", f"{collection_path(name)}/delete", body, parse=lambda p: p["deleted"],
                 tx={"op": "delete", "collection": name, **body})
+
+
+def _valid_id(id: Any) -> bool:
+    try:
+        _input.id_bytes(id)
+    except E.InvalidIdError:
+        return False
+    return True
 
 
 def update_metadata(name: str, id: str, metadata: dict | None) -> Call:
@@ -402,17 +551,20 @@ def get(name: str, id: str, default: Any) -> Call:
             return default
         raise E.RecordNotFoundError(f"no record with id {id!r} in collection {name!r}")
 
-    return Call("POST", f"{collection_path(name)}/get", {"ids": [id]}, parse=parse)
+    return Call("POST", f"{collection_path(name)}/get", {"ids": [id]}, parse=parse, read=True)
 
 
 def get_many(name: str, ids: Any) -> Call:
-    if isinstance(ids, str):
+    if isinstance(ids, (str, bytes)):
         raise E.InvalidArgumentError("get_many takes a list of ids; use get() for one")
-    ids = list(ids)
+    try:
+        ids = list(ids)
+    except TypeError:
+        raise E.InvalidArgumentError(f"get_many takes a list of ids, got {type(ids).__name__}") from None
     for i in ids:
         _input.id_bytes(i)
     return Call("POST", f"{collection_path(name)}/get", {"ids": ids},
-                parse=lambda p: [None if r is None else entry_in(r) for r in p["records"]])
+                parse=lambda p: [None if r is None else entry_in(r) for r in p["records"]], read=True)
 
 
 def contains(name: str, id: object) -> Call | bool:
@@ -421,35 +573,38 @@ def contains(name: str, id: object) -> Call | bool:
         return False
     _input.id_bytes(id)
     return Call("POST", f"{collection_path(name)}/get", {"ids": [id], "include_vector": False},
-                parse=lambda p: p["records"][0] is not None)
+                parse=lambda p: p["records"][0] is not None, read=True)
 
 
 def count(name: str, filter: dict | None) -> Call:
-    return Call("POST", f"{collection_path(name)}/count", {"filter": _filter(filter)}, parse=lambda p: p["count"])
+    return Call("POST", f"{collection_path(name)}/count", {"filter": _filter(filter)}, parse=lambda p: p["count"],
+                read=True)
 
 
 def find(name: str, filter: dict | None, limit: int | None, offset: int) -> Call:
     body = {"filter": _filter(filter), "limit": _count_arg("limit", limit, True), "offset": _count_arg("offset", offset)}
     return Call("POST", f"{collection_path(name)}/find", body,
-                parse=lambda p: [(r["id"], r["metadata"]) for r in p["records"]])
+                parse=lambda p: [(r["id"], r["metadata"]) for r in p["records"]], read=True)
 
 
 def ids(name: str, filter: dict | None) -> Call:
     """A streamed walk: each item an id."""
-    return Call("POST", f"{collection_path(name)}/ids", {"filter": _filter(filter)}, parse=lambda item: item)
+    return Call("POST", f"{collection_path(name)}/ids", {"filter": _filter(filter)}, parse=lambda item: item,
+                read=True)
 
 
-def scan(name: str, limit: int | None = None) -> Call:
+def scan(name: str, limit: Any = MISSING) -> Call:
     """A streamed walk: each item a record (``peek``: the first ``limit``)."""
-    limit = None if limit is None else _count_arg("n", limit)
-    return Call("POST", f"{collection_path(name)}/scan", {"limit": limit},
-                parse=entry_in)
+    limit = None if limit is MISSING else _count_arg("n", limit)
+    return Call("POST", f"{collection_path(name)}/scan", {"limit": limit}, parse=entry_in, read=True)
 
 
 def search(name: str, query: Any, batch: bool, k: Any, filter: dict | None, ef: Any, exact: bool,
-           include_vector: bool, as_arrays: bool) -> Call:
-    body = {"vectors" if batch else "vector": vectors_json(query, "queries") if batch else vector_json(query, "query"),
-            "k": _count_arg("k", k), "filter": _filter(filter), "ef": ef, "exact": exact, "include_vector": include_vector}
+           include_vector: bool, as_arrays: bool, info: dict | None = None) -> Call:
+    k, filter = _count_arg("k", k), _filter(filter)  # checked in the embedded search's order
+    queries = vectors_json(query, "queries", info) if batch else vector_json(query, "query", info)
+    body = {"vectors" if batch else "vector": queries, "k": k, "filter": filter, "ef": _ef(ef, _is_sparse(info)),
+            "exact": bool(exact), "include_vector": bool(include_vector)}
     if as_arrays:
         body["as_arrays"] = True
 
@@ -459,4 +614,4 @@ def search(name: str, query: Any, batch: bool, k: Any, filter: dict | None, ef: 
         rows = [[_result_in(r, include_vector) for r in row] for row in payload["results"]]
         return rows if batch else rows[0]
 
-    return Call("POST", f"{collection_path(name)}/search", body, parse=parse)
+    return Call("POST", f"{collection_path(name)}/search", body, parse=parse, read=True)

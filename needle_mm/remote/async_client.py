@@ -38,6 +38,12 @@ except ImportError:  # the extra is not installed: AsyncClient() says how to get
 
 __all__ = ["AsyncClient", "AsyncRemoteCollection"]
 
+if httpx is not None:
+    # the request was not sent: no connection was made, or none was free in time
+    _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+    # the connection dropped before an answer arrived (a read is then sent again, once, on a fresh one)
+    _DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
 
 class AsyncClient:
     """A Needle server, for asyncio: the methods of :class:`~needle_mm.Client` as coroutines.
@@ -82,17 +88,37 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the pooled connections; the client cannot be used after it."""
+        """Close the pooled connections; the client cannot be used after it
+        (:class:`~needle_mm.errors.DatabaseClosedError`, as a closed Database)."""
         await self._http.aclose()
 
     # ------------------------------------------------------------ transport
 
+    def _check_open(self) -> None:
+        if self._http.is_closed:
+            raise W.closed("AsyncClient", self.url)
+
+    def _unavailable(self, call: W.Call, exc: Exception) -> E.ServerUnavailableError:
+        return W.unavailable(self.url, exc, sent=not isinstance(exc, _NOT_SENT), timeout=self._timeout,
+                             write=not call.read)
+
     async def _request(self, call: W.Call) -> Any:
-        try:
-            response = await self._http.request(call.method, call.path, content=call.data())
-        except httpx.TransportError as exc:
-            raise W.unavailable(self.url, exc, sent=not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)),
-                                timeout=self._timeout) from exc
+        """Send ``call`` and read its answer. A read whose connection dropped is sent again, once,
+        on a fresh connection; a write is never sent twice (httpx does not resend either)."""
+        self._check_open()
+        data = call.data()
+        for attempt in (0, 1):
+            try:
+                response = await self._http.request(call.method, call.path, content=data)
+                break
+            except httpx.TransportError as exc:
+                if not attempt and call.read and isinstance(exc, _DROPPED) and not self._http.is_closed:
+                    continue
+                raise self._unavailable(call, exc) from exc
+            except RuntimeError as exc:  # httpx: "the client has been closed", by aclose() meanwhile
+                if not self._http.is_closed:
+                    raise
+                raise W.closed("AsyncClient", self.url) from exc
         return W.answer(response.status_code, response.content, self.url)
 
     async def _run(self, call: W.Call) -> Any:
@@ -104,6 +130,7 @@ class AsyncClient:
 
     async def _stream(self, call: W.Call) -> AsyncIterator[Any]:
         """The items of a streamed walk, read as they arrive."""
+        self._check_open()
         try:
             async with self._http.stream(call.method, call.path, content=call.data()) as response:
                 if response.status_code >= 400:
@@ -117,8 +144,11 @@ class AsyncClient:
                     for item in batch:
                         yield call.parse(item)
         except httpx.TransportError as exc:
-            raise W.unavailable(self.url, exc, sent=not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)),
-                                timeout=self._timeout) from exc
+            raise self._unavailable(call, exc) from exc
+        except RuntimeError as exc:
+            if not self._http.is_closed:
+                raise
+            raise W.closed("AsyncClient", self.url) from exc
         raise W.truncated(self.url)
 
     # ------------------------------------------------------------ Database's methods
@@ -127,7 +157,8 @@ class AsyncClient:
                                 distance: DistanceFunction | str = DistanceFunction.Cosine, *,
                                 m: int | None = None, ef_construction: int | None = None,
                                 ef_search: int | None = None, seed: int | None = None, sparse: bool | None = None,
-                                dtype: str | None = None, exist_ok: bool = False) -> "AsyncRemoteCollection":
+                                dtype: str | None = None, exist_ok: bool = False,
+                                **unknown) -> "AsyncRemoteCollection":
         """Create a collection on the server; see :meth:`needle_mm.Client.create_collection`.
 
         Parameters
@@ -148,17 +179,19 @@ class AsyncClient:
         """
         call = W.create_collection(name, dimension, distance, dict(m=m, ef_construction=ef_construction,
                                                                    ef_search=ef_search, seed=seed, sparse=sparse,
-                                                                   dtype=dtype), exist_ok)
+                                                                   dtype=dtype), exist_ok, unknown)
         return await self._collection_of(name, call)
 
     async def get_or_create_collection(self, name: str, dimension: int,
                                        distance: DistanceFunction | str = DistanceFunction.Cosine, *,
                                        m: int | None = None, ef_construction: int | None = None,
                                        ef_search: int | None = None, seed: int | None = None,
-                                       sparse: bool | None = None, dtype: str | None = None) -> "AsyncRemoteCollection":
+                                       sparse: bool | None = None, dtype: str | None = None,
+                                       **unknown) -> "AsyncRemoteCollection":
         """``create_collection(..., exist_ok=True)``; see :meth:`needle_mm.Database.get_or_create_collection`."""
         return await self.create_collection(name, dimension, distance, m=m, ef_construction=ef_construction,
-                                            ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype, exist_ok=True)
+                                            ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype, exist_ok=True,
+                                            **W.without_exist_ok(unknown))
 
     async def create_collection_with_config(self, name: str, config: CollectionConfig) -> "AsyncRemoteCollection":
         """Create a collection from a :class:`~needle_mm.CollectionConfig`."""
@@ -186,7 +219,7 @@ class AsyncClient:
         (``progress`` is accepted and unused)."""
         if self._tx.get() is not None:
             raise W.save_in_transaction()
-        await self._run(W.save())
+        await self._run(W.save(progress))
 
     async def generation(self) -> int:
         """The committed generation the server reads (the Client's ``generation`` property)."""
@@ -276,19 +309,19 @@ class AsyncRemoteCollection:
 
     async def insert(self, id: str, vector, metadata: dict | None = None) -> None:
         """Add one record; :class:`~needle_mm.errors.DuplicateIdError` if ``id`` is live."""
-        await self._client._run(W.records(self.name, "insert", id, vector, metadata, one=True))
+        await self._client._run(W.records(self.name, "insert", id, vector, metadata, one=True, info=self._info))
 
     async def insert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
         """Add many records at once; all or nothing (see :meth:`needle_mm.Collection.insert_many`)."""
-        await self._client._run(W.records(self.name, "insert", ids, vectors, metadatas))
+        await self._client._run(W.records(self.name, "insert", ids, vectors, metadatas, info=self._info))
 
     async def upsert(self, id: str, vector, metadata: dict | None = None) -> None:
         """Insert a record, or replace the one with the same id."""
-        await self._client._run(W.records(self.name, "upsert", id, vector, metadata, one=True))
+        await self._client._run(W.records(self.name, "upsert", id, vector, metadata, one=True, info=self._info))
 
     async def upsert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
         """Insert or replace many records; a repeated id in the batch keeps its last record."""
-        await self._client._run(W.records(self.name, "upsert", ids, vectors, metadatas))
+        await self._client._run(W.records(self.name, "upsert", ids, vectors, metadatas, info=self._info))
 
     async def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict | None = None) -> int | None:
         """Delete one id, a list of ids, or every record matching ``filter``; returns how many
@@ -351,7 +384,7 @@ class AsyncRemoteCollection:
         list of SearchResult, or (ids, distances) numpy arrays of shape ``(k,)`` with ``as_arrays``
         """
         return await self._client._run(W.search(self.name, query, False, k, filter, ef, exact, include_vector,
-                                                as_arrays))
+                                                as_arrays, self._info))
 
     async def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
                            exact: bool = False, include_vector: bool = False,
@@ -359,4 +392,4 @@ class AsyncRemoteCollection:
         """:meth:`search` for each row of a 2-D array of queries: a list of result lists, or
         with ``as_arrays=True`` ``(ids, distances)`` arrays of shape ``(m, k)``."""
         return await self._client._run(W.search(self.name, queries, True, k, filter, ef, exact, include_vector,
-                                                as_arrays))
+                                                as_arrays, self._info))

@@ -29,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import http.client
+import select
 import threading
+import time
 from typing import Any, Iterable, Iterator, Sequence
 
 from .. import errors as E
@@ -38,6 +40,12 @@ from ..results import Entry, SearchResult
 from . import _wire as W
 
 __all__ = ["Client", "RemoteCollection"]
+
+# An idle keep-alive connection is dropped after this many seconds, before the server's (uvicorn: 5 s) would
+# close it under a request in flight: a request sent there might or might not have been processed.
+KEEPALIVE_EXPIRY = 4.0
+# What a keep-alive connection the server closed in the meantime raises when it is used.
+_DROPPED = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 class Client:
@@ -53,6 +61,11 @@ class Client:
         Seconds to connect, and to wait for each answer.
 
     A Client may be shared by threads: each thread has its own connection.
+
+    A read whose connection fails is sent once more on a fresh connection; a
+    write is sent once (never twice: a failure after it was sent raises
+    :class:`~needle_mm.errors.ServerUnavailableError` saying it may or may not
+    have been applied).
     """
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 60.0):
@@ -66,6 +79,7 @@ class Client:
         self._local = threading.local()
         self._open: list[http.client.HTTPConnection] = []  # every thread's connection, closed by close()
         self._open_lock = threading.Lock()
+        self._closed = False
         self._tx: contextvars.ContextVar = contextvars.ContextVar(f"needle_client_tx_{id(self)}", default=None)
 
     def __repr__(self) -> str:
@@ -78,8 +92,10 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Close the connections of every thread (a later call opens new ones)."""
+        """Close the connections of every thread; the client cannot be used after it
+        (:class:`~needle_mm.errors.DatabaseClosedError`, as a closed Database)."""
         with self._open_lock:
+            self._closed = True
             conns, self._open = self._open, []
         for conn in conns:
             conn.close()
@@ -96,14 +112,35 @@ class Client:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         return cls(self._host, self._port, timeout=self._timeout)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise W.closed("Client", self.url)
+
     def _conn(self) -> http.client.HTTPConnection:
+        """This thread's connection: the kept-alive one if the server still holds it open, else a new one."""
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn not in self._open:
-            conn = self._local.conn = self._new_conn()
-            self._local.used = False
+        if conn is not None and (conn not in self._open or self._stale(conn)):
+            self._forget(conn)
+            conn = None
+        if conn is None:
+            conn = self._new_conn()
             with self._open_lock:
+                self._check_open()
                 self._open.append(conn)
+            self._local.conn, self._local.used, self._local.idle_since = conn, False, time.monotonic()
         return conn
+
+    def _stale(self, conn: http.client.HTTPConnection) -> bool:
+        """A kept-alive connection idle for long, or that the server closed (it is readable:
+        an end of file, or bytes nobody asked for)."""
+        if conn.sock is None:
+            return False
+        if time.monotonic() - self._local.idle_since > KEEPALIVE_EXPIRY:
+            return True
+        try:
+            return bool(select.select([conn.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     def _forget(self, conn: http.client.HTTPConnection) -> None:
         conn.close()
@@ -112,38 +149,47 @@ class Client:
             if conn in self._open:
                 self._open.remove(conn)
 
-    def _exchange(self, conn: http.client.HTTPConnection, call: W.Call) -> http.client.HTTPResponse:
-        """Send ``call`` on ``conn``; connection failures become ServerUnavailableError."""
+    def _send(self, conn: http.client.HTTPConnection, call: W.Call, data: bytes | None) -> None:
+        """Send ``call`` on ``conn`` (connecting it first if need be: a failure to connect is a
+        ServerUnavailableError). Once this returns, the server may have the whole request."""
         if conn.sock is None:
             try:
                 conn.connect()
             except OSError as exc:
                 conn.close()
                 raise W.unavailable(self.url, exc, sent=False, timeout=self._timeout) from exc
-        conn.request(call.method, self._prefix + call.path, body=call.data(), headers=self._headers)
-        return conn.getresponse()
+        conn.request(call.method, self._prefix + call.path, body=data, headers=self._headers)
 
     def _request(self, call: W.Call) -> Any:
+        """Send ``call`` and read its answer. Sent again on a fresh connection, once, only if it
+        is certain the server did not act on it (the kept-alive connection failed while
+        the request was being sent, so the server cannot have all of it), or if it is a
+        read; a write whose answer did not arrive is never sent again."""
+        self._check_open()
+        data = call.data()
         for attempt in (0, 1):
             conn = self._conn()
-            reused = self._local.used
+            reused, sent = self._local.used, False
             try:
-                response = self._exchange(conn, call)
+                self._send(conn, call, data)
+                sent = True
+                response = conn.getresponse()
                 raw = response.read()
-                self._local.used = not response.will_close
-                if response.will_close:
-                    self._forget(conn)
                 break
             except E.ServerUnavailableError:
                 self._forget(conn)
                 raise
             except (OSError, http.client.HTTPException) as exc:
                 self._forget(conn)
-                # a keep-alive connection the server closed meanwhile: the request never arrived; once, fresh
-                if reused and not attempt and isinstance(exc, (http.client.RemoteDisconnected, BrokenPipeError,
-                                                                ConnectionResetError)):
+                # the kept-alive connection had been closed by the server (a restart, a keep-alive shorter than ours)
+                if not attempt and reused and isinstance(exc, _DROPPED) and (call.read or not sent):
                     continue
-                raise W.unavailable(self.url, exc, sent=True, timeout=self._timeout) from exc
+                self._check_open()  # close() from another thread closed the connection under the request
+                raise W.unavailable(self.url, exc, sent=True, timeout=self._timeout, write=not call.read) from exc
+        if response.will_close:
+            self._forget(conn)
+        else:
+            self._local.used, self._local.idle_since = True, time.monotonic()
         return W.answer(response.status, raw, self.url)
 
     def _run(self, call: W.Call) -> Any:
@@ -156,21 +202,23 @@ class Client:
     def _stream(self, call: W.Call) -> Iterator[Any]:
         """The items of a streamed walk, read as they arrive on a connection of its own
         (so other calls, even this thread's, can run while the walk is in progress)."""
+        self._check_open()
         conn = self._new_conn()
         try:
             try:
-                response = self._exchange(conn, call)
+                self._send(conn, call, call.data())
+                response = conn.getresponse()
             except (OSError, http.client.HTTPException) as exc:
                 if isinstance(exc, E.ServerUnavailableError):
                     raise
-                raise W.unavailable(self.url, exc, sent=True, timeout=self._timeout) from exc
+                raise W.unavailable(self.url, exc, sent=True, timeout=self._timeout, write=False) from exc
             if response.status >= 400:
                 W.answer(response.status, response.read(), self.url)
             while True:
                 try:
                     line = response.readline()
                 except (OSError, http.client.HTTPException) as exc:
-                    raise W.unavailable(self.url, exc, sent=True, timeout=self._timeout) from exc
+                    raise W.unavailable(self.url, exc, sent=True, timeout=self._timeout, write=False) from exc
                 if not line:
                     raise W.truncated(self.url)
                 batch = W.stream_batch(line, self.url)
@@ -186,7 +234,7 @@ class Client:
     def create_collection(self, name: str, dimension: int, distance: DistanceFunction | str = DistanceFunction.Cosine,
                           *, m: int | None = None, ef_construction: int | None = None, ef_search: int | None = None,
                           seed: int | None = None, sparse: bool | None = None, dtype: str | None = None,
-                          exist_ok: bool = False) -> "RemoteCollection":
+                          exist_ok: bool = False, **unknown) -> "RemoteCollection":
         """Create a collection on the server; see :meth:`needle_mm.Database.create_collection`.
 
         Parameters
@@ -214,14 +262,14 @@ class Client:
         """
         call = W.create_collection(name, dimension, distance, dict(m=m, ef_construction=ef_construction,
                                                                    ef_search=ef_search, seed=seed, sparse=sparse,
-                                                                   dtype=dtype), exist_ok)
+                                                                   dtype=dtype), exist_ok, unknown)
         return self._collection_of(name, call)
 
     def get_or_create_collection(self, name: str, dimension: int,
                                  distance: DistanceFunction | str = DistanceFunction.Cosine, *,
                                  m: int | None = None, ef_construction: int | None = None,
                                  ef_search: int | None = None, seed: int | None = None,
-                                 sparse: bool | None = None, dtype: str | None = None) -> "RemoteCollection":
+                                 sparse: bool | None = None, dtype: str | None = None, **unknown) -> "RemoteCollection":
         """The collection called ``name``, created if it does not exist:
         ``create_collection(..., exist_ok=True)``; see :meth:`needle_mm.Database.get_or_create_collection`.
 
@@ -231,7 +279,8 @@ class Client:
             It exists with another dimension, distance or any parameter given here.
         """
         return self.create_collection(name, dimension, distance, m=m, ef_construction=ef_construction,
-                                      ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype, exist_ok=True)
+                                      ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype, exist_ok=True,
+                                      **W.without_exist_ok(unknown))
 
     def create_collection_with_config(self, name: str, config: CollectionConfig) -> "RemoteCollection":
         """Create a collection from a :class:`~needle_mm.CollectionConfig`."""
@@ -261,7 +310,7 @@ class Client:
         Raises :class:`~needle_mm.errors.TransactionError` inside a transaction block, as the embedded one does."""
         if self._tx.get() is not None:
             raise W.save_in_transaction()
-        self._run(W.save())
+        self._run(W.save(progress))
 
     @property
     def generation(self) -> int:
@@ -365,20 +414,20 @@ class RemoteCollection:
 
     def insert(self, id: str, vector, metadata: dict | None = None) -> None:
         """Add one record; :class:`~needle_mm.errors.DuplicateIdError` if ``id`` is live (use :meth:`upsert`)."""
-        self._client._run(W.records(self.name, "insert", id, vector, metadata, one=True))
+        self._client._run(W.records(self.name, "insert", id, vector, metadata, one=True, info=self._info))
 
     def insert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
         """Add many records at once (``vectors`` a 2-D array ``[n, dim]``); all or nothing,
         as :meth:`needle_mm.Collection.insert_many`."""
-        self._client._run(W.records(self.name, "insert", ids, vectors, metadatas))
+        self._client._run(W.records(self.name, "insert", ids, vectors, metadatas, info=self._info))
 
     def upsert(self, id: str, vector, metadata: dict | None = None) -> None:
         """Insert a record, or replace the one with the same id (vector and metadata)."""
-        self._client._run(W.records(self.name, "upsert", id, vector, metadata, one=True))
+        self._client._run(W.records(self.name, "upsert", id, vector, metadata, one=True, info=self._info))
 
     def upsert_many(self, ids: Sequence[str], vectors, metadatas: Iterable[dict | None] | None = None) -> None:
         """Insert or replace many records; a repeated id in the batch keeps its last record."""
-        self._client._run(W.records(self.name, "upsert", ids, vectors, metadatas))
+        self._client._run(W.records(self.name, "upsert", ids, vectors, metadatas, info=self._info))
 
     def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict | None = None) -> int | None:
         """Delete one id, a list of ids, or every record matching ``filter``; returns how
@@ -465,11 +514,13 @@ class RemoteCollection:
         -------
         list of SearchResult, or (ids, distances) with ``as_arrays``
         """
-        return self._client._run(W.search(self.name, query, False, k, filter, ef, exact, include_vector, as_arrays))
+        return self._client._run(W.search(self.name, query, False, k, filter, ef, exact, include_vector, as_arrays,
+                                                      self._info))
 
     def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
                      exact: bool = False, include_vector: bool = False,
                      as_arrays: bool = False) -> list[list[SearchResult]] | tuple:
         """:meth:`search` for each row of a 2-D array of queries (one request): a list of
         result lists, or with ``as_arrays=True`` ``(ids, distances)`` arrays of shape ``(m, k)``."""
-        return self._client._run(W.search(self.name, queries, True, k, filter, ef, exact, include_vector, as_arrays))
+        return self._client._run(W.search(self.name, queries, True, k, filter, ef, exact, include_vector, as_arrays,
+                                                      self._info))

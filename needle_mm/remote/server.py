@@ -198,6 +198,8 @@ class Records(Model):
     ids: list[str]
     vectors: list[Vector]
     metadatas: Optional[list[Optional[dict[str, Any]]]] = None
+    one: bool = Field(False, description="one record, written as the embedded insert/upsert of one writes it "
+                                         "(its errors name the 'vector')")
 
 
 class Delete(Model):
@@ -215,7 +217,8 @@ class Search(Model):
     vectors: Optional[list[Vector]] = Field(None, description="a batch of queries")
     k: int = 10
     filter: Optional[dict[str, Any]] = None
-    ef: Optional[int] = None
+    ef: Any = Field(None, description="a positive integer; checked as the embedded search checks it (a sparse "
+                                      "collection ignores it)")
     exact: bool = False
     include_vector: bool = False
     as_arrays: bool = Field(False, description="answer {ids, distances, shape}: rows padded with null past the "
@@ -367,11 +370,15 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
     def do_records(name: str, body: Records, method: str) -> dict:
         c = coll(name)
         vectors = [plain(v) for v in body.vectors]
-        if not c.sparse:
-            if not all(isinstance(v, list) for v in vectors):
-                raise E.InvalidVectorError("this collection holds dense vectors: give each as a list of numbers")
-            vectors = vectors or _empty(c.dimension)
-        getattr(c, method)(body.ids, vectors, body.metadatas)
+        if body.one:
+            if len(body.ids) != 1 or len(vectors) != 1 or (body.metadatas is not None and len(body.metadatas) != 1):
+                raise E.InvalidArgumentError("'one' is a write of one record: give one id, one vector and at most "
+                                             "one metadata")
+            getattr(c, method.removesuffix("_many"))(body.ids[0], vectors[0], (body.metadatas or [None])[0])
+            return {"written": 1}
+        if not vectors and not c.sparse:
+            vectors = _empty(c.dimension)
+        getattr(c, method)(body.ids, vectors, body.metadatas)  # what is wrong with them: the embedded error
         return {"written": len(body.ids)}
 
     def do_delete(name: str, body: Delete) -> dict:
@@ -402,27 +409,30 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
         info, status = await write(op)
         return reply(info, status)
 
-    @app.get("/collections/{name}")
+    # A collection's name is one path segment, percent-encoded (the clients encode every "/" and "."); the
+    # ASGI server decodes the path, so a name holding "/" spans segments: {name:path} takes it whole, and
+    # the action after it is the last segment (a name may end in "/insert": the match is the longest name).
+    @app.get("/collections/{name:path}")
     async def get_collection(name: str):
         return reply(describe(name))
 
-    @app.delete("/collections/{name}")
+    @app.delete("/collections/{name:path}")
     async def drop_collection(name: str):
         return reply(await write(lambda: do_drop(name)))
 
-    @app.post("/collections/{name}/insert")
+    @app.post("/collections/{name:path}/insert")
     async def insert(name: str, body: Records):
         return reply(await write(lambda: do_records(name, body, "insert_many")))
 
-    @app.post("/collections/{name}/upsert")
+    @app.post("/collections/{name:path}/upsert")
     async def upsert(name: str, body: Records):
         return reply(await write(lambda: do_records(name, body, "upsert_many")))
 
-    @app.post("/collections/{name}/delete")
+    @app.post("/collections/{name:path}/delete")
     async def delete(name: str, body: Delete):
         return reply(await write(lambda: do_delete(name, body)))
 
-    @app.post("/collections/{name}/update_metadata")
+    @app.post("/collections/{name:path}/update_metadata")
     async def update_metadata(name: str, body: UpdateMetadata):
         return reply(await write(lambda: do_update(name, body)))
 
@@ -442,7 +452,7 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
             return {"results": results}
         return reply(await write(op, body.exclusive))
 
-    @app.post("/collections/{name}/get")
+    @app.post("/collections/{name:path}/get")
     async def get(name: str, body: Get):
         c = read_coll(name)
         out = []
@@ -452,7 +462,7 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
                                                **({"vector": vec_out(e.vector)} if body.include_vector else {})})
         return reply({"records": out})
 
-    @app.post("/collections/{name}/search")
+    @app.post("/collections/{name:path}/search")
     async def search(name: str, body: Search):
         if (body.vector is None) == (body.vectors is None):
             raise E.InvalidArgumentError("give exactly one of 'vector' (one query) or 'vectors' (a batch)")
@@ -482,11 +492,11 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
                                     **({"vector": vec_out(r.vector)} if body.include_vector else {})}
                                    for r in row] for row in rows]})
 
-    @app.post("/collections/{name}/count")
+    @app.post("/collections/{name:path}/count")
     async def count(name: str, body: Count):
         return reply({"count": read_coll(name).count(body.filter)})
 
-    @app.post("/collections/{name}/find")
+    @app.post("/collections/{name:path}/find")
     async def find(name: str, body: Find):
         return reply({"records": [{"id": i, "metadata": m}
                                   for i, m in read_coll(name).find(body.filter, body.limit, body.offset)]})
@@ -495,13 +505,13 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
                                      "\"count\": N}; an error after the first line is a {\"error\", \"message\"} line",
                       "content": {"application/x-ndjson": {}}}}
 
-    @app.post("/collections/{name}/ids", responses=walk_doc)
+    @app.post("/collections/{name:path}/ids", responses=walk_doc)
     async def ids(name: str, body: Ids):
         """The ids of live records (matching ``filter``) in storage order, streamed: one
         generation for the whole walk (as the embedded ``Collection.ids``)."""
         return stream(read_coll(name).ids(body.filter), STREAM_IDS, lambda i: i)
 
-    @app.post("/collections/{name}/scan", responses=walk_doc)
+    @app.post("/collections/{name:path}/scan", responses=walk_doc)
     async def scan(name: str, body: Scan):
         """Every live record ({id, vector, metadata}) in storage order, streamed (as
         iterating the embedded Collection); ``limit``: only the first ones (``peek``)."""
