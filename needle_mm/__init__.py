@@ -18,6 +18,7 @@ __all__ = [
     "Database",
     "Client",  # noqa: F405 (lazy: __getattr__)
     "AsyncClient",  # noqa: F405 (lazy: __getattr__)
+    "preload",  # noqa: F405 (lazy: __getattr__)
     "Collection",
     "CollectionConfig",
     "DistanceFunction",
@@ -30,7 +31,7 @@ __all__ = [
 
 # The clients of `needle serve` are imported on first use, so `import needle_mm`
 # loads neither the remote package nor httpx (AsyncClient's transport).
-_LAZY = ("Client", "AsyncClient")
+_LAZY = ("Client", "AsyncClient", "preload")
 
 
 def __getattr__(name: str):
@@ -38,6 +39,8 @@ def __getattr__(name: str):
         from .remote.client import Client as value
     elif name == "AsyncClient":
         from .remote.async_client import AsyncClient as value
+    elif name == "preload":
+        from .ops.preload import preload as value
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

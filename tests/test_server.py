@@ -41,7 +41,8 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "needle_mm", "serve", path, "--port", str(self.port),
                                       *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # serve() prints its line once /health answers: no polling here
-        ready, _, _ = select.select([self.proc.stderr], [], [], 60)
+        # (generous: with --workers the parent first loads the engine and its kernels, compiling them if the cache is cold)
+        ready, _, _ = select.select([self.proc.stderr], [], [], 600)
         self.banner = self.proc.stderr.readline().strip() if ready else ""
         if not self.banner.startswith("needle: serving "):
             self.proc.kill()
@@ -822,3 +823,28 @@ def test_odd_arguments_give_what_the_embedded_api_gives(shared, tmp_path):
             differ[label] = (remote, local)
     embedded.close()
     assert not differ, differ
+
+
+def test_workers_are_forked_from_one_preloaded_parent_and_stop_together(tmp_path):
+    """--workers N: one parent loads the engine, then forks the workers (sharing its pages); SIGINT stops all."""
+    import signal
+
+    srv = Server(str(tmp_path / "w.needle"), "--workers", "2")
+    try:
+        with open(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children") as f:
+            children = [int(p) for p in f.read().split()]
+        assert len(children) == 2
+        for pid in children:
+            with open(f"/proc/{pid}/stat") as f:
+                assert int(f.read().rsplit(")", 1)[1].split()[1]) == srv.proc.pid  # forked by the serve process
+        client = needle.Client(srv.url)
+        client.get_or_create_collection("d", 4).upsert("a", [1.0, 2.0, 3.0, 4.0])
+        assert client.collection("d").search([1.0, 2.0, 3.0, 4.0], k=1)[0].id == "a"
+        client.close()
+        srv.proc.send_signal(signal.SIGINT)
+        srv.proc.communicate(timeout=120)
+        assert srv.proc.returncode == 0
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in children)  # reaped by the parent
+    finally:
+        if srv.proc.poll() is None:
+            srv.stop()

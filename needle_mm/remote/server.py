@@ -615,10 +615,80 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
     shown = f"[{host}]" if ":" in host else host
     line = (f"needle: serving {os.path.abspath(path)}{' read-only' if read_only else ''} at http://{shown}:{port} "
             f"({'API key required' if api_key else 'no API key required'})")
-    threading.Thread(target=_announce_when_up, args=(host, port, api_key, line), name="needle-serve-announce",
-                     daemon=True).start()
-    uvicorn.run("needle_mm.remote.server:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+    config = uvicorn.Config("needle_mm.remote.server:app_from_env", factory=True, host=host, port=port,
+                            log_level="warning", access_log=False)
+    if workers == 1:
+        threading.Thread(target=_announce_when_up, args=(host, port, api_key, line), name="needle-serve-announce",
+                         daemon=True).start()
+        uvicorn.Server(config).run()
+        return
+    _prefork(config, workers, lambda: _announce_when_up(host, port, api_key, line))
+
+
+def _prefork(config, workers: int, announce) -> None:
+    """Bind once, load the engine and its kernels once (``needle_mm.preload``), then
+    fork the workers, which share those pages copy-on-write and accept on the one
+    socket; restart a worker that dies, and stop them all on SIGINT/SIGTERM.
+
+    (uvicorn's own ``workers=`` spawns fresh interpreters, each paying every
+    import and kernel load again, in memory of its own.)"""
+    import signal
+
+    from ..ops.preload import preload
+
+    sock = config.bind_socket()
+    preload(server=True)
+    children: set[int] = set()
+    stopping = False
+
+    def start_worker() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: uvicorn on the inherited socket; never returns into the parent's code
+            code = 0
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                import uvicorn
+
+                uvicorn.Server(config).run(sockets=[sock])
+            except BaseException:  # noqa: BLE001 - reported, then the worker exits
+                traceback.print_exc()
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children.add(pid)
+
+    def stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for _ in range(workers):
+        start_worker()
+    threading.Thread(target=announce, name="needle-serve-announce", daemon=True).start()
+    restarts = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        children.discard(pid)
+        if not stopping and restarts < 10 * workers:  # a worker that keeps dying is not restarted forever
+            restarts += 1
+            print(f"needle: worker {pid} exited ({os.waitstatus_to_exitcode(status)}); starting another",
+                  file=sys.stderr, flush=True)
+            start_worker()
+    sock.close()
 
 
 def _announce_when_up(host: str, port: int, api_key: str | None, line: str, poll: float = 0.05) -> None:

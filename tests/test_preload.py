@@ -1,0 +1,52 @@
+"""needle_mm.preload(): load the engine before forking workers, leaving nothing open or running."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from conftest import ROOT
+
+_SCRIPT = textwrap.dedent("""
+    import os, sys, threading
+    import numpy as np
+    import needle_mm as needle
+
+    path = sys.argv[1]
+    with needle.Database.open(path) as db:
+        coll = db.create_collection("docs", 8)
+        coll.insert_many([f"r{i}" for i in range(500)], np.random.default_rng(0).random((500, 8)) + 0.01,
+                         [{"i": i} for i in range(500)])
+    seconds = needle.preload(server=True)
+    assert seconds > 0 and needle.preload() == 0.0  # once
+    assert threading.active_count() == 1, threading.enumerate()  # nothing running to be cut by fork
+    own = [f for f in os.listdir(f"/proc/{os.getpid()}/fd")
+           if os.path.realpath(f"/proc/{os.getpid()}/fd/{f}").endswith((".needle", ".lock"))]
+    assert own == [], own  # no database file held open across the fork (reader tables reset at fork)
+    want = None
+    pids = []
+    for worker in range(2):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                with needle.Database.open(path, read_only=True) as db:
+                    hits = db.collection("docs").search(np.full(8, 0.5), k=3, filter={"i": {"$lt": 100}})
+                    exact = db.collection("docs").search(np.full(8, 0.5), k=3, filter={"i": {"$lt": 100}}, exact=True)
+                    code = 0 if [h.id for h in hits] == [h.id for h in exact] and len(hits) == 3 else 2
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    print("children", codes)
+    assert codes == [0, 0]
+""")
+
+
+def test_preload_then_fork_workers_that_search(tmp_path):
+    script = tmp_path / "prefork.py"
+    script.write_text(_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "x.needle")], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT), timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert "children [0, 0]" in out.stdout
