@@ -50,3 +50,46 @@ def test_preload_then_fork_workers_that_search(tmp_path):
                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=900)
     assert out.returncode == 0, out.stderr
     assert "children [0, 0]" in out.stdout
+
+
+def test_gunicorn_preload_with_per_worker_apps(tmp_path):
+    """The README's gunicorn recipe: preload in the parent, each worker opens the file itself."""
+    import socket
+    import time
+
+    import pytest
+
+    pytest.importorskip("gunicorn")
+    pytest.importorskip("uvicorn_worker")
+    import needle_mm as needle
+
+    path = str(tmp_path / "g.needle")
+    (tmp_path / "app.py").write_text(textwrap.dedent(f"""
+        import needle_mm
+        from needle_mm.remote.server import PerWorkerApp
+        needle_mm.preload(server=True)
+        app = PerWorkerApp({path!r})
+    """))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "app:app", "--preload", "-w", "2", "-k",
+                             "uvicorn_worker.UvicornWorker", "-b", f"127.0.0.1:{port}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        client = needle.Client(f"http://127.0.0.1:{port}")
+        for _ in range(1200):  # bounded by count: until the workers answer
+            try:
+                client.list_collections()
+                break
+            except needle.ServerUnavailableError:
+                time.sleep(0.5)
+        coll = client.get_or_create_collection("d", 4)
+        coll.upsert_many([f"r{i}" for i in range(50)], [[1.0, i, 2.0, 3.0] for i in range(50)])
+        for _ in range(20):  # requests spread over both workers; each sees every committed write
+            assert coll.count() == 50 and coll.search([1.0, 7.0, 2.0, 3.0], k=1)[0].id == "r7"
+        client.close()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=120)

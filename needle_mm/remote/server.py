@@ -578,6 +578,24 @@ def _version() -> str:
     return __version__
 
 
+class PerWorkerApp:
+    """An ASGI application that opens its file in the process that serves it:
+    ``create_app(path, **options)`` made on the first event a worker receives.
+
+    For pre-forking servers (gunicorn ``--preload``), where the module holding
+    the app is imported in the parent before it forks: a Database opened
+    there would be shared, locks and all, by every worker."""
+
+    def __init__(self, path: str, **options):
+        self.path, self.options = path, options
+        self._app, self._pid = None, None
+
+    async def __call__(self, scope, receive, send):
+        if self._app is None or self._pid != os.getpid():
+            self._app, self._pid = create_app(self.path, **self.options), os.getpid()
+        await self._app(scope, receive, send)
+
+
 def app_from_env():
     """The app of one uvicorn worker, configured by ``needle serve`` through the environment."""
     hosts = tuple(orjson.loads(os.environ[ENV_ALLOWED_HOSTS])) if ENV_ALLOWED_HOSTS in os.environ else LOOPBACK_NAMES
