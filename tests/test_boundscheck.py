@@ -5,7 +5,8 @@ read or write memory silently. This lane recompiles every kernel with
 checks (in its own NUMBA_CACHE_DIR, so the normal cache is untouched) and
 drives builds, incremental commits, deletes, every search path and the
 hostile-file corpus through them; an out-of-bounds index raises IndexError
-and fails the test.
+and fails the test. The lane runs on the JIT (NEEDLE_MM_JIT=1): the
+ahead-of-time kernels, where built, were compiled without the checks.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ print("LANE-OK")
 @pytest.mark.slow
 def test_kernels_under_numba_boundscheck(tmp_path):
     cache = tmp_path / "numba-cache"
-    out = run_python(LANE, str(tmp_path), ROOT, env={"NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(cache)},
-                     timeout=900)
+    out = run_python(LANE, str(tmp_path), ROOT,
+                     env={"NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(cache), "NEEDLE_MM_JIT": "1"}, timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert "LANE-OK" in out.stdout
     assert "unhandled" not in out.stdout

@@ -17,7 +17,7 @@ _SCRIPT = textwrap.dedent("""
         coll = db.create_collection("docs", 8)
         coll.insert_many([f"r{i}" for i in range(500)], np.random.default_rng(0).random((500, 8)) + 0.01,
                          [{"i": i} for i in range(500)])
-    seconds = needle.preload(server=True)
+    seconds = needle.preload()
     assert seconds > 0 and needle.preload() == 0.0  # once
     assert threading.active_count() == 1, threading.enumerate()  # nothing running to be cut by fork
     own = [f for f in os.listdir(f"/proc/{os.getpid()}/fd")
@@ -67,7 +67,7 @@ def test_gunicorn_preload_with_per_worker_apps(tmp_path):
     (tmp_path / "app.py").write_text(textwrap.dedent(f"""
         import needle_mm
         from needle_mm.remote.server import PerWorkerApp
-        needle_mm.preload(server=True)
+        needle_mm.preload()
         app = PerWorkerApp({path!r})
     """))
     with socket.socket() as s:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._kernels import METRIC_EUCLIDEAN
-from .._kernels.exact import exact_topk
+from .._kernels.api import exact_topk
 from .._index.metadata import ViewCache, segment_matches
 from ..filters import Filter
 from .._kernels import readonly

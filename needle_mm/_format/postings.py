@@ -77,7 +77,7 @@ class PostingChunk:
     def from_region(cls, buffer, offset: int, length: int, start: int, count: int, dim: int,
                     where: str) -> "PostingChunk":
         """A validated view of a chunk inside a file map (CorruptFileError if anything is off)."""
-        from .._kernels.sparse import check_chunk
+        from .._kernels.api import check_chunk
 
         if length < _HEADER:
             raise CorruptFileError(f"{where}: posting chunk of {length} bytes is shorter than its header")

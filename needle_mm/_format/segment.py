@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 import orjson
 
-from .._kernels.blobs import gather_blobs
+from .._kernels.api import gather_blobs
 from ..errors import CorruptFileError
 from .catalog import ALL_SEGMENT_REGIONS, MAX_LEVEL, VECTOR_DTYPES, SegmentDescriptor
 from .header import crc32

@@ -1,6 +1,7 @@
 """HNSW graphs of segments: building and extending (writers), searching (readers).
 
-The numba kernels live in ``_kernels/hnsw.py``; this module owns the arrays
+The kernels live in ``_kernels/hnsw.py`` (reached through ``_kernels.api``,
+ahead-of-time compiled or JIT); this module owns the arrays
 around them: level draws, growing the adjacency arrays for new nodes, the
 batch schedule of a build, the per-process pools of visited-marks buffers,
 and the checks that turn a bad graph into ``CorruptFileError``.
@@ -13,14 +14,13 @@ import mmap
 import threading
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from .. import _progress
 from .._format.catalog import MAX_LEVEL, HnswGraph
 from .._format.segment import graph_problems
-from .._kernels import hnsw as kernels
-from .._kernels import readonly
+from .._kernels import STATUS_OK, readonly
+from .._kernels import api as kernels
 from ..errors import CorruptFileError
 from .._storage.mapping import ask_huge_pages
 
@@ -111,7 +111,7 @@ def extend_graph(old: Graph | None, blocks: list[np.ndarray], norms: np.ndarray,
         entry, max_level, start = old.entry_point, old.max_level, n_old
     else:
         entry, max_level, start = 0, int(levels[0]), 1
-    threads = numba.get_num_threads()
+    threads = kernels.get_num_threads()
     visited = build_buffer((threads, n), np.uint16)
     tags = np.zeros(threads, dtype=np.uint16)
     heap_d = build_buffer((threads, n), np.float32)
@@ -256,7 +256,7 @@ def extend_committed(view, vectors: np.ndarray, norms: np.ndarray, m: int, ef_co
     new_links0 = np.full((b, 2 * m), -1, dtype=np.int32)
     new_upper = np.full((int(new_offsets[-1]) - rows_old, m), -1, dtype=np.int32)
     pool, _, _ = _searcher(view)
-    threads = numba.get_num_threads()
+    threads = kernels.get_num_threads()
     visited, tags, heap_d, heap_i = pool.get(threads)
     entry, max_level, keys0, rows0, keys_up, rows_up = kernels.insert_into_committed(
         base_vectors, base_norms, readonly(new_vectors), readonly(np.ascontiguousarray(norms, dtype=np.float32)),
@@ -329,7 +329,7 @@ def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, e
     m = queries.shape[0]
     d, i = np.empty((m, k), dtype=np.float64), np.empty((m, k), dtype=np.int64)
     if m >= PARALLEL_MIN_QUERIES:
-        rows = min(numba.get_num_threads(), m)
+        rows = min(kernels.get_num_threads(), m)
         visited, tags, cand_d, cand_i = pool.get(rows)
         status = kernels.search_knn_parallel(vectors, norms, metric, *graph, queries, qnorms, excluded, k,
                                              max(ef, k), visited[:rows], tags[:rows], cand_d[:rows], cand_i[:rows],
@@ -338,7 +338,7 @@ def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, e
         visited, tags, cand_d, cand_i = pool.get(1)
         status = kernels.search_knn(vectors, norms, metric, *graph, queries, qnorms, excluded, k, max(ef, k),
                                     visited, tags, cand_d, cand_i, two_hop, d, i)
-    if status != kernels.STATUS_OK:
+    if status != STATUS_OK:
         raise CorruptFileError(f"{view.path!r}: segment {view.descriptor.segment_id}: the HNSW graph names a node "
                                f"or layer that does not exist")
     return d, i

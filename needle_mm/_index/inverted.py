@@ -3,12 +3,11 @@ driver for one record source, batched so the per-slot scratch stays bounded."""
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from .._format.csr import SparseRows, SparseVector
 from .._format.postings import PostingChunk
-from .._kernels.sparse import accumulate_parallel, accumulate_serial, rank_parallel, rank_serial
+from .._kernels.api import accumulate_parallel, accumulate_serial, get_num_threads, rank_parallel, rank_serial
 
 SCRATCH_BYTES = 1 << 26  # per batch of queries: scores + marks + hits of every slot (9 bytes each)
 SERIAL_QUERIES = 4  # below this many queries per batch one thread is faster
@@ -25,7 +24,7 @@ def sparse_topk(chunks: list[PostingChunk], n: int, qs: list[SparseVector], excl
     if n == 0 or k == 0:
         return out_d, out_i
     block = max(1, min(m, SCRATCH_BYTES // (9 * n)))
-    parallel = block >= SERIAL_QUERIES and numba.get_num_threads() > 1
+    parallel = block >= SERIAL_QUERIES and get_num_threads() > 1
     accumulate, rank = (accumulate_parallel, rank_parallel) if parallel else (accumulate_serial, rank_serial)
     scores = np.zeros((block, n), dtype=np.float32)
     marks = np.zeros((block, n), dtype=np.uint8)

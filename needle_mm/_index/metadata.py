@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .._kernels.filters import csr_any, csr_length_is
+from .._kernels.api import csr_any, csr_length_is
 from .._format.columns import (
     KIND_ARRAY,
     KIND_BOOL,

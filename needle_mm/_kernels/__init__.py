@@ -4,6 +4,13 @@ Kernels take plain arrays, never raise (they return status codes where input
 could be bad) and are compiled with ``cache=True`` once per exact signature,
 so a fresh process with a warm cache starts answering at once. Callers
 validate anything that came from a file before passing it in.
+
+Callers reach the kernels through ``api`` only: it runs the read path's
+kernels from the ahead-of-time extension ``_aot`` when that was built from
+these very sources (``aot_build``, by setup.py), else numba's JIT, and
+checks every array it hands the extension. This module holds what both
+sides share and imports nothing (no numba): a reader on the extension never
+loads numba.
 """
 
 METRIC_COSINE = 0
@@ -11,6 +18,12 @@ METRIC_EUCLIDEAN = 1
 METRIC_DOT = 2
 
 METRIC_CODES = {"cosine": METRIC_COSINE, "euclidean": METRIC_EUCLIDEAN, "dot": METRIC_DOT}
+
+# What the HNSW search kernels return.
+STATUS_OK = 0
+STATUS_CORRUPT = 1  # the graph names a node or layer that does not exist
+
+QUERY_TILE = 8  # queries the exact kernels dot with each row while it sits in L1 (exact.py)
 
 
 # LLVM's fast-math flags minus the two that assume no NaN and no infinity
@@ -40,11 +53,22 @@ def readonly(array):
     return view
 
 
+def backend() -> str:
+    """``"aot"`` when the read path runs on the ahead-of-time extension, ``"jit"``
+    when on numba's JIT (``api.backend_info()`` says why)."""
+    from .api import backend
+
+    return backend()
+
+
 def compiled_signatures() -> int:
     """How many kernel signatures this process compiled instead of loading them
-    from numba's on-disk cache (the demo says when it compiled)."""
+    from numba's on-disk cache (the demo says when it compiled); 0 when numba
+    was never loaded (the ahead-of-time kernels compile nothing)."""
     import sys
 
+    if "numba" not in sys.modules:
+        return 0
     from numba.core.registry import CPUDispatcher
 
     misses = 0

@@ -4,8 +4,10 @@ Why this shape: distances and top-k are computed in one pass, never
 materialising an n-long distance array. Work is split into tasks of
 (a tile of up to 8 queries) x (a chunk of rows): each row is loaded once per
 tile and dotted with every query of the tile while it sits in L1, which cuts
-memory traffic by the tile size for batches. Tasks run under ``prange``; for
-small jobs the serial driver avoids thread start-up cost.
+memory traffic by the tile size for batches. Tasks run under ``prange``
+(or, on the ahead-of-time kernels, on Python threads over ``_scan``); for
+small jobs the serial kernel avoids thread start-up cost. The driver that
+picks between them is ``api.exact_topk``.
 
 We do not call BLAS here on purpose: OpenBLAS's worker threads and numba's
 spin against each other on a small machine (measured: a 3,000 x 384 query
@@ -18,17 +20,14 @@ Euclidean distances are squared here; the caller takes the root.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import prange
 
-from . import FASTMATH, METRIC_COSINE, METRIC_EUCLIDEAN, kernel
+from . import FASTMATH, METRIC_COSINE, METRIC_EUCLIDEAN, QUERY_TILE, kernel
 from .halves import as_f32
 from .heaps import maxheap_replace_root
 
-QUERY_TILE = 8
 _ALL_ROWS = np.zeros(0, dtype=np.int64)  # "no row list": scan rows in order
-SERIAL_WORK = 1 << 21  # queries x rows x dim below which one thread is faster
 
 
 @kernel(fastmath=FASTMATH)
@@ -110,27 +109,4 @@ def exact_topk_parallel(vectors, norms, queries, qnorms, metric, excluded, k, n_
     return out_d, out_i
 
 
-def exact_topk(vectors: np.ndarray, norms: np.ndarray, queries: np.ndarray, qnorms: np.ndarray,
-               metric: int, excluded: np.ndarray, k: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` rows of ``vectors`` per query: ``(distances[m, k], slots[m, k])``, ascending.
-
-    Entries beyond the number of allowed rows have distance +inf and slot -1.
-    ``excluded`` is a packed bitmap (bit r set = skip row r) or empty.
-    ``rows`` (int64, ascending), when given, lists the only rows to consider:
-    a filter that passes few records is searched without touching the rest.
-    """
-    m = queries.shape[0]
-    if rows is not None:
-        if not rows.shape[0]:
-            return np.full((m, k), np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
-        return exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k, rows)
-    n = vectors.shape[0]
-    if m * n * max(1, vectors.shape[1]) <= SERIAL_WORK:
-        return exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k, _ALL_ROWS)
-    threads = numba.get_num_threads()
-    tiles = (m + QUERY_TILE - 1) // QUERY_TILE
-    n_chunks = 1 if tiles >= 2 * threads else max(1, min(-(-2 * threads // tiles), n // 1024))
-    return exact_topk_parallel(vectors, norms, queries, qnorms, metric, excluded, k, n_chunks)
-
-
-__all__ = ["exact_topk", "exact_topk_serial", "exact_topk_parallel"]
+__all__ = ["exact_topk_serial", "exact_topk_parallel"]

@@ -30,13 +30,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from . import FASTMATH, METRIC_COSINE, METRIC_EUCLIDEAN, kernel
+from . import FASTMATH, METRIC_COSINE, METRIC_EUCLIDEAN, STATUS_CORRUPT, STATUS_OK, kernel
 from .halves import as_f32
 from .heaps import maxheap_pop, maxheap_push, maxheap_replace_root
 from .prefetch import prefetch_row
-
-STATUS_OK = 0
-STATUS_CORRUPT = 1
 
 
 # ----------------------------------------------------------------- distances

@@ -70,13 +70,14 @@ def _warm(path: str) -> None:
             coll.count({"i": {"$gte": 10}})
 
 
-def preload(*, server: bool = False) -> float:
+def preload() -> float:
     """Import what a worker uses and load the search kernels; returns the seconds it took.
 
     Call it once in the parent process before workers are forked (for gunicorn
     with ``--preload``, at the top of the module that creates the app). Later
-    calls return at once. ``server=True`` also imports ``needle serve``'s
-    application (FastAPI). Leaves no database open and no thread running.
+    calls return at once. Leaves no database open and no thread running.
+    (Import the server, ``needle_mm.remote.server``, in the parent too if the
+    workers serve it: the app module that calls this usually does.)
     """
     global _preloaded
     if _preloaded:
@@ -85,9 +86,6 @@ def preload(*, server: bool = False) -> float:
     from .. import collection, database  # noqa: F401  (the modules every worker imports)
     from .._engine import engine, search  # noqa: F401
     from ..filters import compile_filter  # noqa: F401
-
-    if server:
-        from ..remote import server as _server  # noqa: F401
 
     with tempfile.TemporaryDirectory(prefix="needle-preload-") as folder:
         path = os.path.join(folder, "warm.needle")

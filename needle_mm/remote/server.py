@@ -655,7 +655,7 @@ def _prefork(config, workers: int, announce) -> None:
     from ..ops.preload import preload
 
     sock = config.bind_socket()
-    preload(server=True)
+    preload()  # this module is the server: imported already
     children: set[int] = set()
     stopping = False
 

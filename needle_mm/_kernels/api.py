@@ -1,0 +1,458 @@
+"""The one way to the kernels: every caller outside ``_kernels`` imports them from here.
+
+The read path's kernels run from the ahead-of-time extension ``_aot`` (built
+by setup.py from ``aot_build.EXPORTS``) when it is there and was built from
+these very kernel sources for a CPU like this one; anything else runs on
+numba's JIT, the modules beside this one, imported on first use. So a
+process that only reads and searches never imports numba (its start and its
+memory are those of numpy and the extension), and a writer imports it when
+it first builds a graph. ``NEEDLE_MM_JIT=1`` forces the JIT everywhere.
+
+The extension's functions check nothing: an array of another dtype, rank,
+layout or alignment than the exported signature, or a read-only array where
+the kernel writes, is read as if it were right (wrong answers or a
+segfault). So every call is checked here against the same table the
+extension was built from, and any argument that does not fit goes to the
+JIT kernel, which compiles for what it gets.
+
+The extension cannot hold ``prange`` kernels, so their AOT form is the
+serial kernel on a small pool of Python threads, one share of the work
+each (the kernels release the GIL); results are the same as numba's
+parallel kernels give (the work is split the same way, each piece computed
+the same way).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import threading
+from typing import NamedTuple
+
+import numpy as np
+
+from . import QUERY_TILE, STATUS_OK
+from .aot_build import DTYPES, EXPORTS, EXTENSION, PATCH, cpu_flags, export_names, record_path, source_hash
+
+_log = logging.getLogger("needle_mm")
+
+SERIAL_WORK = 1 << 21  # queries x rows x dim below which one thread is faster (exact search)
+_ALL_ROWS = np.zeros(0, dtype=np.int64)  # "no row list": scan rows in order
+
+# ----------------------------------------------------------------- which backend
+
+# numpy's array flag bits (NPY_ARRAY_C_CONTIGUOUS, NPY_ARRAY_ALIGNED, NPY_ARRAY_WRITEABLE; ABI constants)
+_C_CONTIGUOUS, _ALIGNED, _WRITEABLE = 0x1, 0x100, 0x400
+_VARIANT = {np.dtype(np.float32): "f32", np.dtype(np.uint16): "u16"}
+_BY_VECTORS = frozenset(name for name, (_, _, _, args) in EXPORTS.items() if args[0].startswith("V:"))
+
+
+def _check_of(spec: str):
+    """What an argument of this spec must be: None (a scalar, converted by the
+    extension itself), a list of checks (the patch tuple), or (dtype, ndim, flags)."""
+    if spec in ("i64", "bool"):
+        return None
+    if spec == "patch":
+        return [_check_of(p) for p in PATCH]
+    dtype, _, rank = spec.partition(":")
+    required = _C_CONTIGUOUS | _ALIGNED | (_WRITEABLE if rank.endswith("w") else 0)
+    return np.dtype(DTYPES[dtype]), int(rank.rstrip("w")), required
+
+
+def _fits(args, checks) -> bool:
+    if len(args) != len(checks):
+        return False
+    for a, check in zip(args, checks):
+        if check is None:
+            continue
+        if type(check) is list:  # the patch tuple
+            if type(a) is not tuple or not _fits(a, check):
+                return False
+            continue
+        dtype, ndim, required = check
+        if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != ndim or a.flags.num & required != required:
+            return False
+    return True
+
+
+class _Backend(NamedTuple):
+    name: str  # "aot" or "jit"
+    reason: str
+    table: dict  # export name -> (function, checks); empty on the JIT
+    record: dict | None  # the extension's build record
+    path: str | None
+
+
+def _jit_forced() -> bool:
+    return os.environ.get("NEEDLE_MM_JIT", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _open_extension() -> _Backend:
+    def jit(reason: str, record=None, path=None) -> _Backend:
+        return _Backend("jit", reason, {}, record, path)
+
+    if _jit_forced():
+        return jit("NEEDLE_MM_JIT is set")
+    here = os.path.dirname(os.path.abspath(__file__))
+    not_built = "the ahead-of-time kernels are not built (pip install . builds them; NEEDLE_MM_AOT=0 skips them)"
+    try:
+        spec = importlib.util.find_spec(f"{__package__}.{EXTENSION}")  # finds the file, runs nothing
+    except (ImportError, ValueError) as exc:
+        return jit(f"the ahead-of-time kernels cannot be looked for ({exc})")
+    if spec is None or not spec.origin:
+        return jit(not_built)
+    path = spec.origin
+    try:
+        with open(record_path(path), encoding="utf-8") as f:
+            record = json.load(f)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        return jit(not_built + f" ({os.path.basename(path)} has no build record)", None, path)
+    except (OSError, ValueError) as exc:
+        return jit(f"the ahead-of-time kernels' build record is unreadable ({exc})", None, path)
+    # everything the extension could get wrong is checked before it is even loaded
+    try:
+        sources = source_hash(here)
+    except OSError as exc:
+        return jit(f"the kernel sources cannot be read to check the ahead-of-time kernels ({exc})", record, path)
+    if record.get("sources") != sources:
+        _log.info("needle_mm: the ahead-of-time kernels were built from other kernel sources than these; "
+                  "running on the JIT (rebuild: pip install -e . or python setup.py build_ext --inplace)")
+        return jit("the ahead-of-time kernels are stale: built from other kernel sources (rebuild them)", record, path)
+    built_on = record.get("cpu_flags")
+    if built_on:
+        here_flags = cpu_flags()
+        missing = sorted(set(built_on) - set(here_flags)) if here_flags is not None else []
+        if missing:
+            return jit(f"the ahead-of-time kernels were built for a CPU with {', '.join(missing[:8])}, "
+                       "which this one lacks", record, path)
+    try:
+        module = importlib.import_module(f"{__package__}.{EXTENSION}")
+        embedded = json.loads(bytes(module.build_info()))
+    except Exception as exc:  # a broken or foreign file: the JIT still works
+        return jit(f"the ahead-of-time kernels do not load ({type(exc).__name__}: {exc})", record, path)
+    if embedded != record:
+        return jit("the ahead-of-time kernels' build record belongs to another build of them", record, path)
+    table = {}
+    for name, (_, _, args) in export_names().items():
+        fn = getattr(module, name, None)
+        if fn is None:
+            return jit(f"the ahead-of-time kernels lack {name}", record, path)
+        table[name] = (fn, tuple(_check_of(a) for a in args))
+    return _Backend("aot", f"ahead-of-time kernels built for CPU {record.get('cpu')!r}", table, record, path)
+
+
+_state: _Backend | None = None
+_state_lock = threading.Lock()
+_fallbacks: dict[str, int] = {}
+
+
+def _backend() -> _Backend:
+    global _state
+    if _state is None:
+        with _state_lock:
+            if _state is None:
+                _state = _open_extension()
+    return _state
+
+
+def backend() -> str:
+    """``"aot"``: the read path runs on the ahead-of-time extension; ``"jit"``: on numba."""
+    return _backend().name
+
+
+def backend_info() -> dict:
+    """For diagnostics: the backend, why, the extension's file and build record,
+    and how many calls of each kernel went to the JIT because their arguments
+    did not fit the extension."""
+    b = _backend()
+    return {"backend": b.name, "reason": b.reason, "extension": b.path, "build": b.record, "fallbacks": dict(_fallbacks)}
+
+
+def _aot(name: str, args):
+    """The extension's function for ``name`` if every argument fits it, else None."""
+    table = (_state or _backend()).table
+    if not table:
+        return None
+    export = name
+    if name in _BY_VECTORS:
+        vectors = args[0]
+        tag = _VARIANT.get(vectors.dtype) if isinstance(vectors, np.ndarray) else None
+        if tag is None:
+            _fallbacks[name] = _fallbacks.get(name, 0) + 1
+            return None
+        export = f"{name}__{tag}"
+    fn, checks = table[export]
+    if _fits(args, checks):
+        return fn
+    _fallbacks[name] = _fallbacks.get(name, 0) + 1
+    return None
+
+
+def _jit(module: str):
+    """A JIT kernel module (imports numba on first use)."""
+    return importlib.import_module(f"{__package__}.{module}")
+
+
+# ----------------------------------------------------------------- threads
+
+def get_num_threads() -> int:
+    """How many threads a parallel kernel uses: numba's setting once its
+    threading layer runs, else what numba would start with (NUMBA_NUM_THREADS,
+    or the CPUs this process may run on), without importing numba."""
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    if parallel is not None and getattr(parallel, "_is_initialized", False):
+        return parallel.get_num_threads()
+    config = sys.modules.get("numba.core.config")
+    if config is not None:
+        return config.NUMBA_NUM_THREADS
+    try:
+        return max(1, int(os.environ["NUMBA_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:  # in a forked child: the parent's threads do not exist there
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _on_threads(task, count: int) -> list:
+    """``[task(0), ..., task(count - 1)]``, run concurrently: task 0 on the
+    calling thread, the others on the kernel threads. Returns only when every
+    task has finished (they write into the caller's arrays)."""
+    if count <= 1:
+        return [task(0)] if count == 1 else []
+    global _pool
+    pool = _pool
+    if pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = concurrent.futures.ThreadPoolExecutor(get_num_threads(), thread_name_prefix="needle-kernels")
+            pool = _pool
+    futures = [pool.submit(task, i) for i in range(1, count)]
+    try:
+        first = task(0)
+    finally:
+        concurrent.futures.wait(futures)
+    return [first, *(f.result() for f in futures)]
+
+
+def _shares(n: int, parts: int) -> list[tuple[int, int]]:
+    """``n`` items as at most ``parts`` contiguous ranges (the first ones one longer)."""
+    parts = max(1, min(parts, n))
+    base, extra = divmod(n, parts)
+    out, at = [], 0
+    for p in range(parts):
+        size = base + (p < extra)
+        out.append((at, at + size))
+        at += size
+    return out
+
+
+# ----------------------------------------------------------------- HNSW
+
+def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
+               queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop, out_d, out_i):
+    """``hnsw.search_knn``: the queries one after another, into ``out_d``/``out_i``; returns the status."""
+    args = (vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
+            queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop, out_d, out_i)
+    fn = _aot("search_knn", args)
+    if fn is None:
+        return _jit("hnsw").search_knn(*args)
+    return fn(*args)
+
+
+def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
+                        queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop, out_d, out_i):
+    """``hnsw.search_knn_parallel``: the queries in one chunk per visited row, chunks in parallel."""
+    args = (vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
+            queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop, out_d, out_i)
+    fn = _aot("search_knn", args)
+    if fn is None:
+        return _jit("hnsw").search_knn_parallel(*args)
+    m, chunks = queries.shape[0], visited.shape[0]
+    per = (m + chunks - 1) // chunks  # as the parallel kernel splits them
+
+    def chunk(c):
+        a, b = c * per, min(m, (c + 1) * per)
+        if a >= b:
+            return STATUS_OK
+        return fn(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
+                  queries[a:b], qnorms[a:b], excluded, k, ef, visited[c:c + 1], tags[c:c + 1], cand_d[c:c + 1],
+                  cand_i[c:c + 1], two_hop, out_d[a:b], out_i[a:b])
+
+    return max(_on_threads(chunk, chunks))
+
+
+def insert_batch(*args):
+    """``hnsw.insert_batch`` (graph construction: writers, always the JIT)."""
+    return _jit("hnsw").insert_batch(*args)
+
+
+def insert_into_committed(*args):
+    """``hnsw.insert_into_committed`` (writers, always the JIT)."""
+    return _jit("hnsw").insert_into_committed(*args)
+
+
+# ----------------------------------------------------------------- exact search
+
+def exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k, rows):
+    args = (vectors, norms, queries, qnorms, metric, excluded, k, rows)
+    fn = _aot("exact_topk_serial", args)
+    if fn is None:
+        return _jit("exact").exact_topk_serial(*args)
+    return fn(*args)
+
+
+def exact_topk(vectors: np.ndarray, norms: np.ndarray, queries: np.ndarray, qnorms: np.ndarray,
+               metric: int, excluded: np.ndarray, k: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` rows of ``vectors`` per query: ``(distances[m, k], slots[m, k])``, ascending.
+
+    Entries beyond the number of allowed rows have distance +inf and slot -1.
+    ``excluded`` is a packed bitmap (bit r set = skip row r) or empty.
+    ``rows`` (int64, ascending), when given, lists the only rows to consider:
+    a filter that passes few records is searched without touching the rest.
+    Euclidean distances are squared (the caller takes the root).
+    """
+    m = queries.shape[0]
+    if rows is not None:
+        if not rows.shape[0]:
+            return np.full((m, k), np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
+        return exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k, rows)
+    n = vectors.shape[0]
+    if m * n * max(1, vectors.shape[1]) <= SERIAL_WORK:
+        return exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k, _ALL_ROWS)
+    threads = get_num_threads()
+    tiles = (m + QUERY_TILE - 1) // QUERY_TILE
+    n_chunks = 1 if tiles >= 2 * threads else max(1, min(-(-2 * threads // tiles), n // 1024))
+    heap_d = np.full((m, n_chunks, k), np.inf, dtype=np.float32)
+    heap_i = np.full((m, n_chunks, k), -1, dtype=np.int64)
+    out_d = np.empty((m, k), dtype=np.float32)
+    out_i = np.empty((m, k), dtype=np.int64)
+    scan = _aot("exact_scan", (vectors, norms, queries, qnorms, metric, excluded, _ALL_ROWS, 0, 0, 0, 0, heap_d,
+                               heap_i, 0))
+    merge = _aot("exact_merge", (heap_d, heap_i, k, out_d, out_i, 0))
+    if scan is None or merge is None:
+        return _jit("exact").exact_topk_parallel(vectors, norms, queries, qnorms, metric, excluded, k, n_chunks)
+    # exact_topk_parallel's tasks (a tile of queries x a chunk of rows), dealt round-robin to the threads
+    chunk = (n + n_chunks - 1) // n_chunks
+    tasks = tiles * n_chunks
+    workers = min(threads, tasks)
+
+    def scan_share(w):
+        for task in range(w, tasks, workers):
+            tile, c = divmod(task, n_chunks)
+            q0, r0 = tile * QUERY_TILE, c * chunk
+            scan(vectors, norms, queries, qnorms, metric, excluded, _ALL_ROWS, q0, min(m, q0 + QUERY_TILE), r0,
+                 min(n, r0 + chunk), heap_d, heap_i, c)
+
+    def merge_share(w):
+        a, b = shares[w]
+        for q in range(a, b):
+            merge(heap_d, heap_i, k, out_d, out_i, q)
+
+    _on_threads(scan_share, workers)
+    shares = _shares(m, threads)
+    _on_threads(merge_share, len(shares))
+    return out_d, out_i
+
+
+# ----------------------------------------------------------------- ids, filters
+
+def gather_blobs(offsets, blob, slots):
+    """``blobs.gather_blobs``: the entries of many slots in one buffer."""
+    args = (offsets, blob, slots)
+    fn = _aot("gather_blobs__2d" if getattr(slots, "ndim", 0) == 2 else "gather_blobs__1d", args)
+    if fn is None:
+        return _jit("blobs").gather_blobs(*args)
+    return fn(*args)
+
+
+def csr_any(offsets, element_mask):
+    fn = _aot("csr_any", (offsets, element_mask))
+    if fn is None:
+        return _jit("filters").csr_any(offsets, element_mask)
+    return fn(offsets, element_mask)
+
+
+def csr_length_is(offsets, length):
+    fn = _aot("csr_length_is", (offsets, length))
+    if fn is None:
+        return _jit("filters").csr_length_is(offsets, length)
+    return fn(offsets, length)
+
+
+# ----------------------------------------------------------------- sparse
+
+def check_chunk(dims, list_offsets, slots, start, count, dim):
+    args = (dims, list_offsets, slots, start, count, dim)
+    fn = _aot("check_chunk", args)
+    if fn is None:
+        return _jit("sparse").check_chunk(*args)
+    return fn(*args)
+
+
+def accumulate_serial(dims, list_offsets, slots, values, q_off, q_idx, q_val, scores, marks, hits, nhits):
+    args = (dims, list_offsets, slots, values, q_off, q_idx, q_val, scores, marks, hits, nhits)
+    fn = _aot("accumulate_serial", args)
+    if fn is None:
+        return _jit("sparse").accumulate_serial(*args)
+    return fn(*args)
+
+
+def accumulate_parallel(dims, list_offsets, slots, values, q_off, q_idx, q_val, scores, marks, hits, nhits):
+    """``sparse.accumulate_parallel``: on the extension, one share of the queries per thread."""
+    args = (dims, list_offsets, slots, values, q_off, q_idx, q_val, scores, marks, hits, nhits)
+    fn = _aot("accumulate_serial", args)
+    if fn is None:
+        return _jit("sparse").accumulate_parallel(*args)
+    shares = _shares(q_off.shape[0] - 1, get_num_threads())
+
+    def share(w):
+        a, b = shares[w]
+        fn(dims, list_offsets, slots, values, q_off[a:b + 1], q_idx, q_val, scores[a:b], marks[a:b], hits[a:b],
+           nhits[a:b])
+
+    _on_threads(share, len(shares))
+
+
+def rank_serial(scores, marks, hits, nhits, excluded, k, out_d, out_i):
+    args = (scores, marks, hits, nhits, excluded, k, out_d, out_i)
+    fn = _aot("rank_serial", args)
+    if fn is None:
+        return _jit("sparse").rank_serial(*args)
+    return fn(*args)
+
+
+def rank_parallel(scores, marks, hits, nhits, excluded, k, out_d, out_i):
+    """``sparse.rank_parallel``: on the extension, one share of the queries per thread."""
+    args = (scores, marks, hits, nhits, excluded, k, out_d, out_i)
+    fn = _aot("rank_serial", args)
+    if fn is None:
+        return _jit("sparse").rank_parallel(*args)
+    shares = _shares(nhits.shape[0], get_num_threads())
+
+    def share(w):
+        a, b = shares[w]
+        fn(scores[a:b], marks[a:b], hits[a:b], nhits[a:b], excluded, k, out_d[a:b], out_i[a:b])
+
+    _on_threads(share, len(shares))
