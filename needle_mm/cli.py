@@ -30,6 +30,11 @@ def _cmd_info(args) -> int:
         print(f"{args.file}: {os.path.getsize(args.file):,} bytes, format {header.read_version}/"
               f"{header.write_version} (read/write), generation {snap.generation}, "
               f"{snap.superblock.file_length:,} bytes in use")
+        from ._kernels.api import backend_info
+
+        kernels = backend_info()
+        print(f"  search kernels: {'ahead-of-time extension' if kernels['backend'] == 'aot' else 'numba JIT'} "
+              f"({kernels['reason']})")
         for name in db.list_collections():
             meta = snap.collection(name)
             print(f"  {name}: {plural(meta.count, 'record')}, {meta.kind}, dim {meta.dim}, distance {meta.distance}, "
