@@ -424,3 +424,21 @@ def test_an_upper_row_naming_a_node_below_its_layer_is_refused(tmp_path):
         with pytest.raises(CorruptFileError, match="below that layer"):
             db.save()
         db.engine.close(warn=False)
+
+
+def test_empty_regions_inside_freed_space_are_not_overlaps(tmp_path):
+    """A sparse collection whose vectors are all empty has zero-length regions; one
+    left at an offset inside space a later commit frees owns no bytes there (found
+    by the state machine: the third save refused the file as damaged)."""
+    path = tmp_path / "sparse.needle"
+    empty = {"indices": [], "values": []}
+    with needle.Database.open(path) as db:
+        coll = db.create_collection("s", 100, "dot", sparse=True)
+        for step in range(4):
+            coll.upsert_many([f"id{step}"], [empty])
+            db.save()
+            if step:
+                coll.delete([f"id{step - 1}"])
+                db.save()
+        assert coll.count() == 1
+    assert verify_file(str(path)).ok

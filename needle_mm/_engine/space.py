@@ -52,7 +52,9 @@ class FreeSpace:
 def check_free_list(old: Catalog, catalog_offset: int, catalog_length: int, path: str) -> None:
     """A free list that overlaps a referenced byte would let a commit overwrite
     live data: refuse such a file (it is damaged or hostile) before planning on it."""
-    used = sorted(old.extents(catalog_offset, catalog_length))
+    # (an empty region, e.g. the postings of a sparse collection whose vectors are all
+    # empty, owns no bytes: its offset may lie in freed space without overlapping it)
+    used = sorted(e for e in old.extents(catalog_offset, catalog_length) if e[1] > e[0])
     free = sorted((f[0], f[0] + f[1]) for f in old.free)
     i = 0
     for a, b in free:
