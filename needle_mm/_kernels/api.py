@@ -200,6 +200,14 @@ def _jit(module: str):
     return importlib.import_module(f"{__package__}.{module}")
 
 
+def _call(export: str, module: str, name: str, args):
+    """A serial kernel: the extension's ``export`` if the arguments fit it, else ``module.name`` on the JIT."""
+    fn = _aot(export, args)
+    if fn is None:
+        return getattr(_jit(module), name)(*args)
+    return fn(*args)
+
+
 # ----------------------------------------------------------------- threads
 
 def get_num_threads() -> int:
@@ -275,10 +283,7 @@ def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_link
     """``hnsw.search_knn``: the queries one after another, into ``out_d``/``out_i``; returns the status."""
     args = (vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
             queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop, out_d, out_i)
-    fn = _aot("search_knn", args)
-    if fn is None:
-        return _jit("hnsw").search_knn(*args)
-    return fn(*args)
+    return _call("search_knn", "hnsw", "search_knn", args)
 
 
 def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
@@ -317,10 +322,7 @@ def insert_into_committed(*args):
 
 def exact_topk_serial(vectors, norms, queries, qnorms, metric, excluded, k, rows):
     args = (vectors, norms, queries, qnorms, metric, excluded, k, rows)
-    fn = _aot("exact_topk_serial", args)
-    if fn is None:
-        return _jit("exact").exact_topk_serial(*args)
-    return fn(*args)
+    return _call("exact_topk_serial", "exact", "exact_topk_serial", args)
 
 
 def exact_topk(vectors: np.ndarray, norms: np.ndarray, queries: np.ndarray, qnorms: np.ndarray,
@@ -381,42 +383,28 @@ def exact_topk(vectors: np.ndarray, norms: np.ndarray, queries: np.ndarray, qnor
 def gather_blobs(offsets, blob, slots):
     """``blobs.gather_blobs``: the entries of many slots in one buffer."""
     args = (offsets, blob, slots)
-    fn = _aot("gather_blobs__2d" if getattr(slots, "ndim", 0) == 2 else "gather_blobs__1d", args)
-    if fn is None:
-        return _jit("blobs").gather_blobs(*args)
-    return fn(*args)
+    return _call("gather_blobs__2d" if getattr(slots, "ndim", 0) == 2 else "gather_blobs__1d", "blobs", "gather_blobs",
+                 args)
 
 
 def csr_any(offsets, element_mask):
-    fn = _aot("csr_any", (offsets, element_mask))
-    if fn is None:
-        return _jit("filters").csr_any(offsets, element_mask)
-    return fn(offsets, element_mask)
+    return _call("csr_any", "filters", "csr_any", (offsets, element_mask))
 
 
 def csr_length_is(offsets, length):
-    fn = _aot("csr_length_is", (offsets, length))
-    if fn is None:
-        return _jit("filters").csr_length_is(offsets, length)
-    return fn(offsets, length)
+    return _call("csr_length_is", "filters", "csr_length_is", (offsets, length))
 
 
 # ----------------------------------------------------------------- sparse
 
 def check_chunk(dims, list_offsets, slots, start, count, dim):
     args = (dims, list_offsets, slots, start, count, dim)
-    fn = _aot("check_chunk", args)
-    if fn is None:
-        return _jit("sparse").check_chunk(*args)
-    return fn(*args)
+    return _call("check_chunk", "sparse", "check_chunk", args)
 
 
 def accumulate_serial(dims, list_offsets, slots, values, q_off, q_idx, q_val, scores, marks, hits, nhits):
     args = (dims, list_offsets, slots, values, q_off, q_idx, q_val, scores, marks, hits, nhits)
-    fn = _aot("accumulate_serial", args)
-    if fn is None:
-        return _jit("sparse").accumulate_serial(*args)
-    return fn(*args)
+    return _call("accumulate_serial", "sparse", "accumulate_serial", args)
 
 
 def accumulate_parallel(dims, list_offsets, slots, values, q_off, q_idx, q_val, scores, marks, hits, nhits):
@@ -437,10 +425,7 @@ def accumulate_parallel(dims, list_offsets, slots, values, q_off, q_idx, q_val, 
 
 def rank_serial(scores, marks, hits, nhits, excluded, k, out_d, out_i):
     args = (scores, marks, hits, nhits, excluded, k, out_d, out_i)
-    fn = _aot("rank_serial", args)
-    if fn is None:
-        return _jit("sparse").rank_serial(*args)
-    return fn(*args)
+    return _call("rank_serial", "sparse", "rank_serial", args)
 
 
 def rank_parallel(scores, marks, hits, nhits, excluded, k, out_d, out_i):
