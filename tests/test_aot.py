@@ -217,6 +217,71 @@ def test_import_and_open_never_import_numba(aot, read_db):
     assert out.stdout.split() == ["False", "False"]
 
 
+# ----------------------------------------------------------------- writers: graph construction
+
+BUILD = """
+import hashlib, json, sys
+import numpy as np
+import needle_mm as needle
+from needle_mm._kernels import api
+
+rng = np.random.default_rng(23)
+digests = {}
+with needle.Database.open(sys.argv[1]) as db:
+    for dtype, distance in (("f32", "euclidean"), ("f16", "cosine")):
+        c = db.create_collection(dtype, 24, distance, m=8, ef_construction=40, dtype=dtype)
+        c.insert_many([f"a{i}" for i in range(3000)], rng.normal(size=(3000, 24)))
+        db.save()  # a fresh graph: every batch of a build
+        for k in range(2):  # a few new nodes: inserted into the committed graph (the second time, rows copied
+            c.insert_many([f"b{k}-{i}" for i in range(10)], rng.normal(size=(10, 24)))  # into a patch, SPEC 5.9)
+            db.save()
+with needle.Database.open(sys.argv[1], read_only=True) as db:
+    for name in ("f32", "f16"):
+        c = db.collection(name)
+        digests[name] = [(h.id, h.distance) for h in c.search(np.ones(24), k=20, ef=80)]
+        for s, view in enumerate(db.engine.snapshot.segments(name)):  # the graph as the file holds it
+            h = hashlib.sha256()
+            arrays = [view.hnsw_levels, view.hnsw_links0, view.hnsw_upper_offsets, view.hnsw_upper_links]
+            for p in view.graph_patches():
+                arrays += [p.keys0, p.rows0, p.keys_upper, p.rows_upper]
+            for x in arrays:
+                h.update(np.ascontiguousarray(x).tobytes())
+            digests[f"{name} segment {s}"] = [h.hexdigest(), len(arrays), view.descriptor.hnsw.entry_point]
+info = api.backend_info()
+print(json.dumps({"digests": digests, "backend": info["backend"], "fallbacks": info["fallbacks"],
+                  "numba": "numba" in sys.modules}))
+"""
+
+
+def test_a_build_on_the_extension_equals_the_jit_and_never_imports_numba(aot, same_sources, tmp_path):
+    """A writer builds graphs on the extension's phase kernels (no compile on a
+    fresh install): the graphs it commits, a fresh build and an insertion into
+    a committed graph with its patch rows, are the JIT's byte for byte, and
+    numba is never loaded."""
+    a = json_out(child(BUILD, str(tmp_path / "aot.needle"), where=aot["where"]))
+    j = json_out(child(BUILD, str(tmp_path / "jit.needle"), where="tree", env={"NEEDLE_MM_JIT": "1"}, timeout=900))
+    assert (a["backend"], j["backend"]) == ("aot", "jit")
+    assert a["fallbacks"] == {} and a["numba"] is False
+    assert len(a["digests"]["f32"]) == 20
+    assert a["digests"]["f32 segment 0"][1] > 4, "the second commit did not patch the committed graph"
+    assert a["digests"] == j["digests"]
+
+
+def test_pulled_ranges_cover_the_items_once():
+    from collections import Counter
+    for count, grain, workers in ((0, 4, 2), (1, 4, 2), (7, 2, 2), (64, 16, 3), (1000, 7, 4), (5, 1, 8)):
+        seen = Counter()
+        lock = __import__("threading").Lock()
+
+        def work(w, lo, hi):
+            assert 0 <= w < max(1, workers) and 0 <= lo < hi <= count and hi - lo <= grain
+            with lock:
+                seen.update(range(lo, hi))
+
+        api._pulled(count, grain, workers, work)
+        assert seen == Counter(range(count))
+
+
 # ----------------------------------------------------------------- (c): the GIL
 
 GIL = """

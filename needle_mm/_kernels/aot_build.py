@@ -3,11 +3,11 @@ setup.py builds it with ``numba.pycc``.
 
 The extension is an ordinary CPython module, so a process that searches
 through it never imports numba or llvmlite (``api`` picks it, or the JIT).
-It holds the read path's serial kernels, each exported once per signature in
-:data:`EXPORTS`; the parallel (``prange``) kernels cannot be compiled ahead
-of time (their code calls numba's threading layer, which the extension does
-not contain), so ``api`` runs the serial ones on Python threads instead, and
-the writers' build kernels stay on the JIT.
+It holds every serial kernel of search and graph construction, each exported
+once per signature in :data:`EXPORTS`; the parallel (``prange``) kernels
+cannot be compiled ahead of time (their code calls numba's threading layer,
+which the extension does not contain), so ``api`` runs serial ones on Python
+threads instead (a build's phases are serial kernels on threads everywhere).
 
 Two pycc gaps are closed here (numba 0.68):
 
@@ -56,6 +56,20 @@ EXPORTS = {
     "search_knn": ("hnsw", "search_knn", "i64", (
         "V:2", "f32:1", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64",
         "f32:2", "f32:1", "u8:1", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "bool", "f64:2w", "i64:2w")),
+    # graph construction: the phases of hnsw.py's batches, shared by Python threads
+    "build_candidates": ("hnsw", "build_candidates", "void", (
+        "V:2", "f32:1", "V:2", "f32:1", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64", "i64", "i64",
+        "i64", "u16:2w", "i64", "u16:1w", "f32:2w", "i32:2w", "f32:3w", "i32:3w", "i64:2w", "i64", "i64")),
+    "build_select": ("hnsw", "build_select", "void", (
+        "V:2", "f32:1", "V:2", "f32:1", "i64", "i64", "u8:1", "i64", "i64", "f32:3", "i32:3", "i64:2", "i32:2w",
+        "u32:1", "i32:2w", "i64", "i64", "i64")),
+    "reverse_edges": ("hnsw", "reverse_edges", "i64:1w,i64:1w,i64:1w,i64:1w,i64", (
+        "i64", "i64", "u8:1", "i32:2", "u32:1", "i32:2")),
+    "plan_copies": ("hnsw", "plan_copies", "i32:1w,i32:2w,i32:1w,i32:2w,i64:1w", (
+        "i64:1", "i64:1", "i64:1", "i64", "i64", "u8:1", "i32:2", "u32:1", "i32:2", "patch")),
+    "build_reverse": ("hnsw", "build_reverse", "void", (
+        "V:2", "f32:1", "V:2", "f32:1", "i64", "i64", "i64:1", "i64:1", "i64:1", "i64:1", "i64", "i64:1", "i32:2w",
+        "i32:2w", "i32:2w", "u32:1", "i32:2w", "i64", "i64", "i64")),
     "exact_topk_serial": ("exact", "exact_topk_serial", "f32:2w,i64:2w", (
         "V:2", "f32:1", "f32:2", "f32:1", "i64", "u8:1", "i64", "i64:1")),
     # the pieces of exact_topk_parallel, for Python threads

@@ -27,6 +27,7 @@ from __future__ import annotations
 import concurrent.futures
 import importlib
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -308,14 +309,146 @@ def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, u
     return max(_on_threads(chunk, chunks))
 
 
-def insert_batch(*args):
-    """``hnsw.insert_batch`` (graph construction: writers, always the JIT)."""
-    return _jit("hnsw").insert_batch(*args)
+# ----------------------------------------------------------------- HNSW construction
+
+# Items of a build phase (hnsw.py, "A build inserts nodes in batches") one
+# thread takes from the shared counter at a time: small enough that a thread
+# the machine's other work slows down holds up the batch by little, large
+# enough that the call costs little beside the work.
+GRAIN_CANDIDATES = 2  # new nodes: a graph search each
+GRAIN_SELECT = 16  # new nodes: a neighbour selection each
+GRAIN_REVERSE = 64  # edge groups: a row update each
 
 
-def insert_into_committed(*args):
-    """``hnsw.insert_into_committed`` (writers, always the JIT)."""
-    return _jit("hnsw").insert_into_committed(*args)
+def _kernel_for(export: str, module: str, name: str, args):
+    """The kernel ``_call`` would run for these arguments, to call many times."""
+    fn = _aot(export, args)
+    return getattr(_jit(module), name) if fn is None else fn
+
+
+def _pulled(count: int, grain: int, workers: int, work) -> None:
+    """``work(worker, lo, hi)`` over ``0 .. count-1`` in ranges of ``grain``,
+    which up to ``workers`` threads pull from one counter until none is left
+    (any order: the build phases' items are independent)."""
+    if count <= 0:
+        return
+    ranges = -(-count // grain)
+    workers = max(1, min(workers, ranges))
+    if workers == 1:
+        work(0, 0, count)
+        return
+    counter = itertools.count()  # next() is atomic under the GIL
+
+    def worker(w):
+        while True:
+            r = next(counter)
+            if r >= ranges:
+                return
+            work(w, r * grain, min(count, (r + 1) * grain))
+
+    _on_threads(worker, workers)
+
+
+def _candidate_heaps(new_levels, efc: int):
+    """Per new node and layer, room for ``efc`` candidates and one spare."""
+    b = new_levels.shape[0]
+    top = int(new_levels.max()) if b else 0
+    return (np.empty((b, top + 1, efc + 1), dtype=np.float32), np.empty((b, top + 1, efc + 1), dtype=np.int32),
+            np.zeros((b, top + 1), dtype=np.int64))
+
+
+def _insert(base_vectors, base_norms, new_vectors, new_norms, n_store, metric, links0, levels, upper_offsets,
+            upper_links, patch, n_graph, first_id, entry, max_level, m, efc, visited, tags, heap_d, heap_i,
+            out_links0, out_offsets, out_upper, row_base, committed):
+    """Insert new nodes ``first_id ..`` (vectors ``new_vectors``) into the graph
+    of nodes < ``n_graph``: the four phases of hnsw.py, each shared by up to
+    one thread per visited row. Their rows go to the out arrays (node
+    ``first_id + j`` at row ``row_base + j``). ``committed``: the graph's own
+    rows are read-only, so those that gain reverse links are copied
+    (``hnsw.plan_copies``). Returns (entry, max_level, copies or None)."""
+    b = new_vectors.shape[0]
+    if b == 0:
+        return entry, max_level, None
+    workers = visited.shape[0]
+    new_levels = levels[first_id:first_id + b]
+    cand_d, cand_i, cand_n = _candidate_heaps(new_levels, efc)
+
+    args = (base_vectors, base_norms, new_vectors, new_norms, metric, links0, levels, upper_offsets, upper_links,
+            patch, n_graph, first_id, entry, max_level, efc, visited, 0, tags, heap_d, heap_i, cand_d, cand_i, cand_n,
+            0, 0)
+    candidates = _kernel_for("build_candidates", "hnsw", "build_candidates", args)
+    _pulled(b, GRAIN_CANDIDATES, workers, lambda w, lo, hi: candidates(
+        *args[:16], w, *args[17:23], lo, hi))
+
+    args = (base_vectors, base_norms, new_vectors, new_norms, n_store, metric, levels, first_id, m, cand_d, cand_i,
+            cand_n, out_links0, out_offsets, out_upper, row_base, 0, 0)
+    select = _kernel_for("build_select", "hnsw", "build_select", args)
+    _pulled(b, GRAIN_SELECT, workers, lambda w, lo, hi: select(*args[:16], lo, hi))
+
+    keys, srcs, order, bounds, n_groups = _call("reverse_edges", "hnsw", "reverse_edges", (
+        row_base, b, levels[first_id - row_base:], out_links0, out_offsets, out_upper))
+    if committed:
+        copies = _call("plan_copies", "hnsw", "plan_copies", (
+            keys, order, bounds, n_groups, n_graph, levels, links0, upper_offsets, upper_links, patch))
+        copy_of, rows0, rows_upper = copies[4], copies[1], copies[3]
+    else:
+        copies = None
+        copy_of = np.full(n_groups, -1, dtype=np.int64)
+        rows0 = np.empty((0, links0.shape[1]), dtype=np.int32)
+        rows_upper = np.empty((0, upper_links.shape[1]), dtype=np.int32)
+    src_base = first_id - row_base  # reverse_edges names sources by row
+    args = (base_vectors, base_norms, new_vectors, new_norms, n_store, metric, keys, srcs, order, bounds, src_base,
+            copy_of, rows0, rows_upper, out_links0, out_offsets, out_upper, first_id - row_base, 0, 0)
+    reverse = _kernel_for("build_reverse", "hnsw", "build_reverse", args)
+    _pulled(n_groups, GRAIN_REVERSE, workers, lambda w, lo, hi: reverse(*args[:18], lo, hi))
+
+    # a node above the current top becomes the entry point (the first such, if several)
+    top = int(new_levels.max())
+    if top > max_level:
+        entry, max_level = first_id + int(np.argmax(new_levels)), top
+    return entry, max_level, copies
+
+
+def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, start, stop, entry,
+                 max_level, m, efc, visited, tags, heap_d, heap_i):
+    """Insert nodes ``start .. stop-1`` into the graph of nodes ``0 .. start-1``,
+    all in the same arrays (rows for the new nodes present, links -1).
+    Returns the new (entry, max_level)."""
+    entry, max_level, _ = _insert(
+        vectors, norms, vectors[start:stop], norms[start:stop], vectors.shape[0], metric, links0, levels,
+        upper_offsets, upper_links, patch, start, start, entry, max_level, m, efc, visited, tags, heap_d, heap_i,
+        links0, upper_offsets, upper_links, start, committed=False)
+    return entry, max_level
+
+
+def insert_into_committed(base_vectors, base_norms, new_vectors, new_norms, metric, links0, levels, upper_offsets,
+                          upper_links, patch, entry, max_level, m, efc, visited, tags, heap_d, heap_i, new_links0,
+                          new_upper):
+    """Insert ``b`` new nodes (ids ``n .. n+b-1``, vectors ``new_vectors``) into
+    a committed graph of ``n`` nodes without writing to it (SPEC §5.9).
+
+    The committed graph is read-only (``links0``/``upper_links`` as the file
+    holds them, overlaid by ``patch``); ``levels`` and ``upper_offsets`` cover
+    all ``n + b`` nodes, the new nodes' upper rows numbered after the
+    committed ones. The new nodes' rows go to ``new_links0[b, 2M]`` and
+    ``new_upper``; a committed row that gains a reverse link is copied first
+    and changed in the copy. Returns (entry, max_level, keys0, rows0,
+    keys_upper, rows_upper): the changed committed rows, keys ascending
+    (layer-0 rows by node, upper rows by row number).
+    """
+    n = base_vectors.shape[0]
+    rows_old = upper_links.shape[0]
+    new_offsets = (upper_offsets[n:].astype(np.int64) - rows_old).astype(np.uint32)  # into new_upper
+    entry, max_level, copies = _insert(
+        base_vectors, base_norms, new_vectors, new_norms, n, metric, links0, levels, upper_offsets, upper_links,
+        patch, n, n, entry, max_level, m, efc, visited, tags, heap_d, heap_i, new_links0, new_offsets, new_upper, 0,
+        committed=True)
+    if copies is None:
+        empty = np.empty(0, dtype=np.int32)
+        return (entry, max_level, empty, np.empty((0, links0.shape[1]), np.int32), empty,
+                np.empty((0, upper_links.shape[1]), np.int32))
+    keys0, rows0, keys_up, rows_up, _ = copies
+    return entry, max_level, keys0, rows0, keys_up, rows_up
 
 
 # ----------------------------------------------------------------- exact search

@@ -13,13 +13,13 @@ Why this shape:
   addressed committed and new rows through two arrays to spare the writer a
   copy; the branch per distance made search 2.6x slower, measured.)
 - Construction is the original incremental algorithm with the heuristic
-  neighbour selection, run in batches so both cores work: every node of a
-  batch finds its candidates in the graph as it was before the batch (in
-  parallel), also considers the nodes of the batch inserted before it (brute
-  force), selects its neighbours (parallel), then reverse links are added per
-  target node (parallel over targets, sources in insertion order). Results
-  depend only on the data, the seed and the batch boundaries, never on thread
-  timing.
+  neighbour selection, run in batches so every core works: every node of a
+  batch finds its candidates in the graph as it was before the batch, also
+  considers the nodes of the batch inserted before it (brute force), selects
+  its neighbours, then reverse links are added per target node (sources in
+  insertion order). Each of those phases is a serial kernel over a range of
+  independent items, which ``api`` shares among threads; results depend only
+  on the data, the seed and the batch boundaries, never on thread timing.
 - Anything read from the file can be hostile, so search checks every
   neighbour id against the node count and returns a status instead of
   reading out of bounds (numba does no bounds checks).
@@ -554,70 +554,87 @@ def _sort_candidates(cand_d, cand_i, cand_n, level):
         cand_i[layer, :cnt] = cand_i[layer, :cnt][order]
 
 
-@kernel(parallel=True)
-def insert_batch(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch,
-                 start, stop, entry, max_level, m, efc, visited, tags, heap_d, heap_i):
-    """Insert nodes ``start .. stop-1`` into the graph of nodes ``0 .. start-1``.
+# A build inserts nodes in batches. Each batch runs four phases, every one
+# over independent items, so any number of threads can share a phase in any
+# order and the graph comes out the same (api drives them, pulling small
+# ranges of items from a shared counter: a thread slowed by other work on the
+# machine takes fewer ranges instead of holding up the batch):
+#   1. build_candidates: each new node's candidates from the graph as it was
+#      before the batch, plus the batch's earlier nodes by brute force;
+#   2. build_select: each new node selects its own neighbours (its own rows);
+#   3. reverse_edges (serial): the new edges grouped by (target, layer);
+#   4. build_reverse: each group adds its reverse links to its target's row.
+# The nodes' vectors are addressed as a store (vector_of): rows below n_store
+# in ``base``, the rest in ``new``. New node j has id first_id + j; its
+# vector is new_vectors[j] (a batch of a fresh build passes a slice of the
+# build's own array as new_vectors, and n_store past every row).
 
-    The graph arrays already have rows for the new nodes (links -1). Returns
-    the new (entry, max_level).
-    """
-    b = stop - start
-    cand_d, cand_i, cand_n = _candidate_heaps(levels, start, b, efc)
-    chunks = visited.shape[0]
 
-    # 1. candidates (max-heaps of size <= efc per layer) from the graph as it
-    #    was before the batch, plus the earlier nodes of the batch by brute
-    #    force; then sorted ascending. Parallel: each node writes its own rows.
-    # Dealt round-robin: node j also scans the j batch nodes before it, so
-    # contiguous blocks would leave the last thread the most work.
-    for c in prange(chunks):
-        for j in range(c, b, chunks):
-            node = start + j
-            _find_candidates(vectors[node], norms[node], levels[node], vectors, norms, metric, links0, levels,
-                             upper_offsets, upper_links, patch, start, entry, max_level, efc, visited, c, tags,
-                             heap_d, heap_i, cand_d[j], cand_i[j], cand_n[j])
-            qv = vectors[node]
-            qn = norms[node]
-            lj = levels[node]
-            for jj in range(j):
-                other = start + jj
-                d = distance(qv, qn, vectors[other], norms[other], metric)
-                _offer(cand_d[j], cand_i[j], cand_n[j], min(lj, levels[other]), d, other, efc)
-            _sort_candidates(cand_d[j], cand_i[j], cand_n[j], lj)
+@kernel(fastmath=FASTMATH)
+def build_candidates(base_vectors, base_norms, new_vectors, new_norms, metric, links0, levels, upper_offsets,
+                     upper_links, patch, n_graph, first_id, entry, max_level, efc, visited, vrow, tags, heap_d, heap_i,
+                     cand_d, cand_i, cand_n, j_lo, j_hi):
+    """Phase 1 for new nodes ``j_lo .. j_hi-1``: candidates (per layer, at most
+    ``efc``) from the graph of nodes < ``n_graph`` and from new nodes < j,
+    sorted ascending into ``cand_d/cand_i[j]``, counts in ``cand_n[j]``."""
+    for j in range(j_lo, j_hi):
+        qv = new_vectors[j]
+        qn = new_norms[j]
+        lj = levels[first_id + j]
+        _find_candidates(qv, qn, lj, base_vectors, base_norms, metric, links0, levels, upper_offsets, upper_links,
+                         patch, n_graph, entry, max_level, efc, visited, vrow, tags, heap_d, heap_i,
+                         cand_d[j], cand_i[j], cand_n[j])
+        for jj in range(j):
+            d = distance(qv, qn, new_vectors[jj], new_norms[jj], metric)
+            _offer(cand_d[j], cand_i[j], cand_n[j], min(lj, levels[first_id + jj]), d, first_id + jj, efc)
+        _sort_candidates(cand_d[j], cand_i[j], cand_n[j], lj)
 
-    # 3. each new node selects its own neighbours (disjoint rows: parallel)
-    store = (vectors, norms, vectors[:0], norms[:0], vectors.shape[0])
-    for j in prange(b):
-        node = start + j
+
+@kernel(fastmath=FASTMATH)
+def build_select(base_vectors, base_norms, new_vectors, new_norms, n_store, metric, levels, first_id, m,
+                 cand_d, cand_i, cand_n, out_links0, out_offsets, out_upper, row_base, j_lo, j_hi):
+    """Phase 2 for new nodes ``j_lo .. j_hi-1``: node j's neighbours, chosen
+    among its candidates, into its rows ``row_base + j`` of the out arrays."""
+    store = (base_vectors, base_norms, new_vectors, new_norms, n_store)
+    for j in range(j_lo, j_hi):
+        node = first_id + j
         for layer in range(levels[node] + 1):
-            out = neighbors_of(node, layer, links0, upper_offsets, upper_links)
+            out = neighbors_of(row_base + j, layer, out_links0, out_offsets, out_upper)
             select_neighbors_heuristic(node, cand_d[j, layer], cand_i[j, layer], cand_n[j, layer], m,
                                        store, metric, out)
 
-    # 4. reverse links, grouped by (target, layer): parallel over groups
-    keys, srcs, order, bounds, n_groups = _reverse_edges(start, b, levels, links0, upper_offsets, upper_links)
-    for g in prange(n_groups):
+
+@kernel(fastmath=FASTMATH)
+def build_reverse(base_vectors, base_norms, new_vectors, new_norms, n_store, metric, keys, srcs, order, bounds,
+                  src_base, copy_of, rows0, rows_upper, out_links0, out_offsets, out_upper, id_base, g_lo, g_hi):
+    """Phase 4 for edge groups ``g_lo .. g_hi-1`` (:func:`reverse_edges`): each
+    source ``src_base + srcs[e]`` of a group joins its target's row. The row is
+    a copy when ``copy_of[g] >= 0`` (``rows0`` for layer 0, else
+    ``rows_upper``), else row ``target - id_base`` of the out arrays;
+    ``copy_of[g] == -2`` skips the group."""
+    store = (base_vectors, base_norms, new_vectors, new_norms, n_store)
+    for g in range(g_lo, g_hi):
+        c = copy_of[g]
+        if c == -2:
+            continue
         key = keys[order[bounds[g]]]
         target = key // 64
         layer = key % 64
-        links = neighbors_of(target, layer, links0, upper_offsets, upper_links)
+        if c >= 0:
+            if layer == 0:
+                links = rows0[c]
+            else:
+                links = rows_upper[c]
+        else:
+            links = neighbors_of(target - id_base, layer, out_links0, out_offsets, out_upper)
         scratch_d = np.empty(links.shape[0] + 1, dtype=np.float32)
         scratch_i = np.empty(links.shape[0] + 1, dtype=np.int32)
         for e in range(bounds[g], bounds[g + 1]):
-            add_reverse_link(links, target, srcs[order[e]], store, metric, scratch_d, scratch_i)
-
-    # 5. a node above the current top becomes the entry point
-    for j in range(b):
-        node = start + j
-        if levels[node] > max_level:
-            max_level = levels[node]
-            entry = node
-    return entry, max_level
+            add_reverse_link(links, target, src_base + srcs[order[e]], store, metric, scratch_d, scratch_i)
 
 
 @kernel()
-def _reverse_edges(start, b, levels, links0, upper_offsets, upper_links):
+def reverse_edges(start, b, levels, links0, upper_offsets, upper_links):
     """The edges of new nodes ``start .. start+b-1`` as (target, layer) keys
     (``target * 64 + layer``) with their sources, stably sorted by key: returns
     (keys, srcs, order, bounds, n_groups), group ``g`` being entries
@@ -656,58 +673,15 @@ def _reverse_edges(start, b, levels, links0, upper_offsets, upper_links):
     return keys, srcs, order, bounds, n_groups
 
 
-@kernel(parallel=True)
-def insert_into_committed(base_vectors, base_norms, new_vectors, new_norms, metric, links0, levels, upper_offsets,
-                          upper_links, patch, entry, max_level, m, efc, visited, tags, heap_d, heap_i,
-                          new_links0, new_upper):
-    """Insert ``b`` new nodes (ids ``n .. n+b-1``, vectors ``new_vectors``) into
-    a committed graph of ``n`` nodes without writing to it (SPEC §5.9).
-
-    The committed graph is read-only (``links0``/``upper_links`` as the file
-    holds them, overlaid by ``patch``); ``levels`` and ``upper_offsets`` cover
-    all ``n + b`` nodes, the new nodes' upper rows numbered after the
-    committed ones. Each new node finds its candidates in the committed graph
-    (in parallel) and among the new nodes before it (brute force), as one
-    batch of :func:`insert_batch` does; its rows go to ``new_links0[b, 2M]``
-    and ``new_upper``. A committed row that gains a reverse link is copied
-    first and changed in the copy. Returns (entry, max_level, keys0, rows0,
-    keys_upper, rows_upper): the changed committed rows, keys ascending
-    (layer-0 rows by node, upper rows by row number).
-    """
-    n = base_vectors.shape[0]
-    b = new_vectors.shape[0]
-    rows_old = upper_links.shape[0]
-    store = (base_vectors, base_norms, new_vectors, new_norms, n)
-    cand_d, cand_i, cand_n = _candidate_heaps(levels, n, b, efc)
-    chunks = visited.shape[0]
-
-    # 1. candidates: the committed graph by search, earlier new nodes by brute force
-    for c in prange(chunks):
-        for j in range(c, b, chunks):
-            qv = new_vectors[j]
-            qn = new_norms[j]
-            lj = levels[n + j]
-            _find_candidates(qv, qn, lj, base_vectors, base_norms, metric, links0, levels, upper_offsets,
-                             upper_links, patch, n, entry, max_level, efc, visited, c, tags, heap_d, heap_i,
-                             cand_d[j], cand_i[j], cand_n[j])
-            for jj in range(j):
-                d = distance(qv, qn, new_vectors[jj], new_norms[jj], metric)
-                _offer(cand_d[j], cand_i[j], cand_n[j], min(lj, levels[n + jj]), d, n + jj, efc)
-            _sort_candidates(cand_d[j], cand_i[j], cand_n[j], lj)
-
-    # 2. each new node selects its own neighbours (its own rows: parallel)
-    new_levels = levels[n:]
-    new_offsets = upper_offsets[n:].astype(np.int64) - rows_old  # into new_upper
-    for j in prange(b):
-        for layer in range(new_levels[j] + 1):
-            out = neighbors_of(j, layer, new_links0, new_offsets, new_upper)
-            select_neighbors_heuristic(n + j, cand_d[j, layer], cand_i[j, layer], cand_n[j, layer], m,
-                                       store, metric, out)
-
-    # 3. reverse links. Committed rows that gain one are copied (their newest
-    #    version) first; groups are sorted by (target, layer), so both copy
-    #    lists come out sorted.
-    keys, srcs, order, bounds, n_groups = _reverse_edges(0, b, new_levels, new_links0, new_offsets, new_upper)
+@kernel()
+def plan_copies(keys, order, bounds, n_groups, n, levels, links0, upper_offsets, upper_links, patch):
+    """Before phase 4 of an insertion into a committed graph of ``n`` nodes
+    (SPEC §5.9): the committed rows that gain a reverse link, copied (their
+    newest version) so the committed graph is never written. Groups are
+    sorted by (target, layer), so both copy lists come out sorted. Returns
+    (keys0, rows0, keys_upper, rows_upper, copy_of): ``copy_of[g]`` is the
+    group's copy, -1 for a new node's row, -2 for a row that does not exist
+    (a damaged graph led there; writers check graphs first)."""
     n0 = 0
     nu = 0
     for g in range(n_groups):
@@ -730,7 +704,7 @@ def insert_into_committed(base_vectors, base_norms, new_vectors, new_norms, metr
         layer = key % 64
         if target >= n:
             copy_of[g] = -1
-        elif levels[target] < layer:  # a damaged graph led here: no such row (writers check first)
+        elif levels[target] < layer:
             copy_of[g] = -2
         elif layer == 0:
             keys0[i0] = target
@@ -743,26 +717,4 @@ def insert_into_committed(base_vectors, base_norms, new_vectors, new_norms, metr
             rows_up[iu] = upper_row_of(r, upper_links, patch)
             copy_of[g] = iu
             iu += 1
-    for g in prange(n_groups):
-        key = keys[order[bounds[g]]]
-        target = key // 64
-        layer = key % 64
-        if copy_of[g] == -2:
-            continue
-        if target >= n:
-            links = neighbors_of(target - n, layer, new_links0, new_offsets, new_upper)
-        elif layer == 0:
-            links = rows0[copy_of[g]]
-        else:
-            links = rows_up[copy_of[g]]
-        scratch_d = np.empty(links.shape[0] + 1, dtype=np.float32)
-        scratch_i = np.empty(links.shape[0] + 1, dtype=np.int32)
-        for e in range(bounds[g], bounds[g + 1]):
-            add_reverse_link(links, target, n + srcs[order[e]], store, metric, scratch_d, scratch_i)
-
-    # 4. a node above the current top becomes the entry point
-    for j in range(b):
-        if new_levels[j] > max_level:
-            max_level = new_levels[j]
-            entry = n + j
-    return entry, max_level, keys0, rows0, keys_up, rows_up
+    return keys0, rows0, keys_up, rows_up, copy_of

@@ -24,6 +24,7 @@ import errno
 import json
 import os
 import signal
+import time
 
 _plan: dict[str, str] | None = None
 _io_calls = 0
@@ -48,6 +49,11 @@ def _act(action: str, where: str) -> None:
         os.kill(os.getpid(), signal.SIGSTOP)
     elif action == "sigint":
         os.kill(os.getpid(), signal.SIGINT)
+        # Python runs the handler (raising KeyboardInterrupt) at its next check,
+        # which could fall in a finalizer that swallows it (seen once under
+        # load): wait here, so it is raised in this frame.
+        for _ in range(500):
+            time.sleep(0.01)
     elif action == "eio":
         raise OSError(errno.EIO, f"injected EIO at {where}")
     elif action == "enospc":
