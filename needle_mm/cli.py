@@ -38,7 +38,8 @@ def _cmd_info(args) -> int:
         for name in db.list_collections():
             meta = snap.collection(name)
             print(f"  {name}: {plural(meta.count, 'record')}, {meta.kind}, dim {meta.dim}, distance {meta.distance}, "
-                  f"dtype {meta.dtype}, {plural(len(meta.segments), 'segment')}")
+                  f"dtype {meta.dtype}, quantization {meta.quantization or 'none'}, "
+                  f"{plural(len(meta.segments), 'segment')}")
     return 0
 
 
@@ -69,7 +70,8 @@ def _cmd_rebuild(args) -> int:
     from .ops.rebuild import rebuild
 
     report = rebuild(args.file, args.out, m=args.m, ef_construction=args.ef_construction,
-                     ef_search=args.ef_search, dtype=args.dtype, lock_timeout=args.lock_timeout,
+                     ef_search=args.ef_search, dtype=args.dtype, quantization=args.quantization,
+                     lock_timeout=args.lock_timeout,
                      progress=not args.no_progress)
     print(("rebuilt " if args.command == "rebuild" else "compacted ") + report.summary())
     return 0
@@ -219,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ef-search", type=int, help="new default ef_search")
     p.add_argument("--dtype", choices=("f32", "f16"),
                    help="vector storage of dense collections: f16 halves file and memory (default: keep)")
+    p.add_argument("--quantization", choices=("int8", "none"),
+                   help="int8: search dense collections on one-byte codes, rescored exactly; none: drop the codes "
+                        "(default: keep)")
     p.add_argument("--out", help="write the new file here and leave FILE alone")
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")
     p.add_argument("--no-progress", action="store_true")
@@ -227,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cmd_rebuild, out=None, m=None, ef_construction=None, ef_search=None, dtype=None)
+    p.set_defaults(func=_cmd_rebuild, out=None, m=None, ef_construction=None, ef_search=None, dtype=None,
+                   quantization=None)
     p = sub.add_parser("serve", help="HTTP JSON API over the file (extra 'server'); OpenAPI at /openapi.json")
     p.add_argument("file")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; others need an API key)")

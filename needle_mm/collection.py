@@ -80,7 +80,8 @@ class Collection:
         meta = self._meta()
         h = meta.hnsw
         return CollectionConfig(meta.dim, DistanceFunction(meta.distance), h.m, h.ef_construction,
-                                h.ef_search, h.seed, sparse=meta.kind == "sparse", dtype=meta.dtype)
+                                h.ef_search, h.seed, sparse=meta.kind == "sparse", dtype=meta.dtype,
+                                quantization=meta.quantization)
 
     @property
     def sparse(self) -> bool:
@@ -333,7 +334,7 @@ class Collection:
             yield source, (live if flt is None else live & _search.matching(source, flt))
 
     def search(self, query, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-               exact: bool = False, include_vector: bool = False, as_arrays: bool = False):
+               exact: bool = False, include_vector: bool = False, as_arrays: bool = False, rescore: int | None = None):
         """The ``k`` nearest live records to ``query``, closest first.
 
         Parameters
@@ -352,6 +353,12 @@ class Collection:
             Brute force instead of the HNSW index: exact results, slower.
         include_vector : bool
             Also return each result's vector.
+        rescore : int, optional
+            Quantized collections only: the walk over the codes keeps the best
+            ``k * rescore`` candidates, which are ranked again by their exact
+            distances to the stored vectors (default 4; ``0``: the code
+            distances' order and values, no stored vector read). The beam is
+            widened to at least ``k * rescore``.
         as_arrays : bool
             Return ``(ids, distances)``, two numpy arrays of shape ``(k,)``
             instead of result objects: ``ids`` of dtype ``object`` holding
@@ -367,23 +374,26 @@ class Collection:
         engine = self._engine
         engine.begin_read()
         try:
-            found = self._search(self._state(), query, False, k, filter, include_vector, ef, exact, as_arrays)
+            found = self._search(self._state(), query, False, k, filter, include_vector, ef, exact, as_arrays,
+                                 rescore)
         finally:
             engine.end_read()
         return (found[0][0], found[1][0]) if as_arrays else found[0]
 
     def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-                     exact: bool = False, include_vector: bool = False, as_arrays: bool = False):
+                     exact: bool = False, include_vector: bool = False, as_arrays: bool = False,
+                     rescore: int | None = None):
         """:meth:`search` for each row of a 2-D array of queries, in parallel: a list of
         result lists, or with ``as_arrays=True`` ``(ids, distances)`` arrays of shape ``(m, k)``."""
         engine = self._engine
         engine.begin_read()
         try:
-            return self._search(self._state(), queries, True, k, filter, include_vector, ef, exact, as_arrays)
+            return self._search(self._state(), queries, True, k, filter, include_vector, ef, exact, as_arrays,
+                                rescore)
         finally:
             engine.end_read()
 
-    def _search(self, state, queries, batch, k, filter, include_vector, ef, exact, as_arrays=False):
+    def _search(self, state, queries, batch, k, filter, include_vector, ef, exact, as_arrays=False, rescore=None):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
         if as_arrays and include_vector:
@@ -404,5 +414,9 @@ class Collection:
             raise InvalidArgumentError(f"ef must be a positive integer, got {ef!r}")
         if ef > _CLAMP_ABOVE:  # a beam wider than the collection finds nothing more
             ef = min(int(ef), max(k, state.count(), 1))
+        if rescore is None:
+            rescore = _search.DEFAULT_RESCORE
+        elif isinstance(rescore, bool) or not isinstance(rescore, (int, np.integer)) or not 0 <= rescore <= 1 << 20:
+            raise InvalidArgumentError(f"rescore must be a non-negative integer, got {rescore!r}")
         return _search.search_dense(state, qs, qnorms, int(k), metric, predicate, include_vector,
-                                    None if exact else int(ef), as_arrays)
+                                    None if exact else int(ef), as_arrays, int(rescore))

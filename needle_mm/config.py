@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ._format.catalog import DEFAULT_HNSW, DISTANCES, DTYPES, MAX_DIM, MAX_SPARSE_DIM
+from ._format.catalog import DEFAULT_HNSW, DISTANCES, DTYPES, MAX_DIM, MAX_SPARSE_DIM, QUANTIZATIONS
 from .errors import InvalidConfigError
 
 __all__ = ["DistanceFunction", "CollectionConfig"]
@@ -81,6 +81,13 @@ class CollectionConfig:
         How vectors are stored: ``"f32"`` (default, exactly as given) or
         ``"f16"`` (half the file and memory; values rounded to float16, whose
         range is ±65504; search reads them widened to float32). Dense only.
+    quantization : str or None
+        ``"int8"``: every segment also keeps one byte per dimension of each
+        vector (a per-dimension scale and offset, trained when the segment is
+        written whole), and search walks the graph on those codes, then
+        rescores the best candidates against the stored vectors
+        (``search(rescore=...)``). ``None`` (default): search reads the
+        vectors. Dense only; ``get`` always returns the stored vector.
     """
 
     dimension: int
@@ -91,6 +98,7 @@ class CollectionConfig:
     seed: int = DEFAULT_HNSW.seed
     sparse: bool = False
     dtype: str = "f32"
+    quantization: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.sparse, bool):
@@ -109,3 +117,8 @@ class CollectionConfig:
             raise InvalidConfigError(f"dtype must be 'f32' or 'f16', got {self.dtype!r}")
         if self.sparse and self.dtype != "f32":
             raise InvalidConfigError("sparse collections store float32 values: dtype must be 'f32'")
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise InvalidConfigError(f"quantization must be None or {' or '.join(map(repr, QUANTIZATIONS))}, "
+                                     f"got {self.quantization!r}")
+        if self.sparse and self.quantization is not None:
+            raise InvalidConfigError("sparse collections are searched exactly: quantization must be None")

@@ -20,7 +20,8 @@ from .errors import CollectionExistsError, CollectionNotFoundError, DatabaseClos
 
 __all__ = ["Database"]
 
-_CONFIG_KEYWORDS = ("distance", "m", "ef_construction", "ef_search", "seed", "sparse", "dtype", "exist_ok")
+_CONFIG_KEYWORDS = ("distance", "m", "ef_construction", "ef_search", "seed", "sparse", "dtype", "quantization",
+                    "exist_ok")
 
 
 def _shown(value) -> str:
@@ -130,7 +131,7 @@ class Database:
     def create_collection(self, name: str, dimension: int, distance: DistanceFunction | str = DistanceFunction.Cosine,
                           *, m: int | None = None, ef_construction: int | None = None, ef_search: int | None = None,
                           seed: int | None = None, sparse: bool | None = None, dtype: str | None = None,
-                          exist_ok: bool = False, **unknown) -> Collection:
+                          quantization: str | None = None, exist_ok: bool = False, **unknown) -> Collection:
         """Create a collection of ``dimension``-long vectors (cosine distance by default).
 
         Parameters
@@ -147,6 +148,10 @@ class Database:
             A collection of sparse vectors (needs ``distance="dot"``).
         dtype : str, optional
             ``"f32"`` (default) or ``"f16"`` (half the size; values rounded to float16).
+        quantization : str, optional
+            ``"int8"``: search walks one-byte codes and rescores exactly (see
+            :class:`CollectionConfig`); default none. A ``get_or_create`` that
+            passes ``quantization="none"`` asks for an unquantized collection.
         exist_ok : bool
             If a collection of this name exists, return it instead of raising
             :class:`CollectionExistsError` -- provided it matches: its dimension
@@ -158,7 +163,10 @@ class Database:
                                      f"known: {', '.join(_CONFIG_KEYWORDS)}")
         given = {key: value for key, value in (("m", m), ("ef_construction", ef_construction),
                                                ("ef_search", ef_search), ("seed", seed), ("sparse", sparse),
-                                               ("dtype", dtype)) if value is not None}
+                                               ("dtype", dtype), ("quantization", quantization))
+                 if value is not None}
+        if given.get("quantization") == "none":
+            given["quantization"] = None
         config = CollectionConfig(dimension, distance, **given)
         if exist_ok:
             return self._get_or_create(name, config, {"dimension", "distance", *given})
@@ -168,7 +176,8 @@ class Database:
                                  distance: DistanceFunction | str = DistanceFunction.Cosine, *,
                                  m: int | None = None, ef_construction: int | None = None,
                                  ef_search: int | None = None, seed: int | None = None,
-                                 sparse: bool | None = None, dtype: str | None = None, **unknown) -> Collection:
+                                 sparse: bool | None = None, dtype: str | None = None,
+                                 quantization: str | None = None, **unknown) -> Collection:
         """The collection called ``name``, created as :meth:`create_collection` would if
         it does not exist: ``create_collection(..., exist_ok=True)`` (as Chroma's
         ``get_or_create_collection``). An existing collection whose dimension,
@@ -176,8 +185,8 @@ class Database:
         :class:`CollectionExistsError` naming the differences."""
         unknown.pop("exist_ok", None)  # it is what this method means
         return self.create_collection(name, dimension, distance, m=m, ef_construction=ef_construction,
-                                      ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype, exist_ok=True,
-                                      **unknown)
+                                      ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype,
+                                      quantization=quantization, exist_ok=True, **unknown)
 
     def _get_or_create(self, name: str, config: CollectionConfig, compared: set[str]) -> Collection:
         _check_name(name)
@@ -206,6 +215,7 @@ class Database:
             name=name, dim=config.dimension, distance=config.distance.value, dtype=config.dtype,
             kind="sparse" if config.sparse else "dense",
             hnsw=HnswParams(config.m, config.ef_construction, config.ef_search, config.seed),
+            quantization=config.quantization,
         )
         self.engine.create_collection(name, meta)
         return Collection(self.engine, name)

@@ -543,7 +543,8 @@ class Engine:
                 ours = state.descriptor
                 differences = [f"{what} {theirs!r} (here {mine!r})" for what, theirs, mine in (
                     ("dimension", meta.dim, ours.dim), ("distance", meta.distance, ours.distance),
-                    ("kind", meta.kind, ours.kind), ("dtype", meta.dtype, ours.dtype)) if theirs != mine]
+                    ("kind", meta.kind, ours.kind), ("dtype", meta.dtype, ours.dtype),
+                    ("quantization", meta.quantization, ours.quantization)) if theirs != mine]
                 if differences:
                     # Kept as it is, marked: every other collection stays usable, and
                     # save refuses until this one is dropped (which drops ours only).

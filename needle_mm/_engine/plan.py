@@ -53,6 +53,7 @@ from .._index.hnsw import (
     graph_of,
     remember_own_graph,
 )
+from .._index.quantize import encode_int8, train_int8
 from .records import Records
 from .space import FreeSpace
 from .state import CollectionState, get_bit, set_bit
@@ -306,6 +307,9 @@ def new_segment(writer: RegionWriter, meta: CollectionDescriptor, segment_id: in
     hashes, order = _id_index(id_hashes(recs.ids_utf8))
     regions["id_hashes"] = writer.add(hashes)
     regions["id_order"] = writer.add(order)
+    if meta.quantization:
+        stored = _stored(recs.vectors, meta.dtype)
+        regions.update(_quant_regions(writer, stored, train_int8(stored), n))
     postings = ()
     if graph is not None:
         regions.update(_graph_regions(writer, graph, n, meta.hnsw.m))
@@ -314,6 +318,19 @@ def new_segment(writer: RegionWriter, meta: CollectionDescriptor, segment_id: in
         postings = (ColumnChunk(0, n, writer.add(encode_chunk(rows.offsets, rows.indices, rows.values, 0))),)
     columns = (_column_chunk(writer, 0, recs.metas, f"new segment {segment_id}"),)
     return SegmentDescriptor(segment_id, n, 0, generation, n, regions, graph.descriptor if graph else None, columns, postings)
+
+
+def _stored(vectors: np.ndarray, dtype: str) -> np.ndarray:
+    """Rows as the ``vectors`` region stores them (f16: rounded), which codes are computed from."""
+    return np.ascontiguousarray(vectors, dtype=VECTOR_DTYPES[dtype])
+
+
+def _quant_regions(writer: RegionWriter, stored: np.ndarray, params: np.ndarray, capacity: int) -> dict[str, RegionRef]:
+    """A segment's quantization regions written whole (SPEC §5.10): ``params``
+    and the codes of every stored row, reserving room for ``capacity`` rows."""
+    codes = encode_int8(stored, params)
+    return {"quant_params": writer.add(params.astype("<f4", copy=False)),
+            "quant_codes": writer.add(codes, reserve=capacity * stored.shape[1])}
 
 
 def _column_chunk(writer: RegionWriter, start: int, metas: list[bytes], where: str) -> ColumnChunk:
@@ -385,6 +402,14 @@ def extend_segment(writer: RegionWriter, meta: CollectionDescriptor, seg: Segmen
             old = bytes(view._buf[ref.offset:ref.offset + ref.length])
             regions[name] = writer.add(old + data, reserve=max(GROWTH * ref.reserved, ref.length + len(data)))
     id_chunks = _append_id_index(writer, seg, view, id_hashes(recs.ids_utf8), regions)
+    if meta.quantization:
+        stored = _stored(recs.vectors, meta.dtype)
+        if relocate or "quant_codes" not in regions:
+            # The codes are written whole anyway: retrain on every row (O(1) amortised, as the relocation)
+            everything = np.concatenate([view.vectors, stored])
+            regions.update(_quant_regions(writer, everything, train_int8(everything), capacity))
+        else:  # appended in place, encoded with the parameters the segment was trained with
+            regions["quant_codes"] = writer.append(regions["quant_codes"], encode_int8(stored, view.quant_params))
     postings = ()
     if meta.kind != "dense":
         postings = _append_postings(writer, seg, view, recs.vectors)

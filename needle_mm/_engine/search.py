@@ -19,7 +19,7 @@ from .._kernels.api import exact_topk
 from .._index.metadata import ViewCache, segment_matches
 from ..filters import Filter
 from .._kernels import readonly
-from .._index.hnsw import search_segment
+from .._index.hnsw import DEFAULT_RESCORE, search_segment
 from .._index.inverted import sparse_topk
 from ..results import SearchResult
 from .state import CollectionState
@@ -126,7 +126,8 @@ def sources(state: CollectionState, predicate: Filter | None):
 
 
 def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: int, metric: int,
-                 predicate: Filter | None, include_vector: bool, ef: int | None, as_arrays: bool = False):
+                 predicate: Filter | None, include_vector: bool, ef: int | None, as_arrays: bool = False,
+                 rescore: int = DEFAULT_RESCORE):
     """Top-k over every source of a dense collection; ``ef`` None means exact search everywhere.
 
     This is the per-query hot path: one kernel call per source, one merge,
@@ -143,7 +144,7 @@ def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray
         if graph and predicate is not None:
             graph, two_hop = _filtered_plan(source.n, f.passing, ef, k)
         if graph:
-            dist, slot = search_segment(source, queries, qnorms, metric, f.excluded, k, ef, two_hop)
+            dist, slot = search_segment(source, queries, qnorms, metric, f.excluded, k, ef, two_hop, rescore)
         else:
             vectors, norms = source.dense_arrays()
             dist, slot = exact_topk(vectors, norms, queries, qnorms, metric, f.excluded, k, f.rows)

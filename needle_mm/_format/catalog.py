@@ -24,11 +24,13 @@ CATALOG_FORMAT = 1
 SPARSE_CATALOG_FORMAT = 2  # written when a sparse collection is present (SPEC §5.7)
 HALF_CATALOG_FORMAT = 3  # written when a collection stores f16 vectors (SPEC §5.8)
 PATCHED_GRAPH_CATALOG_FORMAT = 4  # written when a graph grows in place or has patches (SPEC §5.9)
-MAX_CATALOG_FORMAT = PATCHED_GRAPH_CATALOG_FORMAT
+QUANTIZED_CATALOG_FORMAT = 5  # written when a collection keeps quantized codes (SPEC §5.10)
+MAX_CATALOG_FORMAT = QUANTIZED_CATALOG_FORMAT
 DISTANCES = tuple(METRIC_CODES)  # the metrics the kernels compute, by the names the file records
 DTYPES = ("f32", "f16")
 VECTOR_DTYPES = {"f32": "<f4", "f16": "<f2"}  # storage dtype -> the `vectors` region's element type
 KINDS = ("dense", "sparse")
+QUANTIZATIONS = ("int8",)  # codes a dense collection may keep beside its vectors (SPEC §5.10)
 MAX_DIM = 65536
 MAX_SPARSE_DIM = 2**32 - 1
 MAX_NAME_BYTES = 255
@@ -66,22 +68,32 @@ HNSW_REGIONS: dict[str, tuple[str, str, str]] = {
     "hnsw_upper_offsets": ("<u4", "n+1", "cap+1"),
     "hnsw_upper_links": ("<i4", "rows*m", "free"),
 }
+# The int8 codes of a quantized collection's segment (SPEC §5.10): per-dimension
+# offsets then scales, and one code row per record.
+QUANT_REGIONS: dict[str, tuple[str, str, str]] = {
+    "quant_params": ("<f4", "2*dim", "="),
+    "quant_codes": ("i1", "n*dim", "cap*dim"),
+}
 # The sorted id index of slots 0 .. id_base - 1; later slots are in id_chunks (SPEC §5.2).
 ID_INDEX_REGIONS = ("id_hashes", "id_order")
 # Graph regions grow in place since catalog format 4 (SPEC §5.9); earlier
 # files wrote them whole (reserved == length), which stays valid.
 GRAPH_REGIONS = ("hnsw_links0", "hnsw_upper_offsets", "hnsw_upper_links")
-ALL_SEGMENT_REGIONS = {**SEGMENT_REGIONS, **SPARSE_REGIONS, **OPTIONAL_SEGMENT_REGIONS, **HNSW_REGIONS}
+ALL_SEGMENT_REGIONS = {**SEGMENT_REGIONS, **SPARSE_REGIONS, **OPTIONAL_SEGMENT_REGIONS, **HNSW_REGIONS,
+                       **QUANT_REGIONS}
 
 
-def required_regions(kind: str, with_graph: bool, dtype: str = "f32") -> dict[str, tuple[str, str, str]]:
-    """The regions a segment of a collection of ``kind`` (and storage ``dtype``) must have."""
+def required_regions(kind: str, with_graph: bool, dtype: str = "f32",
+                     quantization: str | None = None) -> dict[str, tuple[str, str, str]]:
+    """The regions a segment of a collection of ``kind`` (storage ``dtype``,
+    ``quantization``) must have."""
     if kind == "sparse":
         common = {k: v for k, v in SEGMENT_REGIONS.items() if k not in DENSE_ONLY_REGIONS}
         return {**common, **SPARSE_REGIONS}
     _, rule, reserve = SEGMENT_REGIONS["vectors"]
     vectors = {"vectors": (VECTOR_DTYPES[dtype], rule, reserve)}
-    return {**SEGMENT_REGIONS, **vectors, **(HNSW_REGIONS if with_graph else {})}
+    return {**SEGMENT_REGIONS, **vectors, **(HNSW_REGIONS if with_graph else {}),
+            **(QUANT_REGIONS if quantization else {})}
 
 
 def catalog_format(collections) -> int:
@@ -89,6 +101,8 @@ def catalog_format(collections) -> int:
     def grows_in_place(s) -> bool:
         return any(s.regions[r].reserved > s.regions[r].length for r in GRAPH_REGIONS if r in s.regions)
 
+    if any(c.quantization for c in collections):
+        return QUANTIZED_CATALOG_FORMAT
     if any(s.graph_patches or s.id_chunks or grows_in_place(s) for c in collections for s in c.segments):
         return PATCHED_GRAPH_CATALOG_FORMAT
     if any(c.dtype == "f16" for c in collections):
@@ -201,6 +215,7 @@ class CollectionDescriptor:
     dtype: str = "f32"
     kind: str = "dense"
     hnsw: HnswParams = field(default_factory=HnswParams)
+    quantization: str | None = None  # "int8": each segment keeps codes beside its vectors (SPEC §5.10)
     next_segment_id: int = 1
     segments: tuple[SegmentDescriptor, ...] = ()
     # Small JSON bookkeeping committed with the records it describes (SPEC §4),
@@ -219,6 +234,7 @@ class CollectionDescriptor:
             "dtype": self.dtype,
             "kind": self.kind,
             "hnsw": self.hnsw.to_json(),
+            **({"quantization": self.quantization} if self.quantization else {}),
             "next_segment_id": self.next_segment_id,
             "segments": [s.to_json() for s in self.segments],
             **({"properties": self.properties} if self.properties else {}),
@@ -273,7 +289,7 @@ def region_element_count(rule: str, n: int, dim: int, m: int) -> int | None:
     """Elements a region must hold under ``rule`` (None: free)."""
     return {
         "n*dim": n * dim, "n": n, "n+1": n + 1, "bits": (n + 7) // 8, "n*m0": n * 2 * m,
-        "cap*dim": n * dim, "cap": n, "cap+1": n + 1, "cap*m0": n * 2 * m,
+        "cap*dim": n * dim, "cap": n, "cap+1": n + 1, "cap*m0": n * 2 * m, "2*dim": 2 * dim,
     }.get(rule)
 
 
@@ -338,7 +354,8 @@ def _chunks(raw, key: str, n: int, file_length: int, first: int = 0) -> tuple[Co
     return tuple(chunks)
 
 
-def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: int) -> SegmentDescriptor:
+def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: int,
+             quantization: str | None = None) -> SegmentDescriptor:
     import numpy as np  # local: keeps this module importable for docs tooling
 
     if not isinstance(raw, dict):
@@ -363,7 +380,7 @@ def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: i
         h = raw["hnsw"]
         hnsw = HnswGraph(entry_point=_int(h, "entry_point", 0, n - 1), max_level=_int(h, "max_level", 0, MAX_LEVEL))
     regions = {}
-    required = required_regions(kind, hnsw is not None, vector_dtype)
+    required = required_regions(kind, hnsw is not None, vector_dtype, quantization)
     allowed = {**required, **OPTIONAL_SEGMENT_REGIONS}
     for name, (dtype, rule, reserve) in allowed.items():
         if name not in regions_raw:
@@ -436,7 +453,10 @@ def _collection(raw, file_length: int) -> CollectionDescriptor:
     if not isinstance(segs_raw, list):
         raise _Bad("collection 'segments' is not a list")
     dtype = _str(raw, "dtype", ("f32",) if kind == "sparse" else DTYPES)
-    segments = tuple(_segment(s, kind, dtype, dim, hnsw.m, file_length) for s in segs_raw)
+    quantization = None
+    if "quantization" in raw:
+        quantization = _str(raw, "quantization", () if kind == "sparse" else QUANTIZATIONS)
+    segments = tuple(_segment(s, kind, dtype, dim, hnsw.m, file_length, quantization) for s in segs_raw)
     next_id = _int(raw, "next_segment_id", 1)
     ids = [s.segment_id for s in segments]
     if len(set(ids)) != len(ids) or any(i >= next_id for i in ids):
@@ -453,6 +473,7 @@ def _collection(raw, file_length: int) -> CollectionDescriptor:
         dtype=dtype,
         kind=kind,
         hnsw=hnsw,
+        quantization=quantization,
         next_segment_id=next_id,
         segments=segments,
         properties=properties,
@@ -485,7 +506,7 @@ def decode_catalog(raw: bytes, expected_crc: int, generation: int, file_length: 
             collections[meta.name] = meta
         if fmt < catalog_format(collections.values()):
             raise _Bad(f"catalog format {fmt} cannot hold its collections (sparse needs 2, f16 vectors 3, "
-                       "a graph growing in place or patched 4)")
+                       "a graph growing in place or patched 4, quantized codes 5)")
         superseded = doc.get("superseded", False)
         if not isinstance(superseded, bool):
             raise _Bad("'superseded' is not a boolean")

@@ -161,6 +161,26 @@ class SegmentView:
         return self.kernel_vectors, self.checked_norms
 
     @property
+    def quantized(self) -> bool:
+        return "quant_codes" in self.descriptor.regions
+
+    @cached_property
+    def quant_codes(self) -> np.ndarray:
+        """``[n, dim]`` int8 codes of the vectors (SPEC §5.10)."""
+        return self._view("quant_codes").reshape(self.n, self.dim)
+
+    @cached_property
+    def quant_params(self) -> np.ndarray:
+        """``[2, dim]``: the per-dimension offsets, then the scales, of the codes;
+        checked once per view to be finite, the scales positive (kernels divide
+        by none of them, but a NaN would make every code distance NaN)."""
+        params = self._view("quant_params").reshape(2, self.dim)
+        if not (np.isfinite(params).all() and float(params[1].min()) > 0.0):
+            raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id}: the quant_params region "
+                                   "holds NaN, infinite or non-positive scales")
+        return params
+
+    @property
     def sparse(self) -> bool:
         return "sparse_offsets" in self.descriptor.regions
 

@@ -316,26 +316,33 @@ def _searcher(view) -> tuple[VisitedPool, tuple]:
 
 
 PARALLEL_MIN_QUERIES = 4
+DEFAULT_RESCORE = 4  # a quantized search rescores the best k x this many candidates (SPEC §5.10)
 
 
 def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, excluded: np.ndarray,
-                   k: int, ef: int, two_hop: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                   k: int, ef: int, two_hop: bool = False, rescore: int = DEFAULT_RESCORE) -> tuple[np.ndarray, np.ndarray]:
     """HNSW top-k of each query in one segment: (distances[m, k], slots[m, k]),
     float64 distances as users get them (see ``kernels.search_knn``).
 
     ``two_hop``: the filter behind ``excluded`` rejects most nodes; walk the
-    passing ones through two-hop links (``search_layer0_two_hop``)."""
+    passing ones through two-hop links (``search_layer0_two_hop``).
+    A quantized segment (SPEC §5.10) is walked on its codes and the best
+    ``k * rescore`` candidates are ranked by their exact distances (``rescore``
+    0: code distances, as found); the beam is at least that wide."""
     pool, (vectors, norms), graph = _searcher(view)
     m = queries.shape[0]
     d, i = np.empty((m, k), dtype=np.float64), np.empty((m, k), dtype=np.int64)
-    if m >= PARALLEL_MIN_QUERIES:
-        rows = min(kernels.get_num_threads(), m)
-        visited, tags, cand_d, cand_i = pool.get(rows)
+    rows = min(kernels.get_num_threads(), m) if m >= PARALLEL_MIN_QUERIES else 1
+    visited, tags, cand_d, cand_i = pool.get(rows)
+    if view.quantized:
+        status = kernels.search_knn_codes(vectors, norms, view.quant_codes, view.quant_params, metric, *graph, queries,
+                                          qnorms, excluded, k, max(ef, k, k * rescore), rescore, visited[:rows],
+                                          tags[:rows], cand_d[:rows], cand_i[:rows], two_hop, d, i)
+    elif rows > 1:
         status = kernels.search_knn_parallel(vectors, norms, metric, *graph, queries, qnorms, excluded, k,
                                              max(ef, k), visited[:rows], tags[:rows], cand_d[:rows], cand_i[:rows],
                                              two_hop, d, i)
     else:
-        visited, tags, cand_d, cand_i = pool.get(1)
         status = kernels.search_knn(vectors, norms, metric, *graph, queries, qnorms, excluded, k, max(ef, k),
                                     visited, tags, cand_d, cand_i, two_hop, d, i)
     if status != STATUS_OK:

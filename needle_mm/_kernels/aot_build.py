@@ -70,6 +70,10 @@ EXPORTS = {
     "build_reverse": ("hnsw", "build_reverse", "void", (
         "V:2", "f32:1", "V:2", "f32:1", "i64", "i64", "i64:1", "i64:1", "i64:1", "i64:1", "i64", "i64:1", "i32:2w",
         "i32:2w", "i32:2w", "u32:1", "i32:2w", "i64", "i64", "i64")),
+    "search_knn_codes": ("hnsw", "search_knn_codes", "i64", (
+        "V:2", "f32:1", "i8:2", "f32:2", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64",
+        "f32:2", "f32:1", "u8:1", "i64", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "bool", "f64:2w",
+        "i64:2w")),
     "exact_topk_serial": ("exact", "exact_topk_serial", "f32:2w,i64:2w", (
         "V:2", "f32:1", "f32:2", "f32:1", "i64", "u8:1", "i64", "i64:1")),
     # the pieces of exact_topk_parallel, for Python threads
@@ -88,7 +92,7 @@ EXPORTS = {
     "check_chunk": ("sparse", "check_chunk", "i64", ("u32:1", "u64:1", "u32:1", "i64", "i64", "i64")),
 }
 VARIANTS = ("f32", "u16")  # storage dtypes of "V": export name suffixes
-DTYPES = {"f32": "float32", "f64": "float64", "u8": "uint8", "u16": "uint16", "u32": "uint32", "u64": "uint64",
+DTYPES = {"f32": "float32", "f64": "float64", "i8": "int8", "u8": "uint8", "u16": "uint16", "u32": "uint32", "u64": "uint64",
           "i32": "int32", "i64": "int64", "b1": "bool"}
 PATCH = ("u8:1", "i32:1", "i64:2", "i64:2")
 

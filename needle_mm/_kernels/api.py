@@ -309,6 +309,30 @@ def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, u
     return max(_on_threads(chunk, chunks))
 
 
+def search_knn_codes(vectors, norms, codes, params, metric, links0, levels, upper_offsets, upper_links, patch, entry,
+                     max_level, queries, qnorms, excluded, k, ef, rescore, visited, tags, cand_d, cand_i, two_hop,
+                     out_d, out_i):
+    """``hnsw.search_knn_codes`` (a quantized segment): the queries in one chunk
+    per visited row, chunks on threads, on the extension or the JIT."""
+    args = (vectors, norms, codes, params, metric, links0, levels, upper_offsets, upper_links, patch, entry,
+            max_level, queries, qnorms, excluded, k, ef, rescore, visited, tags, cand_d, cand_i, two_hop, out_d, out_i)
+    fn = _kernel_for("search_knn_codes", "hnsw", "search_knn_codes", args)
+    m, chunks = queries.shape[0], visited.shape[0]
+    if chunks <= 1 or m <= 1:
+        return fn(*args)
+    per = (m + chunks - 1) // chunks
+
+    def chunk(c):
+        a, b = c * per, min(m, (c + 1) * per)
+        if a >= b:
+            return STATUS_OK
+        return fn(vectors, norms, codes, params, metric, links0, levels, upper_offsets, upper_links, patch, entry,
+                  max_level, queries[a:b], qnorms[a:b], excluded, k, ef, rescore, visited[c:c + 1], tags[c:c + 1],
+                  cand_d[c:c + 1], cand_i[c:c + 1], two_hop, out_d[a:b], out_i[a:b])
+
+    return max(_on_threads(chunk, chunks))
+
+
 # ----------------------------------------------------------------- HNSW construction
 
 # Items of a build phase (hnsw.py, "A build inserts nodes in batches") one

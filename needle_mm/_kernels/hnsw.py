@@ -28,7 +28,8 @@ Why this shape:
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from . import FASTMATH, METRIC_COSINE, METRIC_EUCLIDEAN, STATUS_CORRUPT, STATUS_OK, kernel
 from .halves import as_f32
@@ -40,7 +41,7 @@ from .prefetch import prefetch_row
 
 
 @kernel(fastmath=FASTMATH, inline="always")
-def distance(a, an, b, bn, metric):
+def float_distance(a, an, b, bn, metric):
     """Distance from the dot product and the stored norms.
 
     One branch-free inner loop for every metric (a metric branch around the
@@ -62,6 +63,49 @@ def distance(a, an, b, bn, metric):
     else:
         d = np.float32(1.0) - acc
     return d if abs(d) < np.float32(np.inf) else np.float32(np.inf)
+
+
+@kernel(fastmath=FASTMATH, inline="always")
+def code_distance(a, an, b, bn, metric):
+    """:func:`float_distance` of a query and a stored vector from the vector's
+    int8 codes ``b`` (SPEC §5.10): ``a`` is the query scaled per dimension
+    (:func:`encode_query`), so the dot product is ``an[1] + a . b``; ``an[0]``
+    is the query's norm, ``bn`` the vector's exact norm. Each code is widened to
+    float32 in the loop: numba types an int32 product as int64, and that
+    integer loop ran 2x slower than this one (measured; 1 byte read per
+    dimension either way). (The parameters are named as :func:`float_distance`'s:
+    both are ``distance``'s bodies.)"""
+    acc = np.float32(0.0)
+    for j in range(a.shape[0]):
+        acc += a[j] * np.float32(b[j])
+    dot = an[1] + acc
+    qn = an[0]
+    if metric == METRIC_EUCLIDEAN:
+        d = qn * qn + bn * bn - np.float32(2.0) * dot
+        d = d if d > np.float32(0.0) else np.float32(0.0)
+    elif metric == METRIC_COSINE:
+        d = np.float32(1.0) - dot / (qn * bn)
+    else:
+        d = np.float32(1.0) - dot
+    return d if abs(d) < np.float32(np.inf) else np.float32(np.inf)
+
+
+def distance(a, an, b, bn, metric):
+    """The distance the walks rank by, for the rows they walk: float rows
+    (float32, or the uint16 bits of halves) give :func:`float_distance`, int8
+    code rows :func:`code_distance` (``an`` then being the query's
+    ``(norm, scale, offset dot)``). Kernels only (numba picks one per type)."""
+    raise NotImplementedError("distance() is compiled into kernels only")
+
+
+@overload(distance, jit_options={"fastmath": FASTMATH, "error_model": "numpy", "nogil": True})
+def _distance_for(a, an, b, bn, metric):
+    # the kernels' own Python bodies, compiled with the kernels' options (LLVM
+    # inlines them into the walks; numba's IR inlining of them warns of phi
+    # variables out of scope)
+    if isinstance(b, types.Array) and b.dtype == types.int8:
+        return code_distance.py_func
+    return float_distance.py_func
 
 
 @kernel(fastmath=FASTMATH, inline="always")
@@ -402,6 +446,88 @@ def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, u
             if s != STATUS_OK:
                 statuses[c] = s
     return statuses.max()
+
+
+# ----------------------------------------------------------------- search on int8 codes (SPEC §5.10)
+
+
+@kernel(fastmath=FASTMATH)
+def encode_query(q, params, out):
+    """A query against a segment's codes: ``out = q * scale`` per dimension, so
+    that ``q . x ~ q . offset + out . codes(x)``. Returns ``q . offset``."""
+    offset_dot = np.float32(0.0)
+    for j in range(q.shape[0]):
+        out[j] = q[j] * params[1, j]
+        offset_dot += q[j] * params[0, j]
+    return offset_dot
+
+
+@kernel()
+def _search_one_codes(q, qn, vectors, norms, codes, params, metric, links0, levels, upper_offsets, upper_links, patch,
+                      entry, max_level, excluded, k, ef, rescore, visited, vrow, tags, cand_d, cand_i, out_d, out_i,
+                      qrow, two_hop, qc):
+    """One query: the walk of :func:`_search_one` over the codes, then the best
+    ``k * rescore`` candidates by code distance ranked again by their exact
+    distance to the stored vectors (``rescore`` 0: the code distances as found)."""
+    n = codes.shape[0]
+    info = (qn, encode_query(q, params, qc))
+    cur, cur_d, status = greedy_descend(qc, info, codes, norms, metric, levels, upper_offsets, upper_links, patch, n,
+                                        entry, max_level, 0)
+    if status != STATUS_OK:
+        return status
+    tag = next_tag(visited, tags, vrow)
+    res_d = np.empty(ef + 1, dtype=np.float32)
+    res_i = np.empty(ef + 1, dtype=np.int32)
+    if two_hop:
+        n_res, status = search_layer0_two_hop(qc, info, codes, norms, metric, links0, patch, n, cur, cur_d, ef,
+                                              visited, vrow, tag, excluded, res_d, res_i, cand_d[vrow], cand_i[vrow])
+    else:
+        n_res, status = search_layer(qc, info, codes, norms, metric, links0, levels, upper_offsets, upper_links,
+                                     patch, n, 0, cur, cur_d, ef, visited, vrow, tag, excluded, res_d, res_i,
+                                     cand_d[vrow], cand_i[vrow])
+    order = np.argsort(res_d[:n_res], kind="mergesort")
+    if rescore <= 0:
+        for j in range(min(k, n_res)):
+            d = np.float64(res_d[order[j]])
+            out_d[qrow, j] = np.sqrt(d) if metric == METRIC_EUCLIDEAN else d
+            out_i[qrow, j] = res_i[order[j]]
+        return status
+    r = min(n_res, k * rescore)
+    for j in range(r):  # the rows are read next: let their loads (or page faults) overlap
+        prefetch_row(vectors, res_i[order[j]])
+    exact_d = np.empty(r, dtype=np.float32)
+    for j in range(r):
+        i = res_i[order[j]]
+        if metric == METRIC_EUCLIDEAN:
+            exact_d[j] = exact_l2(q, vectors[i])
+        else:
+            exact_d[j] = float_distance(q, qn, vectors[i], norms[i], metric)
+    final = np.argsort(exact_d, kind="mergesort")
+    for j in range(min(k, r)):
+        d = np.float64(exact_d[final[j]])
+        out_d[qrow, j] = np.sqrt(d) if metric == METRIC_EUCLIDEAN else d
+        out_i[qrow, j] = res_i[order[final[j]]]
+    return status
+
+
+@kernel()
+def search_knn_codes(vectors, norms, codes, params, metric, links0, levels, upper_offsets, upper_links, patch, entry,
+                     max_level, queries, qnorms, excluded, k, ef, rescore, visited, tags, cand_d, cand_i, two_hop,
+                     out_d, out_i):
+    """:func:`search_knn` walking the int8 ``codes`` of a quantized segment and
+    rescoring against ``vectors`` (see :func:`_search_one_codes`)."""
+    m = queries.shape[0]
+    out_d[:] = np.inf
+    out_i[:] = -1
+    qc = np.empty(codes.shape[1], dtype=np.float32)
+    status = STATUS_OK
+    for qi in range(m):
+        st = _search_one_codes(queries[qi], qnorms[qi], vectors, norms, codes, params, metric, links0, levels,
+                               upper_offsets, upper_links, patch, entry, max_level, excluded, k, ef, rescore, visited,
+                               0, tags, cand_d, cand_i, out_d, out_i, qi, two_hop, qc)
+        if st != STATUS_OK:
+            status = st
+    return status
 
 
 # ----------------------------------------------------------------- construction

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 
-from .._format.catalog import DTYPES
+from .._format.catalog import DTYPES, QUANTIZATIONS
 from .._progress import log, plural
 from .._format.segment import parse_metadata
 from .._storage import readers
@@ -55,17 +55,22 @@ class RebuildReport:
                 f"{self.bytes_before:,} -> {self.bytes_after:,} bytes, {self.seconds:.1f} s")
 
 
-def _check_params(m, ef_construction, ef_search, dtype) -> None:
+def _check_params(m, ef_construction, ef_search, dtype, quantization=None) -> None:
     if dtype is not None and dtype not in DTYPES:
         raise InvalidArgumentError(f"storage dtype {dtype!r} is not supported (supported: {', '.join(DTYPES)})")
+    if quantization is not None and quantization not in ("none", *QUANTIZATIONS):
+        raise InvalidArgumentError(f"quantization {quantization!r} is not supported (supported: none, "
+                                   f"{', '.join(QUANTIZATIONS)})")
     for name, value in (("m", m), ("ef_construction", ef_construction), ("ef_search", ef_search)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype, progress) -> dict[str, int]:
+def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype, progress,
+                quantization=None) -> dict[str, int]:
     """Every live record of every collection of ``src`` into a new file at ``dst_path``
-    (``dtype`` applies to dense collections; sparse ones keep float32 values).
+    (``dtype`` and ``quantization`` apply to dense collections; sparse ones keep
+    float32 values and no codes; ``quantization`` "none" drops the codes).
 
     If a record cannot be copied (an f32 value beyond float16's range under
     ``dtype="f16"``), the new file is removed and the error raised: ``src``
@@ -85,7 +90,9 @@ def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype, progre
                 config = CollectionConfig(old.dimension, DistanceFunction(old.distance),
                                           m=m or old.m, ef_construction=ef_construction or old.ef_construction,
                                           ef_search=ef_search or old.ef_search, seed=old.seed, sparse=old.sparse,
-                                          dtype=old.dtype if old.sparse or dtype is None else dtype)
+                                          dtype=old.dtype if old.sparse or dtype is None else dtype,
+                                          quantization=old.quantization if old.sparse or quantization is None
+                                          else None if quantization == "none" else quantization)
                 target = dst.create_collection_with_config(name, config)
                 dst.engine.set_collection_properties(name, src.engine.collection_properties(name))
                 n = 0
@@ -117,12 +124,13 @@ def _sidecars(path: str) -> tuple[str, str]:
 
 def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m: int | None = None,
             ef_construction: int | None = None, ef_search: int | None = None, dtype: str | None = None,
-            lock_timeout: float = 60.0, progress=None) -> RebuildReport:
+            quantization: str | None = None, lock_timeout: float = 60.0, progress=None) -> RebuildReport:
     """Rewrite ``path`` with one segment per collection (and optionally new HNSW parameters).
 
     With ``out``, the new file goes there and ``path`` is left alone; otherwise
     it replaces ``path`` atomically and processes that have it open move to it
-    (see the module docstring). Deleted and replaced records are not copied,
+    (see the module docstring). ``quantization`` ("int8" or "none") converts
+    the dense collections (the codes are trained anew either way). Deleted and replaced records are not copied,
     so this is also :func:`compact`.
 
     ``progress``: ``True`` draws a bar of the graph nodes built (tqdm), a
@@ -131,7 +139,7 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
     """
     from ..database import Database
 
-    _check_params(m, ef_construction, ef_search, dtype)
+    _check_params(m, ef_construction, ef_search, dtype, quantization)
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DatabaseNotFoundError(f"no database file at {path!r}")
@@ -142,7 +150,7 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
         if os.path.exists(out):
             raise InvalidArgumentError(f"{out!r} already exists; rebuild --out writes a new file")
         with Database.open(path, read_only=True, auto_refresh=False) as src:
-            counts = _write_copy(src, out, m, ef_construction, ef_search, dtype, progress)
+            counts = _write_copy(src, out, m, ef_construction, ef_search, dtype, progress, quantization)
         return _logged(RebuildReport(out, counts, bytes_before, os.path.getsize(out), time.perf_counter() - started,
                                      False))
 
@@ -155,7 +163,7 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
                 if os.path.exists(stale):
                     os.remove(stale)
             readers.forget(tmp)
-            counts = _write_copy(old, tmp, m, ef_construction, ef_search, dtype, progress)
+            counts = _write_copy(old, tmp, m, ef_construction, ef_search, dtype, progress, quantization)
             if old.engine.replace_file(tmp, generation):
                 break
             # a writer committed meanwhile: copy its generation instead

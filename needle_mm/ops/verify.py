@@ -18,7 +18,7 @@ from .._format.header import SUPERBLOCK_DTYPE, SUPERBLOCK_OFFSETS, crc32, decode
 from .._format.segment import graph_problems, id_hash
 from .._storage.io import FileIO
 from .._progress import plural
-from ..errors import NeedleError
+from ..errors import CorruptFileError, NeedleError
 from .._engine.snapshot import Snapshot
 from .._storage.mapping import read_header
 
@@ -153,6 +153,8 @@ def _check_segment(view, where: str, seen_ids: set, problems: list[str]) -> int:
         expect = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
         if not np.allclose(expect, norms, rtol=1e-4, atol=1e-6):
             problems.append(f"{where}: norms do not match the vectors")
+        if view.quantized:
+            _check_codes(view, where, problems)
     if view.descriptor.hnsw is not None:
         _check_graph(view, where, problems)
     for slot in range(n):
@@ -181,6 +183,21 @@ def _check_segment(view, where: str, seen_ids: set, problems: list[str]) -> int:
             break
     return int(n - deleted.sum())
 
+
+
+def _check_codes(view, where: str, problems: list[str]) -> None:
+    """The int8 codes are exactly what this version encodes from the stored vectors (SPEC §5.10)."""
+    from .._index.quantize import encode_int8
+
+    try:
+        params = view.quant_params
+    except CorruptFileError as exc:
+        problems.append(f"{where}: {exc}")
+        return
+    bad = np.flatnonzero((encode_int8(view.kernel_vectors, params) != view.quant_codes).any(axis=1))
+    if bad.size:
+        problems.append(f"{where}: the int8 codes of {bad.size:,} slots (first: {int(bad[0])}) are not those of "
+                        "their vectors")
 
 
 def _check_sparse_rows(view, where: str, problems: list[str]) -> None:
