@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
 from conftest import ROOT
 
 
+def _interruptible():
+    # A suite started in the background (``cmd &``) inherits SIGINT ignored, and
+    # so would the CLI: give it Ctrl-C's default, as a terminal's user has it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def needle_cmd(*args, timeout=600, env=None):
     env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
     return subprocess.run([sys.executable, "-m", "needle_mm", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+                          env=env, timeout=timeout, preexec_fn=_interruptible)
 
 
 def test_demo_runs_end_to_end(tmp_path):

@@ -23,7 +23,7 @@ def load_json(path):
 
 
 def test_golden_files_exist():
-    assert {"empty", "basic", "deletes", "columns", "sparse", "half", "patched"} <= set(GOLDEN)
+    assert {"empty", "basic", "deletes", "columns", "sparse", "half", "patched", "quantized"} <= set(GOLDEN)
 
 
 @pytest.mark.parametrize("name", GOLDEN)
@@ -43,6 +43,7 @@ def test_golden_file_reads_as_dumped(name, tmp_path):
             assert segs == cwant["segments"]
             assert c.dimension == cwant["dim"] and c.distance.value == cwant["distance"]
             assert c.config.dtype == cwant.get("dtype", "f32")  # f16 vectors: SPEC §5.8
+            assert c.config.quantization == cwant.get("quantization")  # int8 codes: SPEC §5.10
             for id, rec in cwant["records"].items():
                 e = c.get(id)
                 assert e.metadata == rec["metadata"]
@@ -93,7 +94,7 @@ def test_spec_tables_match_layout():
 
 def test_catalog_format_says_what_a_reader_must_understand(tmp_path):
     """f16 vectors need catalog format 3 (SPEC §4): a catalog that holds them
-    under a lower format is corrupt, and a format above 4 is refused as newer."""
+    under a lower format is corrupt, and a format above 5 is refused as newer."""
     from needle_mm._format.catalog import decode_catalog
     from needle_mm._format.header import crc32
     from needle_mm.errors import CorruptFileError, UnsupportedVersionError
@@ -108,7 +109,7 @@ def test_catalog_format_says_what_a_reader_must_understand(tmp_path):
     assert raw.startswith(b'{"format":3,')
     decode_catalog(raw, crc32(raw), sb.generation, sb.file_length, str(path))
     for fmt, error, message in ((b"2", CorruptFileError, "cannot hold"), (b"1", CorruptFileError, "cannot hold"),
-                                (b"5", UnsupportedVersionError, "newer needle_mm")):
+                                (b"6", UnsupportedVersionError, "newer needle_mm")):
         bad = raw.replace(b'{"format":3,', b'{"format":' + fmt + b",", 1)
         with pytest.raises(error, match=message):
             decode_catalog(bad, crc32(bad), sb.generation, sb.file_length, str(path))

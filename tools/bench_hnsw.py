@@ -1,4 +1,4 @@
-"""HNSW benchmark: Needle against hnswlib, usearch and faiss, in one run.
+"""HNSW benchmark: Needle (f32, f16, int8 codes) against hnswlib, usearch, faiss, zvec and LanceDB, in one run.
 
     pip install ".[bench]"
     python tools/bench_hnsw.py [--shared ../shared] [--datasets minilm,sift] [--quick]
@@ -143,13 +143,14 @@ def needle_split(view, coll, q, metric: str, ef: int) -> dict:
 # ---------------------------------------------------------------- engines
 
 
-def build_needle(path: str, x, ids: list[str], dist: str, dtype: str) -> float:
+def build_needle(path: str, x, ids: list[str], dist: str, dtype: str, quantization: str | None = None) -> float:
     """Seconds to insert ``x`` into a collection "c" of a new file at ``path``
     and save it (the file is kept)."""
     if os.path.exists(path):
         os.remove(path)
     db = needle.Database.open(path)
-    coll = db.create_collection("c", x.shape[1], dist, m=M, ef_construction=EFC, dtype=dtype)
+    coll = db.create_collection("c", x.shape[1], dist, m=M, ef_construction=EFC, dtype=dtype,
+                                quantization=quantization)
     t = time.perf_counter()
     coll.insert_many(ids, x)
     db.save()
@@ -170,9 +171,13 @@ def build_hnswlib(x, space: str, threads: int):
     return idx, time.perf_counter() - t
 
 
-def bench_needle(x, q, gt, metric, tmp, dtype: str = "f32") -> dict:
+def needle_path(tmp: str, x, dtype: str, quantization: str | None) -> str:
+    return os.path.join(tmp, f"needle-{dtype}{'-' + quantization if quantization else ''}-{len(x)}-{x.shape[1]}.needle")
+
+
+def bench_needle(x, q, gt, metric, tmp, dtype: str = "f32", quantization: str | None = None) -> dict:
     dist = {"cosine": "cosine", "euclidean": "euclidean"}[metric]
-    path = os.path.join(tmp, f"needle-{dtype}-{len(x)}-{x.shape[1]}.needle")
+    path = needle_path(tmp, x, dtype, quantization)
     ids = [str(i) for i in range(len(x))]
     # Load the build kernels (numba cache) and start the thread pool first, as
     # hnswlib's are loaded with its import: a fresh process's start-up is
@@ -182,7 +187,7 @@ def bench_needle(x, q, gt, metric, tmp, dtype: str = "f32") -> dict:
                                                                                                       x[:300])
     warm.save()
     warm.close()
-    build = min(build_needle(path, x, ids, dist, dtype) for _ in range(BUILDS))  # the last file is searched
+    build = min(build_needle(path, x, ids, dist, dtype, quantization) for _ in range(BUILDS))  # the last is searched
     out = {"build_s": build, "build_per_s": len(x) / build, "file_bytes": os.path.getsize(path)}
     db = needle.Database.open(path, read_only=True)
     coll = db.collection("c")
@@ -217,6 +222,20 @@ def bench_needle(x, q, gt, metric, tmp, dtype: str = "f32") -> dict:
 def bench_needle_f16(x, q, gt, metric, tmp) -> dict:
     """Needle storing its vectors as half floats (dtype="f16", SPEC §5.8)."""
     return bench_needle(x, q, gt, metric, tmp, dtype="f16")
+
+
+def bench_needle_int8(x, q, gt, metric, tmp) -> dict:
+    """Needle walking int8 codes and rescoring exactly (quantization="int8", SPEC §5.10; f32 vectors)."""
+    out = bench_needle(x, q, gt, metric, tmp, quantization="int8")
+    with needle.Database.open(needle_path(tmp, x, "f32", "int8"), read_only=True) as db:
+        seg = db.engine.snapshot.collection("c").segments[0]
+        hot = ("quant_codes", "norms", "hnsw_levels", "hnsw_links0", "hnsw_upper_offsets", "hnsw_upper_links")
+        out["hot_bytes"] = sum(seg.regions[r].length for r in hot)  # what a walk touches besides rescored rows
+    return out
+
+
+# The needle engines of this benchmark: (dtype, quantization)
+NEEDLES = {"needle": ("f32", None), "needle_f16": ("f16", None), "needle_int8": ("f32", "int8")}
 
 
 def bench_needle_commits(x, q, gt, metric, tmp, commits: int, per: int, ef: int) -> dict:
@@ -392,10 +411,81 @@ def bench_faiss(x, q, gt, metric, tmp) -> dict:
     return out
 
 
+def bench_zvec(x, q, gt, metric, tmp) -> dict:
+    """zvec's HNSW (FP32, m=16, ef_construction=200), as PEERS.md ran it: inserted in
+    batches of 1,000 Docs, then optimize(concurrency=2); one query per call on
+    one query thread. zvec has no batch call (a list of queries is one fused
+    multi-vector query), so its "batch" is the same loop."""
+    import shutil
+
+    import zvec
+
+    zvec.init(log_level=zvec.LogLevel.WARN, query_threads=1)
+    path = os.path.join(tmp, f"zvec-{len(x)}")
+    shutil.rmtree(path, ignore_errors=True)
+    mt = {"cosine": zvec.MetricType.COSINE, "euclidean": zvec.MetricType.L2}[metric]
+    schema = zvec.CollectionSchema(name="c", vectors=zvec.VectorSchema(
+        "v", zvec.DataType.VECTOR_FP32, dimension=x.shape[1],
+        index_param=zvec.HnswIndexParam(metric_type=mt, m=M, ef_construction=EFC)))
+    t = time.perf_counter()
+    coll = zvec.create_and_open(path=path, schema=schema)
+    for s in range(0, len(x), 1000):
+        coll.insert([zvec.Doc(id=str(i), vectors={"v": x[i]}) for i in range(s, min(len(x), s + 1000))])
+    coll.optimize(zvec.OptimizeOption(concurrency=2))
+    build = time.perf_counter() - t
+    out = {"build_s_2t": build, "build_per_s_2t": len(x) / build,
+           "file_bytes": sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()),
+           "open_s": None}  # a second open of the collection is refused while this one holds its lock
+
+    def single(qq, ef):
+        return coll.query(zvec.Query(field_name="v", vector=qq, param=zvec.HnswQueryParam(ef=ef)), topk=K)
+
+    def batch(qs, ef):
+        return [single(qq, ef) for qq in qs]
+
+    out["sweep"] = sweep(single, batch, q, gt, lambda r: [int(d.id) for d in r],
+                         lambda rows: [[int(d.id) for d in r] for r in rows])
+    return out
+
+
+def bench_lancedb(x, q, gt, metric, tmp) -> dict:
+    """LanceDB's IVF_HNSW_SQ (its nearest peer to a quantized HNSW: one
+    partition, m=16, ef_construction=200, 8-bit scalar quantization), as
+    PEERS.md ran it; one query per call, ids only; "batch" is the same loop
+    (a list of vectors is one query per vector in the same way)."""
+    import lancedb
+    import pyarrow as pa
+
+    os.environ.setdefault("LANCE_CPU_THREADS", "1")  # faster for single queries here (PEERS.md)
+    db = lancedb.connect(os.path.join(tmp, f"lancedb-{len(x)}"))
+    table = pa.table({"id": pa.array(np.arange(len(x), dtype=np.int64)),
+                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1])})
+    t = time.perf_counter()
+    tbl = db.create_table("c", data=table, mode="overwrite")
+    tbl.create_index(metric={"cosine": "cosine", "euclidean": "l2"}[metric], index_type="IVF_HNSW_SQ",
+                     num_partitions=1, m=M, ef_construction=EFC)
+    build = time.perf_counter() - t
+    out = {"build_s_2t": build, "build_per_s_2t": len(x) / build,
+           "file_bytes": sum(f.stat().st_size for f in Path(db.uri).rglob("*") if f.is_file())}
+    t = time.perf_counter()
+    lancedb.connect(db.uri).open_table("c")
+    out["open_s"] = time.perf_counter() - t
+
+    def single(qq, ef):
+        return tbl.search(qq).limit(K).ef(ef).select(["id"]).to_arrow()
+
+    def batch(qs, ef):
+        return [single(qq, ef) for qq in qs]
+
+    out["sweep"] = sweep(single, batch, q, gt, lambda r: r.column("id").to_pylist(),
+                         lambda rows: [r.column("id").to_pylist() for r in rows])
+    return out
+
+
 ROUNDS = 7  # alternations in the head-to-head comparison
 
 
-def head_to_head(x, q, metric, tmp, efs: dict) -> dict:
+def head_to_head(x, q, metric, tmp, efs: dict, builds_too: bool = True) -> dict:
     """Needle (f32, f16) and hnswlib measured in alternation, at each engine's
     ef for recall >= 0.95: the sweep above runs each engine for minutes on
     its own, and this machine's neighbours change its speed by 10-40 % from
@@ -410,11 +500,10 @@ def head_to_head(x, q, metric, tmp, efs: dict) -> dict:
     space = {"cosine": "cosine", "euclidean": "l2"}[metric]
     ids = [str(i) for i in range(len(x))]
     engines = {}
-    for dtype in ("f32", "f16"):
-        eng = "needle" if dtype == "f32" else "needle_f16"
+    for eng, (dtype, quantization) in NEEDLES.items():
         if eng not in efs:
             continue
-        db = needle.Database.open(os.path.join(tmp, f"needle-{dtype}-{len(x)}-{x.shape[1]}.needle"), read_only=True)
+        db = needle.Database.open(needle_path(tmp, x, dtype, quantization), read_only=True)
         coll, ef = db.collection("c"), efs[eng]
         engines[eng] = (db, lambda qq, c=coll, ef=ef: c.search(qq, K, ef=ef),
                         lambda qs, c=coll, ef=ef: c.search_batch(qs, K, ef=ef))
@@ -448,13 +537,13 @@ def head_to_head(x, q, metric, tmp, efs: dict) -> dict:
                 many(q)
             batch[e].append(reps * len(q) / (time.perf_counter() - t))
     builds = {e: [] for e in engines}
-    for _ in range(BUILDS):
+    for _ in range(BUILDS if builds_too else 0):
         for e in engines:
             if e == "hnswlib":
                 took = build_hnswlib(x, space, 2)[1]
             else:
                 path = os.path.join(tmp, f"h2h-{e}.needle")
-                took = build_needle(path, x, ids, dist, "f16" if e == "needle_f16" else "f32")
+                took = build_needle(path, x, ids, dist, *NEEDLES[e])
                 os.remove(path)
             builds[e].append(len(x) / took)
     for db, _, _ in engines.values():
@@ -465,7 +554,8 @@ def head_to_head(x, q, metric, tmp, efs: dict) -> dict:
         return {e: statistics.median(a / b for a, b in zip(rates[e], rates["hnswlib"])) for e in rates
                 if e != "hnswlib"}
 
-    return {"efs": efs, "rounds": ROUNDS, "single": ratios(single), "batch": ratios(batch), "build": ratios(builds),
+    return {"efs": efs, "rounds": ROUNDS, "single": ratios(single), "batch": ratios(batch),
+            "build": ratios(builds) if builds_too else {},
             "single_qps": {e: statistics.median(v) for e, v in single.items()},
             "batch_qps": {e: statistics.median(v) for e, v in batch.items()},
             "build_per_s": {e: statistics.median(v) for e, v in builds.items()}}
@@ -479,7 +569,7 @@ def fmt(v, digits=0):
 
 
 def report(results: dict, command: str) -> str:
-    lines = ["## HNSW (issue 3): Needle vs hnswlib, usearch, faiss", "",
+    lines = ["## HNSW (issues 3, 20): Needle vs hnswlib, usearch, faiss, zvec, LanceDB", "",
              f"`{command}` — M={M}, ef_construction={EFC}, k={K}; recall@10 against the exact ground truth "
              "shipped with each dataset. Single = one query per Python call (`Collection.search`, string ids "
              "and result objects included; hnswlib `knn_query` with one query and 1 thread); batch = all "
@@ -495,7 +585,7 @@ def report(results: dict, command: str) -> str:
                   "| engine | build 1 thread (rec/s) | build 2 threads (rec/s) | size (MB) | open (ms) | "
                   "ef @0.95 | recall | single q/s | batch q/s |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for eng in ("needle", "needle_f16", "hnswlib", "usearch", "faiss"):
+        for eng in ("needle", "needle_f16", "needle_int8", "hnswlib", "usearch", "faiss", "zvec", "lancedb"):
             r = res.get(eng)
             if not r or "error" in r:
                 lines.append(f"| {eng} | error: {r.get('error') if r else 'not run'} |||||||")
@@ -504,7 +594,7 @@ def report(results: dict, command: str) -> str:
             b1 = r.get("build_per_s_1t")
             b2 = r.get("build_per_s_2t", r.get("build_per_s"))
             lines.append(f"| {eng} | {fmt(b1)} | {fmt(b2)} | {r['file_bytes'] / 1e6:.1f} | "
-                         f"{1e3 * r['open_s']:.2f} | {p['ef'] if p else '—'} | "
+                         f"{fmt(None if r.get('open_s') is None else 1e3 * r['open_s'], 2)} | {p['ef'] if p else '—'} | "
                          f"{fmt(p['recall'], 3) if p else '—'} | {fmt(p['qps_single']) if p else '—'} | "
                          f"{fmt(p['qps_batch']) if p else '—'} |")
         half = res.get("needle_f16")
@@ -526,17 +616,30 @@ def report(results: dict, command: str) -> str:
                           f"(Needle's build always uses both cores; its time includes `save()`, not loading "
                           f"its kernels: a 300-record build runs first, as hnswlib's code is loaded by its import; "
                           f"Needle's builds and hnswlib's 2-thread build are each the faster of {BUILDS})."]
-        hh = res.get("head_to_head")
-        if hh:
+        i8 = res.get("needle_int8")
+        if i8 and "sweep" in i8 and "needle" in res and "file_bytes" in res["needle"]:
+            i8p = at_recall(i8["sweep"])
+            lines += ["", f"Needle with `quantization=\"int8\"` (the walk on one-byte codes, the best k·4 "
+                          f"candidates rescored exactly): file {i8['file_bytes'] / res['needle']['file_bytes']:.2f}× "
+                          f"the f32 file; what a walk reads (codes, norms and graph) "
+                          f"{i8['hot_bytes'] / 1e6:.1f} MB = **{i8['hot_bytes'] / res['needle']['file_bytes']:.2f}×** "
+                          f"the f32 file" + (f"; recall {i8p['recall']:.3f} at ef {i8p['ef']}." if i8p else ".")]
+        for key, target in (("head_to_head", "0.95"), ("head_to_head_99", "0.99")):
+            hh = res.get(key)
+            if not hh:
+                continue
             parts = []
-            for e, label in (("needle", "Needle"), ("needle_f16", "Needle f16")):
+            for e, label in (("needle", "Needle"), ("needle_f16", "Needle f16"), ("needle_int8", "Needle int8")):
                 if e in hh["single"]:
+                    built = f", build **{hh['build'][e]:.2f}×**" if e in hh["build"] else ""
                     parts.append(f"{label} (ef {hh['efs'][e]}) single **{hh['single'][e]:.2f}×**, batch "
-                                 f"**{hh['batch'][e]:.2f}×**, build **{hh['build'][e]:.2f}×**")
-            lines += ["", f"**Head to head** (engines timed in alternation, median of {hh['rounds']} rounds for "
-                          f"queries and {BUILDS} for builds; hnswlib at ef {hh['efs']['hnswlib']}, builds on 2 "
-                          f"threads), ratios to hnswlib: " + "; ".join(parts) + ". These are the figures to "
-                          "read against targets; the table's engines ran minutes apart."]
+                                 f"**{hh['batch'][e]:.2f}×**{built}")
+            lines += ["", f"**Head to head at recall ≥ {target}** (each engine at the smallest ef of its sweep "
+                          f"reaching it; timed in alternation, median of {hh['rounds']} rounds for queries"
+                          + (f" and {BUILDS} for builds on 2 threads" if hh["build"] else "")
+                          + f"; hnswlib at ef {hh['efs']['hnswlib']}), ratios to hnswlib: " + "; ".join(parts)
+                          + ". These are the figures to read against targets; the table's engines ran minutes "
+                          "apart."]
         if n and "split" in n and h and "call_floor_us" in h:
             sp = n["split"]
             lines += ["", f"Where a single query's time goes (Needle, ef={sp['ef']}, µs per call, best of passes): "
@@ -573,7 +676,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
     ap.add_argument("--datasets", default="sift,minilm")
-    ap.add_argument("--engines", default="needle,needle_f16,hnswlib,usearch,faiss")
+    ap.add_argument("--engines", default="needle,needle_f16,needle_int8,hnswlib,usearch,faiss,zvec,lancedb")
     ap.add_argument("--commits", type=int, default=100)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -591,12 +694,18 @@ def main() -> None:
             except Exception as exc:  # an anchor missing must not hide the others
                 res[eng] = {"error": f"{type(exc).__name__}: {exc}"}
             print(json.dumps({k: v for k, v in res[eng].items() if k != "sweep"}), flush=True)
+        engines = ("needle", "needle_f16", "needle_int8", "hnswlib")
         efs = {e: (at_recall(res[e]["sweep"]) or res[e]["sweep"][-1])["ef"]
-               for e in ("needle", "needle_f16", "hnswlib") if "sweep" in res.get(e, {})}
+               for e in engines if "sweep" in res.get(e, {})}
         if "hnswlib" in efs and "needle" in efs:
             print(f"[{ds}] head to head ...", flush=True)
             res["head_to_head"] = head_to_head(x, q, metric, tmp, efs)
             print(json.dumps(res["head_to_head"]), flush=True)
+            efs99 = {e: (at_recall(res[e]["sweep"], 0.99) or res[e]["sweep"][-1])["ef"]
+                     for e in engines if "sweep" in res.get(e, {})}
+            print(f"[{ds}] head to head at recall 0.99 ...", flush=True)
+            res["head_to_head_99"] = head_to_head(x, q, metric, tmp, efs99, builds_too=False)
+            print(json.dumps(res["head_to_head_99"]), flush=True)
         if "needle" in res and "sweep" in res["needle"] and len(x) >= args.commits * 1000:
             p = at_recall(res["needle"]["sweep"]) or res["needle"]["sweep"][-1]
             print(f"[{ds}] {args.commits} commits ...", flush=True)
@@ -609,7 +718,7 @@ def main() -> None:
     section = report(results, command.strip())
     print(section)
     if not args.no_write:
-        write_section("## HNSW (issue 3)", section)
+        write_section("## HNSW (issue", section)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ keep reading exactly as their dumps say, whatever the code becomes. Re-run this
 only when the format version changes, and keep the old files as well;
 ``--add NAME`` writes one new golden file and leaves the others alone.
 
-    python tools/make_golden.py [--add columns|sparse|half|patched] [--layout-only]
+    python tools/make_golden.py [--add columns|sparse|half|patched|quantized] [--layout-only]
 
 ``columns.needle`` (added with metadata columns, SPEC §5.6) also records what
 a fixed set of filters returns in each collection.
@@ -56,6 +56,7 @@ def dump(path: Path, with_filters: bool = False) -> dict:
             out["collections"][name] = {
                 "dim": meta.dim, "distance": meta.distance, "count": c.count(),
                 **({"dtype": meta.dtype} if meta.dtype != "f32" else {}),
+                **({"quantization": meta.quantization} if meta.quantization else {}),
                 "segments": [{"n": s.n, "n_deleted": s.n_deleted, "capacity": s.capacity,
                               "hnsw": s.hnsw.to_json() if s.hnsw else None} for s in meta.segments],
                 "records": records,
@@ -176,7 +177,36 @@ def add_patched() -> None:
     print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
 
 
-ADD = {"columns": add_columns, "sparse": add_sparse, "half": add_half, "patched": add_patched}
+def add_quantized() -> None:
+    """int8 codes beside the vectors (SPEC §5.10, catalog format 5): a segment
+    of 300 records (codes trained on them), then a small commit whose codes
+    are appended with the same parameters, an upsert and a delete; and an f16
+    collection with codes."""
+    path = OUT / "quantized.needle"
+    for p in (path, Path(str(path) + ".lock")):
+        if p.exists():
+            p.unlink()
+    rng = np.random.default_rng(23)
+    with needle.Database.open(path) as db:
+        c = db.create_collection("codes", 6, "euclidean", m=4, quantization="int8")
+        c.insert_many([f"q{k}" for k in range(300)], rng.standard_normal((300, 6)), [{"k": k} for k in range(300)])
+        h = db.create_collection("half-codes", 5, "cosine", m=4, dtype="f16", quantization="int8")
+        h.insert_many([f"h{k}" for k in range(200)], rng.standard_normal((200, 5)))
+        db.save()
+        c.insert_many([f"n{k}" for k in range(3)], rng.standard_normal((3, 6)) * 4)  # beyond the trained range
+        c.upsert("q5", [0.5, -0.5, 0.25, 0.0, 1.0, 2.0], {"k": 5, "replaced": True})
+        c.delete("q9")
+        db.save()
+    Path(str(path) + ".lock").unlink()
+    Path(str(path) + ".readers").unlink()
+    with open(path.with_suffix(".json"), "w", encoding="utf-8") as f:
+        json.dump(dump(path), f, indent=1, ensure_ascii=False, sort_keys=True)
+        f.write("\n")
+    print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
+
+
+ADD = {"columns": add_columns, "sparse": add_sparse, "half": add_half, "patched": add_patched,
+       "quantized": add_quantized}
 
 
 def build() -> None:

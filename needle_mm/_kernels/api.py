@@ -33,6 +33,7 @@ import logging
 import os
 import sys
 import threading
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -65,6 +66,31 @@ def _check_of(spec: str):
     return np.dtype(DTYPES[dtype]), int(rank.rstrip("w")), required
 
 
+# Arrays that passed a check, by (id(array), id(check)): the graph, vectors and
+# scratch a search hands the extension are the same objects call after call,
+# and checking ~20 arrays' dtype, rank and flags cost several microseconds of
+# a ~10 us call (measured). A weak reference proves the id still names the
+# array that passed (ids are reused after an array dies). An array's dtype,
+# rank and layout never change; its writeable flag could, but no caller turns
+# a read-only array writeable or back, so a pass stays true.
+_PASSED: dict[tuple[int, int], "weakref.ref"] = {}
+_PASSED_MAX = 4096
+
+
+def _array_fits(a, check) -> bool:
+    key = (id(a), id(check))
+    ref = _PASSED.get(key)
+    if ref is not None and ref() is a:
+        return True
+    dtype, ndim, required = check
+    if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != ndim or a.flags.num & required != required:
+        return False
+    if len(_PASSED) >= _PASSED_MAX:
+        _PASSED.clear()
+    _PASSED[key] = weakref.ref(a)
+    return True
+
+
 def _fits(args, checks) -> bool:
     if len(args) != len(checks):
         return False
@@ -75,8 +101,7 @@ def _fits(args, checks) -> bool:
             if type(a) is not tuple or not _fits(a, check):
                 return False
             continue
-        dtype, ndim, required = check
-        if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != ndim or a.flags.num & required != required:
+        if not _array_fits(a, check):
             return False
     return True
 
@@ -242,6 +267,17 @@ def _forget_pool() -> None:  # in a forked child: the parent's threads do not ex
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
+
+
+def stop_threads() -> None:
+    """End the kernel threads (idle ones: a call in flight finishes first); the
+    next parallel call starts new ones. ``preload()`` calls it, so a server
+    that built an index before forking forks no threads."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True)
 
 
 def _on_threads(task, count: int) -> list:

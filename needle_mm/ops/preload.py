@@ -81,6 +81,9 @@ def preload() -> float:
     """
     global _preloaded
     if _preloaded:
+        from .._kernels.api import stop_threads
+
+        stop_threads()
         return 0.0
     started = time.perf_counter()
     from .. import collection, database  # noqa: F401  (the modules every worker imports)
@@ -100,6 +103,9 @@ def preload() -> float:
         else:
             log.warning("preload could not build its warm-up file (%s); workers will load kernels on first use",
                         built.stderr.strip().splitlines()[-1:] or built.returncode)
+    from .._kernels.api import stop_threads
+
+    stop_threads()  # a build before this call left kernel threads waiting: none may cross the fork
     gc.collect()
     gc.freeze()
     _preloaded = True
