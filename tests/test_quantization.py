@@ -299,9 +299,11 @@ with needle.Database.open(sys.argv[1], read_only=True) as db:
         ids, d = c.search_batch(q, k=7, as_arrays=True)
         out[name + " batch"] = [ids.tolist(), d.astype(float).tolist()]
         out[name + " filtered"] = [[h.id for h in c.search(v, k=7, filter={"g": 1})] for v in q[:3]]
+    two_step = any(v.caches.get("rows_may_fault") for name in db.list_collections()
+                   for v in db.engine.snapshot.segments(name))
 info = api.backend_info()
 print(json.dumps({"answers": out, "backend": info["backend"], "fallbacks": info["fallbacks"],
-                  "numba": "numba" in sys.modules}))
+                  "numba": "numba" in sys.modules, "two_step": two_step}))
 """
 
 
@@ -319,3 +321,22 @@ def test_the_extension_and_the_jit_search_codes_alike(aot, same_sources, tmp_pat
     assert (a["backend"], j["backend"]) == ("aot", "jit")
     assert a["fallbacks"] == {} and a["numba"] is False
     assert a["answers"] == j["answers"]
+
+
+def test_rescoring_in_two_steps_gives_the_same_answers(tmp_path):
+    """Where rows to rescore are likely on disk, the search finds every
+    candidate first, asks for their rows together, then ranks them: the
+    answers are those of the one-call search, bit for bit (forced both ways)."""
+    path = str(tmp_path / "two.needle")
+    rng = np.random.default_rng(12)
+    with needle.Database.open(path) as db:
+        for distance in ("cosine", "euclidean", "dot"):
+            c = db.create_collection(distance, 24, distance, quantization="int8", m=8, dtype="f16")
+            c.insert_many([str(i) for i in range(1500)], rng.normal(size=(1500, 24)),
+                          [{"g": i % 3} for i in range(1500)])
+    one = run_python(CODES_ANSWERS, path, env={"NEEDLE_MM_PREFETCH_ROWS": "0"})
+    two = run_python(CODES_ANSWERS, path, env={"NEEDLE_MM_PREFETCH_ROWS": "1"})
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    one, two = json.loads(one.stdout), json.loads(two.stdout)
+    assert (one["two_step"], two["two_step"]) == (False, True)
+    assert one["answers"] == two["answers"]

@@ -254,7 +254,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
     ap.add_argument("--dataset", default="minilm", choices=sorted(DATASETS))
-    ap.add_argument("--fraction", type=float, default=0.4, help="the cap, as a fraction of the Needle f32 file")
+    ap.add_argument("--fraction", type=float, default=0.4, help="the cap, as a fraction of --of's file")
+    ap.add_argument("--of", default="needle_f32", choices=("needle_f32", "needle_int8"),
+                    help="whose file the cap is a fraction of: the f32-only file, or the int8 file (f32 vectors and "
+                         "codes)")
     ap.add_argument("--warm", type=int, default=200, help="untimed queries first")
     ap.add_argument("--engines", default="needle_int8,needle_f32,hnswlib,faiss,faiss_mmap")
     ap.add_argument("--write", action="store_true")
@@ -267,7 +270,7 @@ def main() -> None:
     np.save(qfile, q)
     np.save(gtfile, gt)
     engines = a.engines.split(",")
-    cap = int(a.fraction * files["needle_f32"][0].stat().st_size)
+    cap = int(a.fraction * files[a.of][0].stat().st_size)
     sizes = {e: sum(p.stat().st_size for p in files[e]) for e in engines}
 
     # each engine's ef for recall >= 0.95 on the timed queries, uncapped, warm
@@ -280,7 +283,7 @@ def main() -> None:
                 break
     group, why = Cgroup.make(f"needle-bench-capped-{os.getpid()}")
     results = {"dataset": DATASETS[a.dataset], "n": len(x), "dim": x.shape[1], "cap_bytes": cap,
-               "fraction": a.fraction, "sizes": sizes, "efs": efs, "cgroup": None if group is None else
+               "fraction": a.fraction, "of": a.of, "sizes": sizes, "efs": efs, "cgroup": None if group is None else
                f"{'v2' if group.v2 else 'v1'} {group.path}", "skipped": why or None, "runs": {}}
     try:
         for e in engines:
@@ -297,8 +300,15 @@ def main() -> None:
     with needle_db(files["needle_int8"][0]) as seg:
         hot = ("quant_codes", "norms", "hnsw_levels", "hnsw_links0", "hnsw_upper_offsets", "hnsw_upper_links")
         results["int8_hot_bytes"] = sum(seg.regions[r].length for r in hot)
-    (out / "capped.json").write_text(json.dumps(results, indent=1))
-    section = report(results, command_line("bench_capped.py", ap, a))
+    results["command"] = command_line("bench_capped.py", ap, a)
+    store = out / "capped.json"
+    kept = json.loads(store.read_text()) if store.exists() else {}
+    kept = kept if isinstance(kept, dict) and "runs" not in kept else {}
+    kept[f"{a.fraction} of {a.of}"] = results  # one entry per cap: the section shows every kept one
+    store.write_text(json.dumps(kept, indent=1))
+    section = "\n".join(["## Larger than memory (issue 20): a reader capped below the file", "",
+                         "Each table: one `tools/bench_capped.py` run (command above it).", ""]
+                        + [report(r, r["command"]) for r in kept.values()])
     print(section)
     if a.write:
         write_section("## Larger than memory", section)
@@ -320,9 +330,10 @@ class needle_db:
 def report(r: dict, command: str) -> str:
     mb = 1e6
     f32 = r["sizes"].get("needle_f32")
-    lines = ["## Larger than memory (issue 20): a reader capped below the file", "",
+    lines = [f"### Capped at {r['fraction']:.0%} of the {r['of']} file", "",
              f"`{command}` — {r['dataset']} ({r['n']:,} × {r['dim']}), M={M}, ef_construction={EFC}; each engine "
-             f"at the smallest ef giving recall@10 ≥ 0.95 uncapped; {r['fraction']:.0%} of the Needle f32 file = "
+             f"at the smallest ef giving recall@10 ≥ 0.95 uncapped; {r['fraction']:.0%} of the "
+             f"{'Needle f32' if r['of'] == 'needle_f32' else 'Needle int8 (f32 vectors and codes)'} file = "
              f"**{r['cap_bytes'] / mb:.0f} MB** as the cgroup's memory limit (process memory and the page cache "
              f"it faults in, together); a capped run starts with the engine's files dropped from the page cache, an uncapped one "
              f"with them read once (cached); each opens, runs 200 untimed queries and times the rest, one per "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 import threading
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from .._format.segment import graph_problems
 from .._kernels import STATUS_OK, readonly
 from .._kernels import api as kernels
 from ..errors import CorruptFileError
-from .._storage.mapping import ask_huge_pages
+from .._storage.mapping import ask_huge_pages, memory_budget, random_access, will_need
 
 MAX_BATCH = 64  # nodes per parallel batch (measured: 64 builds 1.7x faster than 1024 on 2 cores)
 
@@ -255,7 +256,7 @@ def extend_committed(view, vectors: np.ndarray, norms: np.ndarray, m: int, ef_co
     upper_offsets = np.concatenate([view.hnsw_upper_offsets, new_offsets])
     new_links0 = np.full((b, 2 * m), -1, dtype=np.int32)
     new_upper = np.full((int(new_offsets[-1]) - rows_old, m), -1, dtype=np.int32)
-    pool, _, _ = _searcher(view)
+    pool, _, _, _ = _searcher(view)
     threads = kernels.get_num_threads()
     visited, tags, heap_d, heap_i = pool.get(threads)
     entry, max_level, keys0, rows0, keys_up, rows_up = kernels.insert_into_committed(
@@ -311,11 +312,36 @@ def _searcher(view) -> tuple[VisitedPool, tuple]:
             # the kernels' signature: vectors, norms, metric, then the graph
             graph = (view.hnsw_links0, view.hnsw_levels, offsets, view.hnsw_upper_links, patch_arguments(view),
                      h.entry_point, h.max_level)
-            found = view.caches.setdefault("searcher", (VisitedPool(view.n), view.dense_arrays(), graph))
+            vectors, norms = view.dense_arrays()
+            bound = kernels.GraphSearch(vectors, norms, graph, *((view.quant_codes, view.quant_params)
+                                                                 if view.quantized else ()))
+            found = view.caches.setdefault("searcher", (VisitedPool(view.n), (vectors, norms), graph, bound))
     return found
 
 
 PARALLEL_MIN_QUERIES = 4
+# NEEDLE_MM_PREFETCH_ROWS=1 / 0 forces the two-step rescoring of quantized
+# searches on or off (else: on where the file exceeds half the memory budget).
+_PREFETCH_ROWS = os.environ.get("NEEDLE_MM_PREFETCH_ROWS", "").strip()
+
+
+def rows_may_fault(view) -> bool:
+    """Whether a quantized search should fetch its rows to rescore together:
+    the file is larger than half of what this process may keep in memory (its
+    cgroup's limit, or the memory available), so rows are likely on disk.
+    Decided once per view; the vectors are then marked as read at random."""
+    found = view.caches.get("rows_may_fault")
+    if found is None:
+        if _PREFETCH_ROWS in ("0", "1"):
+            found = _PREFETCH_ROWS == "1"
+        else:
+            budget = memory_budget()
+            found = budget is not None and len(view._buf) > budget // 2
+        if found:
+            ref = view.descriptor.regions["vectors"]
+            random_access(view._buf, ref.offset, ref.length)
+        view.caches["rows_may_fault"] = found
+    return found
 DEFAULT_RESCORE = 4  # a quantized search rescores the best k x this many candidates (SPEC §5.10)
 
 
@@ -329,22 +355,25 @@ def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, e
     A quantized segment (SPEC §5.10) is walked on its codes and the best
     ``k * rescore`` candidates are ranked by their exact distances (``rescore``
     0: code distances, as found); the beam is at least that wide."""
-    pool, (vectors, norms), graph = _searcher(view)
+    pool, _, _, bound = _searcher(view)
     m = queries.shape[0]
-    d, i = np.empty((m, k), dtype=np.float64), np.empty((m, k), dtype=np.int64)
-    rows = min(kernels.get_num_threads(), m) if m >= PARALLEL_MIN_QUERIES else 1
-    visited, tags, cand_d, cand_i = pool.get(rows)
-    if view.quantized:
-        status = kernels.search_knn_codes(vectors, norms, view.quant_codes, view.quant_params, metric, *graph, queries,
-                                          qnorms, excluded, k, max(ef, k, k * rescore), rescore, visited[:rows],
-                                          tags[:rows], cand_d[:rows], cand_i[:rows], two_hop, d, i)
-    elif rows > 1:
-        status = kernels.search_knn_parallel(vectors, norms, metric, *graph, queries, qnorms, excluded, k,
-                                             max(ef, k), visited[:rows], tags[:rows], cand_d[:rows], cand_i[:rows],
-                                             two_hop, d, i)
+    if m >= PARALLEL_MIN_QUERIES:
+        rows = min(kernels.get_num_threads(), m)
+        scratch = tuple(b[:rows] for b in pool.get(rows))
     else:
-        status = kernels.search_knn(vectors, norms, metric, *graph, queries, qnorms, excluded, k, max(ef, k),
-                                    visited, tags, cand_d, cand_i, two_hop, d, i)
+        scratch = pool.get(1)
+    width = max(ef, k, k * rescore) if view.quantized else max(ef, k)
+    if view.quantized and rescore > 0 and rows_may_fault(view):
+        # The rows to rescore are likely on disk: find them all first, ask for
+        # them all at once, then rank them (the same answers as one call).
+        status, _, cand = bound.search(metric, queries, qnorms, excluded, k * rescore, width, 0, two_hop, scratch)
+        if status == STATUS_OK:
+            ref, row = view.descriptor.regions["vectors"], view.dim * view.vectors.itemsize
+            slots = np.unique(cand[cand >= 0])
+            will_need(view._buf, (ref.offset + slots * row).tolist(), row)
+            status, d, i = bound.rescore(metric, queries, qnorms, cand, k)
+    else:
+        status, d, i = bound.search(metric, queries, qnorms, excluded, k, width, rescore, two_hop, scratch)
     if status != STATUS_OK:
         raise CorruptFileError(f"{view.path!r}: segment {view.descriptor.segment_id}: the HNSW graph names a node "
                                f"or layer that does not exist")

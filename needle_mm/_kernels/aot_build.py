@@ -74,6 +74,8 @@ EXPORTS = {
         "V:2", "f32:1", "i8:2", "f32:2", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64",
         "f32:2", "f32:1", "u8:1", "i64", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "bool", "f64:2w",
         "i64:2w")),
+    "rescore_knn": ("hnsw", "rescore_knn", "i64", (
+        "V:2", "f32:1", "f32:2", "f32:1", "i64", "i64:2", "i64", "f64:2w", "i64:2w")),
     "exact_topk_serial": ("exact", "exact_topk_serial", "f32:2w,i64:2w", (
         "V:2", "f32:1", "f32:2", "f32:1", "i64", "u8:1", "i64", "i64:1")),
     # the pieces of exact_topk_parallel, for Python threads

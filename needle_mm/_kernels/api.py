@@ -33,7 +33,6 @@ import logging
 import os
 import sys
 import threading
-import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -66,31 +65,6 @@ def _check_of(spec: str):
     return np.dtype(DTYPES[dtype]), int(rank.rstrip("w")), required
 
 
-# Arrays that passed a check, by (id(array), id(check)): the graph, vectors and
-# scratch a search hands the extension are the same objects call after call,
-# and checking ~20 arrays' dtype, rank and flags cost several microseconds of
-# a ~10 us call (measured). A weak reference proves the id still names the
-# array that passed (ids are reused after an array dies). An array's dtype,
-# rank and layout never change; its writeable flag could, but no caller turns
-# a read-only array writeable or back, so a pass stays true.
-_PASSED: dict[tuple[int, int], "weakref.ref"] = {}
-_PASSED_MAX = 4096
-
-
-def _array_fits(a, check) -> bool:
-    key = (id(a), id(check))
-    ref = _PASSED.get(key)
-    if ref is not None and ref() is a:
-        return True
-    dtype, ndim, required = check
-    if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != ndim or a.flags.num & required != required:
-        return False
-    if len(_PASSED) >= _PASSED_MAX:
-        _PASSED.clear()
-    _PASSED[key] = weakref.ref(a)
-    return True
-
-
 def _fits(args, checks) -> bool:
     if len(args) != len(checks):
         return False
@@ -101,7 +75,8 @@ def _fits(args, checks) -> bool:
             if type(a) is not tuple or not _fits(a, check):
                 return False
             continue
-        if not _array_fits(a, check):
+        dtype, ndim, required = check
+        if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != ndim or a.flags.num & required != required:
             return False
     return True
 
@@ -315,58 +290,94 @@ def _shares(n: int, parts: int) -> list[tuple[int, int]]:
 
 # ----------------------------------------------------------------- HNSW
 
-def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
-               queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop, out_d, out_i):
-    """``hnsw.search_knn``: the queries one after another, into ``out_d``/``out_i``; returns the status."""
-    args = (vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
-            queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop, out_d, out_i)
-    return _call("search_knn", "hnsw", "search_knn", args)
+class GraphSearch:
+    """The HNSW search kernels bound to one segment's arrays (vectors, norms,
+    the graph; the codes and their parameters for a quantized segment),
+    checked once when bound: a call then checks only what changes from call
+    to call (the queries, their norms, the exclusion bitmap), allocates its
+    own outputs and takes its scratch from the caller's pool, checked once
+    per set of buffers. That is what keeps a one-query call's fixed cost
+    small (the full check of ~20 arrays took several microseconds, measured).
+    Arguments that do not fit the extension go to the JIT, as everywhere."""
 
+    def __init__(self, vectors, norms, graph: tuple, codes=None, params=None):
+        self.vectors, self.norms, self.graph = vectors, norms, graph
+        self.codes, self.params = codes, params
+        self.export = "search_knn" if codes is None else "search_knn_codes"
+        head = (vectors, norms, 0, *graph) if codes is None else (vectors, norms, codes, params, 0, *graph)
+        self._fn, self._checks = None, ()
+        table = (_state or _backend()).table
+        tag = _VARIANT.get(vectors.dtype) if isinstance(vectors, np.ndarray) else None
+        if table and tag is not None:
+            fn, checks = table[f"{self.export}__{tag}"]
+            if _fits(head, checks[:len(head)]):
+                self._fn = fn
+                # after the head: queries, qnorms, excluded, k, ef[, rescore], visited, tags, cand_d, cand_i,
+                # two_hop, out_d, out_i (the outputs are made by search() itself)
+                rest = checks[len(head):]
+                scalars = 2 if codes is None else 3
+                self._per_call = rest[:3]
+                self._scratch_checks = rest[3 + scalars:7 + scalars]
+        self._scratch = None  # the last scratch buffers that passed their checks
 
-def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
-                        queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop, out_d, out_i):
-    """``hnsw.search_knn_parallel``: the queries in one chunk per visited row, chunks in parallel."""
-    args = (vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
-            queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop, out_d, out_i)
-    fn = _aot("search_knn", args)
-    if fn is None:
-        return _jit("hnsw").search_knn_parallel(*args)
-    m, chunks = queries.shape[0], visited.shape[0]
-    per = (m + chunks - 1) // chunks  # as the parallel kernel splits them
+    def _kernel(self, queries, qnorms, excluded, scratch):
+        """The extension's function if this call's arguments fit it, else None (the JIT)."""
+        fn = self._fn
+        if fn is None:
+            return None
+        if not _fits((queries, qnorms, excluded), self._per_call):
+            _fallbacks[self.export] = _fallbacks.get(self.export, 0) + 1
+            return None
+        if scratch is not self._scratch:
+            if not _fits(scratch, self._scratch_checks):
+                return None
+            self._scratch = scratch
+        return fn
 
-    def chunk(c):
-        a, b = c * per, min(m, (c + 1) * per)
-        if a >= b:
-            return STATUS_OK
-        return fn(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
-                  queries[a:b], qnorms[a:b], excluded, k, ef, visited[c:c + 1], tags[c:c + 1], cand_d[c:c + 1],
-                  cand_i[c:c + 1], two_hop, out_d[a:b], out_i[a:b])
+    def search(self, metric, queries, qnorms, excluded, k, ef, rescore, two_hop, scratch):
+        """Top ``k`` of each query: ``(distances[m, k] float64, slots[m, k] int64)`` and
+        the kernel's status; ``scratch`` = (visited, tags, cand_d, cand_i) with
+        one row per thread to use (one thread for a single query)."""
+        m = queries.shape[0]
+        out_d, out_i = np.empty((m, k), dtype=np.float64), np.empty((m, k), dtype=np.int64)
+        visited, tags, cand_d, cand_i = scratch
+        fn = self._kernel(queries, qnorms, excluded, scratch)
+        rows = visited.shape[0]
+        if self.codes is None:
+            head = (self.vectors, self.norms, metric, *self.graph)
+            tail = (k, ef)
+        else:
+            head = (self.vectors, self.norms, self.codes, self.params, metric, *self.graph)
+            tail = (k, ef, rescore)
+        if fn is None:  # the JIT: its own parallel kernel, or the serial one on the threads
+            if self.codes is None:
+                kernel = getattr(_jit("hnsw"), "search_knn_parallel" if rows > 1 and m > 1 else "search_knn")
+                return kernel(*head, queries, qnorms, excluded, *tail, visited, tags, cand_d, cand_i, two_hop, out_d,
+                              out_i), out_d, out_i
+            fn = _jit("hnsw").search_knn_codes
+        if rows <= 1 or m <= 1:
+            return fn(*head, queries, qnorms, excluded, *tail, visited, tags, cand_d, cand_i, two_hop, out_d,
+                      out_i), out_d, out_i
+        per = (m + rows - 1) // rows  # as the parallel kernel splits them
 
-    return max(_on_threads(chunk, chunks))
+        def chunk(c):
+            a, b = c * per, min(m, (c + 1) * per)
+            if a >= b:
+                return STATUS_OK
+            return fn(*head, queries[a:b], qnorms[a:b], excluded, *tail, visited[c:c + 1], tags[c:c + 1],
+                      cand_d[c:c + 1], cand_i[c:c + 1], two_hop, out_d[a:b], out_i[a:b])
 
+        return max(_on_threads(chunk, rows)), out_d, out_i
 
-def search_knn_codes(vectors, norms, codes, params, metric, links0, levels, upper_offsets, upper_links, patch, entry,
-                     max_level, queries, qnorms, excluded, k, ef, rescore, visited, tags, cand_d, cand_i, two_hop,
-                     out_d, out_i):
-    """``hnsw.search_knn_codes`` (a quantized segment): the queries in one chunk
-    per visited row, chunks on threads, on the extension or the JIT."""
-    args = (vectors, norms, codes, params, metric, links0, levels, upper_offsets, upper_links, patch, entry,
-            max_level, queries, qnorms, excluded, k, ef, rescore, visited, tags, cand_d, cand_i, two_hop, out_d, out_i)
-    fn = _kernel_for("search_knn_codes", "hnsw", "search_knn_codes", args)
-    m, chunks = queries.shape[0], visited.shape[0]
-    if chunks <= 1 or m <= 1:
-        return fn(*args)
-    per = (m + chunks - 1) // chunks
-
-    def chunk(c):
-        a, b = c * per, min(m, (c + 1) * per)
-        if a >= b:
-            return STATUS_OK
-        return fn(vectors, norms, codes, params, metric, links0, levels, upper_offsets, upper_links, patch, entry,
-                  max_level, queries[a:b], qnorms[a:b], excluded, k, ef, rescore, visited[c:c + 1], tags[c:c + 1],
-                  cand_d[c:c + 1], cand_i[c:c + 1], two_hop, out_d[a:b], out_i[a:b])
-
-    return max(_on_threads(chunk, chunks))
+    def rescore(self, metric, queries, qnorms, cand, k):
+        """``hnsw.rescore_knn``: each query's candidates (``cand[m, w]``, from
+        :meth:`search` with ``rescore`` 0) ranked by exact distance; returns
+        (status, distances[m, k], slots[m, k])."""
+        m = queries.shape[0]
+        out_d, out_i = np.empty((m, k), dtype=np.float64), np.empty((m, k), dtype=np.int64)
+        status = _call("rescore_knn", "hnsw", "rescore_knn",
+                       (self.vectors, self.norms, queries, qnorms, metric, cand, k, out_d, out_i))
+        return status, out_d, out_i
 
 
 # ----------------------------------------------------------------- HNSW construction

@@ -493,11 +493,22 @@ def _search_one_codes(q, qn, vectors, norms, codes, params, metric, links0, leve
             out_i[qrow, j] = res_i[order[j]]
         return status
     r = min(n_res, k * rescore)
-    for j in range(r):  # the rows are read next: let their loads (or page faults) overlap
-        prefetch_row(vectors, res_i[order[j]])
+    cand = np.empty(r, dtype=np.int64)
+    for j in range(r):
+        cand[j] = res_i[order[j]]
+    _rescore(q, qn, vectors, norms, metric, cand, r, k, out_d, out_i, qrow)
+    return status
+
+
+@kernel()
+def _rescore(q, qn, vectors, norms, metric, cand, r, k, out_d, out_i, qrow):
+    """The ``k`` of candidates ``cand[:r]`` (in code-distance order) nearest by
+    exact distance, stably sorted, into row ``qrow`` of the outputs."""
+    for j in range(r):  # the rows are read next: let their loads overlap
+        prefetch_row(vectors, cand[j])
     exact_d = np.empty(r, dtype=np.float32)
     for j in range(r):
-        i = res_i[order[j]]
+        i = cand[j]
         if metric == METRIC_EUCLIDEAN:
             exact_d[j] = exact_l2(q, vectors[i])
         else:
@@ -506,8 +517,28 @@ def _search_one_codes(q, qn, vectors, norms, codes, params, metric, links0, leve
     for j in range(min(k, r)):
         d = np.float64(exact_d[final[j]])
         out_d[qrow, j] = np.sqrt(d) if metric == METRIC_EUCLIDEAN else d
-        out_i[qrow, j] = res_i[order[final[j]]]
-    return status
+        out_i[qrow, j] = cand[final[j]]
+
+
+@kernel()
+def rescore_knn(vectors, norms, queries, qnorms, metric, cand, k, out_d, out_i):
+    """The second half of a quantized search on its own: each query's
+    candidates ``cand[q]`` (slots in code-distance order, -1 after the last:
+    what :func:`search_knn_codes` returns with ``rescore`` 0 and ``k * rescore``
+    results) ranked by exact distance, exactly as the one-call search ranks
+    them. Returns STATUS_CORRUPT if a slot is out of range."""
+    m = queries.shape[0]
+    n = vectors.shape[0]
+    out_d[:] = np.inf
+    out_i[:] = -1
+    for qi in range(m):
+        r = 0
+        while r < cand.shape[1] and cand[qi, r] >= 0:
+            if cand[qi, r] >= n:
+                return STATUS_CORRUPT
+            r += 1
+        _rescore(queries[qi], qnorms[qi], vectors, norms, metric, cand[qi], r, k, out_d, out_i, qi)
+    return STATUS_OK
 
 
 @kernel()

@@ -59,3 +59,71 @@ def ask_huge_pages(area: mmap.mmap) -> None:
             area.madvise(mmap.MADV_HUGEPAGE)
         except OSError:  # e.g. transparent huge pages disabled
             pass
+
+
+PAGE = mmap.PAGESIZE
+_budget: list[int | None] = []  # computed once per process
+
+
+def memory_budget() -> int | None:
+    """Bytes this process may keep in memory, page cache included: its cgroup's
+    limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``) when it has one,
+    else the machine's ``MemAvailable``; None where neither can be read."""
+    if _budget:
+        return _budget[0]
+    found = None
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as f:
+            lines = f.read().splitlines()
+        for line in lines:
+            hid, controllers, rel = line.split(":", 2)
+            if hid == "0" and controllers == "":
+                candidate = f"/sys/fs/cgroup{rel}/memory.max"
+            elif "memory" in controllers.split(","):
+                candidate = f"/sys/fs/cgroup/memory{rel}/memory.limit_in_bytes"
+            else:
+                continue
+            try:
+                with open(candidate, encoding="ascii") as f:
+                    value = f.read().strip()
+            except OSError:
+                continue
+            if value.isdigit() and int(value) < 1 << 60:  # "max" or v1's huge number: no limit
+                found = int(value) if found is None else min(found, int(value))
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    found = available if found is None else min(found, available)
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    _budget.append(found)
+    return found
+
+
+def random_access(area: mmap.mmap, offset: int, length: int) -> None:
+    """Tell the OS that ``area[offset:offset+length]`` is read at random: a fault
+    there reads its own page, not the read-ahead window around it (which, for
+    rows read one here and one there, would fill a small memory with rows no
+    one asked for). Only a hint."""
+    start = offset - offset % PAGE
+    try:
+        area.madvise(mmap.MADV_RANDOM, start, offset + length - start)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def will_need(area: mmap.mmap, offsets, length: int) -> None:
+    """Start reading the pages of ``area[o:o+length]`` for every ``o`` in
+    ``offsets`` now, all at once (``MADV_WILLNEED``): their reads from disk
+    overlap instead of each waiting for the one before. Only a hint."""
+    try:
+        for o in offsets:
+            start = o - o % PAGE
+            area.madvise(mmap.MADV_WILLNEED, start, o + length - start)
+    except (OSError, ValueError, AttributeError):
+        pass
