@@ -259,6 +259,7 @@ def main() -> None:
                     help="whose file the cap is a fraction of: the f32-only file, or the int8 file (f32 vectors and "
                          "codes)")
     ap.add_argument("--warm", type=int, default=200, help="untimed queries first")
+    ap.add_argument("--queries", type=int, default=1000, help="queries in all (warm-up included)")
     ap.add_argument("--engines", default="needle_int8,needle_f32,hnswlib,faiss,faiss_mmap")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
@@ -267,8 +268,8 @@ def main() -> None:
     x, q, gt, metric = load(Path(a.shared), DATASETS[a.dataset])
     files = build_all(out, f"{a.dataset}-{len(x)}", x, metric)
     qfile, gtfile = str(out / "capped-q.npy"), str(out / "capped-gt.npy")
-    np.save(qfile, q)
-    np.save(gtfile, gt)
+    np.save(qfile, q[:a.queries])
+    np.save(gtfile, gt[:a.queries])
     engines = a.engines.split(",")
     cap = int(a.fraction * files[a.of][0].stat().st_size)
     sizes = {e: sum(p.stat().st_size for p in files[e]) for e in engines}

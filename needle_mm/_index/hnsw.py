@@ -23,7 +23,7 @@ from .._format.segment import graph_problems
 from .._kernels import STATUS_OK, readonly
 from .._kernels import api as kernels
 from ..errors import CorruptFileError
-from .._storage.mapping import ask_huge_pages, memory_budget, random_access, will_need
+from .._storage.mapping import ask_huge_pages, memory_budget, random_access, release, will_need
 
 MAX_BATCH = 64  # nodes per parallel batch (measured: 64 builds 1.7x faster than 1024 on 2 cores)
 
@@ -369,9 +369,10 @@ def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, e
         status, _, cand = bound.search(metric, queries, qnorms, excluded, k * rescore, width, 0, two_hop, scratch)
         if status == STATUS_OK:
             ref, row = view.descriptor.regions["vectors"], view.dim * view.vectors.itemsize
-            slots = np.unique(cand[cand >= 0])
-            will_need(view._buf, (ref.offset + slots * row).tolist(), row)
+            offsets = (ref.offset + np.unique(cand[cand >= 0]) * row).tolist()
+            will_need(view._buf, offsets, row)
             status, d, i = bound.rescore(metric, queries, qnorms, cand, k)
+            release(view._buf, offsets, row)  # read once: keep the codes and the graph in memory instead
     else:
         status, d, i = bound.search(metric, queries, qnorms, excluded, k, width, rescore, two_hop, scratch)
     if status != STATUS_OK:

@@ -127,3 +127,21 @@ def will_need(area: mmap.mmap, offsets, length: int) -> None:
             area.madvise(mmap.MADV_WILLNEED, start, o + length - start)
     except (OSError, ValueError, AttributeError):
         pass
+
+
+_MADV_PAGEOUT, _MADV_COLD = 21, 20  # Linux >= 5.4 (the mmap module names neither)
+
+
+def release(area: mmap.mmap, offsets, length: int) -> None:
+    """Let the OS reclaim the pages of ``area[o:o+length]`` first (``MADV_PAGEOUT``,
+    else ``MADV_COLD``): rows read once to rescore a search, which would
+    otherwise push out of a small memory the pages every search reads (codes
+    and graph). Only a hint."""
+    for advice in (_MADV_PAGEOUT, _MADV_COLD):
+        try:
+            for o in offsets:
+                start = o - o % PAGE
+                area.madvise(advice, start, o + length - start)
+            return
+        except (OSError, ValueError, AttributeError):
+            continue
