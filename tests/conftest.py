@@ -54,3 +54,13 @@ def brute_force(vectors: np.ndarray, query: np.ndarray, k: int, distance: str) -
         d = 1.0 - v @ q
     order = np.argsort(d, kind="stable")[:k]
     return order, d[order]
+
+
+def tool_module(name: str):
+    """A script of tools/ imported as a module (e.g. the fuzzer's file surgery)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

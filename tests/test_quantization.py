@@ -24,7 +24,7 @@ from needle_mm.errors import CorruptFileError, InvalidArgumentError, InvalidConf
 from needle_mm.ops.rebuild import rebuild
 from needle_mm.ops.verify import verify_file
 
-from conftest import brute_force, run_python
+from conftest import brute_force, run_python, tool_module
 from test_hnsw import real_set, recall
 
 
@@ -194,13 +194,7 @@ def _make(tmp_path) -> str:
 def _tamper(path: str, region: str, at: int, data: bytes) -> None:
     """Bytes ``at ..`` of ``region`` of the collection's segment replaced, its CRC
     fixed (as a hostile writer would leave it), via the fuzzer's file surgery."""
-    import importlib.util
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("fuzz_files", os.path.join(ROOT, "tools", "fuzz_files.py"))
-    fuzz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fuzz)
+    fuzz = tool_module("fuzz_files")
     with open(path, "rb") as f:
         raw = bytearray(f.read())
     sb, catalog = fuzz.current(bytes(raw))
@@ -237,13 +231,7 @@ def test_quantized_collections_need_catalog_format_5(tmp_path):
     path = _make(tmp_path)
     with open(path, "rb") as f:
         raw = f.read()
-    import importlib.util
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("fuzz_files", os.path.join(ROOT, "tools", "fuzz_files.py"))
-    fuzz = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fuzz)
+    fuzz = tool_module("fuzz_files")
     sb, catalog = fuzz.current(raw)
     assert catalog["format"] == 5 and catalog["collections"][0]["quantization"] == "int8"
     catalog["format"] = 4

@@ -148,15 +148,30 @@ def add_half() -> None:
     print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
 
 
+def _fresh(path: Path) -> None:
+    """No golden file (nor its lock) at ``path`` yet."""
+    for p in (path, Path(str(path) + ".lock")):
+        if p.exists():
+            p.unlink()
+
+
+def _finish(path: Path) -> None:
+    """Drop the writer's sidecars, write the dump beside the file."""
+    Path(str(path) + ".lock").unlink()
+    Path(str(path) + ".readers").unlink()
+    with open(path.with_suffix(".json"), "w", encoding="utf-8") as f:
+        json.dump(dump(path), f, indent=1, ensure_ascii=False, sort_keys=True)
+        f.write("\n")
+    print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
+
+
 def add_patched() -> None:
     """A graph grown in place (SPEC §5.9, catalog format 4): a segment of 400
     records, then three small commits whose new nodes are appended and whose
     changed committed rows are graph patch chunks, with id index chunks
     (§5.2); an upsert and a delete in the last commit."""
     path = OUT / "patched.needle"
-    for p in (path, Path(str(path) + ".lock")):
-        if p.exists():
-            p.unlink()
+    _fresh(path)
     rng = np.random.default_rng(17)
     with needle.Database.open(path) as db:
         c = db.create_collection("grown", 4, "cosine", m=4)
@@ -169,12 +184,7 @@ def add_patched() -> None:
                 c.upsert("g3", [0.1, 0.2, 0.3, 0.4], {"k": 3, "replaced": True})
                 c.delete("g7")
             db.save()
-    Path(str(path) + ".lock").unlink()
-    Path(str(path) + ".readers").unlink()
-    with open(path.with_suffix(".json"), "w", encoding="utf-8") as f:
-        json.dump(dump(path), f, indent=1, ensure_ascii=False, sort_keys=True)
-        f.write("\n")
-    print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
+    _finish(path)
 
 
 def add_quantized() -> None:
@@ -183,9 +193,7 @@ def add_quantized() -> None:
     are appended with the same parameters, an upsert and a delete; and an f16
     collection with codes."""
     path = OUT / "quantized.needle"
-    for p in (path, Path(str(path) + ".lock")):
-        if p.exists():
-            p.unlink()
+    _fresh(path)
     rng = np.random.default_rng(23)
     with needle.Database.open(path) as db:
         c = db.create_collection("codes", 6, "euclidean", m=4, quantization="int8")
@@ -197,12 +205,7 @@ def add_quantized() -> None:
         c.upsert("q5", [0.5, -0.5, 0.25, 0.0, 1.0, 2.0], {"k": 5, "replaced": True})
         c.delete("q9")
         db.save()
-    Path(str(path) + ".lock").unlink()
-    Path(str(path) + ".readers").unlink()
-    with open(path.with_suffix(".json"), "w", encoding="utf-8") as f:
-        json.dump(dump(path), f, indent=1, ensure_ascii=False, sort_keys=True)
-        f.write("\n")
-    print(f"wrote {path.relative_to(ROOT)} ({os.path.getsize(path)} bytes)")
+    _finish(path)
 
 
 ADD = {"columns": add_columns, "sparse": add_sparse, "half": add_half, "patched": add_patched,

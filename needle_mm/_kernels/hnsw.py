@@ -55,13 +55,19 @@ def float_distance(a, an, b, bn, metric):
     acc = np.float32(0.0)
     for j in range(a.shape[0]):
         acc += as_f32(a[j]) * as_f32(b[j])
+    return from_dot(acc, an, bn, metric)
+
+
+@kernel(fastmath=FASTMATH, inline="always")
+def from_dot(dot, an, bn, metric):
+    """A metric's distance from the dot product and the two norms (see :func:`float_distance`)."""
     if metric == METRIC_EUCLIDEAN:
-        d = an * an + bn * bn - np.float32(2.0) * acc
+        d = an * an + bn * bn - np.float32(2.0) * dot
         d = d if d > np.float32(0.0) else np.float32(0.0)
     elif metric == METRIC_COSINE:
-        d = np.float32(1.0) - acc / (an * bn)
+        d = np.float32(1.0) - dot / (an * bn)
     else:
-        d = np.float32(1.0) - acc
+        d = np.float32(1.0) - dot
     return d if abs(d) < np.float32(np.inf) else np.float32(np.inf)
 
 
@@ -78,16 +84,7 @@ def code_distance(a, an, b, bn, metric):
     acc = np.float32(0.0)
     for j in range(a.shape[0]):
         acc += a[j] * np.float32(b[j])
-    dot = an[1] + acc
-    qn = an[0]
-    if metric == METRIC_EUCLIDEAN:
-        d = qn * qn + bn * bn - np.float32(2.0) * dot
-        d = d if d > np.float32(0.0) else np.float32(0.0)
-    elif metric == METRIC_COSINE:
-        d = np.float32(1.0) - dot / (qn * bn)
-    else:
-        d = np.float32(1.0) - dot
-    return d if abs(d) < np.float32(np.inf) else np.float32(np.inf)
+    return from_dot(an[1] + acc, an[0], bn, metric)
 
 
 def distance(a, an, b, bn, metric):
