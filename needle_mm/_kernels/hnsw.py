@@ -384,23 +384,38 @@ def _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
 
 
 @kernel()
-def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
-                excluded, k, ef, visited, vrow, tags, cand_d, cand_i, out_d, out_i, qrow, two_hop):
-    n = vectors.shape[0]
-    cur, cur_d, status = greedy_descend(q, qn, vectors, norms, metric, levels,
-                                        upper_offsets, upper_links, patch, n, entry, max_level, 0)
-    if status != STATUS_OK:
-        return status
-    tag = next_tag(visited, tags, vrow)
+def _walk(q, qn, rows, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level, excluded,
+          ef, visited, vrow, tags, cand_d, cand_i, two_hop):
+    """One query's HNSW search over ``rows`` (the vectors, or their codes with
+    ``q``/``qn`` in code space, see :func:`distance`): greedy descent to layer
+    0, then the beam of width ``ef`` there. Returns (res_d, res_i, n_res,
+    status): the found nodes with their distances, unordered."""
+    n = rows.shape[0]
     res_d = np.empty(ef + 1, dtype=np.float32)
     res_i = np.empty(ef + 1, dtype=np.int32)
+    cur, cur_d, status = greedy_descend(q, qn, rows, norms, metric, levels, upper_offsets, upper_links, patch, n,
+                                        entry, max_level, 0)
+    if status != STATUS_OK:
+        return res_d, res_i, 0, status
+    tag = next_tag(visited, tags, vrow)
     if two_hop:
-        n_res, status = search_layer0_two_hop(q, qn, vectors, norms, metric, links0, patch, n, cur, cur_d, ef, visited,
+        n_res, status = search_layer0_two_hop(q, qn, rows, norms, metric, links0, patch, n, cur, cur_d, ef, visited,
                                               vrow, tag, excluded, res_d, res_i, cand_d[vrow], cand_i[vrow])
     else:
-        n_res, status = search_layer(q, qn, vectors, norms, metric, links0, levels,
-                                     upper_offsets, upper_links, patch, n, 0, cur, cur_d, ef, visited, vrow, tag,
-                                     excluded, res_d, res_i, cand_d[vrow], cand_i[vrow])
+        n_res, status = search_layer(q, qn, rows, norms, metric, links0, levels, upper_offsets, upper_links, patch, n,
+                                     0, cur, cur_d, ef, visited, vrow, tag, excluded, res_d, res_i, cand_d[vrow],
+                                     cand_i[vrow])
+    return res_d, res_i, n_res, status
+
+
+@kernel()
+def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
+                excluded, k, ef, visited, vrow, tags, cand_d, cand_i, out_d, out_i, qrow, two_hop):
+    res_d, res_i, n_res, status = _walk(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links,
+                                        patch, entry, max_level, excluded, ef, visited, vrow, tags, cand_d, cand_i,
+                                        two_hop)
+    if status != STATUS_OK and n_res == 0:
+        return status
     _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
     return status
 
@@ -466,22 +481,12 @@ def _search_one_codes(q, qn, vectors, norms, codes, params, metric, links0, leve
     """One query: the walk of :func:`_search_one` over the codes, then the best
     ``k * rescore`` candidates by code distance ranked again by their exact
     distance to the stored vectors (``rescore`` 0: the code distances as found)."""
-    n = codes.shape[0]
     info = (qn, encode_query(q, params, qc))
-    cur, cur_d, status = greedy_descend(qc, info, codes, norms, metric, levels, upper_offsets, upper_links, patch, n,
-                                        entry, max_level, 0)
-    if status != STATUS_OK:
+    res_d, res_i, n_res, status = _walk(qc, info, codes, norms, metric, links0, levels, upper_offsets, upper_links,
+                                        patch, entry, max_level, excluded, ef, visited, vrow, tags, cand_d, cand_i,
+                                        two_hop)
+    if status != STATUS_OK and n_res == 0:
         return status
-    tag = next_tag(visited, tags, vrow)
-    res_d = np.empty(ef + 1, dtype=np.float32)
-    res_i = np.empty(ef + 1, dtype=np.int32)
-    if two_hop:
-        n_res, status = search_layer0_two_hop(qc, info, codes, norms, metric, links0, patch, n, cur, cur_d, ef,
-                                              visited, vrow, tag, excluded, res_d, res_i, cand_d[vrow], cand_i[vrow])
-    else:
-        n_res, status = search_layer(qc, info, codes, norms, metric, links0, levels, upper_offsets, upper_links,
-                                     patch, n, 0, cur, cur_d, ef, visited, vrow, tag, excluded, res_d, res_i,
-                                     cand_d[vrow], cand_i[vrow])
     order = np.argsort(res_d[:n_res], kind="mergesort")
     if rescore <= 0:
         for j in range(min(k, n_res)):
