@@ -356,7 +356,7 @@ class Collection:
         rescore : int, optional
             Quantized collections only: the walk over the codes keeps the best
             ``k * rescore`` candidates, which are ranked again by their exact
-            distances to the stored vectors (default 4; ``0``: the code
+            distances to the stored vectors (default 2; ``0``: the code
             distances' order and values, no stored vector read). The beam is
             widened to at least ``k * rescore``.
         as_arrays : bool

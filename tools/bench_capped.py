@@ -305,7 +305,7 @@ def main() -> None:
     store = out / "capped.json"
     kept = json.loads(store.read_text()) if store.exists() else {}
     kept = kept if isinstance(kept, dict) and "runs" not in kept else {}
-    kept[f"{a.fraction} of {a.of}"] = results  # one entry per cap: the section shows every kept one
+    kept[f"{a.fraction} of {a.of}: {a.engines}"] = results  # one entry per cap and engines: the section shows all
     store.write_text(json.dumps(kept, indent=1))
     section = "\n".join(["## Larger than memory (issue 20): a reader capped below the file", "",
                          "Each table: one `tools/bench_capped.py` run (command above it).", ""]

@@ -619,7 +619,7 @@ def report(results: dict, command: str) -> str:
         i8 = res.get("needle_int8")
         if i8 and "sweep" in i8 and "needle" in res and "file_bytes" in res["needle"]:
             i8p = at_recall(i8["sweep"])
-            lines += ["", f"Needle with `quantization=\"int8\"` (the walk on one-byte codes, the best k·4 "
+            lines += ["", f"Needle with `quantization=\"int8\"` (the walk on one-byte codes, the best k·2 "
                           f"candidates rescored exactly): file {i8['file_bytes'] / res['needle']['file_bytes']:.2f}× "
                           f"the f32 file; what a walk reads (codes, norms and graph) "
                           f"{i8['hot_bytes'] / 1e6:.1f} MB = **{i8['hot_bytes'] / res['needle']['file_bytes']:.2f}×** "

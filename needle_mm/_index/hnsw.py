@@ -342,7 +342,11 @@ def rows_may_fault(view) -> bool:
             random_access(view._buf, ref.offset, ref.length)
         view.caches["rows_may_fault"] = found
     return found
-DEFAULT_RESCORE = 4  # a quantized search rescores the best k x this many candidates (SPEC §5.10)
+
+
+# A quantized search rescores the best k x this many candidates (SPEC §5.10). On both real sets 2 reached
+# the recall of 4 at the default ef (minilm-100k 0.954, siftsmall 0.999) while reading half the rows.
+DEFAULT_RESCORE = 2
 
 
 def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, excluded: np.ndarray,
