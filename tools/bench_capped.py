@@ -355,7 +355,8 @@ def report(r: dict, command: str) -> str:
         if c is None:
             cells += ["—"] * 5
         elif "qps" in c:
-            cells += [f"{c['qps']:,.0f}", f"**{c['qps'] / u['qps']:.2f}×**" if "qps" in u else "—",
+            cells += [f"{c['qps']:,.0f}" if c["qps"] >= 10 else f"{c['qps']:.2f}",
+                      f"**{c['qps'] / u['qps']:.2g}×**" if "qps" in u else "—",
                       f"{c['recall']:.3f}", f"{(c.get('peak_bytes') or 0) / mb:.0f}", str(c.get("limit_hits"))]
         else:
             cells += [c.get("error", "?"), "—", "—", f"{(c.get('peak_bytes') or 0) / mb:.0f}", str(c.get("limit_hits"))]

@@ -182,9 +182,9 @@ def bench_needle(x, q, gt, metric, tmp, dtype: str = "f32", quantization: str | 
     # Load the build kernels (numba cache) and start the thread pool first, as
     # hnswlib's are loaded with its import: a fresh process's start-up is
     # measured on its own below (first query, warm and cold cache).
-    warm = needle.Database.open(os.path.join(tmp, f"warm-up-{dtype}-{len(x)}-{x.shape[1]}.needle"))
-    warm.create_collection("w", x.shape[1], dist, m=M, ef_construction=EFC, dtype=dtype).insert_many(ids[:300],
-                                                                                                      x[:300])
+    warm = needle.Database.open(os.path.join(tmp, f"warm-up-{os.path.basename(path)}"))
+    warm.create_collection("w", x.shape[1], dist, m=M, ef_construction=EFC, dtype=dtype,
+                           quantization=quantization).insert_many(ids[:300], x[:300])
     warm.save()
     warm.close()
     build = min(build_needle(path, x, ids, dist, dtype, quantization) for _ in range(BUILDS))  # the last is searched
@@ -206,8 +206,9 @@ def bench_needle(x, q, gt, metric, tmp, dtype: str = "f32", quantization: str | 
     out["sweep"] = sweep(single, batch, q, gt, labels, lambda rows: [labels(row) for row in rows])
     p = at_recall(out["sweep"]) or out["sweep"][-1]
     out["split"] = needle_split(coll.engine.state(coll.name).views[0], coll, q, metric, p["ef"])
-    tiny = needle.Database.open(os.path.join(tmp, f"floor-{dtype}-{x.shape[1]}.needle"))
-    small = tiny.create_collection("f", x.shape[1], dist, m=M, ef_construction=EFC, dtype=dtype)
+    tiny = needle.Database.open(os.path.join(tmp, f"floor-{os.path.basename(path)}"))
+    small = tiny.create_collection("f", x.shape[1], dist, m=M, ef_construction=EFC, dtype=dtype,
+                                   quantization=quantization)
     small.insert_many(ids[:FLOOR_N], x[:FLOOR_N])
     tiny.save()
     out["call_floor_us"] = per_call_us(lambda qq: small.search(qq, K, ef=16), q)
@@ -558,7 +559,7 @@ def head_to_head(x, q, metric, tmp, efs: dict, builds_too: bool = True) -> dict:
             "build": ratios(builds) if builds_too else {},
             "single_qps": {e: statistics.median(v) for e, v in single.items()},
             "batch_qps": {e: statistics.median(v) for e, v in batch.items()},
-            "build_per_s": {e: statistics.median(v) for e, v in builds.items()}}
+            "build_per_s": {e: statistics.median(v) for e, v in builds.items() if v}}
 
 
 # ---------------------------------------------------------------- report
