@@ -201,12 +201,15 @@ def _jit(module: str):
     return importlib.import_module(f"{__package__}.{module}")
 
 
-def _call(export: str, module: str, name: str, args):
-    """A serial kernel: the extension's ``export`` if the arguments fit it, else ``module.name`` on the JIT."""
+def _kernel_for(export: str, module: str, name: str, args):
+    """The extension's ``export`` if the arguments fit it, else ``module.name`` on the JIT."""
     fn = _aot(export, args)
-    if fn is None:
-        return getattr(_jit(module), name)(*args)
-    return fn(*args)
+    return getattr(_jit(module), name) if fn is None else fn
+
+
+def _call(export: str, module: str, name: str, args):
+    """One call of the serial kernel :func:`_kernel_for` picks."""
+    return _kernel_for(export, module, name, args)(*args)
 
 
 # ----------------------------------------------------------------- threads
@@ -389,12 +392,6 @@ class GraphSearch:
 GRAIN_CANDIDATES = 2  # new nodes: a graph search each
 GRAIN_SELECT = 16  # new nodes: a neighbour selection each
 GRAIN_REVERSE = 64  # edge groups: a row update each
-
-
-def _kernel_for(export: str, module: str, name: str, args):
-    """The kernel ``_call`` would run for these arguments, to call many times."""
-    fn = _aot(export, args)
-    return getattr(_jit(module), name) if fn is None else fn
 
 
 def _pulled(count: int, grain: int, workers: int, work) -> None:
