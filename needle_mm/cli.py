@@ -221,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ef-search", type=int, help="new default ef_search")
     p.add_argument("--dtype", choices=("f32", "f16"),
                    help="vector storage of dense collections: f16 halves file and memory (default: keep)")
-    p.add_argument("--quantization", choices=("int8", "none"),
-                   help="int8: search dense collections on one-byte codes, rescored exactly; none: drop the codes "
-                        "(default: keep)")
+    p.add_argument("--quantization", choices=("int8", "binary", "none"),
+                   help="int8 / binary: search dense collections on one-byte / one-bit codes, rescored exactly; "
+                        "none: drop the codes (default: keep)")
     p.add_argument("--out", help="write the new file here and leave FILE alone")
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")
     p.add_argument("--no-progress", action="store_true")

@@ -356,7 +356,8 @@ class Collection:
         rescore : int, optional
             Quantized collections only: the walk over the codes keeps the best
             ``k * rescore`` candidates, which are ranked again by their exact
-            distances to the stored vectors (default 2; ``0``: the code
+            distances to the stored vectors (default 2 for int8 codes, 16 for
+            binary ones; ``0``: the code
             distances' order and values, no stored vector read). The beam is
             widened to at least ``k * rescore``.
         as_arrays : bool
@@ -415,7 +416,7 @@ class Collection:
         if ef > _CLAMP_ABOVE:  # a beam wider than the collection finds nothing more
             ef = min(int(ef), max(k, state.count(), 1))
         if rescore is None:
-            rescore = _search.DEFAULT_RESCORE
+            rescore = _search.DEFAULT_RESCORE.get(meta.quantization, 0)
         elif isinstance(rescore, bool) or not isinstance(rescore, (int, np.integer)) or not 0 <= rescore <= 1 << 20:
             raise InvalidArgumentError(f"rescore must be a non-negative integer, got {rescore!r}")
         return _search.search_dense(state, qs, qnorms, int(k), metric, predicate, include_vector,

@@ -86,8 +86,12 @@ class CollectionConfig:
         vector (a per-dimension scale and offset, trained when the segment is
         written whole), and search walks the graph on those codes, then
         rescores the best candidates against the stored vectors
-        (``search(rescore=...)``). ``None`` (default): search reads the
-        vectors. Dense only; ``get`` always returns the stored vector.
+        (``search(rescore=...)``). ``"binary"``: one bit per dimension (the
+        sign of each value against the per-dimension mean), walked by Hamming
+        distance: 1/32 of the float32 vectors, rescored the same way (more
+        candidates needed for the same recall; see the README). ``None``
+        (default): search reads the vectors. Dense only; ``get`` always
+        returns the stored vector.
     """
 
     dimension: int

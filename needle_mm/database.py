@@ -149,8 +149,8 @@ class Database:
         dtype : str, optional
             ``"f32"`` (default) or ``"f16"`` (half the size; values rounded to float16).
         quantization : str, optional
-            ``"int8"``: search walks one-byte codes and rescores exactly (see
-            :class:`CollectionConfig`); default none. A ``get_or_create`` that
+            ``"int8"`` / ``"binary"``: search walks one-byte / one-bit codes and
+            rescores exactly (see :class:`CollectionConfig`); default none. A ``get_or_create`` that
             passes ``quantization="none"`` asks for an unquantized collection.
         exist_ok : bool
             If a collection of this name exists, return it instead of raising

@@ -23,7 +23,7 @@ def load_json(path):
 
 
 def test_golden_files_exist():
-    assert {"empty", "basic", "deletes", "columns", "sparse", "half", "patched", "quantized"} <= set(GOLDEN)
+    assert {"empty", "basic", "deletes", "columns", "sparse", "half", "patched", "quantized", "binary"} <= set(GOLDEN)
 
 
 @pytest.mark.parametrize("name", GOLDEN)
@@ -88,6 +88,9 @@ def test_spec_tables_match_layout():
     for group in ("segment_regions", "optional_segment_regions", "hnsw_regions", "sparse_regions"):
         for name in layout[group]:
             assert f"| `{name}`" in spec, name
+    for quantization, regions in layout["quant_regions"].items():
+        for name in regions:
+            assert f"| `{name}`" in spec, (quantization, name)
     for fp in layout["commit_failpoints"]:
         assert f"`{fp}`" in spec, fp
 

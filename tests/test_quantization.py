@@ -1,4 +1,4 @@
-"""int8 quantized collections (SPEC §5.10): codes beside the vectors, the graph
+"""Quantized collections (SPEC §5.10; binary codes' own tests: test_binary_codes.py): codes beside the vectors, the graph
 walked on the codes, the best candidates rescored exactly.
 
 What could go wrong: codes that drift from the vectors (a commit encoding
@@ -127,12 +127,13 @@ def test_codes_follow_commits_and_relocations(tmp_path):
     assert verify_file(path).ok
 
 
-def test_answers_identical_in_another_process(tmp_path):
+@pytest.mark.parametrize("quantization", ["int8", "binary"])
+def test_answers_identical_in_another_process(tmp_path, quantization):
     rng = np.random.default_rng(8)
     path = str(tmp_path / "p.needle")
     q = rng.normal(size=(6, 32)).astype(np.float32)
     with needle.Database.open(path) as db:
-        c = db.create_collection("c", 32, "dot", quantization="int8", m=8)
+        c = db.create_collection("c", 32, "dot", quantization=quantization, m=8)
         c.insert_many([str(i) for i in range(2500)], rng.normal(size=(2500, 32)))
         db.save()
         here = [[(h.id, h.distance) for h in c.search(v, k=8, rescore=r)] for v in q for r in (0, 3)]
@@ -241,13 +242,14 @@ def test_quantized_collections_need_catalog_format_5(tmp_path):
         needle.Database.open(path, read_only=True)
 
 
-def test_crash_while_extending_a_quantized_segment_loses_nothing(tmp_path):
+@pytest.mark.parametrize("quantization", ["int8", "binary"])
+def test_crash_while_extending_a_quantized_segment_loses_nothing(tmp_path, quantization):
     """A writer killed at each failpoint of a commit that appends to a quantized
     segment leaves the previous generation, whose codes still verify."""
     rng = np.random.default_rng(4)
     path = str(tmp_path / "crash.needle")
     with needle.Database.open(path) as db:
-        c = db.create_collection("c", 8, quantization="int8", m=8)
+        c = db.create_collection("c", 8, quantization=quantization, m=8)
         c.insert_many([str(i) for i in range(1000)], rng.normal(size=(1000, 8)))
         db.save()
         c.insert_many([f"x{i}" for i in range(1000)], rng.normal(size=(1000, 8)))
@@ -299,11 +301,13 @@ def test_the_extension_and_the_jit_search_codes_alike(aot, same_sources, tmp_pat
     path = str(tmp_path / "codes.needle")
     rng = np.random.default_rng(10)
     with needle.Database.open(path) as db:
-        for dtype in ("f32", "f16"):
-            for distance in ("cosine", "euclidean", "dot"):
-                c = db.create_collection(f"{dtype}-{distance}", 24, distance, quantization="int8", m=8, dtype=dtype)
-                c.insert_many([str(i) for i in range(1500)], rng.normal(size=(1500, 24)),
-                              [{"g": i % 3} for i in range(1500)])
+        for quantization in ("int8", "binary"):
+            for dtype in ("f32", "f16"):
+                for distance in ("cosine", "euclidean", "dot"):
+                    c = db.create_collection(f"{quantization}-{dtype}-{distance}", 24, distance,
+                                             quantization=quantization, m=8, dtype=dtype)
+                    c.insert_many([str(i) for i in range(1500)], rng.normal(size=(1500, 24)),
+                                  [{"g": i % 3} for i in range(1500)])
     a = json_out(child(CODES_ANSWERS, path, where=aot["where"]))
     j = json_out(child(CODES_ANSWERS, path, where="tree", env={"NEEDLE_MM_JIT": "1"}, timeout=900))
     assert (a["backend"], j["backend"]) == ("aot", "jit")
@@ -318,10 +322,12 @@ def test_rescoring_in_two_steps_gives_the_same_answers(tmp_path):
     path = str(tmp_path / "two.needle")
     rng = np.random.default_rng(12)
     with needle.Database.open(path) as db:
-        for distance in ("cosine", "euclidean", "dot"):
-            c = db.create_collection(distance, 24, distance, quantization="int8", m=8, dtype="f16")
-            c.insert_many([str(i) for i in range(1500)], rng.normal(size=(1500, 24)),
-                          [{"g": i % 3} for i in range(1500)])
+        for quantization in ("int8", "binary"):
+            for distance in ("cosine", "euclidean", "dot"):
+                c = db.create_collection(f"{quantization}-{distance}", 24, distance, quantization=quantization, m=8,
+                                         dtype="f16")
+                c.insert_many([str(i) for i in range(1500)], rng.normal(size=(1500, 24)),
+                              [{"g": i % 3} for i in range(1500)])
     one = run_python(CODES_ANSWERS, path, env={"NEEDLE_MM_PREFETCH_ROWS": "0"})
     two = run_python(CODES_ANSWERS, path, env={"NEEDLE_MM_PREFETCH_ROWS": "1"})
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr

@@ -5,7 +5,7 @@ keep reading exactly as their dumps say, whatever the code becomes. Re-run this
 only when the format version changes, and keep the old files as well;
 ``--add NAME`` writes one new golden file and leaves the others alone.
 
-    python tools/make_golden.py [--add columns|sparse|half|patched|quantized] [--layout-only]
+    python tools/make_golden.py [--add columns|sparse|half|patched|quantized|binary] [--layout-only]
 
 ``columns.needle`` (added with metadata columns, SPEC §5.6) also records what
 a fixed set of filters returns in each collection.
@@ -208,8 +208,28 @@ def add_quantized() -> None:
     _finish(path)
 
 
+def add_binary() -> None:
+    """Binary codes beside the vectors (SPEC §5.10, catalog format 5): 70
+    dimensions (two words per row, padding bits 0), a segment of 300 records
+    (centre trained on them), then a small commit whose bits are appended
+    with the same centre and a delete; and an f16 collection with bits."""
+    path = OUT / "binary.needle"
+    _fresh(path)
+    rng = np.random.default_rng(29)
+    with needle.Database.open(path) as db:
+        c = db.create_collection("bits", 70, "cosine", m=4, quantization="binary")
+        c.insert_many([f"b{k}" for k in range(300)], rng.standard_normal((300, 70)) + 0.5, [{"k": k} for k in range(300)])
+        h = db.create_collection("half-bits", 9, "euclidean", m=4, dtype="f16", quantization="binary")
+        h.insert_many([f"h{k}" for k in range(200)], rng.standard_normal((200, 9)))
+        db.save()
+        c.insert_many([f"n{k}" for k in range(3)], rng.standard_normal((3, 70)))
+        c.delete("b9")
+        db.save()
+    _finish(path)
+
+
 ADD = {"columns": add_columns, "sparse": add_sparse, "half": add_half, "patched": add_patched,
-       "quantized": add_quantized}
+       "quantized": add_quantized, "binary": add_binary}
 
 
 def build() -> None:
@@ -267,9 +287,11 @@ def layout() -> dict:
                          for k, (d, r, v) in catalog.HNSW_REGIONS.items()},
         "sparse_regions": {k: {"dtype": d, "length": r, "reserve": v}
                            for k, (d, r, v) in catalog.SPARSE_REGIONS.items()},
+        "quant_regions": {q: {k: {"dtype": d, "length": r, "reserve": v} for k, (d, r, v) in regions.items()}
+                          for q, regions in catalog.QUANT_REGIONS_OF.items()},
         "kinds": list(catalog.KINDS),
         "catalog_formats": [catalog.CATALOG_FORMAT, catalog.SPARSE_CATALOG_FORMAT, catalog.HALF_CATALOG_FORMAT,
-                            catalog.PATCHED_GRAPH_CATALOG_FORMAT],
+                            catalog.PATCHED_GRAPH_CATALOG_FORMAT, catalog.QUANTIZED_CATALOG_FORMAT],
         "vector_dtypes": dict(catalog.VECTOR_DTYPES),
         "max_level": catalog.MAX_LEVEL,
         "distances": list(catalog.DISTANCES),

@@ -25,6 +25,7 @@ import numpy as np
 
 from .._format.catalog import (
     required_regions,
+    QUANT_REGIONS_OF,
     ALL_SEGMENT_REGIONS,
     Catalog,
     CollectionDescriptor,
@@ -53,7 +54,7 @@ from .._index.hnsw import (
     graph_of,
     remember_own_graph,
 )
-from .._index.quantize import encode_int8, train_int8
+from .._index.quantize import CODECS
 from .records import Records
 from .space import FreeSpace
 from .state import CollectionState, get_bit, set_bit
@@ -71,7 +72,7 @@ PATCHED_FRACTION = 0.125
 # free-length blobs (reserve "free").
 # The graph's own regions (GRAPH_REGIONS) grow too, but with the graph's
 # rules: see _graph_regions.
-_FIXED_STRIDE = ("cap", "cap+1", "cap*dim")
+_FIXED_STRIDE = ("cap", "cap+1", "cap*dim", "cap*words")
 _FIXED_GROWABLE = {kind: tuple(name for name, (_, _, reserve) in required_regions(kind, True).items()
                                if reserve in _FIXED_STRIDE and name not in GRAPH_REGIONS) for kind in KINDS}
 _BLOBS = {kind: tuple(name for name, (_, _, reserve) in required_regions(kind, True).items()
@@ -281,6 +282,8 @@ def _row_bytes(name: str, dim: int, dtype: str) -> int:
     """Bytes per record of a fixed-stride growable region (the catalog's item type and reserve rule)."""
     item, _, reserve = ALL_SEGMENT_REGIONS[name]
     size = np.dtype(VECTOR_DTYPES[dtype] if name == "vectors" else item).itemsize
+    if reserve == "cap*words":
+        return size * ((dim + 63) // 64)
     return size * dim if reserve == "cap*dim" else size
 
 
@@ -308,8 +311,7 @@ def new_segment(writer: RegionWriter, meta: CollectionDescriptor, segment_id: in
     regions["id_hashes"] = writer.add(hashes)
     regions["id_order"] = writer.add(order)
     if meta.quantization:
-        stored = _stored(recs.vectors, meta.dtype)
-        regions.update(_quant_regions(writer, stored, train_int8(stored), n))
+        regions.update(_quant_regions(writer, meta.quantization, _stored(recs.vectors, meta.dtype), n))
     postings = ()
     if graph is not None:
         regions.update(_graph_regions(writer, graph, n, meta.hnsw.m))
@@ -325,12 +327,16 @@ def _stored(vectors: np.ndarray, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(vectors, dtype=VECTOR_DTYPES[dtype])
 
 
-def _quant_regions(writer: RegionWriter, stored: np.ndarray, params: np.ndarray, capacity: int) -> dict[str, RegionRef]:
-    """A segment's quantization regions written whole (SPEC §5.10): ``params``
-    and the codes of every stored row, reserving room for ``capacity`` rows."""
-    codes = encode_int8(stored, params)
-    return {"quant_params": writer.add(params.astype("<f4", copy=False)),
-            "quant_codes": writer.add(codes, reserve=capacity * stored.shape[1])}
+def _quant_regions(writer: RegionWriter, quantization: str, stored: np.ndarray, capacity: int) -> dict[str, RegionRef]:
+    """A segment's quantization regions written whole (SPEC §5.10): parameters
+    trained on every stored row, and their codes, reserving room for
+    ``capacity`` rows."""
+    train, encode = CODECS[quantization]
+    params_name, codes_name = QUANT_REGIONS_OF[quantization]
+    params = train(stored)
+    codes = encode(stored, params)
+    return {params_name: writer.add(params.astype("<f4", copy=False)),
+            codes_name: writer.add(codes, reserve=capacity * codes.shape[1] * codes.itemsize)}
 
 
 def _column_chunk(writer: RegionWriter, start: int, metas: list[bytes], where: str) -> ColumnChunk:
@@ -404,12 +410,14 @@ def extend_segment(writer: RegionWriter, meta: CollectionDescriptor, seg: Segmen
     id_chunks = _append_id_index(writer, seg, view, id_hashes(recs.ids_utf8), regions)
     if meta.quantization:
         stored = _stored(recs.vectors, meta.dtype)
-        if relocate or "quant_codes" not in regions:
+        codes_name = list(QUANT_REGIONS_OF[meta.quantization])[1]
+        if relocate or codes_name not in regions:
             # The codes are written whole anyway: retrain on every row (O(1) amortised, as the relocation)
             everything = np.concatenate([view.vectors, stored])
-            regions.update(_quant_regions(writer, everything, train_int8(everything), capacity))
+            regions.update(_quant_regions(writer, meta.quantization, everything, capacity))
         else:  # appended in place, encoded with the parameters the segment was trained with
-            regions["quant_codes"] = writer.append(regions["quant_codes"], encode_int8(stored, view.quant_params))
+            encode = CODECS[meta.quantization][1]
+            regions[codes_name] = writer.append(regions[codes_name], encode(stored, view.quant_params))
     postings = ()
     if meta.kind != "dense":
         postings = _append_postings(writer, seg, view, recs.vectors)

@@ -19,7 +19,7 @@ from .._kernels.api import exact_topk
 from .._index.metadata import ViewCache, segment_matches
 from ..filters import Filter
 from .._kernels import readonly
-from .._index.hnsw import DEFAULT_RESCORE, search_segment
+from .._index.hnsw import DEFAULT_RESCORE, search_segment  # noqa: F401 (the collection's default, by quantization)
 from .._index.inverted import sparse_topk
 from ..results import SearchResult
 from .state import CollectionState
@@ -127,7 +127,7 @@ def sources(state: CollectionState, predicate: Filter | None):
 
 def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: int, metric: int,
                  predicate: Filter | None, include_vector: bool, ef: int | None, as_arrays: bool = False,
-                 rescore: int = DEFAULT_RESCORE):
+                 rescore: int = 0):
     """Top-k over every source of a dense collection; ``ef`` None means exact search everywhere.
 
     This is the per-query hot path: one kernel call per source, one merge,

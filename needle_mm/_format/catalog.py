@@ -30,7 +30,7 @@ DISTANCES = tuple(METRIC_CODES)  # the metrics the kernels compute, by the names
 DTYPES = ("f32", "f16")
 VECTOR_DTYPES = {"f32": "<f4", "f16": "<f2"}  # storage dtype -> the `vectors` region's element type
 KINDS = ("dense", "sparse")
-QUANTIZATIONS = ("int8",)  # codes a dense collection may keep beside its vectors (SPEC §5.10)
+QUANTIZATIONS = ("int8", "binary")  # codes a dense collection may keep beside its vectors (SPEC §5.10)
 MAX_DIM = 65536
 MAX_SPARSE_DIM = 2**32 - 1
 MAX_NAME_BYTES = 255
@@ -39,7 +39,8 @@ MAX_PROPERTIES_BYTES = 65536
 # Segment regions: name -> (numpy dtype, length rule, reserve rule).
 # Length rules name the element count of the used part: "n*dim", "n", "n+1",
 # "bits" (ceil(n/8)), "n*m0" (n x 2M), "rows*m" (a multiple of M), "bytes"
-# (free). Reserve rules: "cap*dim", "cap", "cap+1" for growable fixed-stride
+# (free), "dim", "2*dim", "n*words" (n x ceil(dim/64)). Reserve rules:
+# "cap*dim", "cap*words", "cap", "cap+1" for growable fixed-stride
 # regions (capacity = the segment's "capacity"), "free" for growable blobs,
 # "=" for regions written whole by one commit (reserved == length).
 SEGMENT_REGIONS: dict[str, tuple[str, str, str]] = {
@@ -68,12 +69,16 @@ HNSW_REGIONS: dict[str, tuple[str, str, str]] = {
     "hnsw_upper_offsets": ("<u4", "n+1", "cap+1"),
     "hnsw_upper_links": ("<i4", "rows*m", "free"),
 }
-# The int8 codes of a quantized collection's segment (SPEC §5.10): per-dimension
-# offsets then scales, and one code row per record.
-QUANT_REGIONS: dict[str, tuple[str, str, str]] = {
-    "quant_params": ("<f4", "2*dim", "="),
-    "quant_codes": ("i1", "n*dim", "cap*dim"),
+# The codes of a quantized collection's segment (SPEC §5.10), by quantization:
+# its parameters (written whole), then one code row per record. int8:
+# per-dimension offsets then scales, a byte per dimension; binary: the
+# per-dimension centre, a bit per dimension in uint64 words ("words" = ceil(dim / 64)).
+QUANT_REGIONS_OF: dict[str, dict[str, tuple[str, str, str]]] = {
+    "int8": {"quant_params": ("<f4", "2*dim", "="), "quant_codes": ("i1", "n*dim", "cap*dim")},
+    "binary": {"quant_centre": ("<f4", "dim", "="), "quant_bits": ("<u8", "n*words", "cap*words")},
 }
+QUANT_REGIONS: dict[str, tuple[str, str, str]] = {name: rule for regions in QUANT_REGIONS_OF.values()
+                                                  for name, rule in regions.items()}
 # The sorted id index of slots 0 .. id_base - 1; later slots are in id_chunks (SPEC §5.2).
 ID_INDEX_REGIONS = ("id_hashes", "id_order")
 # Graph regions grow in place since catalog format 4 (SPEC §5.9); earlier
@@ -93,7 +98,7 @@ def required_regions(kind: str, with_graph: bool, dtype: str = "f32",
     _, rule, reserve = SEGMENT_REGIONS["vectors"]
     vectors = {"vectors": (VECTOR_DTYPES[dtype], rule, reserve)}
     return {**SEGMENT_REGIONS, **vectors, **(HNSW_REGIONS if with_graph else {}),
-            **(QUANT_REGIONS if quantization else {})}
+            **(QUANT_REGIONS_OF[quantization] if quantization else {})}
 
 
 def catalog_format(collections) -> int:
@@ -215,7 +220,7 @@ class CollectionDescriptor:
     dtype: str = "f32"
     kind: str = "dense"
     hnsw: HnswParams = field(default_factory=HnswParams)
-    quantization: str | None = None  # "int8": each segment keeps codes beside its vectors (SPEC §5.10)
+    quantization: str | None = None  # "int8" or "binary": each segment keeps codes beside its vectors (SPEC §5.10)
     next_segment_id: int = 1
     segments: tuple[SegmentDescriptor, ...] = ()
     # Small JSON bookkeeping committed with the records it describes (SPEC §4),
@@ -289,7 +294,8 @@ def region_element_count(rule: str, n: int, dim: int, m: int) -> int | None:
     """Elements a region must hold under ``rule`` (None: free)."""
     return {
         "n*dim": n * dim, "n": n, "n+1": n + 1, "bits": (n + 7) // 8, "n*m0": n * 2 * m,
-        "cap*dim": n * dim, "cap": n, "cap+1": n + 1, "cap*m0": n * 2 * m, "2*dim": 2 * dim,
+        "cap*dim": n * dim, "cap": n, "cap+1": n + 1, "cap*m0": n * 2 * m, "2*dim": 2 * dim, "dim": dim,
+        "n*words": n * ((dim + 63) // 64), "cap*words": n * ((dim + 63) // 64),
     }.get(rule)
 
 

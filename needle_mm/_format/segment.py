@@ -160,20 +160,36 @@ class SegmentView:
         """``(vectors[n, dim], norms[n])`` as the search kernels take them (norms checked)."""
         return self.kernel_vectors, self.checked_norms
 
+    @cached_property
+    def quantization(self) -> str | None:
+        """"int8", "binary" (the codes this segment keeps, SPEC §5.10) or None."""
+        regions = self.descriptor.regions
+        return "int8" if "quant_codes" in regions else "binary" if "quant_bits" in regions else None
+
     @property
     def quantized(self) -> bool:
-        return "quant_codes" in self.descriptor.regions
+        return self.quantization is not None
 
     @cached_property
     def quant_codes(self) -> np.ndarray:
-        """``[n, dim]`` int8 codes of the vectors (SPEC §5.10)."""
+        """The codes of the vectors (SPEC §5.10): int8 ``[n, dim]``, or binary
+        ``[n, ceil(dim / 64)]`` uint64 words."""
+        if self.quantization == "binary":
+            return self._view("quant_bits").reshape(self.n, (self.dim + 63) // 64)
         return self._view("quant_codes").reshape(self.n, self.dim)
 
     @cached_property
     def quant_params(self) -> np.ndarray:
-        """``[2, dim]``: the per-dimension offsets, then the scales, of the codes;
-        checked once per view to be finite, the scales positive (kernels divide
-        by none of them, but a NaN would make every code distance NaN)."""
+        """int8: ``[2, dim]``, the per-dimension offsets, then the scales, of the
+        codes; binary: ``[1, dim]``, the centre. Checked once per view to be
+        finite, int8 scales positive (kernels divide by none of them, but a NaN
+        would make every code distance NaN)."""
+        if self.quantization == "binary":
+            params = self._view("quant_centre").reshape(1, self.dim)
+            if not np.isfinite(params).all():
+                raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id}: the quant_centre region "
+                                       "holds NaN or infinite values")
+            return params
         params = self._view("quant_params").reshape(2, self.dim)
         if not (np.isfinite(params).all() and float(params[1].min()) > 0.0):
             raise CorruptFileError(f"{self.path!r}: segment {self.descriptor.segment_id}: the quant_params region "

@@ -344,13 +344,15 @@ def rows_may_fault(view) -> bool:
     return found
 
 
-# A quantized search rescores the best k x this many candidates (SPEC §5.10). On both real sets 2 reached
-# the recall of 4 at the default ef (minilm-100k 0.954, siftsmall 0.999) while reading half the rows.
-DEFAULT_RESCORE = 2
+# A quantized search rescores the best k x this many candidates (SPEC §5.10), by quantization. int8: on
+# both real sets 2 reached the recall of 4 at the default ef (minilm-100k 0.954, siftsmall 0.999) while
+# reading half the rows. binary: Hamming distances of 384 bits rank coarsely; minilm-10k needed 16 for
+# recall 0.95 (8: 0.90, 4: 0.81); siftsmall's 128 bits reach 0.86 at 16 (int8 suits it better).
+DEFAULT_RESCORE = {"int8": 2, "binary": 16}
 
 
 def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, excluded: np.ndarray,
-                   k: int, ef: int, two_hop: bool = False, rescore: int = DEFAULT_RESCORE) -> tuple[np.ndarray, np.ndarray]:
+                   k: int, ef: int, two_hop: bool = False, rescore: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """HNSW top-k of each query in one segment: (distances[m, k], slots[m, k]),
     float64 distances as users get them (see ``kernels.search_knn``).
 

@@ -306,7 +306,8 @@ class GraphSearch:
     def __init__(self, vectors, norms, graph: tuple, codes=None, params=None):
         self.vectors, self.norms, self.graph = vectors, norms, graph
         self.codes, self.params = codes, params
-        self.export = "search_knn" if codes is None else "search_knn_codes"
+        self.export = "search_knn" if codes is None else \
+            "search_knn_bits" if codes.dtype == np.uint64 else "search_knn_codes"
         head = (vectors, norms, 0, *graph) if codes is None else (vectors, norms, codes, params, 0, *graph)
         self._fn, self._checks = None, ()
         table = (_state or _backend()).table

@@ -34,6 +34,7 @@ from numba.extending import overload
 from . import FASTMATH, METRIC_COSINE, METRIC_EUCLIDEAN, STATUS_CORRUPT, STATUS_OK, kernel
 from .halves import as_f32
 from .heaps import maxheap_pop, maxheap_push, maxheap_replace_root
+from .bits import popcount
 from .prefetch import prefetch_row
 
 
@@ -87,11 +88,26 @@ def code_distance(a, an, b, bn, metric):
     return from_dot(an[1] + acc, an[0], bn, metric)
 
 
+@kernel(fastmath=FASTMATH, inline="always")
+def bit_distance(a, an, b, bn, metric):
+    """:func:`float_distance` estimated from binary codes (SPEC §5.10): ``a`` and
+    ``b`` are the sign bits of the centred query and vector as uint64 words,
+    their Hamming distance ``h`` estimates the angle between them as
+    ``pi * h / dim`` (``an[1]`` holds ``pi / dim``), and the dot product as
+    ``|q| |x| cos(angle)`` from the true norms. The walk ranks by it; exact
+    rescoring gives the final order."""
+    h = np.uint64(0)
+    for j in range(a.shape[0]):
+        h += popcount(a[j] ^ b[j])
+    return from_dot(an[0] * bn * np.float32(np.cos(an[1] * np.float32(h))), an[0], bn, metric)
+
+
 def distance(a, an, b, bn, metric):
     """The distance the walks rank by, for the rows they walk: float rows
     (float32, or the uint16 bits of halves) give :func:`float_distance`, int8
     code rows :func:`code_distance` (``an`` then being the query's
-    ``(norm, scale, offset dot)``). Kernels only (numba picks one per type)."""
+    ``(norm, scale, offset dot)``), uint64 bit rows :func:`bit_distance`.
+    Kernels only (numba picks one per type)."""
     raise NotImplementedError("distance() is compiled into kernels only")
 
 
@@ -102,6 +118,8 @@ def _distance_for(a, an, b, bn, metric):
     # variables out of scope)
     if isinstance(b, types.Array) and b.dtype == types.int8:
         return code_distance.py_func
+    if isinstance(b, types.Array) and b.dtype == types.uint64:
+        return bit_distance.py_func
     return float_distance.py_func
 
 
@@ -460,18 +478,57 @@ def search_knn_parallel(vectors, norms, metric, links0, levels, upper_offsets, u
     return statuses.max()
 
 
-# ----------------------------------------------------------------- search on int8 codes (SPEC §5.10)
+# ----------------------------------------------------------------- search on int8 or binary codes (SPEC §5.10)
 
 
-@kernel(fastmath=FASTMATH)
-def encode_query(q, params, out):
-    """A query against a segment's codes: ``out = q * scale`` per dimension, so
-    that ``q . x ~ q . offset + out . codes(x)``. Returns ``q . offset``."""
+@kernel(fastmath=FASTMATH, inline="always")
+def encode_query_int8(q, params, out):
+    """A query against a segment's int8 codes: ``out = q * scale`` per dimension,
+    so that ``q . x ~ q . offset + out . codes(x)``. Returns ``q . offset``."""
     offset_dot = np.float32(0.0)
     for j in range(q.shape[0]):
         out[j] = q[j] * params[1, j]
         offset_dot += q[j] * params[0, j]
     return offset_dot
+
+
+@kernel(fastmath=FASTMATH, inline="always")
+def encode_query_bits(q, params, out):
+    """A query against a segment's binary codes: ``out`` = the sign bits of
+    ``q - offset`` as the codes are made (bit ``j % 64`` of word ``j // 64``
+    set where the value is > 0). Returns ``pi / dim`` (see :func:`bit_distance`)."""
+    out[:] = 0
+    for j in range(q.shape[0]):
+        if q[j] - params[0, j] > np.float32(0.0):
+            out[j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+    return np.float32(np.pi / q.shape[0])
+
+
+def encode_query(q, params, out):
+    """The query in a segment's code space, into ``out`` (float32 for int8
+    codes, uint64 words for binary ones); returns the second component of the
+    walk's query information (see :func:`distance`). Kernels only."""
+    raise NotImplementedError("encode_query() is compiled into kernels only")
+
+
+@overload(encode_query, jit_options={"fastmath": FASTMATH, "error_model": "numpy", "nogil": True})
+def _encode_query_for(q, params, out):
+    if isinstance(out, types.Array) and out.dtype == types.uint64:
+        return encode_query_bits.py_func
+    return encode_query_int8.py_func
+
+
+def query_buffer(codes):
+    """An uninitialised buffer for one query in the code space of ``codes``
+    (see :func:`encode_query`). Kernels only."""
+    raise NotImplementedError("query_buffer() is compiled into kernels only")
+
+
+@overload(query_buffer, jit_options={"nogil": True})
+def _query_buffer_for(codes):
+    if codes.dtype == types.uint64:
+        return lambda codes: np.empty(codes.shape[1], dtype=np.uint64)
+    return lambda codes: np.empty(codes.shape[1], dtype=np.float32)
 
 
 @kernel()
@@ -552,7 +609,7 @@ def search_knn_codes(vectors, norms, codes, params, metric, links0, levels, uppe
     m = queries.shape[0]
     out_d[:] = np.inf
     out_i[:] = -1
-    qc = np.empty(codes.shape[1], dtype=np.float32)
+    qc = query_buffer(codes)
     status = STATUS_OK
     for qi in range(m):
         st = _search_one_codes(queries[qi], qnorms[qi], vectors, norms, codes, params, metric, links0, levels,

@@ -129,7 +129,7 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
 
     With ``out``, the new file goes there and ``path`` is left alone; otherwise
     it replaces ``path`` atomically and processes that have it open move to it
-    (see the module docstring). ``quantization`` ("int8" or "none") converts
+    (see the module docstring). ``quantization`` ("int8", "binary" or "none") converts
     the dense collections (the codes are trained anew either way). Deleted and replaced records are not copied,
     so this is also :func:`compact`.
 

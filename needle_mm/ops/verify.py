@@ -186,18 +186,20 @@ def _check_segment(view, where: str, seen_ids: set, problems: list[str]) -> int:
 
 
 def _check_codes(view, where: str, problems: list[str]) -> None:
-    """The int8 codes are exactly what this version encodes from the stored vectors (SPEC §5.10)."""
-    from .._index.quantize import encode_int8
+    """The codes (int8 or binary) are exactly what this version encodes from the
+    stored vectors with the segment's parameters (SPEC §5.10)."""
+    from .._index.quantize import CODECS
 
     try:
         params = view.quant_params
     except CorruptFileError as exc:
         problems.append(f"{where}: {exc}")
         return
-    bad = np.flatnonzero((encode_int8(view.kernel_vectors, params) != view.quant_codes).any(axis=1))
+    encode = CODECS[view.quantization][1]
+    bad = np.flatnonzero((encode(view.kernel_vectors, params) != view.quant_codes).any(axis=1))
     if bad.size:
-        problems.append(f"{where}: the int8 codes of {bad.size:,} slots (first: {int(bad[0])}) are not those of "
-                        "their vectors")
+        problems.append(f"{where}: the {view.quantization} codes of {bad.size:,} slots (first: {int(bad[0])}) are "
+                        "not those of their vectors")
 
 
 def _check_sparse_rows(view, where: str, problems: list[str]) -> None:
