@@ -70,7 +70,7 @@ def build_all(out: Path, tag: str, x, metric: str) -> dict[str, list[Path]]:
     import needle_mm as needle
 
     files = {}
-    for label, quant in (("needle_f32", None), ("needle_int8", "int8")):
+    for label, quant in (("needle_f32", None), ("needle_int8", "int8"), ("needle_binary", "binary")):
         path = out / f"capped-{tag}-{label}.needle"
         if not path.exists():
             print(f"building {path.name} ...", flush=True)
@@ -255,9 +255,9 @@ def main() -> None:
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
     ap.add_argument("--dataset", default="minilm", choices=sorted(DATASETS))
     ap.add_argument("--fraction", type=float, default=0.4, help="the cap, as a fraction of --of's file")
-    ap.add_argument("--of", default="needle_f32", choices=("needle_f32", "needle_int8"),
-                    help="whose file the cap is a fraction of: the f32-only file, or the int8 file (f32 vectors and "
-                         "codes)")
+    ap.add_argument("--of", default="needle_f32", choices=("needle_f32", "needle_int8", "needle_binary"),
+                    help="whose file the cap is a fraction of: the f32-only file, or a quantized file (f32 vectors "
+                         "and codes)")
     ap.add_argument("--warm", type=int, default=200, help="untimed queries first")
     ap.add_argument("--queries", type=int, default=1000, help="queries in all (warm-up included)")
     ap.add_argument("--engines", default="needle_int8,needle_f32,hnswlib,faiss,faiss_mmap")
@@ -298,9 +298,11 @@ def main() -> None:
     finally:
         if group is not None:
             group.remove()
+    graph = ("norms", "hnsw_levels", "hnsw_links0", "hnsw_upper_offsets", "hnsw_upper_links")
     with needle_db(files["needle_int8"][0]) as seg:
-        hot = ("quant_codes", "norms", "hnsw_levels", "hnsw_links0", "hnsw_upper_offsets", "hnsw_upper_links")
-        results["int8_hot_bytes"] = sum(seg.regions[r].length for r in hot)
+        results["int8_hot_bytes"] = sum(seg.regions[r].length for r in ("quant_codes", *graph))
+    with needle_db(files["needle_binary"][0]) as seg:
+        results["binary_hot_bytes"] = sum(seg.regions[r].length for r in ("quant_bits", *graph))
     results["command"] = command_line("bench_capped.py", ap, a)
     store = out / "capped.json"
     kept = json.loads(store.read_text()) if store.exists() else {}
@@ -334,7 +336,7 @@ def report(r: dict, command: str) -> str:
     lines = [f"### Capped at {r['fraction']:.0%} of the {r['of']} file", "",
              f"`{command}` — {r['dataset']} ({r['n']:,} × {r['dim']}), M={M}, ef_construction={EFC}; each engine "
              f"at the smallest ef giving recall@10 ≥ 0.95 uncapped; {r['fraction']:.0%} of the "
-             f"{'Needle f32' if r['of'] == 'needle_f32' else 'Needle int8 (f32 vectors and codes)'} file = "
+             f"{'Needle f32' if r['of'] == 'needle_f32' else r['of'].replace('needle_', 'Needle ') + ' (f32 vectors and codes)'} file = "
              f"**{r['cap_bytes'] / mb:.0f} MB** as the cgroup's memory limit (process memory and the page cache "
              f"it faults in, together); a capped run starts with the engine's files dropped from the page cache, an uncapped one "
              f"with them read once (cached); each opens, runs 200 untimed queries and times the rest, one per "
@@ -345,7 +347,9 @@ def report(r: dict, command: str) -> str:
         lines += [f"cgroup: {r['cgroup']}.", ""]
     if f32 and "int8_hot_bytes" in r:
         lines += [f"Needle int8: what a walk reads (codes, norms, graph) is {r['int8_hot_bytes'] / mb:.1f} MB = "
-                  f"**{r['int8_hot_bytes'] / f32:.2f}×** the f32 file ({f32 / mb:.0f} MB).", ""]
+                  f"**{r['int8_hot_bytes'] / f32:.2f}×** the f32 file ({f32 / mb:.0f} MB)."
+                  + (f" Needle binary: {r['binary_hot_bytes'] / mb:.1f} MB = **{r['binary_hot_bytes'] / f32:.2f}×**."
+                     if "binary_hot_bytes" in r else ""), ""]
     lines += ["| engine | index files (MB) | ef | uncapped q/s | recall | capped q/s | capped / uncapped | capped recall "
               "| cgroup peak (MB) | times at the limit |", "|---|---|---|---|---|---|---|---|---|---|"]
     for e, runs in r["runs"].items():
