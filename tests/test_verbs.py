@@ -164,6 +164,27 @@ def test_search_as_arrays_matches_result_objects(db, distance):
         assert one_ids.shape == (7,) and one_ids.tolist() == ids[0].tolist()
 
 
+def test_search_as_arrays_of_one_source_matches_result_objects(db):
+    """One committed segment (the path without merging), full rows, short rows and empty rows."""
+    coll = db.create_collection("docs", 8)
+    _fill(coll, 300)
+    coll.delete(["r5"])
+    db.save()
+    queries = np.random.default_rng(3).random((5, 8))
+    for kwargs in ({}, {"exact": True}, {"filter": {"i": {"$lt": 4}}}, {"filter": {"i": {"$gt": 999}}}):
+        for k in (1, 7):
+            objects = coll.search_batch(queries, k=k, **kwargs)
+            ids, dists = coll.search_batch(queries, k=k, as_arrays=True, **kwargs)
+            want = [[r.id for r in row] + [None] * (k - len(row)) for row in objects]
+            assert ids.tolist() == want
+            np.testing.assert_allclose(dists, [[r.distance for r in row] + [np.inf] * (k - len(row))
+                                               for row in objects], rtol=1e-6)
+            for q, row in zip(queries[:2], want):
+                one_ids, one_d = coll.search(q, k=k, as_arrays=True, **kwargs)
+                missing = np.array([i is None for i in row])
+                assert one_ids.tolist() == row and np.isinf(one_d[missing]).all() and np.isfinite(one_d[~missing]).all()
+
+
 def test_search_as_arrays_pads_missing_slots(db):
     coll = db.create_collection("docs", 8)
     _fill(coll, 4)
