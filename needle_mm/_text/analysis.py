@@ -233,7 +233,8 @@ def term_key(term: str) -> int:
 
 def term_keys(terms) -> np.ndarray:
     """:func:`term_key` of each term, as uint64, in the order given."""
-    return np.fromiter((term_key(t) for t in terms), dtype=np.uint64, count=len(terms))
+    get = _key_cache.get
+    return np.array([get(t) or term_key(t) for t in terms], dtype=np.uint64)  # (a key of 0 is just recomputed)
 
 
 def _load_stemmer(language: str):
