@@ -34,6 +34,7 @@ __all__ = [
     "LinkedFileError",
     "DurabilityError",
     "ServerUnavailableError",
+    "MissingDependencyError",
 ]
 
 
@@ -143,3 +144,8 @@ class ServerUnavailableError(NeedleError, ConnectionError):
 
     When a write's connection fails after the request was sent, the write may or
     may not have been applied: read back before retrying an ``insert``."""
+
+
+class MissingDependencyError(NeedleError, ImportError):
+    """An optional feature needs a package that is not installed (stemming needs
+    PyStemmer); the message names the extra that installs it."""

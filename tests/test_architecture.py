@@ -25,6 +25,7 @@ LAYERS = [
     {"_index"},
     {"_format", "_storage"},
     {"_kernels"},
+    {"_text"},
     {"errors", "filters", "results", "_version", "_progress"},
 ]
 

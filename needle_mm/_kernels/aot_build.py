@@ -96,6 +96,19 @@ EXPORTS = {
     "rank_serial": ("sparse", "rank_serial", "void", (
         "f32:2w", "u8:2w", "u32:2w", "i64:1", "u8:1", "i64", "f32:2w", "i64:2w")),
     "check_chunk": ("sparse", "check_chunk", "i64", ("u32:1", "u64:1", "u32:1", "i64", "i64", "i64")),
+    # BM25 over text chunks: keys, list_offsets, slots, tfs, doc_lengths, params (k1, b, avgdl) or the cached
+    # impacts, the queries (q_off, q_keys, q_weights), the scratch (scores, marks, hits, nhits)
+    "accumulate_bm25_serial": ("text", "accumulate_bm25_serial", "void", (
+        "u64:1", "u64:1", "u32:1", "u32:1", "u32:1", "f64:1", "i64:1", "u64:1", "f64:1", "f64:2w", "u8:2w", "u32:2w",
+        "i64:1w")),
+    "accumulate_impacts_serial": ("text", "accumulate_impacts_serial", "void", (
+        "u64:1", "u64:1", "u32:1", "f32:1", "i64:1", "u64:1", "f64:1", "f64:2w", "u8:2w", "u32:2w", "i64:1w")),
+    "bm25_impacts": ("text", "bm25_impacts", "void", ("u32:1", "u32:1", "u32:1", "f64:1", "f32:1w")),
+    "rank_bm25_serial": ("text", "rank_bm25_serial", "void", (
+        "f64:2w", "u8:2w", "u32:2w", "i64:1", "u8:1", "i64", "f64:2w", "i64:2w")),
+    "count_live_postings": ("text", "count_live_postings", "void", ("u64:1", "u64:1", "u32:1", "u8:1", "u64:1", "i64:1w")),
+    "live_length_stats": ("text", "live_length_stats", "void", ("u32:1", "u8:1", "i64:1w")),
+    "check_text_chunk": ("text", "check_text_chunk", "i64", ("u64:1", "u64:1", "u32:1", "u32:1", "i64", "i64")),
 }
 VARIANTS = ("f32", "u16")  # storage dtypes of "V": export name suffixes
 DTYPES = {"f32": "float32", "f64": "float64", "i8": "int8", "u8": "uint8", "u16": "uint16", "u32": "uint32", "u64": "uint64",

@@ -643,3 +643,89 @@ def rank_parallel(scores, marks, hits, nhits, excluded, k, out_d, out_i):
         fn(scores[a:b], marks[a:b], hits[a:b], nhits[a:b], excluded, k, out_d[a:b], out_i[a:b])
 
     _on_threads(share, len(shares))
+
+
+# ----------------------------------------------------------------- text (BM25)
+
+def check_text_chunk(keys, list_offsets, slots, tfs, start, count):
+    args = (keys, list_offsets, slots, tfs, start, count)
+    return _call("check_text_chunk", "text", "check_text_chunk", args)
+
+
+def bm25_impacts(slots, tfs, doc_lengths, params, out):
+    return _call("bm25_impacts", "text", "bm25_impacts", (slots, tfs, doc_lengths, params, out))
+
+
+def _on_query_shares(export: str, name: str, args, q_off_at: int, per_query: tuple[int, ...]):
+    """A parallel accumulation kernel: the JIT's own, or on the extension the
+    serial one on the threads, one share of the queries each (``q_off`` at
+    ``args[q_off_at]``, the per-query scratch at ``per_query``)."""
+    fn = _aot(export, args)
+    if fn is None:
+        return getattr(_jit("text"), name)(*args)
+    q_off = args[q_off_at]
+    shares = _shares(q_off.shape[0] - 1, get_num_threads())
+
+    def share(w):
+        a, b = shares[w]
+        part = list(args)
+        part[q_off_at] = q_off[a:b + 1]
+        for i in per_query:
+            part[i] = args[i][a:b]
+        fn(*part)
+
+    _on_threads(share, len(shares))
+
+
+def accumulate_bm25_serial(keys, list_offsets, slots, tfs, doc_lengths, params, q_off, q_keys, q_weights, scores, marks,
+                           hits, nhits):
+    args = (keys, list_offsets, slots, tfs, doc_lengths, params, q_off, q_keys, q_weights, scores, marks, hits, nhits)
+    return _call("accumulate_bm25_serial", "text", "accumulate_bm25_serial", args)
+
+
+def accumulate_bm25_parallel(keys, list_offsets, slots, tfs, doc_lengths, params, q_off, q_keys, q_weights, scores,
+                             marks, hits, nhits):
+    """``text.accumulate_bm25_parallel``: on the extension, one share of the queries per thread."""
+    args = (keys, list_offsets, slots, tfs, doc_lengths, params, q_off, q_keys, q_weights, scores, marks, hits, nhits)
+    _on_query_shares("accumulate_bm25_serial", "accumulate_bm25_parallel", args, 6, (9, 10, 11, 12))
+
+
+def accumulate_impacts_serial(keys, list_offsets, slots, impacts, q_off, q_keys, q_weights, scores, marks, hits, nhits):
+    args = (keys, list_offsets, slots, impacts, q_off, q_keys, q_weights, scores, marks, hits, nhits)
+    return _call("accumulate_impacts_serial", "text", "accumulate_impacts_serial", args)
+
+
+def accumulate_impacts_parallel(keys, list_offsets, slots, impacts, q_off, q_keys, q_weights, scores, marks, hits,
+                                nhits):
+    """``text.accumulate_impacts_parallel``: on the extension, one share of the queries per thread."""
+    args = (keys, list_offsets, slots, impacts, q_off, q_keys, q_weights, scores, marks, hits, nhits)
+    _on_query_shares("accumulate_impacts_serial", "accumulate_impacts_parallel", args, 4, (7, 8, 9, 10))
+
+
+def rank_bm25_serial(scores, marks, hits, nhits, excluded, k, out_d, out_i):
+    args = (scores, marks, hits, nhits, excluded, k, out_d, out_i)
+    return _call("rank_bm25_serial", "text", "rank_bm25_serial", args)
+
+
+def rank_bm25_parallel(scores, marks, hits, nhits, excluded, k, out_d, out_i):
+    """``text.rank_bm25_parallel``: on the extension, one share of the queries per thread."""
+    args = (scores, marks, hits, nhits, excluded, k, out_d, out_i)
+    fn = _aot("rank_bm25_serial", args)
+    if fn is None:
+        return _jit("text").rank_bm25_parallel(*args)
+    shares = _shares(nhits.shape[0], get_num_threads())
+
+    def share(w):
+        a, b = shares[w]
+        fn(scores[a:b], marks[a:b], hits[a:b], nhits[a:b], excluded, k, out_d[a:b], out_i[a:b])
+
+    _on_threads(share, len(shares))
+
+
+def count_live_postings(keys, list_offsets, slots, excluded, q_keys, counts):
+    args = (keys, list_offsets, slots, excluded, q_keys, counts)
+    return _call("count_live_postings", "text", "count_live_postings", args)
+
+
+def live_length_stats(doc_lengths, excluded, out):
+    return _call("live_length_stats", "text", "live_length_stats", (doc_lengths, excluded, out))
