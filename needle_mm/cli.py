@@ -39,7 +39,8 @@ def _cmd_info(args) -> int:
             meta = snap.collection(name)
             print(f"  {name}: {plural(meta.count, 'record')}, {meta.kind}, dim {meta.dim}, distance {meta.distance}, "
                   f"dtype {meta.dtype}, quantization {meta.quantization or 'none'}, "
-                  f"{plural(len(meta.segments), 'segment')}")
+                  + (f"text index on {meta.text.field!r}, " if meta.text is not None else "")
+                  + f"{plural(len(meta.segments), 'segment')}")
     return 0
 
 
@@ -71,7 +72,7 @@ def _cmd_rebuild(args) -> int:
 
     report = rebuild(args.file, args.out, m=args.m, ef_construction=args.ef_construction,
                      ef_search=args.ef_search, dtype=args.dtype, quantization=args.quantization,
-                     lock_timeout=args.lock_timeout,
+                     text_field=getattr(args, "text_field", None), lock_timeout=args.lock_timeout,
                      progress=not args.no_progress)
     print(("rebuilt " if args.command == "rebuild" else "compacted ") + report.summary())
     return 0
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quantization", choices=("int8", "binary", "none"),
                    help="int8 / binary: search dense collections on one-byte / one-bit codes, rescored exactly; "
                         "none: drop the codes (default: keep)")
+    p.add_argument("--text-field", help="index this metadata field for full-text and hybrid search in the dense "
+                                        "collections (none: drop their text index; default: keep)")
     p.add_argument("--out", help="write the new file here and leave FILE alone")
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")
     p.add_argument("--no-progress", action="store_true")

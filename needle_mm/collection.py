@@ -7,6 +7,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from ._engine import search as _search
+from ._engine import text_search as _text
 from ._engine.engine import Engine
 from ._engine.records import Records
 from . import sparse as _sparse
@@ -25,6 +26,14 @@ _MISSING = object()
 _CLAMP_ABOVE = 4096
 # records read per step of an iteration (ids, vectors and metadata of one batch at a time)
 _WALK_BATCH = 1024
+
+
+def _text_config(text) -> dict:
+    """``CollectionConfig``'s text keywords for a collection's text index (None: none)."""
+    if text is None:
+        return {}
+    return {"text_field": text.field, "text_options": {"k1": text.k1, "b": text.b, **{
+        k: text.analyzer[k] for k in ("stemmer", "stop_words", "fold_accents")}}}
 
 
 def _id_list(ids) -> list:
@@ -81,7 +90,7 @@ class Collection:
         h = meta.hnsw
         return CollectionConfig(meta.dim, DistanceFunction(meta.distance), h.m, h.ef_construction,
                                 h.ef_search, h.seed, sparse=meta.kind == "sparse", dtype=meta.dtype,
-                                quantization=meta.quantization)
+                                quantization=meta.quantization, **_text_config(meta.text))
 
     @property
     def sparse(self) -> bool:
@@ -333,15 +342,32 @@ class Collection:
             live = _search.live_mask(source.n, f.excluded)
             yield source, (live if flt is None else live & _search.matching(source, flt))
 
-    def search(self, query, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-               exact: bool = False, include_vector: bool = False, as_arrays: bool = False, rescore: int | None = None):
-        """The ``k`` nearest live records to ``query``, closest first.
+    def search(self, query=None, k: int = 10, filter: dict | None = None, *, text: str | None = None,
+               fusion="rrf", candidates: int = _text.DEFAULT_CANDIDATES, ef: int | None = None,
+               exact: bool = False, include_vector: bool = False, as_arrays: bool = False, rescore: int | None = None,
+               vector=None):
+        """The ``k`` nearest live records to ``query``, closest first; with
+        ``text``, the best by BM25, or both rankings fused.
 
         Parameters
         ----------
         query : array-like of float, length ``dimension``
             (sparse collections: a sparse vector; results are the records
-            sharing at least one index with it, by ``1 - dot``, always exact)
+            sharing at least one index with it, by ``1 - dot``, always exact).
+            Also accepted as ``vector=``. None with ``text``: text search only.
+        text : str, optional
+            A full-text query (collections with a text index, see
+            :meth:`create_text_index`): ranked by BM25 alone (``distance`` is
+            minus the score), or, with ``query``, fused with the vector
+            ranking (hybrid; each hit's ``scores`` holds both rankings').
+        fusion : str or dict
+            Hybrid only: ``"rrf"`` (default: Reciprocal Rank Fusion,
+            ``{"method": "rrf", "k": 60}``) or ``{"method": "weighted",
+            "alpha": 0.5}`` (``alpha`` times the normalised vector similarity
+            plus ``1 - alpha`` times the normalised BM25 score).
+        candidates : int
+            Hybrid only: how many hits each ranking contributes to the fusion
+            (default 100; at least ``k`` are taken).
         k : int
             How many results at most.
         filter : dict, optional
@@ -372,14 +398,56 @@ class Collection:
         -------
         list of SearchResult, or (ids, distances) with ``as_arrays``
         """
+        if vector is not None:
+            if query is not None:
+                raise InvalidArgumentError("give the query vector once: as query or as vector=")
+            query = vector
         engine = self._engine
         engine.begin_read()
         try:
-            found = self._search(self._state(), query, False, k, filter, include_vector, ef, exact, as_arrays,
-                                 rescore)
+            if text is None:
+                if query is None:
+                    raise InvalidArgumentError("search needs a query vector, a text, or both")
+                found = self._search(self._state(), query, False, k, filter, include_vector, ef, exact, as_arrays,
+                                     rescore)
+            else:
+                found = self._search_text(self._state(), query, text, k, filter, fusion, candidates, include_vector,
+                                          ef, exact, as_arrays, rescore)
         finally:
             engine.end_read()
         return (found[0][0], found[1][0]) if as_arrays else found[0]
+
+    def _search_text(self, state, query, text, k, filter, fusion, candidates, include_vector, ef, exact, as_arrays,
+                     rescore):
+        """Text-only (BM25) or hybrid search of one query (SPEC §5.11)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
+        if as_arrays and include_vector:
+            raise InvalidArgumentError("as_arrays returns ids and distances only: drop include_vector, or as_arrays")
+        k = int(k)
+        if k > _CLAMP_ABOVE:
+            k = min(k, state.count())
+        texts = _text.query_texts(text, False)
+        _text.active_index(state)  # no index: say so before anything else
+        if query is None:
+            predicate = compile_filter(filter)
+            return _text.search_text(state, texts, k, predicate, include_vector, as_arrays)
+        method, value = _text.fusion_of(fusion)
+        n = max(k, _text.check_candidates(candidates))
+        dense = self._search(state, query, False, n, filter, include_vector, ef, exact, False, rescore)
+        textual = _text.search_text(state, texts, n, compile_filter(filter), include_vector, False)
+        rows = [_text.fuse(d, t, k, method, value) for d, t in zip(dense, textual)]
+        return _text.fused_arrays(rows, k) if as_arrays else rows
+
+    def create_text_index(self, field: str, **options) -> None:
+        """Index the string values of metadata ``field`` for full-text and
+        hybrid search (``search(text=...)``), analysed and ranked as
+        ``options`` say (``stemmer``, ``stop_words``, ``fold_accents``, ``k1``,
+        ``b``; see :class:`CollectionConfig`). The index of every record is
+        built by the next :meth:`Database.save` (and kept up to date by every
+        save after it); a collection created with ``text_field`` has it from
+        the start. Calling it again with the same settings does nothing."""
+        self._engine.create_text_index(self.name, _text.text_index(field, options))
 
     def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
                      exact: bool = False, include_vector: bool = False, as_arrays: bool = False,

@@ -92,6 +92,16 @@ class CollectionConfig:
         candidates needed for the same recall; see the README). ``None``
         (default): search reads the vectors. Dense only; ``get`` always
         returns the stored vector.
+    text_field : str or None
+        A metadata key whose string values are indexed for full-text (BM25)
+        search (``search(text=...)``, and hybrid with a vector); records
+        without it (or with a non-string value) have no text. Dense only.
+    text_options : dict or None
+        How text is analysed and ranked: ``stemmer`` (a Snowball language such
+        as ``"english"``; needs ``pip install needle-mm[text]``), ``stop_words``
+        (a language whose Snowball stop-word list is dropped), ``fold_accents``
+        (default True), and BM25's ``k1`` (1.2) and ``b`` (0.75). Default:
+        nothing stemmed, nothing removed.
     """
 
     dimension: int
@@ -103,6 +113,8 @@ class CollectionConfig:
     sparse: bool = False
     dtype: str = "f32"
     quantization: str | None = None
+    text_field: str | None = None
+    text_options: dict | None = None
 
     def __post_init__(self):
         if not isinstance(self.sparse, bool):
@@ -126,3 +138,24 @@ class CollectionConfig:
                                      f"got {self.quantization!r}")
         if self.sparse and self.quantization is not None:
             raise InvalidConfigError("sparse collections are searched exactly: quantization must be None")
+        if self.text_options is not None and self.text_field is None:
+            raise InvalidConfigError("text_options need a text_field to index")
+        if self.text_field is not None:
+            if self.sparse:
+                raise InvalidConfigError("sparse collections have no text index: text_field must be None")
+            from ._engine.text_search import text_index
+
+            index = text_index(self.text_field, self.text_options, InvalidConfigError)
+            # the options as the file records them: every default filled in, so configs compare equal
+            options = {"k1": index.k1, "b": index.b, **{k: index.analyzer[k] for k in ("stemmer", "stop_words",
+                                                                                      "fold_accents")}}
+            object.__setattr__(self, "text_options", options)
+
+    @property
+    def text_index(self):
+        """The ``catalog.TextIndex`` this config asks for, or None."""
+        if self.text_field is None:
+            return None
+        from ._engine.text_search import text_index
+
+        return text_index(self.text_field, self.text_options, InvalidConfigError)

@@ -21,7 +21,7 @@ from .errors import CollectionExistsError, CollectionNotFoundError, DatabaseClos
 __all__ = ["Database"]
 
 _CONFIG_KEYWORDS = ("distance", "m", "ef_construction", "ef_search", "seed", "sparse", "dtype", "quantization",
-                    "exist_ok")
+                    "text_field", "text_options", "exist_ok")
 
 
 def _shown(value) -> str:
@@ -131,7 +131,8 @@ class Database:
     def create_collection(self, name: str, dimension: int, distance: DistanceFunction | str = DistanceFunction.Cosine,
                           *, m: int | None = None, ef_construction: int | None = None, ef_search: int | None = None,
                           seed: int | None = None, sparse: bool | None = None, dtype: str | None = None,
-                          quantization: str | None = None, exist_ok: bool = False, **unknown) -> Collection:
+                          quantization: str | None = None, text_field: str | None = None,
+                          text_options: dict | None = None, exist_ok: bool = False, **unknown) -> Collection:
         """Create a collection of ``dimension``-long vectors (cosine distance by default).
 
         Parameters
@@ -152,6 +153,9 @@ class Database:
             ``"int8"`` / ``"binary"``: search walks one-byte / one-bit codes and
             rescores exactly (see :class:`CollectionConfig`); default none. A ``get_or_create`` that
             passes ``quantization="none"`` asks for an unquantized collection.
+        text_field, text_options : optional
+            Index this metadata field for full-text and hybrid search, analysed
+            and ranked as ``text_options`` say (see :class:`CollectionConfig`).
         exist_ok : bool
             If a collection of this name exists, return it instead of raising
             :class:`CollectionExistsError` -- provided it matches: its dimension
@@ -163,7 +167,8 @@ class Database:
                                      f"known: {', '.join(_CONFIG_KEYWORDS)}")
         given = {key: value for key, value in (("m", m), ("ef_construction", ef_construction),
                                                ("ef_search", ef_search), ("seed", seed), ("sparse", sparse),
-                                               ("dtype", dtype), ("quantization", quantization))
+                                               ("dtype", dtype), ("quantization", quantization),
+                                               ("text_field", text_field), ("text_options", text_options))
                  if value is not None}
         if given.get("quantization") == "none":
             given["quantization"] = None
@@ -177,7 +182,8 @@ class Database:
                                  m: int | None = None, ef_construction: int | None = None,
                                  ef_search: int | None = None, seed: int | None = None,
                                  sparse: bool | None = None, dtype: str | None = None,
-                                 quantization: str | None = None, **unknown) -> Collection:
+                                 quantization: str | None = None, text_field: str | None = None,
+                                 text_options: dict | None = None, **unknown) -> Collection:
         """The collection called ``name``, created as :meth:`create_collection` would if
         it does not exist: ``create_collection(..., exist_ok=True)`` (as Chroma's
         ``get_or_create_collection``). An existing collection whose dimension,
@@ -186,7 +192,8 @@ class Database:
         unknown.pop("exist_ok", None)  # it is what this method means
         return self.create_collection(name, dimension, distance, m=m, ef_construction=ef_construction,
                                       ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype,
-                                      quantization=quantization, exist_ok=True, **unknown)
+                                      quantization=quantization, text_field=text_field,
+                                      text_options=text_options, exist_ok=True, **unknown)
 
     def _get_or_create(self, name: str, config: CollectionConfig, compared: set[str]) -> Collection:
         _check_name(name)
@@ -216,6 +223,7 @@ class Database:
             kind="sparse" if config.sparse else "dense",
             hnsw=HnswParams(config.m, config.ef_construction, config.ef_search, config.seed),
             quantization=config.quantization,
+            text=config.text_index,
         )
         self.engine.create_collection(name, meta)
         return Collection(self.engine, name)

@@ -23,7 +23,7 @@ def load_json(path):
 
 
 def test_golden_files_exist():
-    assert {"empty", "basic", "deletes", "columns", "sparse", "half", "patched", "quantized", "binary"} <= set(GOLDEN)
+    assert {"empty", "basic", "deletes", "columns", "sparse", "half", "patched", "quantized", "binary", "text"} <= set(GOLDEN)
 
 
 @pytest.mark.parametrize("name", GOLDEN)
@@ -55,6 +55,12 @@ def test_golden_file_reads_as_dumped(name, tmp_path):
                 assert c.search(e.vector, 1)[0].distance <= c.search(e.vector, 2)[-1].distance
             for flt, ids in cwant.get("filters", []):  # files with metadata columns (SPEC §5.6)
                 assert sorted(i for i, _ in c.find(flt)) == ids, flt
+            if "text" in cwant:  # a full-text index (SPEC §5.11): the same settings, the same answers
+                assert db.engine.snapshot.collection(cname).text.to_json() == cwant["text"]
+                for q, hits in cwant["text_search"]:
+                    got = [[h.id, -h.distance] for h in c.search(text=q, k=5)]
+                    assert [i for i, _ in got] == [i for i, _ in hits], q
+                    np.testing.assert_allclose([s for _, s in got], [s for _, s in hits], rtol=1e-9, atol=1e-9)
     from needle_mm.ops.verify import verify_file
 
     assert verify_file(str(path)).ok
@@ -97,7 +103,7 @@ def test_spec_tables_match_layout():
 
 def test_catalog_format_says_what_a_reader_must_understand(tmp_path):
     """f16 vectors need catalog format 3 (SPEC §4): a catalog that holds them
-    under a lower format is corrupt, and a format above 5 is refused as newer."""
+    under a lower format is corrupt, and a format above 6 is refused as newer."""
     from needle_mm._format.catalog import decode_catalog
     from needle_mm._format.header import crc32
     from needle_mm.errors import CorruptFileError, UnsupportedVersionError
@@ -112,7 +118,7 @@ def test_catalog_format_says_what_a_reader_must_understand(tmp_path):
     assert raw.startswith(b'{"format":3,')
     decode_catalog(raw, crc32(raw), sb.generation, sb.file_length, str(path))
     for fmt, error, message in ((b"2", CorruptFileError, "cannot hold"), (b"1", CorruptFileError, "cannot hold"),
-                                (b"6", UnsupportedVersionError, "newer needle_mm")):
+                                (b"7", UnsupportedVersionError, "newer needle_mm")):
         bad = raw.replace(b'{"format":3,', b'{"format":' + fmt + b",", 1)
         with pytest.raises(error, match=message):
             decode_catalog(bad, crc32(bad), sb.generation, sb.file_length, str(path))

@@ -5,7 +5,7 @@ keep reading exactly as their dumps say, whatever the code becomes. Re-run this
 only when the format version changes, and keep the old files as well;
 ``--add NAME`` writes one new golden file and leaves the others alone.
 
-    python tools/make_golden.py [--add columns|sparse|half|patched|quantized|binary] [--layout-only]
+    python tools/make_golden.py [--add columns|sparse|half|patched|quantized|binary|text] [--layout-only]
 
 ``columns.needle`` (added with metadata columns, SPEC §5.6) also records what
 a fixed set of filters returns in each collection.
@@ -41,6 +41,9 @@ FILTERS = [
 ]
 
 
+TEXT_QUERIES = ["cat on the mat", "cafe", "naive uber", "日本", "running runners", "replaced", "nothing matches"]
+
+
 def dump(path: Path, with_filters: bool = False) -> dict:
     """Everything a reader must see in a golden file."""
     with needle.Database.open(path, read_only=True) as db:
@@ -63,6 +66,10 @@ def dump(path: Path, with_filters: bool = False) -> dict:
             }
             if with_filters:
                 out["collections"][name]["filters"] = [[f, sorted(i for i, _ in c.find(f))] for f in FILTERS]
+            if meta.text is not None:  # SPEC §5.11: the index, and what it answers
+                out["collections"][name]["text"] = meta.text.to_json()
+                out["collections"][name]["text_search"] = [
+                    [q, [[h.id, round(-h.distance, 9)] for h in c.search(text=q, k=5)]] for q in TEXT_QUERIES]
     return out
 
 
@@ -228,8 +235,43 @@ def add_binary() -> None:
     _finish(path)
 
 
+def add_text() -> None:
+    """A full-text index (SPEC §5.11, catalog format 6): a segment of 200
+    records whose "document" is a text (some with accents, one Chinese, a few
+    with no text or a number there), then a small commit (a second chunk), an
+    upsert and a delete; and a collection with stemming and stop words that
+    is given its index after its records (create_text_index)."""
+    path = OUT / "text.needle"
+    _fresh(path)
+    rng = np.random.default_rng(31)
+    words = ["cat", "mat", "sat", "dog", "Café", "naïve", "über", "日本語", "run", "running", "the", "a", "on"]
+
+    def text(k: int):
+        if k % 17 == 0:
+            return None
+        if k % 23 == 0:
+            return 7
+        return " ".join(words[j] for j in rng.integers(0, len(words), 2 + k % 9))
+
+    with needle.Database.open(path) as db:
+        c = db.create_collection("docs", 4, "cosine", m=4, text_field="document")
+        c.insert_many([f"t{k}" for k in range(200)], rng.standard_normal((200, 4)),
+                      [{"k": k} if text(k) is None else {"document": text(k), "k": k} for k in range(200)])
+        s = db.create_collection("stemmed", 3, "euclidean", m=4)
+        s.insert_many([f"s{k}" for k in range(50)], rng.standard_normal((50, 3)),
+                      [{"body": "the runners were running and ran " * (1 + k % 3)} for k in range(50)])
+        db.save()
+        s.create_text_index("body", stemmer="english", stop_words="english")
+        c.insert_many([f"n{k}" for k in range(5)], rng.standard_normal((5, 4)),
+                      [{"document": "a new cat on the mat"} for _ in range(5)])
+        c.upsert("t5", [0.5, -0.5, 0.25, 1.0], {"document": "replaced text"})
+        c.delete("t9")
+        db.save()
+    _finish(path)
+
+
 ADD = {"columns": add_columns, "sparse": add_sparse, "half": add_half, "patched": add_patched,
-       "quantized": add_quantized, "binary": add_binary}
+       "quantized": add_quantized, "binary": add_binary, "text": add_text}
 
 
 def build() -> None:

@@ -50,6 +50,7 @@ from ..errors import (
     DatabaseClosedError,
     DatabaseNotFoundError,
     DuplicateIdError,
+    InvalidArgumentError,
     DurabilityError,
     LinkedFileError,
     ReadOnlyError,
@@ -246,6 +247,7 @@ class Engine:
         for state in list(self._states.values()):
             pending = len(state.pending.index)
             count += pending + len(state.touched - state.pending.index.keys()) + bool(state.property_changes)
+            count += state.text_index is not None
             count += state.fresh
         return count
 
@@ -450,6 +452,24 @@ class Engine:
             with self.exclusive():
                 state.property_changes.update(changes)
 
+    def create_text_index(self, name: str, text) -> None:
+        """Give collection ``name`` the full-text index ``text`` (a ``catalog.TextIndex``),
+        built over every record and committed by the next ``save`` (SPEC §5.11)."""
+        with self.changing(f"create a text index on collection {name!r}"):
+            state = self.writable_state(name)
+            meta = state.descriptor
+            current = meta.text or state.text_index
+            if current is not None:
+                if current == text:
+                    return
+                raise InvalidArgumentError(f"collection {name!r} already has a text index on field "
+                                           f"{current.field!r} with other settings: rebuild the file to change it "
+                                           "(needle rebuild --text-field)")
+            if meta.kind != "dense":
+                raise InvalidArgumentError(f"collection {name!r} is sparse: text indexes are for dense collections")
+            with self.exclusive():
+                state.text_index = text
+
     def list_collections(self) -> list[str]:
         """Names of all collections, sorted."""
         with self.reading():
@@ -559,6 +579,7 @@ class Engine:
                     fresh = CollectionState(state.descriptor.with_segments((), state.descriptor.next_segment_id), [], True)
                     fresh.pending = state.pending
                     fresh.property_changes = state.property_changes
+                    fresh.text_index = state.text_index
                     fresh.inserted = state.inserted
                     state = fresh
                 else:

@@ -319,7 +319,9 @@ def new_segment(writer: RegionWriter, meta: CollectionDescriptor, segment_id: in
         rows = recs.vectors
         postings = (ColumnChunk(0, n, writer.add(encode_chunk(rows.offsets, rows.indices, rows.values, 0))),)
     columns = (_column_chunk(writer, 0, recs.metas, f"new segment {segment_id}"),)
-    return SegmentDescriptor(segment_id, n, 0, generation, n, regions, graph.descriptor if graph else None, columns, postings)
+    text_chunks = _append_text(writer, meta.text, (), 0, None, recs.metas) if meta.text is not None else ()
+    return SegmentDescriptor(segment_id, n, 0, generation, n, regions, graph.descriptor if graph else None, columns,
+                             postings, text_chunks=text_chunks)
 
 
 def _stored(vectors: np.ndarray, dtype: str) -> np.ndarray:
@@ -363,6 +365,24 @@ def _append_columns(writer: RegionWriter, seg: SegmentDescriptor, view: SegmentV
     kept, start = _merge_start(seg.columns, covered, seg.n - covered + len(new_metas))
     metas = [view.meta_bytes_at(slot) for slot in range(start, seg.n)] + list(new_metas)
     return (*kept, _column_chunk(writer, start, metas, f"{view.path!r}: segment {seg.segment_id}"))
+
+
+def _append_text(writer: RegionWriter, text, chunks: tuple, n_old: int, old_meta_at, new_metas: list[bytes]) -> tuple:
+    """A segment's text chunks (SPEC §5.11) with one for the slots not yet
+    covered (all of them when the collection has just been given its index)
+    and the new records, merged like column chunks; texts come from the
+    records' metadata (``old_meta_at(slot)`` for committed slots)."""
+    from .._format.text_chunk import encode_text_chunk
+    from .._index.text import build_text_chunk
+    from .text_search import analyzer_of, texts_of
+
+    covered = sum(c.count for c in chunks)
+    kept, start = _merge_start(chunks, covered, n_old - covered + len(new_metas))
+    metas = [old_meta_at(slot) for slot in range(start, n_old)] + list(new_metas)
+    if not metas:
+        return tuple(kept)
+    build = build_text_chunk(texts_of(metas, text.field), analyzer_of(text), start)
+    return (*kept, ColumnChunk(start, len(metas), writer.add(encode_text_chunk(build))))
 
 
 def _append_postings(writer: RegionWriter, seg: SegmentDescriptor, view: SegmentView, new_rows: SparseRows) -> tuple:
@@ -428,8 +448,10 @@ def extend_segment(writer: RegionWriter, meta: CollectionDescriptor, seg: Segmen
         grown[: bits.shape[0]] = bits
         regions["tombstones"] = writer.add(grown)
     columns = _append_columns(writer, seg, view, recs.metas)
+    text_chunks = _append_text(writer, meta.text, seg.text_chunks, seg.n, view.meta_bytes_at, recs.metas) \
+        if meta.text is not None else ()
     out = SegmentDescriptor(seg.segment_id, n, n_deleted, seg.generation, capacity, regions, hnsw, columns, postings,
-                            graph_patches, id_chunks)
+                            graph_patches, id_chunks, text_chunks)
     if hnsw is not None:
         remember_own_graph(view.path, out)
     return out
@@ -448,6 +470,8 @@ class _Seg:
 def plan_collection(state: CollectionState, writer: RegionWriter, generation: int) -> CollectionDescriptor:
     """The committed form of one dirty collection after this checkpoint."""
     meta = state.descriptor
+    if state.text_index is not None:  # create_text_index: every segment gets its chunks at this commit
+        meta = replace(meta, text=state.text_index)
     next_id = meta.next_segment_id
     segs = [_Seg(m, v) for m, v in zip(meta.segments, state.views)]
 
@@ -494,7 +518,7 @@ def plan_collection(state: CollectionState, writer: RegionWriter, generation: in
             next_id += 1
     else:
         for s in segs[:-1] if (recs is not None and segs) else segs:
-            out.append(_with_tombstones(writer, s))
+            out.append(_with_text(writer, meta, s, _with_tombstones(writer, s)))
         if recs is not None:
             if segs:
                 last = segs[-1]
@@ -504,6 +528,14 @@ def plan_collection(state: CollectionState, writer: RegionWriter, generation: in
                 next_id += 1
     out = [s for s in out if s.n > s.n_deleted]
     return replace(meta.with_segments(out, next_id), properties=state.properties())
+
+
+def _with_text(writer: RegionWriter, meta: CollectionDescriptor, s: _Seg, seg: SegmentDescriptor) -> SegmentDescriptor:
+    """``seg`` with text chunks over every slot when its collection has a text
+    index that does not cover it yet (just created: built once, here)."""
+    if meta.text is None or sum(c.count for c in seg.text_chunks) == seg.n:
+        return seg
+    return replace(seg, text_chunks=_append_text(writer, meta.text, seg.text_chunks, seg.n, s.view.meta_bytes_at, []))
 
 
 def _with_tombstones(writer: RegionWriter, s: _Seg) -> SegmentDescriptor:

@@ -159,6 +159,8 @@ class CollectionState:
         self.excluded: list[np.ndarray] = [v.tombstones for v in views]
         self._excluded_owned = [False] * len(views)
         self.property_changes: dict = {}  # key -> new value (None: remove), committed with the records
+        # A text index this process gave the collection (create_text_index), built and committed by the next save.
+        self.text_index = None
         # Ids whose pending record came from ``insert`` (which never replaces),
         # and those of them another writer has committed since: save refuses
         # to commit while any conflict remains (SPEC §9, promise 8).
@@ -167,7 +169,8 @@ class CollectionState:
 
     @property
     def dirty(self) -> bool:
-        return self.fresh or bool(self.touched) or self.pending.n > 0 or bool(self.property_changes)
+        return (self.fresh or bool(self.touched) or self.pending.n > 0 or bool(self.property_changes)
+                or self.text_index is not None)
 
     def properties(self) -> dict:
         """The collection's properties as this process sees them (committed + pending changes)."""
@@ -311,6 +314,7 @@ class CollectionState:
         other.excluded = [e.copy() if owned else e for e, owned in zip(self.excluded, self._excluded_owned)]
         other._excluded_owned = list(self._excluded_owned)
         other.property_changes = dict(self.property_changes)
+        other.text_index = self.text_index
         other.inserted, other.conflicts = set(self.inserted), set(self.conflicts)
         other.clash = self.clash
         return other
@@ -320,6 +324,7 @@ class CollectionState:
         fresh = CollectionState(meta, views, fresh=False)
         fresh.pending = self.pending
         fresh.property_changes = self.property_changes
+        fresh.text_index = self.text_index if meta.text is None else None  # another writer's index came first
         fresh.inserted = self.inserted
         fresh.conflicts = set(self.conflicts)
         if self.inserted and views:  # ids inserted here that another writer has committed since

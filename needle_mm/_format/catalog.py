@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
-from ..errors import CorruptFileError, UnsupportedVersionError
+from ..errors import CorruptFileError, NeedleError, UnsupportedVersionError
 from .._kernels import METRIC_CODES
 from .header import DATA_START, REGION_ALIGN, align_up, crc32
 
@@ -25,7 +25,8 @@ SPARSE_CATALOG_FORMAT = 2  # written when a sparse collection is present (SPEC �
 HALF_CATALOG_FORMAT = 3  # written when a collection stores f16 vectors (SPEC §5.8)
 PATCHED_GRAPH_CATALOG_FORMAT = 4  # written when a graph grows in place or has patches (SPEC §5.9)
 QUANTIZED_CATALOG_FORMAT = 5  # written when a collection keeps quantized codes (SPEC §5.10)
-MAX_CATALOG_FORMAT = QUANTIZED_CATALOG_FORMAT
+TEXT_CATALOG_FORMAT = 6  # written when a collection keeps a full-text index (SPEC §5.11)
+MAX_CATALOG_FORMAT = TEXT_CATALOG_FORMAT
 DISTANCES = tuple(METRIC_CODES)  # the metrics the kernels compute, by the names the file records
 DTYPES = ("f32", "f16")
 VECTOR_DTYPES = {"f32": "<f4", "f16": "<f2"}  # storage dtype -> the `vectors` region's element type
@@ -106,6 +107,8 @@ def catalog_format(collections) -> int:
     def grows_in_place(s) -> bool:
         return any(s.regions[r].reserved > s.regions[r].length for r in GRAPH_REGIONS if r in s.regions)
 
+    if any(c.text is not None for c in collections):
+        return TEXT_CATALOG_FORMAT
     if any(c.quantization for c in collections):
         return QUANTIZED_CATALOG_FORMAT
     if any(s.graph_patches or s.id_chunks or grows_in_place(s) for c in collections for s in c.segments):
@@ -169,6 +172,7 @@ class SegmentDescriptor:
     postings: tuple[ColumnChunk, ...] = ()  # sparse segments: posting-list chunks (SPEC §5.7)
     graph_patches: tuple[RegionRef, ...] = ()  # replaced graph rows, oldest first (SPEC §5.9)
     id_chunks: tuple[ColumnChunk, ...] = ()  # sorted id index of the last slots (SPEC §5.2)
+    text_chunks: tuple[ColumnChunk, ...] = ()  # full-text index chunks, covering every slot (SPEC §5.11)
 
     @property
     def id_base(self) -> int:
@@ -194,6 +198,8 @@ class SegmentDescriptor:
             out["graph_patches"] = [r.to_json() for r in self.graph_patches]
         if self.id_chunks:
             out["id_chunks"] = [c.to_json() for c in self.id_chunks]
+        if self.text_chunks:
+            out["text_chunks"] = [c.to_json() for c in self.text_chunks]
         return out
 
 
@@ -211,6 +217,23 @@ class HnswParams:
 
 DEFAULT_HNSW = HnswParams()  # the one place HNSW defaults live: config, the server and the CLI read them
 
+BM25_K1, BM25_B = 1.2, 0.75  # Lucene's defaults (SPEC §5.11)
+
+
+@dataclass(frozen=True)
+class TextIndex:
+    """A collection's full-text index (SPEC §5.11): the metadata field whose
+    string values are indexed, how text is analysed (``Analyzer.to_json()``),
+    and the BM25 parameters searches rank with."""
+
+    field: str
+    analyzer: dict
+    k1: float = BM25_K1
+    b: float = BM25_B
+
+    def to_json(self) -> dict:
+        return {"field": self.field, "analyzer": self.analyzer, "k1": self.k1, "b": self.b}
+
 
 @dataclass(frozen=True)
 class CollectionDescriptor:
@@ -221,6 +244,7 @@ class CollectionDescriptor:
     kind: str = "dense"
     hnsw: HnswParams = field(default_factory=HnswParams)
     quantization: str | None = None  # "int8" or "binary": each segment keeps codes beside its vectors (SPEC §5.10)
+    text: TextIndex | None = None  # a full-text index over one metadata field (SPEC §5.11)
     next_segment_id: int = 1
     segments: tuple[SegmentDescriptor, ...] = ()
     # Small JSON bookkeeping committed with the records it describes (SPEC §4),
@@ -240,6 +264,7 @@ class CollectionDescriptor:
             "kind": self.kind,
             "hnsw": self.hnsw.to_json(),
             **({"quantization": self.quantization} if self.quantization else {}),
+            **({"text": self.text.to_json()} if self.text is not None else {}),
             "next_segment_id": self.next_segment_id,
             "segments": [s.to_json() for s in self.segments],
             **({"properties": self.properties} if self.properties else {}),
@@ -285,7 +310,7 @@ class Catalog:
         for c in self.collections.values():
             for s in c.segments:
                 refs = [*s.regions.values(), *s.graph_patches,
-                        *(ch.region for ch in (*s.columns, *s.postings, *s.id_chunks))]
+                        *(ch.region for ch in (*s.columns, *s.postings, *s.id_chunks, *s.text_chunks))]
                 out.extend((r.offset, r.offset + align_up(r.reserved)) for r in refs)
         return out
 
@@ -361,7 +386,7 @@ def _chunks(raw, key: str, n: int, file_length: int, first: int = 0) -> tuple[Co
 
 
 def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: int,
-             quantization: str | None = None) -> SegmentDescriptor:
+             quantization: str | None = None, with_text: bool = False) -> SegmentDescriptor:
     import numpy as np  # local: keeps this module importable for docs tooling
 
     if not isinstance(raw, dict):
@@ -424,6 +449,11 @@ def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: i
         raise _Bad("a graph patch reserves more than its length")
     if kind == "sparse" and sum(c.count for c in postings) != n:
         raise _Bad(f"posting chunks cover {sum(c.count for c in postings)} slots, not n={n}")
+    text_chunks = _chunks(raw, "text_chunks", n, file_length)
+    if text_chunks and not with_text:
+        raise _Bad("segment has 'text_chunks' but its collection has no text index")
+    if with_text and sum(c.count for c in text_chunks) != n:
+        raise _Bad(f"text chunks cover {sum(c.count for c in text_chunks)} slots, not n={n}")
     return SegmentDescriptor(
         segment_id=_int(raw, "segment_id", 1),
         n=n,
@@ -436,6 +466,7 @@ def _segment(raw, kind: str, vector_dtype: str, dim: int, m: int, file_length: i
         postings=postings,
         graph_patches=graph_patches,
         id_chunks=id_chunks,
+        text_chunks=text_chunks,
     )
 
 
@@ -462,7 +493,9 @@ def _collection(raw, file_length: int) -> CollectionDescriptor:
     quantization = None
     if "quantization" in raw:
         quantization = _str(raw, "quantization", () if kind == "sparse" else QUANTIZATIONS)
-    segments = tuple(_segment(s, kind, dtype, dim, hnsw.m, file_length, quantization) for s in segs_raw)
+    text = _text_index(raw["text"], name) if "text" in raw else None
+    segments = tuple(_segment(s, kind, dtype, dim, hnsw.m, file_length, quantization, text is not None)
+                     for s in segs_raw)
     next_id = _int(raw, "next_segment_id", 1)
     ids = [s.segment_id for s in segments]
     if len(set(ids)) != len(ids) or any(i >= next_id for i in ids):
@@ -480,10 +513,32 @@ def _collection(raw, file_length: int) -> CollectionDescriptor:
         kind=kind,
         hnsw=hnsw,
         quantization=quantization,
+        text=text,
         next_segment_id=next_id,
         segments=segments,
         properties=properties,
     )
+
+
+def _text_index(raw, collection: str) -> TextIndex:
+    """A collection's ``text`` entry (SPEC §5.11), every key checked."""
+    if not isinstance(raw, dict) or set(raw) != {"field", "analyzer", "k1", "b"}:
+        raise _Bad(f"collection {collection!r}: 'text' must be an object with field, analyzer, k1 and b")
+    field_name = raw["field"]
+    if not isinstance(field_name, str) or not field_name or len(field_name.encode("utf-8", "surrogatepass")) > 255:
+        raise _Bad(f"collection {collection!r}: the text field must be a non-empty string of at most 255 bytes")
+    k1, b = raw["k1"], raw["b"]
+    if type(k1) not in (int, float) or not 0 <= k1 <= 100 or type(b) not in (int, float) or not 0 <= b <= 1:
+        raise _Bad(f"collection {collection!r}: BM25 k1 must be in [0, 100] and b in [0, 1], got {k1!r}, {b!r}")
+    from .._text.analysis import Analyzer  # the analyzer's own strict decoder
+
+    try:
+        analyzer = Analyzer.from_json(raw["analyzer"], where=f"collection {collection!r}")
+    except UnsupportedVersionError:
+        raise
+    except NeedleError as exc:
+        raise _Bad(str(exc)) from None
+    return TextIndex(field_name, analyzer.to_json(), float(k1), float(b))
 
 
 def decode_catalog(raw: bytes, expected_crc: int, generation: int, file_length: int, path: str) -> Catalog:
@@ -512,7 +567,7 @@ def decode_catalog(raw: bytes, expected_crc: int, generation: int, file_length: 
             collections[meta.name] = meta
         if fmt < catalog_format(collections.values()):
             raise _Bad(f"catalog format {fmt} cannot hold its collections (sparse needs 2, f16 vectors 3, "
-                       "a graph growing in place or patched 4, quantized codes 5)")
+                       "a graph growing in place or patched 4, quantized codes 5, a text index 6)")
         superseded = doc.get("superseded", False)
         if not isinstance(superseded, bool):
             raise _Bad("'superseded' is not a boolean")

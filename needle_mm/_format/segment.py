@@ -253,6 +253,28 @@ class SegmentView:
             self.__dict__["_posting_chunks"] = chunks
         return chunks
 
+    def text_chunks(self) -> list:
+        """The full-text index chunks (SPEC §5.11), validated on first use (``TextChunkView``)."""
+        chunks = self.__dict__.get("_text_chunks")
+        if chunks is None:
+            from .text_chunk import TextChunkView
+
+            where = f"{self.path!r}: segment {self.descriptor.segment_id}"
+            chunks = [TextChunkView.from_region(self._buf, c.region.offset, c.region.length, c.start, c.count, where)
+                      for c in self.descriptor.text_chunks]
+            self.__dict__["_text_chunks"] = chunks
+        return chunks
+
+    @cached_property
+    def text_doc_lengths(self) -> np.ndarray:
+        """uint32 [n]: every slot's document length, from its text chunk (SPEC §5.11)."""
+        chunks = self.text_chunks()
+        if len(chunks) == 1:
+            return chunks[0].doc_lengths
+        out = np.concatenate([c.doc_lengths for c in chunks]) if chunks else np.zeros(0, np.uint32)
+        out.flags.writeable = False
+        return out
+
     @cached_property
     def id_hashes(self) -> np.ndarray:
         return self._view("id_hashes")

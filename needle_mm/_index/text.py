@@ -29,6 +29,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .._format.text_chunk import TextChunk
 from .._kernels import readonly
 from .._kernels.api import (accumulate_bm25_parallel, accumulate_bm25_serial, accumulate_impacts_parallel,
                             accumulate_impacts_serial, bm25_impacts, count_live_postings, get_num_threads,
@@ -40,19 +41,6 @@ SCRATCH_BYTES = 1 << 26  # per batch of queries: scores + marks + hits of every 
 SERIAL_QUERIES = 4  # below this many queries per batch one thread is faster
 K1, B = 1.2, 0.75  # Lucene's defaults
 _EMPTY_U8 = readonly(np.zeros(0, dtype=np.uint8))
-
-
-class TextChunk:
-    """Read-only posting lists of the slots ``[start, start + count)``:
-    ``keys`` (uint64 [d], strictly ascending), ``list_offsets`` (uint64
-    [d + 1]), ``slots`` (uint32 [e], ascending within each list), ``tfs``
-    (uint32 [e], each >= 1)."""
-
-    __slots__ = ("keys", "list_offsets", "slots", "tfs", "start", "count")
-
-    def __init__(self, keys, list_offsets, slots, tfs, start: int, count: int):
-        self.keys, self.list_offsets, self.slots, self.tfs = keys, list_offsets, slots, tfs
-        self.start, self.count = start, count
 
 
 @dataclass(frozen=True, eq=False)

@@ -66,8 +66,16 @@ def _check_params(m, ef_construction, ef_search, dtype, quantization=None) -> No
             raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _text_keywords(old, text_field) -> dict:
+    """The copy's text index: the source collection's, unless ``text_field``
+    names another field (default options) or is "none" (no index)."""
+    if old.sparse or text_field is None or text_field == old.text_field:
+        return {"text_field": old.text_field, "text_options": old.text_options}
+    return {} if text_field == "none" else {"text_field": text_field}
+
+
 def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype, progress,
-                quantization=None) -> dict[str, int]:
+                quantization=None, text_field=None) -> dict[str, int]:
     """Every live record of every collection of ``src`` into a new file at ``dst_path``
     (``dtype`` and ``quantization`` apply to dense collections; sparse ones keep
     float32 values and no codes; ``quantization`` "none" drops the codes).
@@ -92,7 +100,8 @@ def _write_copy(src, dst_path: str, m, ef_construction, ef_search, dtype, progre
                                           ef_search=ef_search or old.ef_search, seed=old.seed, sparse=old.sparse,
                                           dtype=old.dtype if old.sparse or dtype is None else dtype,
                                           quantization=old.quantization if old.sparse or quantization is None
-                                          else None if quantization == "none" else quantization)
+                                          else None if quantization == "none" else quantization,
+                                          **_text_keywords(old, text_field))
                 target = dst.create_collection_with_config(name, config)
                 dst.engine.set_collection_properties(name, src.engine.collection_properties(name))
                 n = 0
@@ -124,13 +133,17 @@ def _sidecars(path: str) -> tuple[str, str]:
 
 def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m: int | None = None,
             ef_construction: int | None = None, ef_search: int | None = None, dtype: str | None = None,
-            quantization: str | None = None, lock_timeout: float = 60.0, progress=None) -> RebuildReport:
+            quantization: str | None = None, text_field: str | None = None, lock_timeout: float = 60.0,
+            progress=None) -> RebuildReport:
     """Rewrite ``path`` with one segment per collection (and optionally new HNSW parameters).
 
     With ``out``, the new file goes there and ``path`` is left alone; otherwise
     it replaces ``path`` atomically and processes that have it open move to it
     (see the module docstring). ``quantization`` ("int8", "binary" or "none") converts
-    the dense collections (the codes are trained anew either way). Deleted and replaced records are not copied,
+    the dense collections (the codes are trained anew either way). ``text_field``
+    gives the dense collections a full-text index of that metadata field
+    (SPEC §5.11; default analysis and BM25 parameters), or with "none" drops
+    theirs. Deleted and replaced records are not copied,
     so this is also :func:`compact`.
 
     ``progress``: ``True`` draws a bar of the graph nodes built (tqdm), a
@@ -140,6 +153,10 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
     from ..database import Database
 
     _check_params(m, ef_construction, ef_search, dtype, quantization)
+    if text_field is not None and text_field != "none":
+        from .._engine.text_search import text_index
+
+        text_index(text_field, None)  # a bad field name fails before anything is copied
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DatabaseNotFoundError(f"no database file at {path!r}")
@@ -150,7 +167,7 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
         if os.path.exists(out):
             raise InvalidArgumentError(f"{out!r} already exists; rebuild --out writes a new file")
         with Database.open(path, read_only=True, auto_refresh=False) as src:
-            counts = _write_copy(src, out, m, ef_construction, ef_search, dtype, progress, quantization)
+            counts = _write_copy(src, out, m, ef_construction, ef_search, dtype, progress, quantization, text_field)
         return _logged(RebuildReport(out, counts, bytes_before, os.path.getsize(out), time.perf_counter() - started,
                                      False))
 
@@ -163,7 +180,7 @@ def rebuild(path: str | os.PathLike, out: str | os.PathLike | None = None, *, m:
                 if os.path.exists(stale):
                     os.remove(stale)
             readers.forget(tmp)
-            counts = _write_copy(old, tmp, m, ef_construction, ef_search, dtype, progress, quantization)
+            counts = _write_copy(old, tmp, m, ef_construction, ef_search, dtype, progress, quantization, text_field)
             if old.engine.replace_file(tmp, generation):
                 break
             # a writer committed meanwhile: copy its generation instead

@@ -81,7 +81,7 @@ def verify_file(path: str) -> VerifyReport:
                     if crc32(data) != ref.crc32:
                         report.problems.append(f"{where}: region {rname} fails its CRC")
                 for label, chunks in (("column", view.descriptor.columns), ("posting", view.descriptor.postings),
-                                      ("id index", view.descriptor.id_chunks)):
+                                      ("id index", view.descriptor.id_chunks), ("text", view.descriptor.text_chunks)):
                     for chunk in chunks:
                         ref = chunk.region
                         extents.append((ref.offset, ref.offset + ref.reserved, f"{where} {label}s@{chunk.start}"))
@@ -96,6 +96,8 @@ def verify_file(path: str) -> VerifyReport:
                     _check_columns(view, where, report.problems)
                 if not report.problems and view.sparse:
                     _check_postings(view, where, report.problems)
+                if not report.problems and meta.text is not None:
+                    _check_text(view, meta.text, where, report.problems)
         extents.append((snap.superblock.catalog_offset,
                         snap.superblock.catalog_offset + snap.superblock.catalog_length, "catalog"))
         for offset, length, released, _ in snap.catalog.free:  # free space must not overlap anything in use
@@ -200,6 +202,28 @@ def _check_codes(view, where: str, problems: list[str]) -> None:
     if bad.size:
         problems.append(f"{where}: the {view.quantization} codes of {bad.size:,} slots (first: {int(bad[0])}) are "
                         "not those of their vectors")
+
+
+def _check_text(view, text, where: str, problems: list[str]) -> None:
+    """Every text chunk is, byte for byte, what this version builds from the
+    texts of its slots' metadata (SPEC §5.11): its posting lists, document
+    lengths and vocabulary."""
+    from .._engine.text_search import analyzer_of, texts_of
+    from .._format.text_chunk import encode_text_chunk
+    from .._index.text import build_text_chunk
+
+    analyzer = analyzer_of(text)
+    for chunk in view.descriptor.text_chunks:
+        ref = chunk.region
+        metas = [view.meta_bytes_at(slot) for slot in range(chunk.start, chunk.start + chunk.count)]
+        want = encode_text_chunk(build_text_chunk(texts_of(metas, text.field), analyzer, chunk.start))
+        if bytes(view._buf[ref.offset:ref.offset + ref.length]) != want:
+            problems.append(f"{where}: the text chunk of slots [{chunk.start}, {chunk.start + chunk.count}) is not "
+                            f"the index of their {text.field!r} texts")
+    try:
+        view.text_chunks()
+    except NeedleError as exc:
+        problems.append(f"{where}: {exc}")
 
 
 def _check_sparse_rows(view, where: str, problems: list[str]) -> None:

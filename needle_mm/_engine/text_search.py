@@ -1,0 +1,244 @@
+"""Full-text (BM25) and hybrid search across a collection's sources (SPEC §5.11).
+
+A text query is scored against the whole collection as this process sees it:
+``N``, ``avgdl`` and each term's ``df`` come from every source's live records
+(committed segments without their deleted or locally hidden records, then
+this process's unsaved ones), never from one segment, so a score does not
+depend on how records happen to be split, and a filter narrows the list
+without changing any score (as in Lucene). Each source then yields its own
+top-k over its posting lists, and the lists are merged exactly, as for
+vectors (``search.merge``).
+
+Hybrid search fuses the dense top-N (the HNSW walk, or brute force with
+``exact=True``) with the BM25 top-N: Reciprocal Rank Fusion by default, or a
+weighted sum of min-max normalised scores (README "Full-text and hybrid
+search" documents both, and the order of ties).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import orjson
+
+from .._format.catalog import BM25_B, BM25_K1, TextIndex
+from ..errors import InvalidArgumentError, NeedleError
+from ..results import SearchResult
+from . import search as _search
+
+RRF_K = 60  # Reciprocal Rank Fusion's constant (Cormack et al. 2009), settable per call
+DEFAULT_CANDIDATES = 100
+TEXT_OPTIONS = ("stemmer", "stop_words", "fold_accents", "k1", "b")
+
+
+def text_index(field, options, error=InvalidArgumentError) -> TextIndex:
+    """The ``TextIndex`` a user asked for: ``field`` a metadata key, ``options``
+    a dict of :data:`TEXT_OPTIONS` (analysis: stemmer, stop_words,
+    fold_accents; ranking: BM25's k1 and b), every value checked."""
+    from .._text.analysis import Analyzer
+
+    if not isinstance(field, str) or not field or len(field.encode("utf-8", "surrogatepass")) > 255:
+        raise error(f"text_field must be a non-empty metadata key of at most 255 bytes, got {field!r}")
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(TEXT_OPTIONS))
+    if unknown:
+        raise error(f"unknown text options {unknown}; known: {', '.join(TEXT_OPTIONS)}")
+    k1, b = options.pop("k1", BM25_K1), options.pop("b", BM25_B)
+    if isinstance(k1, bool) or not isinstance(k1, (int, float)) or not 0 <= k1 <= 100:
+        raise error(f"BM25 k1 must be a number in [0, 100], got {k1!r}")
+    if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 1:
+        raise error(f"BM25 b must be a number in [0, 1], got {b!r}")
+    try:
+        analyzer = Analyzer(**options)
+    except NeedleError as exc:
+        if error is InvalidArgumentError or isinstance(exc, error):
+            raise
+        raise error(str(exc)) from None
+    return TextIndex(field, analyzer.to_json(), float(k1), float(b))
+
+
+@functools.lru_cache(maxsize=64)
+def _analyzer(key: bytes):
+    from .._text.analysis import Analyzer
+
+    return Analyzer.from_json(orjson.loads(key), where="the text index's analyzer")
+
+
+def analyzer_of(text: TextIndex):
+    """The ``Analyzer`` of a text index (one per distinct analyzer: they memoise their tokens)."""
+    return _analyzer(orjson.dumps(text.analyzer, option=orjson.OPT_SORT_KEYS))
+
+
+def texts_of(metas, field: str) -> list[str | None]:
+    """The indexed text of each record (its metadata bytes): the value of
+    ``field`` where it is a string, else None (the record has no text)."""
+    key = orjson.dumps(field)  # a record whose JSON does not hold the key's bytes cannot have it
+    out = []
+    for raw in metas:
+        value = orjson.loads(raw).get(field) if key in raw else None
+        out.append(value if isinstance(value, str) else None)
+    return out
+
+
+def active_index(state) -> TextIndex:
+    """The text index a search of ``state`` uses (InvalidArgumentError if
+    there is none, or if it waits for the next save to be built)."""
+    meta = state.descriptor
+    if meta.text is not None:
+        return meta.text
+    if state.text_index is not None:
+        if meta.segments:
+            raise InvalidArgumentError(f"collection {meta.name!r}: its text index is built by the next save(); "
+                                       "text search is available after it")
+        return state.text_index
+    raise InvalidArgumentError(f"collection {meta.name!r} has no text index: create it with text_field=... or "
+                               "collection.create_text_index(field)")
+
+
+def _source_text(source, text: TextIndex):
+    """``(chunks, doc_lengths)`` of one source: a committed segment's from its
+    file; this process's unsaved records' built here, once per set of records."""
+    if source.descriptor is not None:
+        return [c.chunk for c in source.text_chunks()], source.text_doc_lengths
+    from .._index.text import build_text_chunk
+
+    cached = getattr(source, "_text_build", None)
+    key = (source.n, text)
+    if cached is None or cached[0] != key:
+        build = build_text_chunk(texts_of(source.metas[:source.n], text.field), analyzer_of(text), 0)
+        cached = (key, build)
+        source._text_build = cached
+    build = cached[1]
+    return [build.chunk], build.doc_lengths
+
+
+def query_texts(texts, batch: bool) -> list[str]:
+    if not batch:
+        texts = [texts]
+    elif isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+        raise InvalidArgumentError(f"texts must be a list of strings, got {type(texts).__name__}")
+    for t in texts:
+        if not isinstance(t, str):
+            raise InvalidArgumentError(f"a text query must be a str, got {type(t).__name__}")
+    return list(texts)
+
+
+def text_topk(state, texts: list[str], k: int, predicate):
+    """Per source, ``(distances[m, k], slots[m, k])`` by BM25 (``distance = -score``),
+    with the sources they come from: what ``search.merge`` takes."""
+    from .._index.text import TextSource, bm25_stats, bm25_topk
+
+    text = active_index(state)
+    analyzer = analyzer_of(text)
+    tokens = [analyzer.tokens(t) for t in texts]
+    live = _search.sources(state, None)
+    ranked = live if predicate is None else _search.sources(state, predicate)
+    parts = [_source_text(source, text) for source, _ in live]
+    stats = bm25_stats([TextSource(chunks, lengths, f.excluded) for (_, f), (chunks, lengths) in zip(live, parts)],
+                       tokens)
+    found = [bm25_topk(chunks, lengths, source.n, tokens, f.excluded, k, text.k1, text.b, stats)
+             for (source, f), (chunks, lengths) in zip(ranked, parts)]
+    return ranked, found
+
+
+def search_text(state, texts: list[str], k: int, predicate, include_vector: bool, as_arrays: bool):
+    """Top-k of each text query by BM25 over every source (result lists, or ``(ids, distances)`` arrays)."""
+    m = len(texts)
+    srcs, found = text_topk(state, texts, k, predicate)
+    if not srcs or k == 0:
+        return _search.empty_arrays(m, k) if as_arrays else [[] for _ in range(m)]
+    return _search.merge_arrays(srcs, found, k) if as_arrays else _search.merge(srcs, found, k, include_vector)
+
+
+# ----------------------------------------------------------------- fusion
+
+
+class FusedResult(SearchResult):
+    """A hybrid hit: ``distance`` is minus the fused score (smaller is better,
+    as for every search), ``scores`` each ranking's own: ``{"vector": the
+    vector distance, "text": the BM25 score}``, None where the record was not
+    in that ranking's candidates."""
+
+    __slots__ = ("vector", "scores")
+
+    def __init__(self, hit: SearchResult, distance: float, scores: dict):
+        SearchResult.__init__(self, hit.id, distance, hit._source, hit._slot)
+        self.vector = hit.vector
+        self.scores = scores
+
+
+def fusion_of(fusion) -> tuple[str, float]:
+    """``("rrf", k)`` or ``("weighted", alpha)`` from the ``fusion`` argument
+    (``"rrf"``, ``"weighted"``, or a dict with "method" and "k" / "alpha")."""
+    if isinstance(fusion, str):
+        fusion = {"method": fusion}
+    if not isinstance(fusion, dict) or not isinstance(fusion.get("method"), str):
+        raise InvalidArgumentError(f"fusion must be 'rrf', 'weighted' or a dict with a 'method', got {fusion!r}")
+    method = fusion["method"]
+    if method == "rrf":
+        extra, name, value = set(fusion) - {"method", "k"}, "k", fusion.get("k", RRF_K)
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < 1e9
+    elif method == "weighted":
+        extra, name, value = set(fusion) - {"method", "alpha"}, "alpha", fusion.get("alpha", 0.5)
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
+    else:
+        raise InvalidArgumentError(f"fusion method must be 'rrf' or 'weighted', got {method!r}")
+    if extra:
+        raise InvalidArgumentError(f"fusion {method!r} takes only {name!r}, got {sorted(extra)}")
+    if not ok:
+        raise InvalidArgumentError(f"fusion {method!r}: {name} must be "
+                                   f"{'a number >= 0' if name == 'k' else 'a number in [0, 1]'}, got {value!r}")
+    return method, float(value)
+
+
+def _normalised(values: list[float]) -> list[float]:
+    """Min-max normalisation to [0, 1] (all 1.0 when the values are equal)."""
+    lo, hi = min(values), max(values)
+    if not hi > lo:
+        return [1.0] * len(values)
+    return [(v - lo) / (hi - lo) for v in values]
+
+
+def fuse(dense: list[SearchResult], textual: list[SearchResult], k: int, method: str, value: float) -> list[FusedResult]:
+    """The top ``k`` of two ranked candidate lists, fused.
+
+    ``rrf``: each record scores ``sum 1 / (value + rank)`` over the lists it
+    is in (rank from 1). ``weighted``: ``value * v + (1 - value) * t``, where
+    ``v`` is the record's vector similarity (minus its distance) and ``t`` its
+    BM25 score, each min-max normalised over its own list, 0 where absent.
+    Ties are broken by id, so the order is fully determined."""
+    fused: dict[str, float] = {}
+    hits: dict[str, SearchResult] = {}
+    scores: dict[str, dict] = {}
+    for key, ranked in (("vector", dense), ("text", textual)):
+        if method == "rrf":
+            parts = [1.0 / (value + r) for r in range(1, len(ranked) + 1)]
+        else:
+            weight = value if key == "vector" else 1.0 - value
+            parts = [weight * x for x in _normalised([-h.distance for h in ranked])] if ranked else []
+        for hit, part in zip(ranked, parts):
+            fused[hit.id] = fused.get(hit.id, 0.0) + part
+            hits.setdefault(hit.id, hit)
+            scores.setdefault(hit.id, {"vector": None, "text": None})[key] = \
+                hit.distance if key == "vector" else -hit.distance
+    order = sorted(fused, key=lambda i: (-fused[i], i))[:k]
+    return [FusedResult(hits[i], -fused[i], scores[i]) for i in order]
+
+
+def fused_arrays(rows: list[list[FusedResult]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    ids, dists = _search.empty_arrays(len(rows), k)
+    for r, row in enumerate(rows):
+        for j, hit in enumerate(row):
+            ids[r, j], dists[r, j] = hit.id, hit.distance
+    return ids, dists
+
+
+def check_candidates(candidates) -> int:
+    if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) or not 1 <= candidates <= 1 << 16:
+        raise InvalidArgumentError(f"candidates must be an integer from 1 to 65536, got {candidates!r}")
+    return int(candidates)
+
+
+__all__ = ["DEFAULT_CANDIDATES", "FusedResult", "RRF_K", "TEXT_OPTIONS", "active_index", "analyzer_of", "fuse",
+           "fusion_of", "search_text", "text_index", "texts_of"]
