@@ -418,8 +418,8 @@ class Collection:
         return (found[0][0], found[1][0]) if as_arrays else found[0]
 
     def _search_text(self, state, query, text, k, filter, fusion, candidates, include_vector, ef, exact, as_arrays,
-                     rescore):
-        """Text-only (BM25) or hybrid search of one query (SPEC §5.11)."""
+                     rescore, batch=False):
+        """Text-only (BM25) or hybrid search (SPEC §5.11) of one query, or of a batch."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
             raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
         if as_arrays and include_vector:
@@ -427,14 +427,17 @@ class Collection:
         k = int(k)
         if k > _CLAMP_ABOVE:
             k = min(k, state.count())
-        texts = _text.query_texts(text, False)
+        texts = _text.query_texts(text, batch)
         _text.active_index(state)  # no index: say so before anything else
         if query is None:
             predicate = compile_filter(filter)
             return _text.search_text(state, texts, k, predicate, include_vector, as_arrays)
         method, value = _text.fusion_of(fusion)
         n = max(k, _text.check_candidates(candidates))
-        dense = self._search(state, query, False, n, filter, include_vector, ef, exact, False, rescore)
+        dense = self._search(state, query, batch, n, filter, include_vector, ef, exact, False, rescore)
+        if len(dense) != len(texts):
+            raise InvalidArgumentError(f"hybrid search needs one text per query: {len(dense)} queries, "
+                                       f"{len(texts)} texts")
         textual = _text.search_text(state, texts, n, compile_filter(filter), include_vector, False)
         rows = [_text.fuse(d, t, k, method, value) for d, t in zip(dense, textual)]
         return _text.fused_arrays(rows, k) if as_arrays else rows
@@ -449,16 +452,23 @@ class Collection:
         the start. Calling it again with the same settings does nothing."""
         self._engine.create_text_index(self.name, _text.text_index(field, options))
 
-    def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
+    def search_batch(self, queries=None, k: int = 10, filter: dict | None = None, *, texts=None, fusion="rrf",
+                     candidates: int = _text.DEFAULT_CANDIDATES, ef: int | None = None,
                      exact: bool = False, include_vector: bool = False, as_arrays: bool = False,
                      rescore: int | None = None):
         """:meth:`search` for each row of a 2-D array of queries, in parallel: a list of
-        result lists, or with ``as_arrays=True`` ``(ids, distances)`` arrays of shape ``(m, k)``."""
+        result lists, or with ``as_arrays=True`` ``(ids, distances)`` arrays of shape ``(m, k)``.
+        ``texts`` (a list of strings): text queries, alone or one per query row (hybrid)."""
         engine = self._engine
         engine.begin_read()
         try:
-            return self._search(self._state(), queries, True, k, filter, include_vector, ef, exact, as_arrays,
-                                rescore)
+            if texts is None:
+                if queries is None:
+                    raise InvalidArgumentError("search_batch needs queries, texts, or both")
+                return self._search(self._state(), queries, True, k, filter, include_vector, ef, exact, as_arrays,
+                                    rescore)
+            return self._search_text(self._state(), queries, texts, k, filter, fusion, candidates, include_vector,
+                                     ef, exact, as_arrays, rescore, batch=True)
         finally:
             engine.end_read()
 

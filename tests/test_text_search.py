@@ -314,3 +314,25 @@ def test_text_indexes_need_catalog_format_6(tmp_path, demo):
             f.write(fuzz.with_catalog(raw, sb, bad))
         with pytest.raises(CorruptFileError, match=match):
             needle.Database.open(path, read_only=True)
+
+
+def test_batches_equal_single_queries(tmp_path, demo):
+    texts, vectors, _ = demo
+    with needle.Database.open(str(tmp_path / "b.needle")) as db:
+        c = db.create_collection("docs", 384, text_field="document")
+        c.insert_many([f"d{i}" for i in range(1000)], vectors[:1000], [{"document": t} for t in texts[:1000]])
+        db.save()
+        c.insert_many([f"p{i}" for i in range(50)], vectors[1000:1050], [{"document": t} for t in texts[1000:1050]])
+        qs = QUERIES[:5]
+        rows = c.search_batch(texts=qs, k=7)
+        assert [[(h.id, h.distance) for h in r] for r in rows] == \
+            [[(h.id, h.distance) for h in c.search(text=q, k=7)] for q in qs]
+        ids, dists = c.search_batch(texts=qs, k=7, as_arrays=True)
+        assert ids.tolist() == [[h.id for h in r] + [None] * (7 - len(r)) for r in rows]
+        hybrid = c.search_batch(vectors[1100:1105], texts=qs, k=7, exact=True)
+        assert [[h.id for h in r] for r in hybrid] == \
+            [[h.id for h in c.search(v, text=q, k=7, exact=True)] for v, q in zip(vectors[1100:1105], qs)]
+        with pytest.raises(InvalidArgumentError, match="one text per query"):
+            c.search_batch(vectors[:3], texts=qs, k=3)
+        with pytest.raises(InvalidArgumentError, match="list of strings"):
+            c.search_batch(texts="one string", k=3)
