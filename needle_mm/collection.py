@@ -13,6 +13,7 @@ from ._engine.records import Records
 from . import sparse as _sparse
 from . import _input
 from ._kernels import METRIC_CODES
+from ._kernels import api as _kernels
 from .config import CollectionConfig, DistanceFunction
 from .errors import DuplicateIdError, InvalidArgumentError, InvalidVectorError, RecordNotFoundError
 from .filters import compile_filter
@@ -434,11 +435,28 @@ class Collection:
             return _text.search_text(state, texts, k, predicate, include_vector, as_arrays)
         method, value = _text.fusion_of(fusion)
         n = max(k, _text.check_candidates(candidates))
-        dense = self._search(state, query, batch, n, filter, include_vector, ef, exact, False, rescore)
-        if len(dense) != len(texts):
-            raise InvalidArgumentError(f"hybrid search needs one text per query: {len(dense)} queries, "
-                                       f"{len(texts)} texts")
-        textual = _text.search_text(state, texts, n, compile_filter(filter), include_vector, False)
+        predicate = compile_filter(filter)
+        if batch:
+            dense = self._search(state, query, batch, n, filter, include_vector, ef, exact, False, rescore)
+            if len(dense) != len(texts):
+                raise InvalidArgumentError(f"hybrid search needs one text per query: {len(dense)} queries, "
+                                           f"{len(texts)} texts")
+            textual = _text.search_text(state, texts, n, predicate, include_vector, False)
+        else:
+            # One query: the two rankings at once, the vector walk on a kernel thread (the kernels release
+            # the GIL), under this call's read of the state; their errors are raised here, the vector's first.
+            def ranking(which):
+                try:
+                    if which:
+                        return self._search(state, query, False, n, filter, include_vector, ef, exact, False,
+                                            rescore), None
+                    return _text.search_text(state, texts, n, predicate, include_vector, False), None
+                except Exception as exc:  # noqa: BLE001 (re-raised below, in the caller's thread)
+                    return None, exc
+
+            (textual, text_error), (dense, dense_error) = _kernels.on_threads(ranking, 2)
+            if dense_error is not None or text_error is not None:
+                raise dense_error if dense_error is not None else text_error
         rows = [_text.fuse(d, t, k, method, value) for d, t in zip(dense, textual)]
         return _text.fused_arrays(rows, k) if as_arrays else rows
 

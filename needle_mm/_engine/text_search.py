@@ -18,6 +18,7 @@ search" documents both, and the order of ties).
 from __future__ import annotations
 
 import functools
+import heapq
 
 import numpy as np
 import orjson
@@ -208,22 +209,28 @@ def fuse(dense: list[SearchResult], textual: list[SearchResult], k: int, method:
     ``v`` is the record's vector similarity (minus its distance) and ``t`` its
     BM25 score, each min-max normalised over its own list, 0 where absent.
     Ties are broken by id, so the order is fully determined."""
-    fused: dict[str, float] = {}
-    hits: dict[str, SearchResult] = {}
-    scores: dict[str, dict] = {}
-    for key, ranked in (("vector", dense), ("text", textual)):
-        if method == "rrf":
-            parts = [1.0 / (value + r) for r in range(1, len(ranked) + 1)]
-        else:
-            weight = value if key == "vector" else 1.0 - value
-            parts = [weight * x for x in _normalised([-h.distance for h in ranked])] if ranked else []
-        for hit, part in zip(ranked, parts):
-            fused[hit.id] = fused.get(hit.id, 0.0) + part
-            hits.setdefault(hit.id, hit)
-            scores.setdefault(hit.id, {"vector": None, "text": None})[key] = \
-                hit.distance if key == "vector" else -hit.distance
-    order = sorted(fused, key=lambda i: (-fused[i], i))[:k]
-    return [FusedResult(hits[i], -fused[i], scores[i]) for i in order]
+    if method == "rrf":
+        fused = {h.id: 1.0 / (value + r) for r, h in enumerate(dense, 1)}
+        get = fused.get
+        for r, h in enumerate(textual, 1):
+            fused[h.id] = get(h.id, 0.0) + 1.0 / (value + r)
+    else:
+        fused = {}
+        for weight, ranked in ((value, dense), (1.0 - value, textual)):
+            if not ranked:
+                continue
+            get = fused.get
+            for h, part in zip(ranked, _normalised([-h.distance for h in ranked])):
+                fused[h.id] = get(h.id, 0.0) + weight * part
+    order = heapq.nsmallest(k, fused, key=lambda i: (-fused[i], i))
+    by_vector = {h.id: h for h in dense}
+    by_text = {h.id: h for h in textual}
+    out = []
+    for i in order:
+        v, t = by_vector.get(i), by_text.get(i)
+        scores = {"vector": None if v is None else v.distance, "text": None if t is None else -t.distance}
+        out.append(FusedResult(v if v is not None else t, -fused[i], scores))
+    return out
 
 
 def fused_arrays(rows: list[list[FusedResult]], k: int) -> tuple[np.ndarray, np.ndarray]:

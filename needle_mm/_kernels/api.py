@@ -258,6 +258,12 @@ def stop_threads() -> None:
         pool.shutdown(wait=True)
 
 
+def on_threads(task, count: int) -> list:
+    """``[task(0), ..., task(count - 1)]`` at once, task 0 on the calling thread and
+    the others on the kernel threads (for callers that share out work themselves)."""
+    return _on_threads(task, count)
+
+
 def _on_threads(task, count: int) -> list:
     """``[task(0), ..., task(count - 1)]``, run concurrently: task 0 on the
     calling thread, the others on the kernel threads. Returns only when every
