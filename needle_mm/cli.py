@@ -160,19 +160,35 @@ def _cmd_search(args) -> int:
     from .database import Database
     from .errors import FilterError, InvalidArgumentError
 
-    try:
-        queries = np.load(args.vector_file, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InvalidArgumentError(f"cannot read queries from {args.vector_file!r}: {exc}") from None
+    if args.vector_file is None and not args.text:
+        raise InvalidArgumentError("give the queries: --vector-file FILE (.npy), --text TEXT, or both (hybrid)")
+    queries = None
+    if args.vector_file is not None:
+        try:
+            queries = np.atleast_2d(np.load(args.vector_file, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise InvalidArgumentError(f"cannot read queries from {args.vector_file!r}: {exc}") from None
     try:
         flt = orjson.loads(args.filter) if args.filter else None
     except orjson.JSONDecodeError as exc:
         raise FilterError(f"--filter is not JSON: {exc}") from None
+    fusion = args.fusion
+    if fusion.lstrip().startswith("{"):  # a JSON object, else a method's name ("rrf", "weighted")
+        try:
+            fusion = orjson.loads(fusion)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidArgumentError(f"--fusion is not JSON: {exc}") from None
+    texts = args.text or None
+    if texts is not None and queries is not None and len(texts) == 1 and len(queries) > 1:
+        texts = texts * len(queries)  # one --text for every query vector
     with Database.open(args.file, read_only=True) as db:
         c = db.collection(args.collection)
-        rows = c.search_batch(np.atleast_2d(queries), args.k, flt, ef=args.ef, exact=args.exact)
+        rows = c.search_batch(queries, args.k, flt, texts=texts, fusion=fusion, candidates=args.candidates,
+                              ef=args.ef, exact=args.exact, rescore=args.rescore)
         for row in rows:
-            print(orjson.dumps([{"id": r.id, "distance": r.distance, "metadata": r.metadata} for r in row]).decode())
+            print(orjson.dumps([{"id": r.id, "distance": r.distance, "metadata": r.metadata,
+                                 **({"scores": r.scores} if getattr(r, "scores", None) is not None else {})}
+                                for r in row], option=orjson.OPT_SERIALIZE_NUMPY).decode())
     return 0
 
 
@@ -251,14 +267,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-results", type=int, default=10_000,
                    help="most results one search request may ask for, k x queries (default 10000)")
     p.set_defaults(func=_cmd_serve)
-    p = sub.add_parser("search", help="search with the queries of a .npy file; prints one JSON line per query")
+    p = sub.add_parser("search", help="search by the vectors of a .npy file, by text (BM25), or both (hybrid); "
+                                      "prints one JSON line per query")
     p.add_argument("file")
     p.add_argument("--collection", required=True)
-    p.add_argument("--vector-file", required=True, help=".npy with one query or a [m, dim] matrix")
+    p.add_argument("--vector-file", help=".npy with one query or a [m, dim] matrix")
+    p.add_argument("--text", action="append", metavar="TEXT",
+                   help="a full-text query (repeatable: one per query; with --vector-file, one per row, or one "
+                        "for all rows); needs the collection's text index")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--filter", help="a MongoDB-style filter as JSON")
+    p.add_argument("--fusion", default="rrf",
+                   help="hybrid: rrf (default), weighted, or JSON such as '{\"method\": \"weighted\", \"alpha\": 0.7}'")
+    p.add_argument("--candidates", type=int, default=100, help="hybrid: hits each ranking contributes (default 100)")
     p.add_argument("--ef", type=int)
     p.add_argument("--exact", action="store_true")
+    p.add_argument("--rescore", type=int, help="quantized collections: candidates per result rescored exactly")
     p.set_defaults(func=_cmd_search)
     args = parser.parse_args(argv)
     # Every failure is one line on stderr and a non-zero exit, never a traceback.

@@ -9,7 +9,8 @@ import contextlib
 import numpy as np
 import pytest
 from conftest import run_python
-from test_server import DESCRIBED, NAMES, Server, _Hangup, _outcome, _Scripted, free_port
+from test_server import DESCRIBED, NAMES, Server, _Hangup, _outcome, _Scripted, free_port, sentences  # noqa: F401
+from test_server import same_hits as same_scored_hits
 
 import needle_mm as needle
 
@@ -239,3 +240,61 @@ async def test_async_names_numbers_and_sparse_vectors_as_embedded(served, tmp_pa
         await client.drop_collection("async-odd")
         await client.drop_collection("async-odd-sparse")
 
+
+
+@pytest.mark.asyncio
+async def test_async_text_hybrid_and_rescore_give_what_the_sync_client_gives(served, sentences):
+    """search(text=...), hybrid search with scores, batches of texts, fusion options,
+    create_text_index, a collection created with text_field and one with quantization
+    searched with rescore: the AsyncClient answers what the Client answers."""
+    texts, vectors, query_texts, query_vectors = sentences
+    sync = needle.Client(served.url)
+    async with needle.AsyncClient(served.url) as client:
+        c = await client.create_collection("async-text", 384, text_field="document", quantization="int8")
+        assert c.config.text_field == "document" and c.config.quantization == "int8"
+        await c.insert_many([f"a{i}" for i in range(600)], vectors[:600],
+                            [{"document": t, "odd": i % 2} for i, t in enumerate(texts[:600])])
+        sc = sync.collection("async-text")
+        assert c.config == sc.config
+        for q in ["the movie was funny", "great battery life", *query_texts[:2]]:
+            same_scored_hits(await c.search(text=q, k=8), sc.search(text=q, k=8))
+            same_scored_hits(await c.search(text=q, k=4, filter={"odd": 1}), sc.search(text=q, k=4, filter={"odd": 1}))
+        for fusion in ("rrf", {"method": "weighted", "alpha": 0.3}):
+            got = await c.search(query_vectors[0], text=query_texts[0], k=6, fusion=fusion, candidates=25, exact=True)
+            same_scored_hits(got, sc.search(query_vectors[0], text=query_texts[0], k=6, fusion=fusion, candidates=25,
+                                     exact=True))
+            assert got and all(set(h.scores) == {"vector", "text"} for h in got)
+        same_scored_hits(await c.search_batch(texts=query_texts[:3], k=5), sc.search_batch(texts=query_texts[:3], k=5))
+        same_scored_hits(await c.search_batch(query_vectors[:3], texts=query_texts[:3], k=5, rescore=0),
+                  sc.search_batch(query_vectors[:3], texts=query_texts[:3], k=5, rescore=0))
+        ids, distances = await c.search_batch(texts=query_texts[:3], k=5, as_arrays=True)
+        want = sc.search_batch(texts=query_texts[:3], k=5, as_arrays=True)
+        assert ids.tolist() == want[0].tolist() and np.array_equal(distances, want[1])
+        for rescore in (0, 3):
+            same_scored_hits(await c.search(query_vectors[1], 10, rescore=rescore), sc.search(query_vectors[1], 10,
+                                                                                       rescore=rescore))
+        late = await client.create_collection("async-late", 384)
+        await late.insert_many(["x", "y"], vectors[:2], [{"body": texts[0]}, {"body": texts[1]}])
+        await late.create_text_index("body", stop_words="english")
+        assert late.config.text_field == "body" and late.config == sync.collection("async-late").config
+        assert [h.id for h in await late.search(text=texts[1], k=1)] == ["y"]
+        # the same errors as the sync client (which gives the embedded ones: test_server)
+        cases = {"fusion max": lambda c: c.search(query_vectors[0], text="x", fusion="max"),
+                 "candidates 0": lambda c: c.search(query_vectors[0], text="x", candidates=0),
+                 "text 3": lambda c: c.search(text=3),
+                 "texts str": lambda c: c.search_batch(texts="x"),
+                 "texts per query": lambda c: c.search_batch(query_vectors[:2], texts=["x"]),
+                 "rescore -1": lambda c: c.search(query_vectors[0], rescore=-1),
+                 "no query": lambda c: c.search(),
+                 "create_text_index other": lambda c: c.create_text_index("other"),
+                 "create_text_index colour": lambda c: c.create_text_index("document", colour=1)}
+        for label, fn in cases.items():
+            want = _outcome(lambda: fn(sc))
+            try:
+                got = "ok", await fn(c)
+            except needle.NeedleError as exc:
+                got = type(exc).__name__, str(exc).split(" (HTTP ")[0]
+            assert got == want and got[0] == "InvalidArgumentError", label
+        await client.drop_collection("async-text")
+        await client.drop_collection("async-late")
+    sync.close()

@@ -108,6 +108,75 @@ def test_search_command_with_filter(tmp_path):
     assert missing.returncode == 2 and "nope" in missing.stderr
 
 
+def test_search_command_by_text_and_hybrid(tmp_path):
+    """--text alone (BM25), with --vector-file (hybrid: each hit's scores), repeated --text (a
+    batch), --fusion as a name or JSON, --candidates: the lines are the embedded answers."""
+    import json
+
+    import numpy as np
+
+    import needle_mm as needle
+    from needle_mm.ops.demo import load_demo_data
+
+    data = load_demo_data()
+    vectors, texts = data["vectors"].astype(np.float32), [str(t) for t in data["texts"]]
+    path = str(tmp_path / "t.needle")
+    with needle.Database.open(path) as db:
+        db.create_collection("docs", 384, text_field="document").insert_many(
+            [f"d{i}" for i in range(800)], vectors[:800], [{"document": t, "n": i} for i, t in enumerate(texts[:800])])
+        db.create_collection("plain", 384).insert("p", vectors[0])
+    queries = vectors[900:902]
+    np.save(tmp_path / "q.npy", queries)
+    np.save(tmp_path / "q1.npy", queries[0])
+
+    def lines(*args):
+        out = needle_cmd("search", path, "--collection", "docs", *args)
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line) for line in out.stdout.splitlines()]
+
+    def same(rows, want):
+        assert len(rows) == len(want)
+        for row, hits in zip(rows, want):
+            assert [h["id"] for h in row] == [h.id for h in hits]
+            assert [h["metadata"] for h in row] == [h.metadata for h in hits]
+            assert [h["distance"] for h in row] == [float(h.distance) for h in hits]
+            for h, w in zip(row, hits):
+                scores = getattr(w, "scores", None)
+                assert ("scores" in h) == (scores is not None)
+                if scores is not None:
+                    assert h["scores"] == {key: None if v is None else float(v) for key, v in scores.items()}
+
+    with needle.Database.open(path, read_only=True) as db:
+        c = db.collection("docs")
+        rows = lines("--text", "the movie was funny", "-k", "5", "--filter", '{"n": {"$lt": 400}}')
+        same(rows, [c.search(text="the movie was funny", k=5, filter={"n": {"$lt": 400}})])
+        assert rows[0] and rows[0][0]["distance"] < 0
+        same(lines("--text", "great battery life", "--text", "a very bad film", "-k", "3"),
+             c.search_batch(texts=["great battery life", "a very bad film"], k=3))
+        same(lines("--vector-file", str(tmp_path / "q1.npy"), "--text", "the movie was funny", "-k", "4", "--exact"),
+             [c.search(queries[0], text="the movie was funny", k=4, exact=True)])
+        rows = lines("--vector-file", str(tmp_path / "q.npy"), "--text", "funny", "--text", "battery", "-k", "4",
+                     "--exact", "--fusion", '{"method": "weighted", "alpha": 0.7}', "--candidates", "20")
+        same(rows, c.search_batch(queries, texts=["funny", "battery"], k=4, exact=True,
+                                  fusion={"method": "weighted", "alpha": 0.7}, candidates=20))
+        assert all(set(h["scores"]) == {"vector", "text"} for row in rows for h in row)
+        same(lines("--vector-file", str(tmp_path / "q.npy"), "--text", "funny", "-k", "3", "--exact",
+                   "--fusion", "weighted"),  # one text for every query vector
+             c.search_batch(queries, texts=["funny", "funny"], k=3, exact=True, fusion="weighted"))
+        same(lines("--vector-file", str(tmp_path / "q.npy"), "-k", "3"), c.search_batch(queries, k=3))
+    for args, message in ((("--text", "x", "--vector-file", str(tmp_path / "q1.npy"), "--fusion", "max"),
+                           "fusion method must be 'rrf' or 'weighted', got 'max'"),
+                          (("--text", "x", "--vector-file", str(tmp_path / "q1.npy"), "--fusion", "{bad"),
+                           "--fusion is not JSON"),
+                          (("--text", "x", "--vector-file", str(tmp_path / "q1.npy"), "--candidates", "0"),
+                           "candidates must be an integer from 1 to 65536, got 0"),
+                          ((), "--vector-file FILE (.npy), --text TEXT, or both")):
+        bad = needle_cmd("search", path, "--collection", "docs", *args)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
+    bad = needle_cmd("search", path, "--collection", "plain", "--text", "x")
+    assert bad.returncode == 2 and "has no text index" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
 def test_version():
     import needle_mm
 

@@ -258,13 +258,14 @@ def test_fuzzing_the_openapi_document_never_gets_a_server_error(tmp_path):
     srv = Server(str(tmp_path / "fuzz.needle"))
     try:
         client = needle.Client(srv.url)
-        client.create_collection("docs", 3).insert_many(["a", "b"], [[1, 0, 0], [0, 1, 0]],
-                                                       [{"x": 1}, {"x": "y"}])
+        client.create_collection("docs", 3, text_field="document").insert_many(
+            ["a", "b", "c"], [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+            [{"x": 1, "document": "The cat sat on the mat"}, {"x": "y", "document": "Dogs chase cats"}, {"x": 2}])
         client.create_collection("terms", 50, "dot", sparse=True).insert("t", {1: 1.0})
         client.close()
         schema = schemathesis.openapi.from_url(srv.url + "/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 17
+        assert len(operations) == 18
         for op in operations:
             @given(case=op.as_strategy(), aim=st.booleans())
             @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -815,6 +816,267 @@ def test_odd_arguments_give_what_the_embedded_api_gives(shared, tmp_path):
         "create m beyond 64 bits": lambda db: db.create_collection("z", 3, m=2**70),
         "save(progress=5)": lambda db: db.save(progress=5),
         "save(progress=print)": lambda db: db.save(progress=print),
+    }
+    differ = {}
+    for label, fn in cases.items():
+        remote, local = _outcome(lambda: fn(client)), _outcome(lambda: fn(embedded))
+        if remote != local:
+            differ[label] = (remote, local)
+    embedded.close()
+    assert not differ, differ
+
+
+# ---------------------------------------------------------------- full-text and hybrid search, over HTTP
+
+
+@pytest.fixture(scope="module")
+def sentences():
+    """The shipped real sentences with their embeddings, and the demo's query sentences with theirs."""
+    from needle_mm.ops.demo import load_demo_data
+
+    data = load_demo_data()
+    vectors = data["vectors"].astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = data["query_vectors"].astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return [str(t) for t in data["texts"]], vectors, [str(t) for t in data["query_texts"]], queries
+
+
+def _hits(rows):
+    """A result list (or a batch of them) as comparable values: id, distance, metadata, scores."""
+    if rows and isinstance(rows[0], list):
+        return [_hits(r) for r in rows]
+    return [(h.id, h.distance, h.metadata, getattr(h, "scores", None)) for h in rows]
+
+
+def same_hits(got, want):
+    """The same hits in the same order, metadata and each ranking's scores included (a float32
+    vector distance crosses JSON as its shortest float32 text: equal to 1e-6)."""
+    got, want = _hits(got), _hits(want)
+    if got and isinstance(got[0], list):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            same_hits_flat(g, w)
+    else:
+        same_hits_flat(got, want)
+
+
+def same_hits_flat(got, want):
+    assert [(g[0], g[2]) for g in got] == [(w[0], w[2]) for w in want]
+    assert [g[1] for g in got] == pytest.approx([w[1] for w in want], rel=1e-6, abs=1e-6)
+    for g, w in zip(got, want):
+        assert (g[3] is None) == (w[3] is None)
+        if w[3] is not None:
+            assert set(g[3]) == {"vector", "text"}
+            for key in ("vector", "text"):
+                assert (g[3][key] is None) == (w[3][key] is None), (g, w)
+                if w[3][key] is not None:
+                    assert g[3][key] == pytest.approx(float(w[3][key]), rel=1e-6, abs=1e-6)
+
+
+def test_text_and_hybrid_search_over_http_give_what_the_embedded_api_gives(shared, sentences):
+    """search(text=...), hybrid search with each hit's scores, batches of texts, the fusion
+    options, filters and as_arrays: through the Client, exactly what the embedded API
+    answers on the same file."""
+    srv, client, local = shared
+    texts, vectors, query_texts, query_vectors = sentences
+    rc = client.create_collection("hybrid", 384, text_field="document", text_options={"stop_words": "english"})
+    n = 1200
+    rc.insert_many([f"s{i}" for i in range(n)], vectors[:n],
+                   [{"document": t, "half": i % 2} for i, t in enumerate(texts[:n])])
+    rc.delete(["s3", "s4"])
+    rc.upsert("s5", vectors[5], {"document": "a very funny movie about a battery", "half": 1})
+    lc = local.collection("hybrid")
+    assert rc.config == lc.config and rc.config.text_field == "document"
+    assert rc.config.text_options["stop_words"] == "english"
+    words = ["the movie was funny", "great battery life", "a very bad film", "ZZZ unknown qqq", ""]
+    for q in words + query_texts[:3]:
+        got, want = rc.search(text=q, k=10), lc.search(text=q, k=10)
+        same_hits(got, want)
+        assert all(getattr(h, "scores", None) is None for h in got)  # BM25 alone: plain results
+        same_hits(rc.search(text=q, k=5, filter={"half": 1}), lc.search(text=q, k=5, filter={"half": 1}))
+    assert [h.id for h in rc.search(text="ZZZ unknown qqq")] == []
+    assert rc.search(text="the movie was funny", k=3)[0].distance < 0  # minus the BM25 score
+    fusions = ["rrf", "weighted", {"method": "rrf", "k": 10}, {"method": "weighted", "alpha": 0.8},
+               {"method": "weighted", "alpha": 0}]
+    for j, (qt, qv) in enumerate(zip(query_texts[:4], query_vectors[:4])):
+        fusion = fusions[j % len(fusions)]
+        got = rc.search(qv, text=qt, k=8, exact=True, fusion=fusion, candidates=30)
+        want = lc.search(qv, text=qt, k=8, exact=True, fusion=fusion, candidates=30)
+        same_hits(got, want)
+        assert got and all(set(h.scores) == {"vector", "text"} for h in got)
+        assert type(got[0]).__name__ == "FusedResult" == type(want[0]).__name__
+        same_hits(rc.search(vector=qv, text=qt, k=5, filter={"half": 0}, ef=80),
+                  lc.search(vector=qv, text=qt, k=5, filter={"half": 0}, ef=80))
+        hit = rc.search(qv, text=qt, k=1, include_vector=True)[0]
+        assert np.array_equal(hit.vector, lc.get(hit.id).vector) and hit.scores is not None
+    # the fused score is the documented formula over the two rankings, computed here from them
+    qt, qv = query_texts[3], query_vectors[3]
+    dense, textual = rc.search(qv, k=20, exact=True), rc.search(text=qt, k=20)
+    fused = {}
+    for ranked in (dense, textual):
+        for r, h in enumerate(ranked, 1):
+            fused[h.id] = fused.get(h.id, 0.0) + 1 / (60 + r)
+    want_ids = sorted(fused, key=lambda i: (-fused[i], i))[:10]
+    got = rc.search(qv, text=qt, k=10, exact=True, candidates=20)
+    assert [h.id for h in got] == want_ids
+    assert [-h.distance for h in got] == pytest.approx([fused[i] for i in want_ids], rel=1e-12)
+    by_id = {h.id: h.distance for h in dense}
+    assert [h.scores["vector"] for h in got] == pytest.approx([by_id.get(h.id) for h in got], rel=1e-6)
+    # batches of texts, alone and one per query vector
+    qs = words[:3] + query_texts[:2]
+    same_hits(rc.search_batch(texts=qs, k=6), lc.search_batch(texts=qs, k=6))
+    assert _hits(rc.search_batch(texts=qs, k=6)) == [_hits(rc.search(text=q, k=6)) for q in qs]
+    same_hits(rc.search_batch(query_vectors[:5], texts=qs, k=6, exact=True, fusion={"method": "rrf", "k": 5}),
+              lc.search_batch(query_vectors[:5], texts=qs, k=6, exact=True, fusion={"method": "rrf", "k": 5}))
+    assert rc.search_batch(texts=[], k=3) == lc.search_batch(texts=[], k=3) == []
+    for got, want in [(rc.search(text=qs[0], k=20, as_arrays=True), lc.search(text=qs[0], k=20, as_arrays=True)),
+                      (rc.search_batch(texts=qs, k=4, as_arrays=True), lc.search_batch(texts=qs, k=4, as_arrays=True)),
+                      (rc.search(query_vectors[0], text=qs[0], k=7, exact=True, as_arrays=True),
+                       lc.search(query_vectors[0], text=qs[0], k=7, exact=True, as_arrays=True)),
+                      (rc.search_batch(query_vectors[:5], texts=qs, k=3, exact=True, as_arrays=True),
+                       lc.search_batch(query_vectors[:5], texts=qs, k=3, exact=True, as_arrays=True))]:
+        assert got[0].dtype == want[0].dtype and got[0].tolist() == want[0].tolist()
+        assert got[1].dtype == want[1].dtype == np.float32 and np.array_equal(got[1], want[1])
+    # the wire: a hybrid hit carries its scores, a plain one does not
+    status, body = srv.raw("POST", "/collections/hybrid/search", orjson.dumps(
+        {"vector": query_vectors[0].tolist(), "text": query_texts[0], "k": 2, "exact": True,
+         "fusion": {"method": "weighted", "alpha": 0.5}, "candidates": 10}))
+    assert status == 200 and set(body["results"][0][0]) == {"id", "distance", "metadata", "scores"}
+    status, body = srv.raw("POST", "/collections/hybrid/search", orjson.dumps({"texts": ["funny movie"], "k": 2}))
+    assert status == 200 and set(body["results"][0][0]) == {"id", "distance", "metadata"}
+    status, body = srv.raw("POST", "/collections/hybrid/search", orjson.dumps({"text": "funny", "texts": ["x"]}))
+    assert status == 400 and body["error"] == "InvalidArgumentError"
+
+
+def test_create_text_index_and_rescore_over_http(shared, sentences):
+    """An existing collection gets its text index through the Client (committed, so text search
+    answers at once); a quantized collection is created over HTTP and searched with rescore."""
+    srv, client, local = shared
+    texts, vectors, query_texts, query_vectors = sentences
+    rc = client.create_collection("late-text", 384)
+    rc.insert_many([f"l{i}" for i in range(400)], vectors[:400], [{"body": t} for t in texts[:400]])
+    with pytest.raises(needle.InvalidArgumentError, match="no text index"):
+        rc.search(text="funny")
+    rc.create_text_index("body", k1=1.5, b=0.5)
+    rc.create_text_index("body", k1=1.5, b=0.5)  # the same again: nothing to do, as embedded
+    assert rc.config.text_field == "body" and rc.config.text_options["k1"] == 1.5
+    assert client.collection("late-text").config == local.collection("late-text").config == rc.config
+    same_hits(rc.search(text="a funny movie", k=10), local.collection("late-text").search(text="a funny movie", k=10))
+    assert rc.search(text="a funny movie", k=10)
+    with pytest.raises(needle.InvalidArgumentError, match="already has a text index"):
+        rc.create_text_index("other")
+    for body in ({"field": "body", "options": {"field": "x"}}, {"field": "", "options": None}):
+        status, answer = srv.raw("POST", "/collections/late-text/create_text_index", orjson.dumps(body))
+        assert (status, answer["error"]) == (400, "InvalidArgumentError"), answer
+    with client.transaction() as tx:  # buffered like every write, committed with the block
+        t = client.create_collection("late-text-tx", 384)
+        t.insert_many(["a", "b"], vectors[:2], [{"body": texts[0]}, {"body": texts[1]}])
+        t.create_text_index("body")
+    assert tx.results[2] is None and [h.id for h in t.search(text=texts[1], k=1)] == ["b"]
+    assert t.config.text_field == "body"
+    # quantization: created over HTTP, searched with rescore as embedded
+    q8 = client.create_collection("int8", 384, quantization="int8", text_field="document")
+    assert q8.config.quantization == "int8" and q8.config == local.collection("int8").config
+    assert client.get_or_create_collection("int8", 384, quantization="int8").name == "int8"
+    with pytest.raises(needle.CollectionExistsError, match="quantization is 'int8', not None"):
+        client.get_or_create_collection("int8", 384, quantization="none")
+    q8.insert_many([f"q{i}" for i in range(800)], vectors[:800], [{"document": t} for t in texts[:800]])
+    lq = local.collection("int8")
+    for rescore in (None, 0, 1, 4):
+        for q in query_vectors[:3]:
+            same_hits(q8.search(q, 10, rescore=rescore), lq.search(q, 10, rescore=rescore))
+        same_hits(q8.search_batch(query_vectors[:3], 5, rescore=rescore),
+                  lq.search_batch(query_vectors[:3], 5, rescore=rescore))
+        same_hits(q8.search(query_vectors[0], text=query_texts[0], k=5, rescore=rescore),
+                  lq.search(query_vectors[0], text=query_texts[0], k=5, rescore=rescore))
+    exact = {f"q{i}": 1.0 - float(vectors[i] @ query_vectors[0]) for i in range(800)}
+    rescored, codes = q8.search(query_vectors[0], 10, rescore=4), q8.search(query_vectors[0], 10, rescore=0)
+    assert [h.distance for h in rescored] == pytest.approx([exact[h.id] for h in rescored], abs=1e-5)
+    assert [h.distance for h in codes] != pytest.approx([exact[h.id] for h in codes], abs=1e-5)  # the codes' own
+
+
+def test_text_search_arguments_give_the_embedded_errors(shared, sentences, tmp_path):
+    """Bad text-search arguments through the Client and through an embedded Database: the
+    same result, or the same error class with the same message."""
+    _, client, _ = shared
+    texts, vectors, _, _ = sentences
+    embedded = needle.Database.open(str(tmp_path / "embedded.needle"), autocommit=True)
+    for db in (client, embedded):
+        db.create_collection("txt", 384, text_field="document").insert_many(
+            ["a", "b", "c"], vectors[:3], [{"document": texts[0]}, {"document": texts[1]}, {"n": 1}])
+        db.create_collection("txt-none", 384).insert("a", vectors[0], {"document": texts[0]})
+        db.create_collection("txt-q", 384, quantization="binary").insert_many(["a", "b"], vectors[:2])
+        db.create_collection("txt-sparse", 10, "dot", sparse=True).insert("s", {1: 1.0})
+    v = vectors[5]
+    cases = {
+        "text only": lambda db: [h.id for h in db.collection("txt").search(text=texts[0], k=2)],
+        "text only, fusion ignored": lambda db: [h.id for h in db.collection("txt").search(text="x", fusion="max")],
+        "text only, candidates ignored": lambda db: db.collection("txt").search(text="x", candidates=0),
+        "text only, rescore ignored": lambda db: db.collection("txt").search(text="x", rescore=-1),
+        "text only, ef ignored": lambda db: db.collection("txt").search(text="x", ef="bad"),
+        "text 3": lambda db: db.collection("txt").search(v, text=3),
+        "text None in batch": lambda db: db.collection("txt").search_batch(texts=["a", None]),
+        "texts a string": lambda db: db.collection("txt").search_batch(texts="one string"),
+        "texts a dict": lambda db: db.collection("txt").search_batch(texts={"a": 1}),
+        "fusion max": lambda db: db.collection("txt").search(v, text="x", fusion="max"),
+        "fusion None": lambda db: db.collection("txt").search(v, text="x", fusion=None),
+        "fusion 5": lambda db: db.collection("txt").search(v, text="x", fusion=5),
+        "fusion alpha 2": lambda db: db.collection("txt").search(v, text="x", fusion={"method": "weighted", "alpha": 2}),
+        "fusion alpha True": lambda db: db.collection("txt").search(v, text="x", fusion={"method": "weighted",
+                                                                                          "alpha": True}),
+        "fusion extra key": lambda db: db.collection("txt").search(v, text="x", fusion={"method": "rrf", "alpha": 1}),
+        "fusion no method": lambda db: db.collection("txt").search(v, text="x", fusion={"k": 1}),
+        "fusion rrf k": lambda db: [h.id for h in db.collection("txt").search(v, text=texts[1],
+                                                                              fusion={"method": "rrf", "k": 1})],
+        "candidates 0": lambda db: db.collection("txt").search(v, text="x", candidates=0),
+        "candidates 2.5": lambda db: db.collection("txt").search(v, text="x", candidates=2.5),
+        "candidates 10**6": lambda db: db.collection("txt").search(v, text="x", candidates=10**6),
+        "candidates '5'": lambda db: db.collection("txt").search(v, text="x", candidates="5"),
+        "hybrid k -1": lambda db: db.collection("txt").search(v, text="x", k=-1),
+        "hybrid bad vector": lambda db: db.collection("txt").search([1.0, 2.0], text="x"),
+        "hybrid nan vector": lambda db: db.collection("txt").search([float("nan")] * 384, text="x"),
+        "hybrid bad filter": lambda db: db.collection("txt").search(v, text="x", filter={"n": {"$bogus": 1}}),
+        "text bad filter": lambda db: db.collection("txt").search(text="x", filter={"$or": 5}),
+        "hybrid as_arrays and vectors": lambda db: db.collection("txt").search(v, text="x", as_arrays=True,
+                                                                               include_vector=True),
+        "texts per query": lambda db: db.collection("txt").search_batch(vectors[:3], texts=["x"]),
+        "no query": lambda db: db.collection("txt").search(),
+        "no batch": lambda db: db.collection("txt").search_batch(),
+        "vector twice": lambda db: db.collection("txt").search(v, vector=v),
+        "vector=": lambda db: [h.id for h in db.collection("txt").search(vector=v, k=2)],
+        "no text index": lambda db: db.collection("txt-none").search(text="x"),
+        "no text index, hybrid": lambda db: db.collection("txt-none").search(v, text="x"),
+        "sparse text": lambda db: db.collection("txt-sparse").search({1: 1.0}, text="x"),
+        "rescore -1": lambda db: db.collection("txt-q").search(v, rescore=-1),
+        "rescore 'x'": lambda db: db.collection("txt-q").search(v, rescore="x"),
+        "rescore 2.5": lambda db: db.collection("txt-q").search(v, rescore=2.5),
+        "rescore 2**70": lambda db: db.collection("txt-q").search(v, rescore=2**70),
+        "rescore 2**21": lambda db: db.collection("txt-q").search(v, rescore=2**21),
+        "rescore nan": lambda db: db.collection("txt-q").search(v, rescore=float("nan")),
+        "rescore 3": lambda db: [h.id for h in db.collection("txt-q").search(v, k=2, rescore=3)],
+        "rescore, hybrid": lambda db: db.collection("txt").search(v, text="x", rescore=-1),
+        "rescore sparse ignored": lambda db: [h.id for h in db.collection("txt-sparse").search({1: 1.0}, rescore="x")],
+        "create_text_index again": lambda db: db.collection("txt").create_text_index("document"),
+        "create_text_index other": lambda db: db.collection("txt").create_text_index("other"),
+        "create_text_index ''": lambda db: db.collection("txt-none").create_text_index(""),
+        "create_text_index 3": lambda db: db.collection("txt-none").create_text_index(3),
+        "create_text_index colour": lambda db: db.collection("txt-none").create_text_index("document", colour=1),
+        "create_text_index k1": lambda db: db.collection("txt-none").create_text_index("document", k1=-1),
+        "create_text_index klingon": lambda db: db.collection("txt-none").create_text_index("d", stemmer="klingon"),
+        "create_text_index sparse": lambda db: db.collection("txt-sparse").create_text_index("document"),
+        "create text_options only": lambda db: db.create_collection("z", 3, text_options={"k1": 1.0}),
+        "create text_field ''": lambda db: db.create_collection("z", 3, text_field=""),
+        "create text_field sparse": lambda db: db.create_collection("z", 3, "dot", sparse=True, text_field="d"),
+        "create text_options b": lambda db: db.create_collection("z", 3, text_field="d", text_options={"b": 2}),
+        "create quantization bogus": lambda db: db.create_collection("z", 3, quantization="int4"),
+        "create quantization sparse": lambda db: db.create_collection("z", 3, "dot", sparse=True,
+                                                                      quantization="int8"),
+        "get_or_create other text field": lambda db: db.get_or_create_collection("txt", 384, text_field="body"),
+        "get_or_create other text options": lambda db: db.get_or_create_collection(
+            "txt", 384, text_field="document", text_options={"k1": 2.0}),
+        "get_or_create same text": lambda db: db.get_or_create_collection("txt", 384, text_field="document").name,
+        "get_or_create quantization": lambda db: db.get_or_create_collection("txt-q", 384, quantization="int8"),
     }
     differ = {}
     for label, fn in cases.items():

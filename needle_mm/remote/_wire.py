@@ -21,6 +21,7 @@ from .. import _input
 from .. import _progress
 from .. import errors as E
 from .. import sparse as _sparse
+from .._engine import text_search as _text
 from ..config import CollectionConfig, DistanceFunction
 from ..database import _CONFIG_KEYWORDS, _check_name
 from ..filters import compile_filter
@@ -33,6 +34,7 @@ JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 # no collection holds this many records, so the answer is the same (the embedded API clamps k and ef as well)
 MAX_COUNT = 2 ** 62
 ASYNC_EXTRA = 'pip install "needle_mm[async]"'
+DEFAULT_CANDIDATES = _text.DEFAULT_CANDIDATES  # hybrid search's candidates per ranking, as embedded
 
 
 # ---------------------------------------------------------------- requests
@@ -297,11 +299,16 @@ class _Decoded:
 
 
 def _result_in(r: dict, include_vector: bool) -> SearchResult:
+    """One hit: a SearchResult, or for a hybrid hit (the answer carries its ``scores``) a
+    ``FusedResult``, as the embedded hybrid search returns it."""
     distance = float("inf") if r["distance"] is None else r["distance"]
     if include_vector:
         res = SearchResult.with_vector(r["id"], distance, _Decoded(r["metadata"]), 0, vector_in(r["vector"]))
     else:
         res = SearchResult(r["id"], distance, _Decoded(r["metadata"]), 0)
+    scores = r.get("scores")
+    if scores is not None:
+        res = _text.FusedResult(res, distance, {"vector": scores.get("vector"), "text": scores.get("text")})
     res._meta = r["metadata"]
     return res
 
@@ -329,10 +336,13 @@ def create_collection(name: str, dimension: int, distance: Any, options: dict, e
         raise E.InvalidConfigError(f"create_collection got unknown parameter(s) {', '.join(map(repr, sorted(unknown)))}; "
                                    f"known: {', '.join(_CONFIG_KEYWORDS)}")
     given = {key: value for key, value in options.items() if value is not None}
-    config = CollectionConfig(dimension, distance, **given)  # raises what Database.create_collection raises
+    # raises what Database.create_collection raises ("none": no quantization, compared as given with exist_ok)
+    config = CollectionConfig(dimension, distance, **{**given, **({"quantization": None}
+                                                                  if given.get("quantization") == "none" else {})})
     _check_name(name)
     body = {"name": name, "dimension": config.dimension, "distance": config.distance.value,
-            **{key: getattr(config, key) for key in given}, "exist_ok": bool(exist_ok)}
+            **{key: "none" if key == "quantization" and config.quantization is None else getattr(config, key)
+               for key in given}, "exist_ok": bool(exist_ok)}
     return Call("POST", "/collections", body, tx={"op": "create_collection", **body})
 
 
@@ -348,7 +358,8 @@ def create_collection_with_config(name: str, config: CollectionConfig) -> Call:
         raise E.InvalidConfigError(f"config must be a CollectionConfig, got {type(config).__name__}")
     body = {"name": name, "dimension": config.dimension, "distance": config.distance.value, "m": config.m,
             "ef_construction": config.ef_construction, "ef_search": config.ef_search, "seed": config.seed,
-            "sparse": config.sparse, "dtype": config.dtype}
+            "sparse": config.sparse, "dtype": config.dtype, "quantization": config.quantization,
+            "text_field": config.text_field, "text_options": config.text_options}
     return Call("POST", "/collections", body, tx={"op": "create_collection", **body})
 
 
@@ -392,7 +403,9 @@ def generation() -> Call:
 
 def config_of(info: dict) -> CollectionConfig:
     return CollectionConfig(info["dimension"], DistanceFunction(info["distance"]), info["m"], info["ef_construction"],
-                            info["ef_search"], info["seed"], sparse=info["sparse"], dtype=info["dtype"])
+                            info["ef_search"], info["seed"], sparse=info["sparse"], dtype=info["dtype"],
+                            quantization=info.get("quantization"), text_field=info.get("text_field"),
+                            text_options=info.get("text_options"))
 
 
 # ---------------------------------------------------------------- transactions
@@ -599,12 +612,69 @@ def scan(name: str, limit: Any = MISSING) -> Call:
     return Call("POST", f"{collection_path(name)}/scan", {"limit": limit}, parse=entry_in, read=True)
 
 
+def _rescore(rescore: Any, sparse: bool | None = None) -> Any:
+    """``rescore`` as JSON carries it: an integer the embedded search takes, or, for the server to
+    refuse as the embedded search does (a sparse collection ignores it), a value JSON carries
+    exactly; anything else is refused here, as embedded (or, for a collection last heard to be
+    sparse, dropped: it ignores ``rescore``)."""
+    if rescore is None or isinstance(rescore, (str, bool)) or (isinstance(rescore, float) and np.isfinite(rescore)):
+        return rescore
+    if isinstance(rescore, (int, np.integer)) and 0 <= rescore <= 1 << 20:
+        return int(rescore)
+    if sparse:
+        return None
+    raise E.InvalidArgumentError(f"rescore must be a non-negative integer, got {rescore!r}")
+
+
+def _fusion(fusion: Any) -> Any:
+    """``fusion`` checked as the embedded hybrid search checks it, as JSON carries it."""
+    method, value = _text.fusion_of(fusion)
+    if isinstance(fusion, str):
+        return fusion
+    return {"method": method, "k" if method == "rrf" else "alpha": float(value)}
+
+
+def query_of(query: Any, vector: Any) -> Any:
+    """``search``'s query vector, given as ``query`` or as ``vector=`` (once, as embedded)."""
+    if vector is not None:
+        if query is not None:
+            raise E.InvalidArgumentError("give the query vector once: as query or as vector=")
+        return vector
+    return query
+
+
 def search(name: str, query: Any, batch: bool, k: Any, filter: dict | None, ef: Any, exact: bool,
-           include_vector: bool, as_arrays: bool, info: dict | None = None) -> Call:
-    k, filter = _count_arg("k", k), _filter(filter)  # checked in the embedded search's order
-    queries = vectors_json(query, "queries", info) if batch else vector_json(query, "query", info)
-    body = {"vectors" if batch else "vector": queries, "k": k, "filter": filter, "ef": _ef(ef, _is_sparse(info)),
-            "exact": bool(exact), "include_vector": bool(include_vector)}
+           include_vector: bool, as_arrays: bool, info: dict | None = None, text: Any = None,
+           fusion: Any = "rrf", candidates: Any = _text.DEFAULT_CANDIDATES, rescore: Any = None) -> Call:
+    """``search`` (one query) or ``search_batch``: by vector, by ``text`` (BM25; ``texts`` for a
+    batch), or both (hybrid), checked in the embedded search's order."""
+    sparse = _is_sparse(info)
+    if text is None:
+        if query is None:
+            raise E.InvalidArgumentError("search_batch needs queries, texts, or both" if batch else
+                                         "search needs a query vector, a text, or both")
+        k, filter = _count_arg("k", k), _filter(filter)
+        queries = vectors_json(query, "queries", info) if batch else vector_json(query, "query", info)
+        body = {"vectors" if batch else "vector": queries, "k": k, "filter": filter, "ef": _ef(ef, sparse),
+                "exact": bool(exact), "include_vector": bool(include_vector)}
+        if rescore is not None:
+            body["rescore"] = _rescore(rescore, sparse)
+    else:
+        k = _count_arg("k", k)
+        texts = _text.query_texts(text, batch)
+        body = {"texts" if batch else "text": texts if batch else texts[0], "k": k}
+        if query is not None:  # hybrid: the fusion's arguments, then the dense side's (a text-only search has none)
+            body["fusion"] = _fusion(fusion)
+            body["candidates"] = _text.check_candidates(candidates)
+            body["filter"] = _filter(filter)
+            body["vectors" if batch else "vector"] = \
+                vectors_json(query, "queries", info) if batch else vector_json(query, "query", info)
+            body.update(ef=_ef(ef, sparse), exact=bool(exact))
+            if rescore is not None:
+                body["rescore"] = _rescore(rescore, sparse)
+        else:
+            body["filter"] = _filter(filter)
+        body["include_vector"] = bool(include_vector)
     if as_arrays:
         body["as_arrays"] = True
 
@@ -615,3 +685,13 @@ def search(name: str, query: Any, batch: bool, k: Any, filter: dict | None, ef: 
         return rows if batch else rows[0]
 
     return Call("POST", f"{collection_path(name)}/search", body, parse=parse, read=True)
+
+
+def create_text_index(name: str, field: Any, options: dict, described: Callable[[dict], None]) -> Call:
+    """``POST /collections/{name}/create_text_index``; ``field`` and ``options`` checked
+    here as the embedded ``create_text_index`` checks them. The answer describes the
+    collection (with its text index): ``described`` is given it."""
+    _text.text_index(field, options)  # raises what the embedded create_text_index raises
+    body = {"field": field, "options": dict(options)}
+    return Call("POST", f"{collection_path(name)}/create_text_index", body, parse=lambda p: described(p),
+                tx={"op": "create_text_index", "collection": name, **body})

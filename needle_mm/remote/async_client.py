@@ -157,8 +157,9 @@ class AsyncClient:
                                 distance: DistanceFunction | str = DistanceFunction.Cosine, *,
                                 m: int | None = None, ef_construction: int | None = None,
                                 ef_search: int | None = None, seed: int | None = None, sparse: bool | None = None,
-                                dtype: str | None = None, exist_ok: bool = False,
-                                **unknown) -> "AsyncRemoteCollection":
+                                dtype: str | None = None, quantization: str | None = None,
+                                text_field: str | None = None, text_options: dict | None = None,
+                                exist_ok: bool = False, **unknown) -> "AsyncRemoteCollection":
         """Create a collection on the server; see :meth:`needle_mm.Client.create_collection`.
 
         Parameters
@@ -170,6 +171,10 @@ class AsyncClient:
             HNSW parameters.
         sparse : bool, optional
         dtype : str, optional
+        quantization : str, optional
+            ``"int8"`` / ``"binary"`` (``"none"`` with ``exist_ok``: unquantized).
+        text_field, text_options : optional
+            Index this metadata field for full-text and hybrid search.
         exist_ok : bool
             Return an existing collection of this name if it matches.
 
@@ -179,7 +184,9 @@ class AsyncClient:
         """
         call = W.create_collection(name, dimension, distance, dict(m=m, ef_construction=ef_construction,
                                                                    ef_search=ef_search, seed=seed, sparse=sparse,
-                                                                   dtype=dtype), exist_ok, unknown)
+                                                                   dtype=dtype, quantization=quantization,
+                                                                   text_field=text_field, text_options=text_options),
+                                   exist_ok, unknown)
         return await self._collection_of(name, call)
 
     async def get_or_create_collection(self, name: str, dimension: int,
@@ -187,11 +194,13 @@ class AsyncClient:
                                        m: int | None = None, ef_construction: int | None = None,
                                        ef_search: int | None = None, seed: int | None = None,
                                        sparse: bool | None = None, dtype: str | None = None,
-                                       **unknown) -> "AsyncRemoteCollection":
+                                       quantization: str | None = None, text_field: str | None = None,
+                                       text_options: dict | None = None, **unknown) -> "AsyncRemoteCollection":
         """``create_collection(..., exist_ok=True)``; see :meth:`needle_mm.Database.get_or_create_collection`."""
         return await self.create_collection(name, dimension, distance, m=m, ef_construction=ef_construction,
-                                            ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype, exist_ok=True,
-                                            **W.without_exist_ok(unknown))
+                                            ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype,
+                                            quantization=quantization, text_field=text_field,
+                                            text_options=text_options, exist_ok=True, **W.without_exist_ok(unknown))
 
     async def create_collection_with_config(self, name: str, config: CollectionConfig) -> "AsyncRemoteCollection":
         """Create a collection from a :class:`~needle_mm.CollectionConfig`."""
@@ -375,21 +384,37 @@ class AsyncRemoteCollection:
         """The first ``n`` records in storage order."""
         return [entry async for entry in self._client._stream(W.scan(self.name, n))]
 
-    async def search(self, query, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-                     exact: bool = False, include_vector: bool = False, as_arrays: bool = False):
-        """The ``k`` nearest live records to ``query``, closest first; see :meth:`needle_mm.Collection.search`.
+    async def search(self, query=None, k: int = 10, filter: dict | None = None, *, text: str | None = None,
+                     fusion="rrf", candidates: int = W.DEFAULT_CANDIDATES, ef: int | None = None, exact: bool = False,
+                     include_vector: bool = False, as_arrays: bool = False, rescore: int | None = None,
+                     vector=None):
+        """The ``k`` nearest live records to ``query``, closest first; with ``text``, the best by
+        BM25, or both rankings fused (hybrid: each hit's ``scores``); see
+        :meth:`needle_mm.remote.client.RemoteCollection.search`.
 
         Returns
         -------
-        list of SearchResult, or (ids, distances) numpy arrays of shape ``(k,)`` with ``as_arrays``
+        list of SearchResult (``FusedResult`` for hybrid hits), or (ids, distances) numpy arrays of
+        shape ``(k,)`` with ``as_arrays``
         """
-        return await self._client._run(W.search(self.name, query, False, k, filter, ef, exact, include_vector,
-                                                as_arrays, self._info))
+        return await self._client._run(W.search(self.name, W.query_of(query, vector), False, k, filter, ef, exact,
+                                                include_vector, as_arrays, self._info, text, fusion, candidates,
+                                                rescore))
 
-    async def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-                           exact: bool = False, include_vector: bool = False,
-                           as_arrays: bool = False) -> list[list[SearchResult]] | tuple:
+    async def search_batch(self, queries=None, k: int = 10, filter: dict | None = None, *, texts=None,
+                           fusion="rrf", candidates: int = W.DEFAULT_CANDIDATES, ef: int | None = None, exact: bool = False,
+                           include_vector: bool = False, as_arrays: bool = False,
+                           rescore: int | None = None) -> list[list[SearchResult]] | tuple:
         """:meth:`search` for each row of a 2-D array of queries: a list of result lists, or
-        with ``as_arrays=True`` ``(ids, distances)`` arrays of shape ``(m, k)``."""
+        with ``as_arrays=True`` ``(ids, distances)`` arrays of shape ``(m, k)``. ``texts`` (a
+        list of strings): text queries, alone or one per query row (hybrid)."""
         return await self._client._run(W.search(self.name, queries, True, k, filter, ef, exact, include_vector,
-                                                as_arrays, self._info))
+                                                as_arrays, self._info, texts, fusion, candidates, rescore))
+
+    async def create_text_index(self, field: str, **options) -> None:
+        """Index the string values of metadata ``field`` for full-text and hybrid search; see
+        :meth:`needle_mm.remote.client.RemoteCollection.create_text_index`."""
+        await self._client._run(W.create_text_index(self.name, field, options, self._described_as))
+
+    def _described_as(self, info: dict) -> None:
+        self._info = info  # the server's description of the collection after a change to its configuration

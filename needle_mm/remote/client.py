@@ -234,7 +234,9 @@ class Client:
     def create_collection(self, name: str, dimension: int, distance: DistanceFunction | str = DistanceFunction.Cosine,
                           *, m: int | None = None, ef_construction: int | None = None, ef_search: int | None = None,
                           seed: int | None = None, sparse: bool | None = None, dtype: str | None = None,
-                          exist_ok: bool = False, **unknown) -> "RemoteCollection":
+                          quantization: str | None = None, text_field: str | None = None,
+                          text_options: dict | None = None, exist_ok: bool = False,
+                          **unknown) -> "RemoteCollection":
         """Create a collection on the server; see :meth:`needle_mm.Database.create_collection`.
 
         Parameters
@@ -251,6 +253,13 @@ class Client:
             A collection of sparse vectors (needs ``distance="dot"``).
         dtype : str, optional
             ``"f32"`` (default) or ``"f16"``.
+        quantization : str, optional
+            ``"int8"`` / ``"binary"``: search on one-byte / one-bit codes, rescored
+            exactly (``search(rescore=...)``); ``"none"`` with ``exist_ok``: asks for an
+            unquantized collection.
+        text_field, text_options : optional
+            Index this metadata field for full-text and hybrid search
+            (``search(text=...)``), analysed and ranked as ``text_options`` say.
         exist_ok : bool
             Return an existing collection of this name if it matches (dimension,
             distance and every parameter given); a mismatch is a
@@ -262,14 +271,18 @@ class Client:
         """
         call = W.create_collection(name, dimension, distance, dict(m=m, ef_construction=ef_construction,
                                                                    ef_search=ef_search, seed=seed, sparse=sparse,
-                                                                   dtype=dtype), exist_ok, unknown)
+                                                                   dtype=dtype, quantization=quantization,
+                                                                   text_field=text_field, text_options=text_options),
+                                   exist_ok, unknown)
         return self._collection_of(name, call)
 
     def get_or_create_collection(self, name: str, dimension: int,
                                  distance: DistanceFunction | str = DistanceFunction.Cosine, *,
                                  m: int | None = None, ef_construction: int | None = None,
                                  ef_search: int | None = None, seed: int | None = None,
-                                 sparse: bool | None = None, dtype: str | None = None, **unknown) -> "RemoteCollection":
+                                 sparse: bool | None = None, dtype: str | None = None,
+                                 quantization: str | None = None, text_field: str | None = None,
+                                 text_options: dict | None = None, **unknown) -> "RemoteCollection":
         """The collection called ``name``, created if it does not exist:
         ``create_collection(..., exist_ok=True)``; see :meth:`needle_mm.Database.get_or_create_collection`.
 
@@ -279,8 +292,9 @@ class Client:
             It exists with another dimension, distance or any parameter given here.
         """
         return self.create_collection(name, dimension, distance, m=m, ef_construction=ef_construction,
-                                      ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype, exist_ok=True,
-                                      **W.without_exist_ok(unknown))
+                                      ef_search=ef_search, seed=seed, sparse=sparse, dtype=dtype,
+                                      quantization=quantization, text_field=text_field, text_options=text_options,
+                                      exist_ok=True, **W.without_exist_ok(unknown))
 
     def create_collection_with_config(self, name: str, config: CollectionConfig) -> "RemoteCollection":
         """Create a collection from a :class:`~needle_mm.CollectionConfig`."""
@@ -488,17 +502,30 @@ class RemoteCollection:
         """The first ``n`` records in storage order."""
         return list(self._client._stream(W.scan(self.name, n)))
 
-    def search(self, query, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-               exact: bool = False, include_vector: bool = False, as_arrays: bool = False):
-        """The ``k`` nearest live records to ``query``, closest first; see :meth:`needle_mm.Collection.search`.
+    def search(self, query=None, k: int = 10, filter: dict | None = None, *, text: str | None = None,
+               fusion="rrf", candidates: int = W.DEFAULT_CANDIDATES, ef: int | None = None, exact: bool = False,
+               include_vector: bool = False, as_arrays: bool = False, rescore: int | None = None, vector=None):
+        """The ``k`` nearest live records to ``query``, closest first; with ``text``, the best
+        by BM25, or both rankings fused; see :meth:`needle_mm.Collection.search`.
 
         Parameters
         ----------
-        query : array-like of float, or a sparse vector
+        query : array-like of float, or a sparse vector, optional
+            Also accepted as ``vector=``. None with ``text``: text search only.
         k : int
             How many results at most.
         filter : dict, optional
             MongoDB-style filter on metadata.
+        text : str, optional
+            A full-text query (collections with a text index): BM25 alone
+            (``distance`` is minus the score), or with ``query`` hybrid: each
+            hit's ``scores`` is ``{"vector": distance, "text": bm25}`` (None
+            where the hit was not in that ranking's candidates).
+        fusion : str or dict
+            Hybrid only: ``"rrf"`` (``{"method": "rrf", "k": 60}``) or
+            ``"weighted"`` (``{"method": "weighted", "alpha": 0.5}``).
+        candidates : int
+            Hybrid only: how many hits each ranking contributes (default 100).
         ef : int, optional
             HNSW search breadth for this query.
         exact : bool
@@ -509,18 +536,33 @@ class RemoteCollection:
             Return ``(ids, distances)`` numpy arrays of shape ``(k,)``: ids
             ``object`` (``str``, ``None`` past the last hit), distances float32
             (``inf`` there).
+        rescore : int, optional
+            Quantized collections only: candidates per result ranked again by
+            their exact distances (``0``: the codes' order).
 
         Returns
         -------
-        list of SearchResult, or (ids, distances) with ``as_arrays``
+        list of SearchResult (``FusedResult`` for hybrid hits), or (ids, distances) with ``as_arrays``
         """
-        return self._client._run(W.search(self.name, query, False, k, filter, ef, exact, include_vector, as_arrays,
-                                                      self._info))
+        return self._client._run(W.search(self.name, W.query_of(query, vector), False, k, filter, ef, exact,
+                                          include_vector, as_arrays, self._info, text, fusion, candidates, rescore))
 
-    def search_batch(self, queries, k: int = 10, filter: dict | None = None, *, ef: int | None = None,
-                     exact: bool = False, include_vector: bool = False,
-                     as_arrays: bool = False) -> list[list[SearchResult]] | tuple:
+    def search_batch(self, queries=None, k: int = 10, filter: dict | None = None, *, texts=None, fusion="rrf",
+                     candidates: int = W.DEFAULT_CANDIDATES, ef: int | None = None, exact: bool = False,
+                     include_vector: bool = False, as_arrays: bool = False,
+                     rescore: int | None = None) -> list[list[SearchResult]] | tuple:
         """:meth:`search` for each row of a 2-D array of queries (one request): a list of
-        result lists, or with ``as_arrays=True`` ``(ids, distances)`` arrays of shape ``(m, k)``."""
+        result lists, or with ``as_arrays=True`` ``(ids, distances)`` arrays of shape ``(m, k)``.
+        ``texts`` (a list of strings): text queries, alone or one per query row (hybrid)."""
         return self._client._run(W.search(self.name, queries, True, k, filter, ef, exact, include_vector, as_arrays,
-                                                      self._info))
+                                          self._info, texts, fusion, candidates, rescore))
+
+    def create_text_index(self, field: str, **options) -> None:
+        """Index the string values of metadata ``field`` for full-text and hybrid search
+        (``options``: ``stemmer``, ``stop_words``, ``fold_accents``, ``k1``, ``b``); see
+        :meth:`needle_mm.Collection.create_text_index`. The server commits it (building the
+        index of every record) before the call returns, so text search works at once."""
+        self._client._run(W.create_text_index(self.name, field, options, self._described_as))
+
+    def _described_as(self, info: dict) -> None:
+        self._info = info  # the server's description of the collection after a change to its configuration

@@ -49,7 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import errors as E
-from ..collection import _CLAMP_ABOVE
+from .._engine.text_search import DEFAULT_CANDIDATES, text_index
+from ..collection import _CLAMP_ABOVE, _text_config
 from ..database import Database
 
 ENV_FILE = "NEEDLE_SERVE_FILE"
@@ -191,6 +192,12 @@ class CreateCollection(Model):
     seed: Optional[int] = None
     sparse: Optional[bool] = None
     dtype: Optional[str] = None
+    quantization: Optional[str] = Field(None, description="'int8' or 'binary' (search on codes, rescored exactly); "
+                                                          "'none' with exist_ok: asks for an unquantized collection")
+    text_field: Optional[str] = Field(None, description="index this metadata field for full-text (BM25) and hybrid "
+                                                        "search")
+    text_options: Optional[dict[str, Any]] = Field(None, description="how the text is analysed and ranked: stemmer, "
+                                                                     "stop_words, fold_accents, k1, b")
     exist_ok: bool = Field(False, description="return an existing collection that matches instead of a 409")
 
 
@@ -213,16 +220,33 @@ class Get(Model):
 
 
 class Search(Model):
-    vector: Optional[Vector] = Field(None, description="one query (or give `vectors`)")
-    vectors: Optional[list[Vector]] = Field(None, description="a batch of queries")
+    vector: Optional[Vector] = Field(None, description="one query vector (with `text`: hybrid)")
+    vectors: Optional[list[Vector]] = Field(None, description="a batch of query vectors (with `texts`: hybrid, one "
+                                                              "text per vector)")
+    text: Any = Field(None, description="one full-text query, a string: ranked by BM25 (distance = -score), or "
+                                        "with `vector` fused with the vector ranking (each hit then has `scores`)")
+    texts: Any = Field(None, description="a batch of full-text queries, a list of strings (alone, or one per row "
+                                         "of `vectors`)")
     k: int = 10
     filter: Optional[dict[str, Any]] = None
+    fusion: Any = Field("rrf", description="hybrid only: 'rrf', 'weighted', {\"method\": \"rrf\", \"k\": 60} or "
+                                           "{\"method\": \"weighted\", \"alpha\": 0.5}; checked as embedded")
+    candidates: Any = Field(DEFAULT_CANDIDATES, description="hybrid only: hits each ranking contributes to the "
+                                                            "fusion, an integer from 1 to 65536")
     ef: Any = Field(None, description="a positive integer; checked as the embedded search checks it (a sparse "
                                       "collection ignores it)")
     exact: bool = False
+    rescore: Any = Field(None, description="quantized collections: candidates per result ranked again by their "
+                                           "exact distances (0: the codes' order); default 2 (int8), 16 (binary)")
     include_vector: bool = False
     as_arrays: bool = Field(False, description="answer {ids, distances, shape}: rows padded with null past the "
                                                "last hit (as the embedded search(as_arrays=True))")
+
+
+class CreateTextIndex(Model):
+    field: str = Field(..., description="the metadata key whose string values are indexed")
+    options: Optional[dict[str, Any]] = Field(None, description="stemmer, stop_words, fold_accents, k1, b (as "
+                                                                "Collection.create_text_index's keywords)")
 
 
 class Count(Model):
@@ -272,9 +296,15 @@ class UpdateMetadataOp(UpdateMetadata):
     collection: str
 
 
+class CreateTextIndexOp(CreateTextIndex):
+    op: Literal["create_text_index"]
+    collection: str
+
+
 class Transaction(Model):
     exclusive: bool = Field(False, description="hold the file's writer lock from the first write to the commit")
-    ops: list[Annotated[Union[CreateOp, DropOp, RecordsOp, DeleteOp, UpdateMetadataOp], Field(discriminator="op")]] = \
+    ops: list[Annotated[Union[CreateOp, DropOp, RecordsOp, DeleteOp, UpdateMetadataOp, CreateTextIndexOp],
+                        Field(discriminator="op")]] = \
         Field(..., description="writes run in order as one transaction: all are committed, or none")
 
 
@@ -338,7 +368,8 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
         cfg = c.config
         return {"name": name, "dimension": cfg.dimension, "distance": cfg.distance.value, "sparse": cfg.sparse,
                 "dtype": cfg.dtype, "m": cfg.m, "ef_construction": cfg.ef_construction, "ef_search": cfg.ef_search,
-                "seed": cfg.seed, "count": c.count()}
+                "seed": cfg.seed, "quantization": cfg.quantization, "text_field": cfg.text_field,
+                "text_options": cfg.text_options, "count": c.count()}
 
     def vec_out(v):
         return v.to_dict() if hasattr(v, "to_dict") else v
@@ -360,7 +391,8 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
     def do_create(body: CreateCollection) -> dict:
         writer.create_collection(body.name, body.dimension, body.distance, m=body.m,
                                  ef_construction=body.ef_construction, ef_search=body.ef_search, seed=body.seed,
-                                 sparse=body.sparse, dtype=body.dtype, exist_ok=body.exist_ok)
+                                 sparse=body.sparse, dtype=body.dtype, quantization=body.quantization,
+                                 text_field=body.text_field, text_options=body.text_options, exist_ok=body.exist_ok)
         return describe(body.name, writer)
 
     def do_drop(name: str) -> dict:
@@ -390,6 +422,13 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
         coll(name).update_metadata(body.id, body.metadata)
         return {"updated": body.id}
 
+    def do_text_index(name: str, body: CreateTextIndex) -> dict:
+        options = body.options or {}
+        index = text_index(body.field, options)  # checked first, as embedded (and an option named "field" with it)
+        coll(name).create_text_index(body.field, **options)  # built by this request's commit
+        # described as it is once committed (until then the collection's config has no text index)
+        return {**describe(name, writer), **_text_config(index)}
+
     def do_op(op) -> dict:
         if isinstance(op, CreateOp):
             return do_create(op)
@@ -399,6 +438,8 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
             return do_records(op.collection, op, "insert_many" if op.op == "insert" else "upsert_many")
         if isinstance(op, DeleteOp):
             return do_delete(op.collection, op)
+        if isinstance(op, CreateTextIndexOp):
+            return do_text_index(op.collection, op)
         return do_update(op.collection, op)
 
     @app.post("/collections", status_code=201)
@@ -436,6 +477,14 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
     async def update_metadata(name: str, body: UpdateMetadata):
         return reply(await write(lambda: do_update(name, body)))
 
+    @app.post("/collections/{name:path}/create_text_index")
+    async def create_text_index(name: str, body: CreateTextIndex):
+        """Index the string values of metadata ``field`` for full-text and hybrid search
+        (as the embedded ``Collection.create_text_index``); the request's commit builds
+        the index of every record, so text search works once it is answered. The
+        answer describes the collection."""
+        return reply(await write(lambda: do_text_index(name, body)))
+
     @app.post("/transaction")
     async def transaction_(body: Transaction):
         """Run the writes of ``ops`` in order as one transaction: all are committed
@@ -464,11 +513,21 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
 
     @app.post("/collections/{name:path}/search")
     async def search(name: str, body: Search):
-        if (body.vector is None) == (body.vectors is None):
-            raise E.InvalidArgumentError("give exactly one of 'vector' (one query) or 'vectors' (a batch)")
+        """Search by ``vector`` (one query) or ``vectors`` (a batch), by ``text`` / ``texts``
+        (BM25), or both (hybrid: each hit also has ``scores``, ``{"vector": distance,
+        "text": bm25}``, null where the hit was not in that ranking's candidates)."""
+        single = body.vector is not None or body.text is not None
+        batch = body.vectors is not None or body.texts is not None
+        if single == batch:
+            raise E.InvalidArgumentError("give one query ('vector', 'text' or both) or a batch ('vectors', 'texts' "
+                                         "or both)")
 
         c = read_coll(name)
-        queries = 1 if body.vector is not None else len(body.vectors)
+        if single:
+            queries = 1
+        else:
+            queries = len(body.vectors) if body.vectors is not None else \
+                len(body.texts) if isinstance(body.texts, list) else 1
         k = body.k if body.k <= _CLAMP_ABOVE else min(body.k, c.count())  # as the embedded search clamps it
         if k > 0 and queries * k > max_results:
             raise E.InvalidArgumentError(
@@ -476,21 +535,30 @@ def create_app(path: str, api_key: str | None = None, max_body: int = DEFAULT_MA
                 f"server returns at most {max_results} per request (--max-results): split the batch or lower k")
 
         args = dict(k=body.k, filter=body.filter, ef=body.ef, exact=body.exact, include_vector=body.include_vector,
-                    as_arrays=body.as_arrays)
-        if body.vector is not None:
-            found = c.search(plain(body.vector), **args)
+                    as_arrays=body.as_arrays, rescore=body.rescore, fusion=body.fusion, candidates=body.candidates)
+        if single:
+            found = c.search(None if body.vector is None else plain(body.vector), text=body.text, **args)
             rows = None if body.as_arrays else [found]
         else:
-            queries = [plain(v) for v in body.vectors]
-            if not c.sparse and not queries:
-                queries = _empty(c.dimension)
-            found = rows = c.search_batch(queries, **args)
+            vectors = None
+            if body.vectors is not None:
+                vectors = [plain(v) for v in body.vectors]
+                if not c.sparse and not vectors:
+                    vectors = _empty(c.dimension)
+            found = rows = c.search_batch(vectors, texts=body.texts, **args)
         if body.as_arrays:
             ids, distances = found
             return reply({"ids": ids.tolist(), "distances": distances, "shape": list(ids.shape)})
-        return reply({"results": [[{"id": r.id, "distance": r.distance, "metadata": r.metadata,
-                                    **({"vector": vec_out(r.vector)} if body.include_vector else {})}
-                                   for r in row] for row in rows]})
+        return reply({"results": [[hit_json(r, body.include_vector) for r in row] for row in rows]})
+
+    def hit_json(r, include_vector: bool) -> dict:
+        out = {"id": r.id, "distance": r.distance, "metadata": r.metadata}
+        if include_vector:
+            out["vector"] = vec_out(r.vector)
+        scores = getattr(r, "scores", None)  # a hybrid hit's: each ranking's own
+        if scores is not None:
+            out["scores"] = scores
+        return out
 
     @app.post("/collections/{name:path}/count")
     async def count(name: str, body: Count):
