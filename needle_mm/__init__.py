@@ -19,6 +19,7 @@ __all__ = [
     "Client",  # noqa: F405 (lazy: __getattr__)
     "AsyncClient",  # noqa: F405 (lazy: __getattr__)
     "preload",  # noqa: F405 (lazy: __getattr__)
+    "replicate",  # noqa: F405 (lazy: __getattr__)
     "Collection",
     "CollectionConfig",
     "DistanceFunction",
@@ -31,7 +32,7 @@ __all__ = [
 
 # The clients of `needle serve` are imported on first use, so `import needle_mm`
 # loads neither the remote package nor httpx (AsyncClient's transport).
-_LAZY = ("Client", "AsyncClient", "preload")
+_LAZY = ("Client", "AsyncClient", "preload", "replicate")
 
 
 def __getattr__(name: str):
@@ -41,6 +42,8 @@ def __getattr__(name: str):
         from .remote.async_client import AsyncClient as value
     elif name == "preload":
         from .ops.preload import preload as value
+    elif name == "replicate":
+        from .ops.replicate import replicate as value
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

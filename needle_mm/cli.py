@@ -67,6 +67,21 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_replicate(args) -> int:
+    from .ops.replicate import replicate, stop_on_signals
+
+    def shown(s):
+        print(f"replica at generation {s.generation}: {'copied whole' if s.mode == 'copy' else 'commit ranges'}, "
+              f"{s.bytes:,} bytes" + (f" ({s.why})" if s.mode == "copy" and s.why else ""), flush=True)
+
+    stop = stop_on_signals() if args.follow else None
+    last = replicate(args.source, args.dest, follow=args.follow, interval=args.interval, stop=stop,
+                     on_shipment=shown)
+    if last.mode == "none":
+        print(f"replica already at generation {last.generation}")
+    return 0
+
+
 def _cmd_rebuild(args) -> int:
     from .ops.rebuild import rebuild
 
@@ -247,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_rebuild)
+    p = sub.add_parser("replicate", help="copy the file to a replica by what each commit wrote; --follow keeps it current")
+    p.add_argument("source")
+    p.add_argument("dest")
+    p.add_argument("--follow", action="store_true", help="keep following until SIGINT or SIGTERM")
+    p.add_argument("--interval", type=float, default=0.2, help="seconds between checks with --follow (default 0.2)")
+    p.set_defaults(func=_cmd_replicate)
     p = sub.add_parser("compact", help="reclaim the space of deleted and replaced records")
     p.add_argument("file")
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")

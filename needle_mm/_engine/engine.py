@@ -59,7 +59,7 @@ from ..errors import (
 )
 from . import search
 from .plan import RegionWriter, plan_catalog
-from .space import FreeSpace, check_free_list, finish as finish_space
+from .space import FreeSpace, check_free_list, finish as finish_space, spans as _spans
 from .._storage import readers
 from .snapshot import Snapshot
 from .state import CollectionState
@@ -70,20 +70,6 @@ __all__ = ["Engine", "create_file"]
 
 class _Calls(threading.local):
     depth = 0  # this thread's nested API calls on one Database: only the outermost refreshes
-
-
-def _spans(pieces: list[tuple[int, bytes]], start: int) -> list[tuple[int, int]]:
-    """The byte ranges ``pieces`` cover at or past ``start``, merged where they touch."""
-    spans: list[list[int]] = []
-    for offset, data in sorted(pieces):
-        lo, hi = max(offset, start), offset + len(data)
-        if hi <= lo:
-            continue
-        if spans and lo <= spans[-1][1]:
-            spans[-1][1] = max(spans[-1][1], hi)
-        else:
-            spans.append([lo, hi])
-    return [(lo, hi) for lo, hi in spans]
 
 
 def create_file(path: str, generation: int = 1) -> None:

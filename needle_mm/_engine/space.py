@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .._format.catalog import Catalog
+from .._format.catalog import WRITTEN_KEPT, Catalog
 from .._format.header import align_up
 from ..errors import CorruptFileError
 
@@ -86,6 +86,20 @@ def _merged(extents: list[tuple[int, int, int, int]], reusable_through: int | No
 PUNCH_MIN = 64 * 1024  # smaller free extents keep their blocks (not worth a system call)
 
 
+def spans(pieces: list[tuple[int, bytes]], start: int) -> list[tuple[int, int]]:
+    """The byte ranges ``pieces`` cover at or past ``start``, merged where they touch."""
+    spans: list[list[int]] = []
+    for offset, data in sorted(pieces):
+        lo, hi = max(offset, start), offset + len(data)
+        if hi <= lo:
+            continue
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], hi)
+        else:
+            spans.append([lo, hi])
+    return [(lo, hi) for lo, hi in spans]
+
+
 def finish(catalog: Catalog, old: Catalog, old_offset: int, old_length: int, floor: int,
            space: FreeSpace, writer) -> tuple[Catalog, object]:
     """``catalog`` with its free list, placed: the released extents of this
@@ -100,6 +114,10 @@ def finish(catalog: Catalog, old: Catalog, old_offset: int, old_length: int, flo
     # planning): free at once, as if released by this generation
     released += [(a, b - a, catalog.generation, 0) for a, b in writer.allocated if (a, b) not in now and b > a]
     free = _merged([tuple(e) for e in space.extents] + released, space.reusable_through)
+    # what this commit writes besides its catalog, after what the latest ones wrote (SPEC §6.2)
+    ranges = tuple((a, b - a) for a, b in spans(writer.pieces, 0))
+    before = old.written[-(WRITTEN_KEPT - 1):] if old.written and old.written[-1][0] == catalog.generation - 1 else ()
+    written = (*before, (catalog.generation, ranges))
     reserved = align_up(len(replace(catalog, free=tuple(free), reuse_floor=floor, catalog_reserved=0).encode())
                         + 1024)
     while True:
@@ -113,7 +131,8 @@ def finish(catalog: Catalog, old: Catalog, old_offset: int, old_length: int, flo
                 spare.newest_used = max(spare.newest_used, e[2])
                 e = [e[0], e[1], e[2], 1]
             extents.append(tuple(e))
-        final = replace(catalog, free=tuple(extents), reuse_floor=floor, catalog_reserved=reserved)
+        final = replace(catalog, free=tuple(extents), reuse_floor=floor, catalog_reserved=reserved,
+                        written=written)
         data = final.encode()
         if len(data) <= reserved:
             break

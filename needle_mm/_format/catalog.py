@@ -287,6 +287,9 @@ class Catalog:
     free: tuple[tuple[int, int, int, int], ...] = ()
     reuse_floor: int | None = None
     catalog_reserved: int | None = None
+    # Commit shipping (SPEC §6.2): the byte ranges each of the latest commits
+    # wrote besides its catalog and superblock, newest last: (generation, ((offset, length), ...)).
+    written: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = ()
 
     def encode(self) -> bytes:
         fmt = catalog_format(self.collections.values())
@@ -299,8 +302,20 @@ class Catalog:
             **({"superseded": True} if self.superseded else {}),
             **({"reuse_floor": self.reuse_floor, "catalog_reserved": self.catalog_reserved,
                 "free": [list(f) for f in self.free]} if self.reuse_floor is not None else {}),
+            **({"written": [[g, [list(r) for r in ranges]] for g, ranges in self.written]} if self.written else {}),
         }
         return orjson.dumps(doc)
+
+    def used(self, catalog_offset: int, catalog_length: int) -> list[tuple[int, int]]:
+        """``(offset, end)`` of the bytes this generation reads: each region's
+        used length (not its reserve, which later commits append into) and the catalog."""
+        out = [(catalog_offset, catalog_offset + catalog_length)]
+        for c in self.collections.values():
+            for s in c.segments:
+                refs = [*s.regions.values(), *s.graph_patches,
+                        *(ch.region for ch in (*s.columns, *s.postings, *s.id_chunks, *s.text_chunks))]
+                out.extend((r.offset, r.offset + r.length) for r in refs if r.length)
+        return out
 
     def extents(self, catalog_offset: int, catalog_length: int) -> list[tuple[int, int]]:
         """``(offset, end)`` of every byte range this generation references:
@@ -594,9 +609,38 @@ def decode_catalog(raw: bytes, expected_crc: int, generation: int, file_length: 
                 end = offset + length
         elif "free" in doc or "catalog_reserved" in doc:
             raise _Bad("'free' or 'catalog_reserved' without 'reuse_floor'")
+        written = _written(doc.get("written", []), generation, file_length)
     except orjson.JSONDecodeError as exc:
         raise CorruptFileError(f"{path!r}: catalog is not valid JSON ({exc})") from None
     except _Bad as exc:
         raise CorruptFileError(f"{path!r}: catalog (generation {generation}): {exc}") from None
     return Catalog(generation=generation, collections=collections, superseded=superseded, free=tuple(free),
-                   reuse_floor=reuse_floor, catalog_reserved=catalog_reserved)
+                   reuse_floor=reuse_floor, catalog_reserved=catalog_reserved, written=written)
+
+
+WRITTEN_KEPT = 4  # commits whose written ranges a catalog lists (SPEC §6.2): a follower may lag this many
+
+
+def _written(raw, generation: int, file_length: int) -> tuple:
+    """The ``written`` list (SPEC §6.2): at most WRITTEN_KEPT consecutive
+    generations ending at this one, each with ascending, non-overlapping
+    ``[offset, length]`` ranges inside the data area of the file."""
+    if not isinstance(raw, list) or len(raw) > WRITTEN_KEPT:
+        raise _Bad(f"'written' must be a list of at most {WRITTEN_KEPT} commits")
+    out = []
+    for j, entry in enumerate(raw):
+        if not (isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is int and isinstance(entry[1], list)):
+            raise _Bad(f"'written' entry must be [generation, [[offset, length], ...]], got {entry!r:.80}")
+        g, ranges = entry
+        if g != generation - len(raw) + 1 + j:
+            raise _Bad(f"'written' must list consecutive generations ending at {generation}")
+        end, parsed = DATA_START, []
+        for r in ranges:
+            if not (isinstance(r, list) and len(r) == 2 and all(type(x) is int for x in r)):
+                raise _Bad(f"a written range must be [offset, length], got {r!r:.80}")
+            if r[0] < end or r[1] <= 0 or r[0] + r[1] > file_length:
+                raise _Bad(f"written range {r!r} of generation {g} overlaps the one before or lies outside the file")
+            end = r[0] + r[1]
+            parsed.append((r[0], r[1]))
+        out.append((g, tuple(parsed)))
+    return tuple(out)
