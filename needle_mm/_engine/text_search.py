@@ -128,7 +128,7 @@ def query_texts(texts, batch: bool) -> list[str]:
 def text_topk(state, texts: list[str], k: int, predicate):
     """Per source, ``(distances[m, k], slots[m, k])`` by BM25 (``distance = -score``),
     with the sources they come from: what ``search.merge`` takes."""
-    from .._index.text import TextSource, bm25_stats, bm25_topk
+    from .._index.text import TextSource, bm25_stats, bm25_topk, corpus_stats
 
     text = active_index(state)
     analyzer = analyzer_of(text)
@@ -136,8 +136,19 @@ def text_topk(state, texts: list[str], k: int, predicate):
     live = _search.sources(state, None)
     ranked = live if predicate is None else _search.sources(state, predicate)
     parts = [_source_text(source, text) for source, _ in live]
-    stats = bm25_stats([TextSource(chunks, lengths, f.excluded) for (_, f), (chunks, lengths) in zip(live, parts)],
-                       tokens)
+    sources = [TextSource(chunks, lengths, f.excluded) for (_, f), (chunks, lengths) in zip(live, parts)]
+    n_docs = total = 0
+    for (source, f), src in zip(live, sources):
+        # N and the token total of a committed segment read with its own tombstones change only with
+        # the segment (views are immutable): counted once per view, not per query (an O(n) pass)
+        cached = source.descriptor is not None and f.excluded is source.tombstones
+        counts = source.caches.get("text_corpus") if cached else None
+        if counts is None:
+            counts = corpus_stats([src])
+            if cached:
+                source.caches["text_corpus"] = counts
+        n_docs, total = n_docs + counts[0], total + counts[1]
+    stats = bm25_stats(sources, tokens, (n_docs, total))
     found = [bm25_topk(chunks, lengths, source.n, tokens, f.excluded, k, text.k1, text.b, stats)
              for (source, f), (chunks, lengths) in zip(ranked, parts)]
     return ranked, found
