@@ -82,6 +82,14 @@ def _cmd_replicate(args) -> int:
     return 0
 
 
+def _cmd_restore(args) -> int:
+    from .ops.object_replica import restore
+
+    g = restore(args.replica, args.out, args.generation)
+    print(f"restored generation {g} of {args.replica} to {args.out}")
+    return 0
+
+
 def _cmd_rebuild(args) -> int:
     from .ops.rebuild import rebuild
 
@@ -264,10 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_rebuild)
     p = sub.add_parser("replicate", help="copy the file to a replica by what each commit wrote; --follow keeps it current")
     p.add_argument("source")
-    p.add_argument("dest")
+    p.add_argument("dest", help="a path, or an fsspec URL (s3://bucket/prefix, file:///dir): one object per generation")
     p.add_argument("--follow", action="store_true", help="keep following until SIGINT or SIGTERM")
     p.add_argument("--interval", type=float, default=0.2, help="seconds between checks with --follow (default 0.2)")
     p.set_defaults(func=_cmd_replicate)
+    p = sub.add_parser("restore", help="rebuild a kept generation of an object-store replica into a new file")
+    p.add_argument("replica", help="the replica's URL (what needle replicate was given as DEST)")
+    p.add_argument("out")
+    p.add_argument("--generation", type=int, help="the generation to restore (default: the newest kept)")
+    p.set_defaults(func=_cmd_restore)
     p = sub.add_parser("compact", help="reclaim the space of deleted and replaced records")
     p.add_argument("file")
     p.add_argument("--lock-timeout", type=float, default=60.0, help="seconds to wait for other writers")

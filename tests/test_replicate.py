@@ -188,3 +188,70 @@ def test_bad_arguments_are_named(tmp_path):
         ship(src, src)
     with pytest.raises(InvalidArgumentError, match="interval"):
         needle.replicate(src, str(tmp_path / "d.needle"), follow=True, interval=0)
+
+
+@pytest.mark.parametrize("scheme", ["file", "memory"])
+def test_an_object_store_replica_restores_every_generation_it_kept(tmp_path, scheme):
+    from needle_mm.ops.object_replica import generations, restore
+
+    rng = np.random.default_rng(5)
+    src = str(tmp_path / "src.needle")
+    url = f"file://{tmp_path}/store" if scheme == "file" else f"memory://needle-test-{os.getpid()}-{id(tmp_path)}"
+    queries = rng.random((3, 16))
+    held = {}
+    with needle.Database.open(src) as db:
+        c = db.create_collection("c", 16, text_field="t")
+        c.insert_many([str(i) for i in range(2000)], rng.random((2000, 16)), [{"t": "x"} for _ in range(2000)])
+        db.save()
+        assert ship(src, url).mode == "copy"
+        held[db.generation] = _answers(src, queries)
+        for step in range(5):
+            _commit(db, c, rng, step)
+            if step == 2:
+                _commit(db, c, rng, 10)  # two commits between shipments: one object holds both
+            s = ship(src, url)
+            assert s.mode == "ranges" and s.generation == db.generation
+            held[db.generation] = _answers(src, queries)
+        assert ship(src, url).mode == "none"
+    assert generations(url) == sorted(held)
+    for g, want in held.items():
+        out = str(tmp_path / f"at-{g}.needle")
+        assert restore(url, out, g) == g
+        assert verify_file(out).ok and _generation(out) == g
+        assert _answers(out, queries) == want
+    with pytest.raises(InvalidArgumentError, match="not kept"):
+        restore(url, str(tmp_path / "x.needle"), 999)
+    with pytest.raises(InvalidArgumentError, match="already exists"):
+        restore(url, str(tmp_path / f"at-{max(held)}.needle"))
+
+
+def test_an_interrupted_upload_leaves_the_manifest_at_the_previous_generation(tmp_path):
+    from needle_mm.cli import main
+    from needle_mm.ops.object_replica import generations
+
+    rng = np.random.default_rng(6)
+    src, url = str(tmp_path / "src.needle"), f"file://{tmp_path}/store"
+    with needle.Database.open(src) as db:
+        c = db.create_collection("c", 16)
+        c.insert_many([str(i) for i in range(1000)], rng.random((1000, 16)))
+        db.save()
+        assert main(["replicate", src, url]) == 0
+        before = generations(url)
+        _commit(db, c, rng, 0)
+        out = run_python("""
+            import sys
+            import fsspec.implementations.local as local
+            from needle_mm.ops.replicate import ship
+            real = local.LocalFileSystem.pipe_file
+            def killed(self, path, *a, **k):  # the object is up, the manifest never is
+                import os
+                os._exit(9)
+            local.LocalFileSystem.pipe_file = killed
+            ship(sys.argv[1], sys.argv[2])
+            """, src, url)
+        assert out.returncode != 0
+        assert generations(url) == before
+        assert main(["restore", url, str(tmp_path / "r.needle")]) == 0
+        assert _generation(str(tmp_path / "r.needle")) == before[-1]
+        assert main(["replicate", src, url]) == 0  # resumed
+        assert generations(url)[-1] == db.generation

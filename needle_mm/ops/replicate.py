@@ -112,11 +112,20 @@ def ship(source: str, dest: str, lock_timeout: float = 60.0) -> Shipment:
     source, dest = os.fspath(source), os.fspath(dest)
     if not os.path.isfile(source):
         raise DatabaseNotFoundError(f"no database file at {source!r}")
+    if is_url(dest):
+        from .object_replica import ship_to_store
+
+        return ship_to_store(source, dest)
     if os.path.realpath(source) == os.path.realpath(dest):
         raise InvalidArgumentError(f"{dest!r} is the source itself: a replica needs another path")
     with WriterLock(os.path.realpath(dest), lock_timeout):
         _clean_leftovers(dest)
         return _ship(source, dest)
+
+
+def is_url(dest: str) -> bool:
+    """Whether ``dest`` names an fsspec location (``scheme://...``) rather than a local file."""
+    return "://" in dest
 
 
 def _ship(source: str, dest: str) -> Shipment:
