@@ -29,7 +29,7 @@ def demo_data():
     queries = data["query_vectors"].astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     return {"vectors": vectors, "queries": queries, "texts": [str(t) for t in data["texts"]],
-            "sources": [str(s) for s in data["sources"]]}
+            "sources": [str(s) for s in data["sources"]], "query_texts": [str(t) for t in data["query_texts"]]}
 
 
 def run_python(code: str, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

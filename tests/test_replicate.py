@@ -39,6 +39,14 @@ def _generation(path: str) -> int:
         return db.generation
 
 
+def _filled(db, rng, n: int = 2000):
+    """A new collection "c" of ``n`` records with texts, committed."""
+    c = db.create_collection("c", 16, text_field="t")
+    c.insert_many([str(i) for i in range(n)], rng.random((n, 16)), [{"t": "x"} for _ in range(n)])
+    db.save()
+    return c
+
+
 def _commit(db, c, rng, step: int) -> None:
     c.insert_many([f"n{step}-{i}" for i in range(20)], rng.random((20, 16)), [{"t": "hello world"}] * 20)
     c.delete([str(step * 7)])
@@ -72,9 +80,7 @@ def test_a_replica_behind_by_several_commits_catches_up(tmp_path):
     rng = np.random.default_rng(1)
     src, dst = str(tmp_path / "src.needle"), str(tmp_path / "dst.needle")
     with needle.Database.open(src) as db:
-        c = db.create_collection("c", 16, text_field="t")
-        c.insert_many([str(i) for i in range(2000)], rng.random((2000, 16)), [{"t": "x"} for _ in range(2000)])
-        db.save()
+        c = _filled(db, rng)
         ship(src, dst)
         for step in range(3):
             _commit(db, c, rng, step)
@@ -91,9 +97,7 @@ def test_a_reader_of_the_replica_keeps_its_generation(tmp_path):
     src, dst = str(tmp_path / "src.needle"), str(tmp_path / "dst.needle")
     q = rng.random(16)
     with needle.Database.open(src) as db:
-        c = db.create_collection("c", 16, text_field="t")
-        c.insert_many([str(i) for i in range(2000)], rng.random((2000, 16)), [{"t": "x"} for _ in range(2000)])
-        db.save()
+        c = _filled(db, rng)
         ship(src, dst)
         with needle.Database.open(dst, read_only=True, auto_refresh=False) as reader:
             before = [(h.id, h.distance) for h in reader.collection("c").search(q, k=10)]
@@ -114,9 +118,7 @@ def test_a_follower_killed_halfway_leaves_the_previous_generation(tmp_path, poin
     rng = np.random.default_rng(3)
     src, dst = str(tmp_path / "src.needle"), str(tmp_path / "dst.needle")
     with needle.Database.open(src) as db:
-        c = db.create_collection("c", 16, text_field="t")
-        c.insert_many([str(i) for i in range(2000)], rng.random((2000, 16)), [{"t": "x"} for _ in range(2000)])
-        db.save()
+        c = _filled(db, rng)
         ship(src, dst)
         _commit(db, c, rng, 0)
         if mode == "copy":
@@ -200,9 +202,7 @@ def test_an_object_store_replica_restores_every_generation_it_kept(tmp_path, sch
     queries = rng.random((3, 16))
     held = {}
     with needle.Database.open(src) as db:
-        c = db.create_collection("c", 16, text_field="t")
-        c.insert_many([str(i) for i in range(2000)], rng.random((2000, 16)), [{"t": "x"} for _ in range(2000)])
-        db.save()
+        c = _filled(db, rng)
         assert ship(src, url).mode == "copy"
         held[db.generation] = _answers(src, queries)
         for step in range(5):

@@ -753,6 +753,17 @@ def test_any_valid_name_can_be_reached(shared):
             client.collection(name)
 
 
+def _assert_same_outcomes(cases: dict, client, embedded) -> None:
+    """Each case gives the same outcome (answer, or error type and message) over HTTP as embedded."""
+    differ = {}
+    for label, fn in cases.items():
+        remote, local = _outcome(lambda: fn(client)), _outcome(lambda: fn(embedded))
+        if remote != local:
+            differ[label] = (remote, local)
+    embedded.close()
+    assert not differ, differ
+
+
 def _outcome(fn):
     """``("ok", result)``, or the error's class and message (without what names the file or the server)."""
     try:
@@ -817,29 +828,17 @@ def test_odd_arguments_give_what_the_embedded_api_gives(shared, tmp_path):
         "save(progress=5)": lambda db: db.save(progress=5),
         "save(progress=print)": lambda db: db.save(progress=print),
     }
-    differ = {}
-    for label, fn in cases.items():
-        remote, local = _outcome(lambda: fn(client)), _outcome(lambda: fn(embedded))
-        if remote != local:
-            differ[label] = (remote, local)
-    embedded.close()
-    assert not differ, differ
+    _assert_same_outcomes(cases, client, embedded)
 
 
 # ---------------------------------------------------------------- full-text and hybrid search, over HTTP
 
 
 @pytest.fixture(scope="module")
-def sentences():
+def sentences(demo_data):
     """The shipped real sentences with their embeddings, and the demo's query sentences with theirs."""
-    from needle_mm.ops.demo import load_demo_data
-
-    data = load_demo_data()
-    vectors = data["vectors"].astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    queries = data["query_vectors"].astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    return [str(t) for t in data["texts"]], vectors, [str(t) for t in data["query_texts"]], queries
+    d = demo_data
+    return d["texts"], d["vectors"], d["query_texts"], d["queries"]
 
 
 def _hits(rows):
@@ -1082,13 +1081,7 @@ def test_text_search_arguments_give_the_embedded_errors(shared, sentences, tmp_p
         "get_or_create same text": lambda db: db.get_or_create_collection("txt", 384, text_field="document").name,
         "get_or_create quantization": lambda db: db.get_or_create_collection("txt-q", 384, quantization="int8"),
     }
-    differ = {}
-    for label, fn in cases.items():
-        remote, local = _outcome(lambda: fn(client)), _outcome(lambda: fn(embedded))
-        if remote != local:
-            differ[label] = (remote, local)
-    embedded.close()
-    assert not differ, differ
+    _assert_same_outcomes(cases, client, embedded)
 
 
 def test_workers_are_forked_from_one_preloaded_parent_and_stop_together(tmp_path):

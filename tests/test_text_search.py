@@ -25,7 +25,6 @@ import pytest
 import needle_mm as needle
 from needle_mm._engine.text_search import analyzer_of
 from needle_mm.errors import CorruptFileError, InvalidArgumentError, InvalidConfigError
-from needle_mm.ops.demo import load_demo_data
 from needle_mm.ops.rebuild import rebuild
 from needle_mm.ops.verify import verify_file
 
@@ -33,11 +32,8 @@ from conftest import run_python, tool_module
 
 
 @pytest.fixture(scope="module")
-def demo():
-    data = load_demo_data()
-    vectors = data["vectors"].astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return [str(t) for t in data["texts"]], vectors, [str(s) for s in data["sources"]]
+def demo(demo_data):
+    return demo_data["texts"], demo_data["vectors"], demo_data["sources"]
 
 
 def reference_bm25(texts: dict[str, str], query: str, analyzer, k1=1.2, b=0.75) -> list[tuple[str, float]]:
