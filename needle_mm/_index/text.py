@@ -37,7 +37,8 @@ from .._kernels.api import (accumulate_bm25_parallel, accumulate_bm25_serial, ac
 from .._text import Analyzer, term_key, term_keys
 from ..errors import InvalidArgumentError
 
-SCRATCH_BYTES = 1 << 26  # per batch of queries: scores + marks + hits of every slot (13 bytes each)
+SCRATCH_BYTES = 1 << 22  # per batch of queries: scores + marks + hits of every slot (13 bytes each); measured on
+# 100k sentences: 4 MB (batches of 3, kept in cache) ran 1.6x faster than 64 MB (batches of 51 on 2 threads)
 SERIAL_QUERIES = 4  # below this many queries per batch one thread is faster
 K1, B = 1.2, 0.75  # Lucene's defaults
 _EMPTY_U8 = readonly(np.zeros(0, dtype=np.uint8))
