@@ -30,7 +30,7 @@ import orjson
 from .._format.header import DATA_START, SUPERBLOCK_OFFSETS, encode_superblock
 from .._storage.io import fsync_directory, replace_file
 from ..errors import CorruptFileError, InvalidArgumentError, MissingDependencyError
-from .replicate import Shipment, _pending_ranges
+from .shipping import Shipment, pending_ranges
 
 MAGIC = b"NDLRANGE"
 _HEAD = struct.Struct("<8sQQQQ")
@@ -80,7 +80,7 @@ def ship_to_store(source: str, url: str) -> Shipment:
         d = links[-1]["generation"] if links else None
         if d == g:
             return Shipment(g, g, "none", 0)
-        ranges = _pending_ranges(catalog, d, g) if d is not None and d < g else None
+        ranges = pending_ranges(catalog, d, g) if d is not None and d < g else None
         if ranges is None:
             name = f"base-{g:012d}.needle"
             head = bytearray(buf[:DATA_START])

@@ -27,7 +27,6 @@ import logging
 import os
 import signal
 import threading
-from dataclasses import dataclass
 
 from .._format.header import SUPERBLOCK_OFFSETS, encode_superblock
 from .._storage import failpoints, readers
@@ -35,23 +34,11 @@ from .._storage.io import FileIO, fsync_directory, replace_file
 from .._storage.lock import WriterLock
 from .._storage.mapping import read_header
 from ..errors import DatabaseNotFoundError, InvalidArgumentError, NeedleError
+from .shipping import Shipment, overlaps, pending_ranges
 
 log = logging.getLogger("needle_mm")
 
 COPY_BLOCK = 1 << 24  # bytes read and written at a time by a whole copy
-
-
-@dataclass(frozen=True)
-class Shipment:
-    """What one step of replication did: the generation the replica is at
-    now, the one it was at (None: no replica before), how (``"ranges"``,
-    ``"copy"`` or ``"none"``: already current) and how many bytes it wrote."""
-
-    generation: int
-    previous: int | None
-    mode: str
-    bytes: int
-    why: str = ""
 
 
 def _replica_state(dest: str, uuid: bytes):
@@ -74,35 +61,6 @@ def _replica_state(dest: str, uuid: bytes):
         return None
     finally:
         io.close()
-
-
-def _pending_ranges(catalog, d: int, g: int):
-    """The ranges commits ``d + 1 .. g`` wrote, merged, or None if the catalog does not list them all."""
-    listed = {gen: ranges for gen, ranges in catalog.written}
-    if any(gen not in listed for gen in range(d + 1, g + 1)):
-        return None
-    out: list[list[int]] = []
-    for lo, n in sorted(r for gen in range(d + 1, g + 1) for r in listed[gen]):
-        hi = lo + n
-        if out and lo <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return [(lo, hi) for lo, hi in out]
-
-
-def _overlaps(ranges, extents) -> bool:
-    extents = sorted(extents)
-    j = 0
-    for lo, hi in ranges:
-        while j < len(extents) and extents[j][1] <= lo:
-            j += 1
-        k = j
-        while k < len(extents) and extents[k][0] < hi:
-            if extents[k][1] > lo and extents[k][1] > extents[k][0]:
-                return True
-            k += 1
-    return False
 
 
 def ship(source: str, dest: str, lock_timeout: float = 60.0) -> Shipment:
@@ -142,7 +100,7 @@ def _ship(source: str, dest: str) -> Shipment:
         why = "a new replica"
         if replica is not None:
             d, d_catalog, d_sb = replica
-            ranges = _pending_ranges(catalog, d, g) if d < g else None
+            ranges = pending_ranges(catalog, d, g) if d < g else None
             if d > g:
                 why = f"the replica is at generation {d}, past the source's {g}"
             elif ranges is None:
@@ -153,7 +111,7 @@ def _ship(source: str, dest: str) -> Shipment:
                 held = d_catalog.used(d_sb.catalog_offset, d_sb.catalog_length)
                 table = readers.table_for(os.path.realpath(dest), uuid)
                 oldest = table.oldest_read() if table is not None else None
-                if _overlaps(writes, held):
+                if overlaps(writes, held):
                     why = "the source reused space the replica's generation still references"
                 elif table is None:
                     why = "the replica has no reader table (its readers cannot be seen)"
