@@ -42,8 +42,8 @@ COPY_BLOCK = 1 << 24  # bytes read and written at a time by a whole copy
 
 
 def _replica_state(dest: str, uuid: bytes):
-    """``(generation, catalog)`` of the replica if it is a copy of the file
-    ``uuid`` and opens, else None."""
+    """``(generation, catalog, superblock)`` of the replica if it is a copy of
+    the file ``uuid`` and opens, else None."""
     if not os.path.exists(dest):
         return None
     from .._engine.snapshot import Snapshot
