@@ -332,3 +332,33 @@ def test_batches_equal_single_queries(tmp_path, demo):
             c.search_batch(vectors[:3], texts=qs, k=3)
         with pytest.raises(InvalidArgumentError, match="list of strings"):
             c.search_batch(texts="one string", k=3)
+
+
+def test_verify_finds_a_chunk_that_reads_well_but_is_not_its_texts(tmp_path, demo):
+    """A hostile chunk whose structure passes every reader check (a term
+    frequency raised with its document length, so the sums still agree) is
+    still not what the texts make: verify rebuilds it and says so."""
+    from needle_mm._format.text_chunk import _layout
+
+    texts, vectors, _ = demo
+    path = _tampered(tmp_path, demo, 0, b"")  # a valid file; the chunk is edited below
+    fuzz = tool_module("fuzz_files")
+    with open(path, "rb") as f:
+        raw = bytearray(f.read())
+    sb, catalog = fuzz.current(bytes(raw))
+    ref = catalog["collections"][0]["segments"][0]["text_chunks"][0]
+    start, base = ref[0], ref[2]
+    d, e, count, v, vb = np.frombuffer(bytes(raw[base:base + 40]), dtype="<u8").tolist()
+    lay = _layout(d, e, count, v, vb)
+    slot = int(np.frombuffer(bytes(raw[base + lay["slots"]:base + lay["slots"] + 4]), dtype="<u4")[0])
+    for at in (lay["tfs"], lay["doc_lengths"] + 4 * (slot - start)):
+        value = int(np.frombuffer(bytes(raw[base + at:base + at + 4]), dtype="<u4")[0])
+        raw[base + at:base + at + 4] = np.uint32(value + 1).tobytes()
+    ref[4] = zlib.crc32(bytes(raw[ref[2]:ref[2] + ref[3]])) & 0xFFFFFFFF
+    with open(path, "wb") as f:
+        f.write(fuzz.with_catalog(bytes(raw), sb, catalog))
+    with needle.Database.open(path, read_only=True) as db:  # every reader check passes: it answers
+        assert db.collection("docs").search(text=texts[slot], k=3)
+    report = verify_file(path)
+    assert not report.ok and any("is not the index of their 'document' texts" in p for p in report.problems), \
+        report.problems
