@@ -28,7 +28,7 @@ import struct
 import orjson
 
 from .._format.header import DATA_START, SUPERBLOCK_OFFSETS, encode_superblock
-from .._storage.io import fsync_directory, replace_file
+from .._storage.io import replace_file
 from ..errors import CorruptFileError, InvalidArgumentError, MissingDependencyError
 from .shipping import Shipment, pending_ranges
 
@@ -146,8 +146,7 @@ def restore(url: str, out: str, generation: int | None = None) -> int:
                 _apply(fs, f"{root}/{link['object']}", f, link)
             f.flush()
             os.fsync(f.fileno())
-        replace_file(tmp, out)
-        fsync_directory(os.path.dirname(os.path.abspath(out)))
+        replace_file(tmp, out)  # renames, then syncs the directory
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -30,7 +30,7 @@ import threading
 
 from .._format.header import SUPERBLOCK_OFFSETS, encode_superblock
 from .._storage import failpoints, readers
-from .._storage.io import FileIO, fsync_directory, replace_file
+from .._storage.io import FileIO, replace_file
 from .._storage.lock import WriterLock
 from .._storage.mapping import read_header
 from ..errors import DatabaseNotFoundError, InvalidArgumentError, NeedleError
@@ -166,8 +166,7 @@ def _copy_whole(dest: str, buf, sb, previous: int | None, why: str, uuid: bytes)
         real = os.path.realpath(dest)
         readers.forget(real)
         readers.create_table(real, uuid, sb.file_length)
-        replace_file(tmp, dest)
-        fsync_directory(os.path.dirname(os.path.abspath(dest)))
+        replace_file(tmp, dest)  # renames, then syncs the directory
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
