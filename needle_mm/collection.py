@@ -29,6 +29,18 @@ _CLAMP_ABOVE = 4096
 _WALK_BATCH = 1024
 
 
+def _result_count(state, k, as_arrays: bool, include_vector: bool) -> int:
+    """A search's ``k``, checked, with the result shape it asks for; a ``k``
+    above _CLAMP_ABOVE is clamped to the record count (never more results than
+    records: that bounds every k-sized buffer)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
+    if as_arrays and include_vector:
+        raise InvalidArgumentError("as_arrays returns ids and distances only: drop include_vector, or as_arrays")
+    k = int(k)
+    return min(k, state.count()) if k > _CLAMP_ABOVE else k
+
+
 def _text_config(text) -> dict:
     """``CollectionConfig``'s text keywords for a collection's text index (None: none)."""
     if text is None:
@@ -421,13 +433,7 @@ class Collection:
     def _search_text(self, state, query, text, k, filter, fusion, candidates, include_vector, ef, exact, as_arrays,
                      rescore, batch=False):
         """Text-only (BM25) or hybrid search (SPEC §5.11) of one query, or of a batch."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
-        if as_arrays and include_vector:
-            raise InvalidArgumentError("as_arrays returns ids and distances only: drop include_vector, or as_arrays")
-        k = int(k)
-        if k > _CLAMP_ABOVE:
-            k = min(k, state.count())
+        k = _result_count(state, k, as_arrays, include_vector)
         texts = _text.query_texts(text, batch)
         _text.active_index(state)  # no index: say so before anything else
         if query is None:
@@ -491,15 +497,9 @@ class Collection:
             engine.end_read()
 
     def _search(self, state, queries, batch, k, filter, include_vector, ef, exact, as_arrays=False, rescore=None):
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
-        if as_arrays and include_vector:
-            raise InvalidArgumentError("as_arrays returns ids and distances only: drop include_vector, or as_arrays")
+        k = _result_count(state, k, as_arrays, include_vector)
         predicate = compile_filter(filter)
         meta = state.descriptor
-        k = int(k)
-        if k > _CLAMP_ABOVE:  # never more results than records: bounds every k-sized buffer
-            k = min(k, state.count())
         if meta.kind == "sparse":  # always exact: ef and exact do not apply
             return _search.search_sparse(state, _sparse.queries(queries, meta.dim, batch), int(k), predicate,
                                          include_vector, as_arrays)
