@@ -310,11 +310,7 @@ class Catalog:
         """``(offset, end)`` of the bytes this generation reads: each region's
         used length (not its reserve, which later commits append into) and the catalog."""
         out = [(catalog_offset, catalog_offset + catalog_length)]
-        for c in self.collections.values():
-            for s in c.segments:
-                refs = [*s.regions.values(), *s.graph_patches,
-                        *(ch.region for ch in (*s.columns, *s.postings, *s.id_chunks, *s.text_chunks))]
-                out.extend((r.offset, r.offset + r.length) for r in refs if r.length)
+        out.extend((r.offset, r.offset + r.length) for r in self._refs() if r.length)
         return out
 
     def extents(self, catalog_offset: int, catalog_length: int) -> list[tuple[int, int]]:
@@ -322,12 +318,17 @@ class Catalog:
         each region with its reserve (to the next 64-byte boundary) and the
         catalog's own extent."""
         out = [(catalog_offset, catalog_offset + (self.catalog_reserved or align_up(catalog_length)))]
+        out.extend((r.offset, r.offset + align_up(r.reserved)) for r in self._refs())
+        return out
+
+    def _refs(self):
+        """Every region reference of every segment: regions, graph patches and chunks of each kind."""
         for c in self.collections.values():
             for s in c.segments:
-                refs = [*s.regions.values(), *s.graph_patches,
-                        *(ch.region for ch in (*s.columns, *s.postings, *s.id_chunks, *s.text_chunks))]
-                out.extend((r.offset, r.offset + align_up(r.reserved)) for r in refs)
-        return out
+                yield from s.regions.values()
+                yield from s.graph_patches
+                for ch in (*s.columns, *s.postings, *s.id_chunks, *s.text_chunks):
+                    yield ch.region
 
 
 def region_element_count(rule: str, n: int, dim: int, m: int) -> int | None:
