@@ -373,8 +373,7 @@ def _append_text(writer: RegionWriter, text, chunks: tuple, n_old: int, old_meta
     and the new records, merged like column chunks; texts come from the
     records' metadata (``old_meta_at(slot)`` for committed slots)."""
     from .._format.text_chunk import encode_text_chunk
-    from .._index.text import build_text_chunk
-    from .text_search import analyzer_of, texts_of
+    from .._index.text import analyzer_of, build_text_chunk, texts_of
 
     covered = sum(c.count for c in chunks)
     kept, start = _merge_start(chunks, covered, n_old - covered + len(new_metas))

@@ -44,6 +44,7 @@ class PendingRecords:
         self.dead = np.zeros(2, dtype=np.uint8)  # packed bitmap, like tombstones
         self.index: dict[str, int] = {}  # live id -> position
         self._postings = None  # (n, chunk) of the sparse records, built for search
+        self._text = None  # ((n, text index), TextBuild) of the records' texts, built for text search
 
     def _reserve(self, extra: int) -> None:
         need = self.n + extra
@@ -137,6 +138,17 @@ class PendingRecords:
             rows = SparseRows.from_list(self.vectors[: self.n])
             self._postings = (self.n, PostingChunk.in_memory(rows.offsets, rows.indices, rows.values))
         return [self._postings[1]]
+
+    def text_build(self, text):
+        """The unsaved records' texts under the text index ``text`` as one
+        in-memory chunk (``_index.text.TextBuild``), rebuilt when records were
+        added (records are only appended: their count says what is covered)."""
+        key = (self.n, text)
+        if self._text is None or self._text[0] != key:
+            from .._index.text import analyzer_of, build_text_chunk, texts_of
+
+            self._text = (key, build_text_chunk(texts_of(self.metas[: self.n], text.field), analyzer_of(text), 0))
+        return self._text[1]
 
     def live_positions(self) -> np.ndarray:
         return np.fromiter(sorted(self.index.values()), dtype=np.int64, count=len(self.index))

@@ -17,15 +17,14 @@ search" documents both, and the order of ties).
 
 from __future__ import annotations
 
-import functools
 import heapq
 
 import numpy as np
-import orjson
 
 from .._format.catalog import BM25_B, BM25_K1, TextIndex
 from ..errors import InvalidArgumentError, NeedleError
 from ..results import SearchResult
+from .._index.text import _analyzer, analyzer_of, texts_of  # noqa: F401 (the text index's own, re-exported)
 from . import search as _search
 
 RRF_K = 60  # Reciprocal Rank Fusion's constant (Cormack et al. 2009), settable per call
@@ -59,29 +58,6 @@ def text_index(field, options, error=InvalidArgumentError) -> TextIndex:
     return TextIndex(field, analyzer.to_json(), float(k1), float(b))
 
 
-@functools.lru_cache(maxsize=64)
-def _analyzer(key: bytes):
-    from .._text.analysis import Analyzer
-
-    return Analyzer.from_json(orjson.loads(key), where="the text index's analyzer")
-
-
-def analyzer_of(text: TextIndex):
-    """The ``Analyzer`` of a text index (one per distinct analyzer: they memoise their tokens)."""
-    return _analyzer(orjson.dumps(text.analyzer, option=orjson.OPT_SORT_KEYS))
-
-
-def texts_of(metas, field: str) -> list[str | None]:
-    """The indexed text of each record (its metadata bytes): the value of
-    ``field`` where it is a string, else None (the record has no text)."""
-    key = orjson.dumps(field)  # a record whose JSON does not hold the key's bytes cannot have it
-    out = []
-    for raw in metas:
-        value = orjson.loads(raw).get(field) if key in raw else None
-        out.append(value if isinstance(value, str) else None)
-    return out
-
-
 def active_index(state) -> TextIndex:
     """The text index a search of ``state`` uses (InvalidArgumentError if
     there is none, or if it waits for the next save to be built)."""
@@ -102,15 +78,7 @@ def _source_text(source, text: TextIndex):
     file; this process's unsaved records' built here, once per set of records."""
     if source.descriptor is not None:
         return [c.chunk for c in source.text_chunks()], source.text_doc_lengths
-    from .._index.text import build_text_chunk
-
-    cached = getattr(source, "_text_build", None)
-    key = (source.n, text)
-    if cached is None or cached[0] != key:
-        build = build_text_chunk(texts_of(source.metas[:source.n], text.field), analyzer_of(text), 0)
-        cached = (key, build)
-        source._text_build = cached
-    build = cached[1]
+    build = source.text_build(text)
     return [build.chunk], build.doc_lengths
 
 

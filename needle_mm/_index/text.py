@@ -23,11 +23,13 @@ statistics and its own (possibly filtered) bitmap.
 from __future__ import annotations
 
 import math
+import functools
 import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
+import orjson
 
 from .._format.text_chunk import TextChunk
 from .._kernels import readonly
@@ -111,6 +113,31 @@ def build_text_chunk(texts: Sequence[str | None], analyzer: Analyzer, start: int
     vocabulary = Vocabulary(tuple(vocab_terms[i] for i in by_key), readonly(keys_of_id[by_key]))
     arrays = [readonly(np.ascontiguousarray(a)) for a in (keys, list_offsets, slots, tfs)]
     return TextBuild(TextChunk(*arrays, start, n), readonly(lengths), vocabulary)
+
+
+# ----------------------------------------------------------------- a text index's analyzer and texts
+
+@functools.lru_cache(maxsize=64)
+def _analyzer(key: bytes):
+    from .._text.analysis import Analyzer
+
+    return Analyzer.from_json(orjson.loads(key), where="the text index's analyzer")
+
+
+def analyzer_of(text):
+    """The ``Analyzer`` of a text index (``catalog.TextIndex``) (one per distinct analyzer: they memoise their tokens)."""
+    return _analyzer(orjson.dumps(text.analyzer, option=orjson.OPT_SORT_KEYS))
+
+
+def texts_of(metas, field: str) -> list[str | None]:
+    """The indexed text of each record (its metadata bytes): the value of
+    ``field`` where it is a string, else None (the record has no text)."""
+    key = orjson.dumps(field)  # a record whose JSON does not hold the key's bytes cannot have it
+    out = []
+    for raw in metas:
+        value = orjson.loads(raw).get(field) if key in raw else None
+        out.append(value if isinstance(value, str) else None)
+    return out
 
 
 # ----------------------------------------------------------------- statistics
@@ -320,5 +347,6 @@ def bm25_topk(chunks: Sequence[TextChunk], doc_lengths: np.ndarray, n: int,
     return out_d, out_i
 
 
-__all__ = ["B", "BM25Stats", "K1", "TextBuild", "TextChunk", "TextSource", "Vocabulary", "bm25_stats", "bm25_topk",
-           "build_text_chunk", "chunk_impacts", "corpus_stats", "document_frequencies", "query_terms"]
+__all__ = ["B", "BM25Stats", "K1", "TextBuild", "TextChunk", "TextSource", "Vocabulary", "analyzer_of", "bm25_stats",
+           "bm25_topk", "build_text_chunk", "chunk_impacts", "corpus_stats", "document_frequencies", "query_terms",
+           "texts_of"]

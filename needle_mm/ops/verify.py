@@ -208,9 +208,8 @@ def _check_text(view, text, where: str, problems: list[str]) -> None:
     """Every text chunk is, byte for byte, what this version builds from the
     texts of its slots' metadata (SPEC §5.11): its posting lists, document
     lengths and vocabulary."""
-    from .._engine.text_search import analyzer_of, texts_of
     from .._format.text_chunk import encode_text_chunk
-    from .._index.text import build_text_chunk
+    from .._index.text import analyzer_of, build_text_chunk, texts_of
 
     analyzer = analyzer_of(text)
     for chunk in view.descriptor.text_chunks:
