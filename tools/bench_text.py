@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 import needle_mm as needle  # noqa: E402
 from needle_mm._engine import text_search  # noqa: E402
+from needle_mm._index import text as text_index_module  # noqa: E402
 from needle_mm._text import analysis  # noqa: E402
 
 K = 10
@@ -104,7 +105,7 @@ def fresh_analyzer_caches() -> None:
     """Forget every analyzer and the term-key memo: the next analysis starts
     as in a new process (the analyzer memoises raw tokens, and bm25s's tokens
     come from the same analyzer, so a text save after them would be helped)."""
-    text_search._analyzer.cache_clear()
+    text_index_module._analyzer.cache_clear()
     analysis._key_cache.clear()
 
 

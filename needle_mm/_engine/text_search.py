@@ -24,7 +24,7 @@ import numpy as np
 from .._format.catalog import BM25_B, BM25_K1, TextIndex
 from ..errors import InvalidArgumentError, NeedleError
 from ..results import SearchResult
-from .._index.text import _analyzer, analyzer_of, texts_of  # noqa: F401 (the text index's own, re-exported)
+from .._index.text import analyzer_of, texts_of  # noqa: F401 (the text index's own, re-exported)
 from . import search as _search
 
 RRF_K = 60  # Reciprocal Rank Fusion's constant (Cormack et al. 2009), settable per call
