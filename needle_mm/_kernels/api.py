@@ -258,6 +258,31 @@ def stop_threads() -> None:
         pool.shutdown(wait=True)
 
 
+def _on_shares(export: str, module: str, name: str, args, per_row: tuple[int, ...], offsets_at: int | None = None):
+    """A parallel kernel over rows of queries: the JIT's own (``module.name``),
+    or on the extension the serial ``export`` on the threads, one share of the
+    rows each. The arguments at ``per_row`` hold a row per query and are
+    sliced to the share; the one at ``offsets_at`` (if any) is a ``q_off``
+    array of row bounds into whole arrays, sliced to the share's bounds (one
+    longer). The rows are those of ``per_row[0]``, or ``q_off``'s count."""
+    fn = _aot(export, args)
+    if fn is None:
+        return getattr(_jit(module), name)(*args)
+    rows = args[offsets_at].shape[0] - 1 if offsets_at is not None else args[per_row[0]].shape[0]
+    shares = _shares(rows, get_num_threads())
+
+    def share(w):
+        a, b = shares[w]
+        part = list(args)
+        if offsets_at is not None:
+            part[offsets_at] = args[offsets_at][a:b + 1]
+        for i in per_row:
+            part[i] = args[i][a:b]
+        fn(*part)
+
+    _on_threads(share, len(shares))
+
+
 def on_threads(task, count: int) -> list:
     """``[task(0), ..., task(count - 1)]`` at once, task 0 on the calling thread and
     the others on the kernel threads (for callers that share out work themselves)."""
@@ -618,17 +643,7 @@ def accumulate_serial(dims, list_offsets, slots, values, q_off, q_idx, q_val, sc
 def accumulate_parallel(dims, list_offsets, slots, values, q_off, q_idx, q_val, scores, marks, hits, nhits):
     """``sparse.accumulate_parallel``: on the extension, one share of the queries per thread."""
     args = (dims, list_offsets, slots, values, q_off, q_idx, q_val, scores, marks, hits, nhits)
-    fn = _aot("accumulate_serial", args)
-    if fn is None:
-        return _jit("sparse").accumulate_parallel(*args)
-    shares = _shares(q_off.shape[0] - 1, get_num_threads())
-
-    def share(w):
-        a, b = shares[w]
-        fn(dims, list_offsets, slots, values, q_off[a:b + 1], q_idx, q_val, scores[a:b], marks[a:b], hits[a:b],
-           nhits[a:b])
-
-    _on_threads(share, len(shares))
+    _on_shares("accumulate_serial", "sparse", "accumulate_parallel", args, (7, 8, 9, 10), offsets_at=4)
 
 
 def rank_serial(scores, marks, hits, nhits, excluded, k, out_d, out_i):
@@ -639,16 +654,7 @@ def rank_serial(scores, marks, hits, nhits, excluded, k, out_d, out_i):
 def rank_parallel(scores, marks, hits, nhits, excluded, k, out_d, out_i):
     """``sparse.rank_parallel``: on the extension, one share of the queries per thread."""
     args = (scores, marks, hits, nhits, excluded, k, out_d, out_i)
-    fn = _aot("rank_serial", args)
-    if fn is None:
-        return _jit("sparse").rank_parallel(*args)
-    shares = _shares(nhits.shape[0], get_num_threads())
-
-    def share(w):
-        a, b = shares[w]
-        fn(scores[a:b], marks[a:b], hits[a:b], nhits[a:b], excluded, k, out_d[a:b], out_i[a:b])
-
-    _on_threads(share, len(shares))
+    _on_shares("rank_serial", "sparse", "rank_parallel", args, (0, 1, 2, 3, 6, 7))
 
 
 # ----------------------------------------------------------------- text (BM25)
@@ -662,25 +668,6 @@ def bm25_impacts(slots, tfs, doc_lengths, params, out):
     return _call("bm25_impacts", "text", "bm25_impacts", (slots, tfs, doc_lengths, params, out))
 
 
-def _on_query_shares(export: str, name: str, args, q_off_at: int, per_query: tuple[int, ...]):
-    """A parallel accumulation kernel: the JIT's own, or on the extension the
-    serial one on the threads, one share of the queries each (``q_off`` at
-    ``args[q_off_at]``, the per-query scratch at ``per_query``)."""
-    fn = _aot(export, args)
-    if fn is None:
-        return getattr(_jit("text"), name)(*args)
-    q_off = args[q_off_at]
-    shares = _shares(q_off.shape[0] - 1, get_num_threads())
-
-    def share(w):
-        a, b = shares[w]
-        part = list(args)
-        part[q_off_at] = q_off[a:b + 1]
-        for i in per_query:
-            part[i] = args[i][a:b]
-        fn(*part)
-
-    _on_threads(share, len(shares))
 
 
 def accumulate_bm25_serial(keys, list_offsets, slots, tfs, doc_lengths, params, q_off, q_keys, q_weights, scores, marks,
@@ -693,7 +680,7 @@ def accumulate_bm25_parallel(keys, list_offsets, slots, tfs, doc_lengths, params
                              marks, hits, nhits):
     """``text.accumulate_bm25_parallel``: on the extension, one share of the queries per thread."""
     args = (keys, list_offsets, slots, tfs, doc_lengths, params, q_off, q_keys, q_weights, scores, marks, hits, nhits)
-    _on_query_shares("accumulate_bm25_serial", "accumulate_bm25_parallel", args, 6, (9, 10, 11, 12))
+    _on_shares("accumulate_bm25_serial", "text", "accumulate_bm25_parallel", args, (9, 10, 11, 12), offsets_at=6)
 
 
 def accumulate_impacts_serial(keys, list_offsets, slots, impacts, q_off, q_keys, q_weights, scores, marks, hits, nhits):
@@ -705,7 +692,7 @@ def accumulate_impacts_parallel(keys, list_offsets, slots, impacts, q_off, q_key
                                 nhits):
     """``text.accumulate_impacts_parallel``: on the extension, one share of the queries per thread."""
     args = (keys, list_offsets, slots, impacts, q_off, q_keys, q_weights, scores, marks, hits, nhits)
-    _on_query_shares("accumulate_impacts_serial", "accumulate_impacts_parallel", args, 4, (7, 8, 9, 10))
+    _on_shares("accumulate_impacts_serial", "text", "accumulate_impacts_parallel", args, (7, 8, 9, 10), offsets_at=4)
 
 
 def rank_bm25_serial(scores, marks, hits, nhits, excluded, k, out_d, out_i):
@@ -716,16 +703,7 @@ def rank_bm25_serial(scores, marks, hits, nhits, excluded, k, out_d, out_i):
 def rank_bm25_parallel(scores, marks, hits, nhits, excluded, k, out_d, out_i):
     """``text.rank_bm25_parallel``: on the extension, one share of the queries per thread."""
     args = (scores, marks, hits, nhits, excluded, k, out_d, out_i)
-    fn = _aot("rank_bm25_serial", args)
-    if fn is None:
-        return _jit("text").rank_bm25_parallel(*args)
-    shares = _shares(nhits.shape[0], get_num_threads())
-
-    def share(w):
-        a, b = shares[w]
-        fn(scores[a:b], marks[a:b], hits[a:b], nhits[a:b], excluded, k, out_d[a:b], out_i[a:b])
-
-    _on_threads(share, len(shares))
+    _on_shares("rank_bm25_serial", "text", "rank_bm25_parallel", args, (0, 1, 2, 3, 6, 7))
 
 
 def count_live_postings(keys, list_offsets, slots, excluded, q_keys, counts):
