@@ -32,7 +32,7 @@ from .._format.header import SUPERBLOCK_OFFSETS, encode_superblock
 from .._storage import failpoints, readers
 from .._storage.io import FileIO, replace_file
 from .._storage.lock import WriterLock
-from .._storage.mapping import read_header
+from .._storage.mapping import read_header, read_superblock
 from ..errors import DatabaseNotFoundError, InvalidArgumentError, NeedleError
 from .shipping import Shipment, overlaps, pending_ranges
 
@@ -183,14 +183,45 @@ def replicate(source, dest, *, follow: bool = False, interval: float = 0.2, stop
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 3600:
         raise InvalidArgumentError(f"interval must be a number of seconds in (0, 3600], got {interval!r}")
     stop = stop or threading.Event()
+    # Marks are taken before each shipment, never after: a commit landing just
+    # after a shipment then still differs from the marks kept, and is shipped.
+    seen = _marks(source, dest)
     last = ship(source, dest)
     _report(last, on_shipment)
     while follow and not stop.wait(interval):
+        now = _marks(source, dest)
+        if now is not None and now == seen:
+            continue  # neither file changed since the last check: nothing to open, nothing to ship
+        seen = now
         shipment = ship(source, dest)
         if shipment.mode != "none":
             last = shipment
             _report(shipment, on_shipment)
     return last
+
+
+def _marks(source: str, dest: str):
+    """What a follower compares between checks: the source's file and current
+    generation (two superblock reads), and the replica's file; None if either
+    cannot be read now (then it ships, which says why)."""
+    if is_url(os.fspath(dest)):
+        dest_mark = None  # an object store: its manifest is read by the shipment itself
+    else:
+        try:
+            st = os.stat(dest)
+        except OSError:
+            return None
+        dest_mark = (st.st_dev, st.st_ino, st.st_size)
+    try:
+        io = FileIO(os.fspath(source), writable=False)
+    except OSError:
+        return None
+    try:
+        return io.inode(), read_superblock(io).generation, dest_mark
+    except NeedleError:
+        return None
+    finally:
+        io.close()
 
 
 def _report(shipment: Shipment, on_shipment) -> None:
