@@ -35,6 +35,7 @@ __all__ = [
     "DurabilityError",
     "ServerUnavailableError",
     "MissingDependencyError",
+    "ShardError",
 ]
 
 
@@ -149,3 +150,10 @@ class ServerUnavailableError(NeedleError, ConnectionError):
 class MissingDependencyError(NeedleError, ImportError):
     """An optional feature needs a package that is not installed (stemming needs
     PyStemmer); the message names the extra that installs it."""
+
+
+class ShardError(NeedleError):
+    """A sharded collection (``needle_mm.distributed``) cannot be used as its
+    manifest says: the manifest is missing or malformed, or a shard file is
+    missing, corrupt, or holds a collection other than the manifest's. The
+    message names the manifest or the shard file (and its number)."""

@@ -69,6 +69,19 @@ class SearchResult:
         return f"SearchResult(id={self.id!r}, distance={self.distance:.6g})"
 
 
+class GivenMetadata:
+    """The source behind a SearchResult whose metadata arrived already decoded
+    (over HTTP, from a shard's actor): ``metadata_at`` returns it."""
+
+    __slots__ = ("metadata",)
+
+    def __init__(self, metadata: dict):
+        self.metadata = metadata
+
+    def metadata_at(self, slot: int) -> dict:
+        return self.metadata
+
+
 class _SearchResultWithVector(SearchResult):
     __slots__ = ("vector",)
 

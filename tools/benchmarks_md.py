@@ -23,8 +23,8 @@ def write_section(heading: str, section: str) -> None:
 
 def command_line(script: str, parser, args) -> str:
     """The command that reproduces a run: options that differ from their defaults, then ``--write``."""
-    options = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-               if k != "write" and v != parser.get_default(k)]
+    options = [f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+               for k, v in vars(args).items() if k != "write" and v != parser.get_default(k)]
     return " ".join([f"python tools/{script}", *options, "--write"])
 
 

@@ -25,7 +25,7 @@ from .._engine import text_search as _text
 from ..config import CollectionConfig, DistanceFunction
 from ..database import _CONFIG_KEYWORDS, _check_name
 from ..filters import compile_filter
-from ..results import Entry, SearchResult
+from ..results import Entry, GivenMetadata, SearchResult
 from ..sparse import SparseVector
 
 MISSING = object()
@@ -286,26 +286,14 @@ def entry_in(record: dict) -> Entry:
     return Entry(record["id"], vector_in(record["vector"]), record["metadata"])
 
 
-class _Decoded:
-    """Stands in for a segment behind a SearchResult whose metadata came decoded over HTTP."""
-
-    __slots__ = ("metadata",)
-
-    def __init__(self, metadata: dict):
-        self.metadata = metadata
-
-    def metadata_at(self, slot: int) -> dict:
-        return self.metadata
-
-
 def _result_in(r: dict, include_vector: bool) -> SearchResult:
     """One hit: a SearchResult, or for a hybrid hit (the answer carries its ``scores``) a
     ``FusedResult``, as the embedded hybrid search returns it."""
     distance = float("inf") if r["distance"] is None else r["distance"]
     if include_vector:
-        res = SearchResult.with_vector(r["id"], distance, _Decoded(r["metadata"]), 0, vector_in(r["vector"]))
+        res = SearchResult.with_vector(r["id"], distance, GivenMetadata(r["metadata"]), 0, vector_in(r["vector"]))
     else:
-        res = SearchResult(r["id"], distance, _Decoded(r["metadata"]), 0)
+        res = SearchResult(r["id"], distance, GivenMetadata(r["metadata"]), 0)
     scores = r.get("scores")
     if scores is not None:
         res = _text.FusedResult(res, distance, {"vector": scores.get("vector"), "text": scores.get("text")})
