@@ -329,7 +329,9 @@ def rows_may_fault(view) -> bool:
     """Whether a quantized search should fetch its rows to rescore together:
     the file is larger than half of what this process may keep in memory (its
     cgroup's limit, or the memory available), so rows are likely on disk.
-    Decided once per view; the vectors are then marked as read at random."""
+    Decided once per view; the vectors are then marked as read at random (an
+    unquantized walk reads them so too: each fault then reads its own page,
+    not a read-ahead window of rows no search asked for)."""
     found = view.caches.get("rows_may_fault")
     if found is None:
         if _PREFETCH_ROWS in ("0", "1"):
@@ -369,7 +371,8 @@ def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, e
     else:
         scratch = pool.get(1)
     width = max(ef, k, k * rescore) if view.quantized else max(ef, k)
-    if view.quantized and rescore > 0 and rows_may_fault(view):
+    faulting = rows_may_fault(view)
+    if view.quantized and rescore > 0 and faulting:
         # The rows to rescore are likely on disk: find them all first, ask for
         # them all at once, then rank them (the same answers as one call).
         status, _, cand = bound.search(metric, queries, qnorms, excluded, k * rescore, width, 0, two_hop, scratch)
