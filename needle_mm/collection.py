@@ -99,11 +99,15 @@ class Collection:
 
     @property
     def config(self) -> CollectionConfig:
-        meta = self._meta()
+        """The collection's configuration, with a text index this process asked for
+        (``create_text_index``) before the save that builds it."""
+        with self._engine.reading():
+            state = self._state()
+            meta, text = state.descriptor, state.descriptor.text or state.text_index
         h = meta.hnsw
         return CollectionConfig(meta.dim, DistanceFunction(meta.distance), h.m, h.ef_construction,
                                 h.ef_search, h.seed, sparse=meta.kind == "sparse", dtype=meta.dtype,
-                                quantization=meta.quantization, **_text_config(meta.text))
+                                quantization=meta.quantization, **_text_config(text))
 
     @property
     def sparse(self) -> bool:

@@ -17,7 +17,7 @@ PACKAGE = Path(needle_mm.__file__).resolve().parent
 LAYERS = [
     {"__main__", "cli"},
     {"__init__"},
-    {"importers", "ops", "remote", "integrations"},
+    {"importers", "ops", "remote", "integrations", "distributed"},
     {"database"},
     {"collection"},
     {"sparse", "_input", "config"},
