@@ -341,3 +341,15 @@ def test_f16_refuses_what_it_cannot_hold_and_keeps_what_it_has(db_path):
         db.create_collection("x", 2, dtype="int8")
     with pytest.raises(needle.InvalidConfigError, match="sparse collections store float32"):
         db.create_collection("y", 2, "dot", sparse=True, dtype="f16")
+
+
+def test_config_shows_a_text_index_asked_for_before_the_save_that_builds_it(tmp_path):
+    with needle.Database.open(tmp_path / "t.needle") as db:
+        coll = db.create_collection("docs", 2)
+        coll.insert("a", [1.0, 0.0], {"body": "the cat"})
+        assert coll.config.text_field is None
+        coll.create_text_index("body", stemmer=None)
+        assert coll.config.text_field == "body"  # before the save builds it
+        db.save()
+        assert coll.config.text_field == "body"
+        assert [h.id for h in coll.search(text="cat")] == ["a"]
