@@ -35,7 +35,8 @@ from .._format.text_chunk import TextChunk
 from .._kernels import readonly
 from .._kernels.api import (accumulate_bm25_parallel, accumulate_bm25_serial, accumulate_impacts_parallel,
                             accumulate_impacts_serial, bm25_impacts, count_live_postings, get_num_threads,
-                            live_length_stats, rank_bm25_parallel, rank_bm25_serial)
+                            live_length_stats, rank_bm25_parallel, rank_bm25_serial, sort_heaps, windows_parallel,
+                            windows_serial)
 from .._text import Analyzer, term_key, term_keys
 from ..errors import InvalidArgumentError
 
@@ -44,6 +45,11 @@ SCRATCH_BYTES = 1 << 22  # per batch of queries: scores + marks + hits of every 
 SERIAL_QUERIES = 4  # below this many queries per batch one thread is faster
 K1, B = 1.2, 0.75  # Lucene's defaults
 _EMPTY_U8 = readonly(np.zeros(0, dtype=np.uint8))
+WINDOW = 32768  # slots a query scores at once: _kernels.text_windows.WINDOW
+WINDOW_ROWS = 64  # queries per call of the window kernels (their scratch: 96 KB each)
+METHODS = ("windows", "accumulate")
+_EMPTY_F64 = readonly(np.zeros(0, dtype=np.float64))
+_HEAP_FILLER = 1 << 62  # the slot of an empty heap place: _kernels.text._NO_SLOT
 
 
 @dataclass(frozen=True, eq=False)
@@ -248,15 +254,58 @@ def _params(k1: float, b: float, avgdl: float) -> np.ndarray:
 
 
 def chunk_impacts(chunk: TextChunk, doc_lengths: np.ndarray, k1: float, b: float, avgdl: float) -> np.ndarray:
-    """The chunk's per-posting BM25 term-frequency parts (float32 [e]) for
+    """The chunk's per-posting BM25 term-frequency parts (float64 [e]) for
     these parameters: what :func:`bm25_topk` takes as ``impacts`` so a query
     costs one multiply-add per posting. They hold only while ``avgdl`` does
     (until the next commit): a caller caches them per snapshot."""
     _check_params(0, k1, b)
-    out = np.empty(chunk.slots.shape[0], dtype=np.float32)
+    out = np.empty(chunk.slots.shape[0], dtype=np.float64)
     bm25_impacts(chunk.slots, chunk.tfs, readonly(np.ascontiguousarray(doc_lengths, dtype=np.uint32)),
                  _params(k1, b, avgdl), out)
     return readonly(out)
+
+
+def _packed(terms):
+    """``(q_off, q_keys, q_weights)`` of :func:`query_terms` results, as the kernels take a batch."""
+    q_off = np.zeros(len(terms) + 1, dtype=np.int64)
+    np.cumsum([keys.shape[0] for keys, _ in terms], out=q_off[1:])
+    return (readonly(q_off), readonly(np.concatenate([keys for keys, _ in terms])),
+            readonly(np.concatenate([w for _, w in terms])))
+
+
+def _heaps(m: int, k: int):
+    return np.full((m, k), np.inf, dtype=np.float64), np.full((m, k), _HEAP_FILLER, dtype=np.int64)
+
+
+def _window_scratch(rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed window scores (float64) and hits (uint32) of ``rows`` x ``WINDOW``: the calling
+    thread's from its last query (the kernels leave the scores zeroed), else new. Handed back
+    only after the kernels finished, so one abandoned halfway (an exception) is never reused."""
+    held = getattr(_local, "windows", None)
+    if held is not None and held[0].shape[0] >= rows:
+        _local.windows = None
+        return held
+    return np.zeros((rows, WINDOW), dtype=np.float64), np.empty((rows, WINDOW), dtype=np.uint32)
+
+
+def _windowed_topk(chunks, impacts, doc_lengths, terms, excluded, k, params, out_d, out_i) -> None:
+    """The top ``k`` of every query, exhaustively, a window of slots at a time (``_kernels.text_windows``)."""
+    m = len(terms)
+    q_off, q_keys, q_weights = _packed(terms)
+    heap_d, heap_i = _heaps(m, k)
+    rows = min(m, WINDOW_ROWS)
+    parallel = rows >= SERIAL_QUERIES and get_num_threads() > 1
+    run = windows_parallel if parallel else windows_serial
+    acc, hits = _window_scratch(rows)
+    for b0 in range(0, m, rows):
+        b1 = min(m, b0 + rows)
+        part = q_off[b0:b1 + 1]
+        for j, c in enumerate(chunks):
+            run(c.keys, c.list_offsets, c.slots, c.tfs, doc_lengths, _EMPTY_F64 if impacts is None else impacts[j],
+                params, c.start, c.count, part, q_keys, q_weights, excluded, acc[:b1 - b0], hits[:b1 - b0],
+                heap_d[b0:b1], heap_i[b0:b1])
+    _local.windows = (acc, hits)
+    sort_heaps(heap_d, heap_i, out_d, out_i)
 
 
 _local = threading.local()
@@ -283,8 +332,8 @@ def _give_back(scratch) -> None:
 
 def bm25_topk(chunks: Sequence[TextChunk], doc_lengths: np.ndarray, n: int,
               query_tokens_list: Sequence[Sequence[str]], excluded: np.ndarray, k: int, k1: float = K1, b: float = B,
-              stats: BM25Stats | None = None, impacts: Sequence[np.ndarray] | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+              stats: BM25Stats | None = None, impacts: Sequence[np.ndarray] | None = None,
+              method: str = "windows") -> tuple[np.ndarray, np.ndarray]:
     """``(distances[m, k] float64, slots[m, k] int64)`` of one source: the
     top ``k`` by BM25 (``distance = -score``, ascending, ties by slot; +inf /
     -1 past the records matched), for queries already analysed into tokens.
@@ -293,10 +342,17 @@ def bm25_topk(chunks: Sequence[TextChunk], doc_lengths: np.ndarray, n: int,
     None computes them from this source alone, with ``excluded`` as its
     live set. ``impacts``, one array per chunk from :func:`chunk_impacts`
     with these ``k1``, ``b`` and ``stats.avgdl``, makes each posting cost a
-    multiply-add instead of the formula (same ranking; scores differ in the
-    last float32 bits). Queries run in batches sized so the per-slot
-    scratch stays under ``SCRATCH_BYTES``."""
+    multiply-add instead of the formula (the same scores, bit for bit).
+
+    ``method``: ``"windows"`` (a window of slots at a time, ranked while in
+    cache, ``_kernels.text_windows``) or ``"accumulate"`` (into a per-slot
+    scratch of the whole source, in batches sized so it stays under
+    ``SCRATCH_BYTES``, then ranked: the reference the other is tested
+    against). Both score every posting and return the same results, bit for
+    bit."""
     _check_params(k, k1, b)
+    if method not in METHODS:
+        raise InvalidArgumentError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     m = len(query_tokens_list)
     out_d = np.full((m, k), np.inf, dtype=np.float64)
     out_i = np.full((m, k), -1, dtype=np.int64)
@@ -316,6 +372,9 @@ def bm25_topk(chunks: Sequence[TextChunk], doc_lengths: np.ndarray, n: int,
         return out_d, out_i  # no live record has a token: nothing can match
     params = _params(k1, b, stats.avgdl)
     terms = [query_terms(tokens, stats) for tokens in query_tokens_list]
+    if method == "windows":
+        _windowed_topk(chunks, impacts, doc_lengths, terms, excluded, k, params, out_d, out_i)
+        return out_d, out_i
     block = max(1, min(m, SCRATCH_BYTES // (13 * n)))
     parallel = block >= SERIAL_QUERIES and get_num_threads() > 1
     if impacts is None:
@@ -347,6 +406,6 @@ def bm25_topk(chunks: Sequence[TextChunk], doc_lengths: np.ndarray, n: int,
     return out_d, out_i
 
 
-__all__ = ["B", "BM25Stats", "K1", "TextBuild", "TextChunk", "TextSource", "Vocabulary", "analyzer_of", "bm25_stats",
-           "bm25_topk", "build_text_chunk", "chunk_impacts", "corpus_stats", "document_frequencies", "query_terms",
-           "texts_of"]
+__all__ = ["B", "BM25Stats", "K1", "METHODS", "TextBuild", "TextChunk", "TextSource", "Vocabulary", "WINDOW",
+           "analyzer_of", "bm25_stats", "bm25_topk", "build_text_chunk", "chunk_impacts", "corpus_stats",
+           "document_frequencies", "query_terms", "texts_of"]
