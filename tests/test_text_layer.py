@@ -399,18 +399,18 @@ def test_parallel_kernels_equal_serial(corpus, monkeypatch):
 
 @pytest.fixture(scope="module")
 def wide(demo_data):
-    """The shipped sentences repeated (each copy shuffled, every tenth one cut short, some empty) past
-    two windows of slots (``WINDOW``), in chunks whose bounds fall inside windows; its 3,000 distinct
+    """The shipped sentences repeated (each copy shuffled, every tenth one cut short, some empty) to
+    70,000 slots (many windows), in chunks whose bounds fall inside windows; its 3,000 distinct
     sentences repeat, so many documents tie; queries of one to forty terms, rare and common."""
     rng = np.random.default_rng(2121)
     base = demo_data["texts"]
     texts = []
-    while len(texts) < 2 * WINDOW + 5000:
+    while len(texts) < 70_000:
         for j in rng.permutation(len(base)):
             t = base[j]
             texts.append(None if j % 97 == 0 else t[: len(t) // 3] if j % 10 == 0 else t)
     a = Analyzer()
-    bounds = [0, 5000, WINDOW + 17, len(texts)]
+    bounds = [0, 5000, 3 * WINDOW + 17, len(texts)]
     parts = [build_text_chunk(texts[lo:hi], a, start=lo) for lo, hi in zip(bounds, bounds[1:])]
     lengths = np.concatenate([p.doc_lengths for p in parts])
     vocab = sorted({t for p in parts for t in p.vocabulary.terms})
@@ -443,6 +443,19 @@ def test_window_kernels_equal_the_reference_bit_for_bit(wide, k):
         if excluded.shape[0]:
             dead = np.unpackbits(excluded, bitorder="little")[:n].astype(bool)
             assert not dead[ref[1][ref[1] >= 0]].any()
+
+
+@pytest.mark.parametrize("window", [8, 64, 1000])
+def test_small_windows_equal_the_reference(corpus, monkeypatch, window):
+    """Windows far smaller than a chunk (and not dividing its bounds): every cursor crosses many."""
+    from needle_mm._index import text as index_text
+    n = len(corpus["texts"])
+    qs = corpus["queries"]
+    tomb = packed(range(3, n, 11), n)
+    ref = bm25_topk(corpus["chunks"], corpus["lengths"], n, qs, tomb, 25, method="accumulate")
+    monkeypatch.setattr(index_text, "WINDOW", window)
+    got = bm25_topk(corpus["chunks"], corpus["lengths"], n, qs, tomb, 25)
+    assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
 
 
 def test_bad_method_is_named(corpus):

@@ -25,8 +25,8 @@ from .._format.catalog import BM25_B, BM25_K1, TextIndex
 from ..errors import InvalidArgumentError, NeedleError
 from ..results import SearchResult
 from .._index.text import (BM25Stats, TextSource, bm25_topk, chunk_impacts, corpus_stats, document_frequencies,
-                           analyzer_of, texts_of)  # noqa: F401 (analyzer_of, texts_of: the text index's own, re-exported)
-from .._text import term_key
+                           query_terms, analyzer_of, texts_of)  # noqa: F401 (analyzer_of, texts_of: re-exported)
+from .._text import term_keys
 from . import search as _search
 
 RRF_K = 60  # Reciprocal Rank Fusion's constant (Cormack et al. 2009), settable per call
@@ -109,10 +109,11 @@ def _view_cache(source) -> dict | None:
     return cache
 
 
-def _collection_stats(live, parts, tokens) -> BM25Stats:
-    """``bm25_stats`` over every source, from the per-view caches where they hold: N, the token
-    total and each term's df of a segment read with its own tombstones change only with the view."""
-    keys = sorted({term_key(t) for q in tokens for t in q})
+def _collection_stats(live, parts, query_keys) -> BM25Stats:
+    """``bm25_stats`` over every source for the queries' term keys, from the per-view caches where
+    they hold: N, the token total and each term's df of a segment read with its own tombstones
+    change only with the view."""
+    keys = sorted({key for q in query_keys for key in q})
     df = dict.fromkeys(keys, 0)
     n_docs = total = 0
     for (source, f), (chunks, lengths) in zip(live, parts):
@@ -165,9 +166,11 @@ def text_topk(state, texts: list[str], k: int, predicate):
     live = _search.sources(state, None)
     ranked = live if predicate is None else _search.sources(state, predicate)
     parts = [_source_text(source, text) for source, _ in live]
-    stats = _collection_stats(live, parts, tokens)
+    query_keys = [term_keys(q).tolist() for q in tokens]
+    stats = _collection_stats(live, parts, query_keys)
+    terms = [query_terms(q, stats, keys) for q, keys in zip(tokens, query_keys)]
     found = [bm25_topk(chunks, lengths, source.n, tokens, f.excluded, k, text.k1, text.b, stats,
-                       _impacts(source, chunks, lengths, text, stats.avgdl))
+                       _impacts(source, chunks, lengths, text, stats.avgdl), terms=terms)
              for (source, f), (chunks, lengths) in zip(ranked, parts)]
     return ranked, found
 
@@ -251,7 +254,7 @@ def fuse(dense: list[SearchResult], textual: list[SearchResult], k: int, method:
             get = fused.get
             for h, part in zip(ranked, _normalised([-h.distance for h in ranked])):
                 fused[h.id] = get(h.id, 0.0) + weight * part
-    order = heapq.nsmallest(k, fused, key=lambda i: (-fused[i], i))
+    order = [i for _, i in heapq.nsmallest(k, [(-score, i) for i, score in fused.items()])]
     by_vector = {h.id: h for h in dense}
     by_text = {h.id: h for h in textual}
     out = []
