@@ -139,12 +139,14 @@ def _collection_stats(live, parts, query_keys) -> BM25Stats:
     return BM25Stats(n_docs, total / n_docs if n_docs else 0.0, df)
 
 
-def _impacts(source, chunks, lengths, text: TextIndex, avgdl: float):
+def _impacts(source, chunks, lengths, text: TextIndex, avgdl: float, settled: bool):
     """The cached per-posting impacts of a committed segment's chunks for these statistics, or
     None (score from the formula: the same scores). They hold while avgdl does, so they are
-    computed the second time a view is queried with one avgdl, never for a passing one (unsaved
-    records being added move avgdl at every insert)."""
-    cache = _view_cache(source)
+    computed the second time a view is queried with one avgdl, and only while the statistics are
+    settled (``settled``: every source a committed view read with its own tombstones; unsaved
+    records or deletes move avgdl at every change, and a pass over the postings per change
+    would cost more than the formula saves)."""
+    cache = _view_cache(source) if settled else None
     if cache is None or not avgdl > 0:
         return None
     params = (text.k1, text.b, avgdl)
@@ -169,8 +171,9 @@ def text_topk(state, texts: list[str], k: int, predicate):
     query_keys = [term_keys(q).tolist() for q in tokens]
     stats = _collection_stats(live, parts, query_keys)
     terms = [query_terms(q, stats, keys) for q, keys in zip(tokens, query_keys)]
+    settled = all(source.descriptor is not None and f.excluded is source.tombstones for source, f in live)
     found = [bm25_topk(chunks, lengths, source.n, tokens, f.excluded, k, text.k1, text.b, stats,
-                       _impacts(source, chunks, lengths, text, stats.avgdl), terms=terms)
+                       _impacts(source, chunks, lengths, text, stats.avgdl, settled), terms=terms)
              for (source, f), (chunks, lengths) in zip(ranked, parts)]
     return ranked, found
 
