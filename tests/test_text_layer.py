@@ -215,7 +215,7 @@ def test_bad_constructor_arguments(kwargs):
 # ----------------------------------------------------------------- the chunk builder
 
 from needle_mm._index.text import (BM25Stats, TextSource, bm25_stats, bm25_topk, build_text_chunk,  # noqa: E402
-                                   chunk_impacts, corpus_stats, document_frequencies)
+                                   chunk_impacts, corpus_stats, document_frequencies, METHODS, WINDOW)
 from needle_mm._kernels.api import check_text_chunk  # noqa: E402
 
 NONE = np.zeros(0, dtype=np.uint8)
@@ -378,9 +378,12 @@ def test_chunks_batches_impacts_and_threads_agree(corpus):
     assert np.array_equal(np.concatenate([s[1] for s in singles]), three[1][:40])
     stats = bm25_stats([TextSource(corpus["chunks"], corpus["lengths"])], qs)
     impacts = [chunk_impacts(c, corpus["lengths"], 1.2, 0.75, stats.avgdl) for c in corpus["chunks"]]
-    fast = bm25_topk(corpus["chunks"], corpus["lengths"], n, qs, NONE, 10, stats=stats, impacts=impacts)
-    # impacts are float32: the same ranking but for near-ties, scores within float32 rounding
-    assert agreement(fast[1], fast[0], reference_scores(corpus["tokens"], qs), 10, score_rtol=1e-6) >= 0.99
+    plain = bm25_topk(corpus["chunks"], corpus["lengths"], n, qs, NONE, 10, stats=stats)
+    for method in METHODS:
+        # impacts are the very values the formula path multiplies by: the same scores, bit for bit
+        fast = bm25_topk(corpus["chunks"], corpus["lengths"], n, qs, NONE, 10, stats=stats, impacts=impacts,
+                         method=method)
+        assert np.array_equal(fast[0], plain[0]) and np.array_equal(fast[1], plain[1])
 
 
 def test_parallel_kernels_equal_serial(corpus, monkeypatch):
@@ -392,6 +395,72 @@ def test_parallel_kernels_equal_serial(corpus, monkeypatch):
     monkeypatch.setattr(index_text, "get_num_threads", lambda: 2)
     parallel = bm25_topk(corpus["chunks"], corpus["lengths"], n, qs, NONE, 10)
     assert np.array_equal(serial[1], parallel[1]) and np.array_equal(serial[0], parallel[0])
+
+
+@pytest.fixture(scope="module")
+def wide(demo_data):
+    """The shipped sentences repeated (each copy shuffled, every tenth one cut short, some empty) to
+    70,000 slots (many windows), in chunks whose bounds fall inside windows; its 3,000 distinct
+    sentences repeat, so many documents tie; queries of one to forty terms, rare and common."""
+    rng = np.random.default_rng(2121)
+    base = demo_data["texts"]
+    texts = []
+    while len(texts) < 70_000:
+        for j in rng.permutation(len(base)):
+            t = base[j]
+            texts.append(None if j % 97 == 0 else t[: len(t) // 3] if j % 10 == 0 else t)
+    a = Analyzer()
+    bounds = [0, 5000, 3 * WINDOW + 17, len(texts)]
+    parts = [build_text_chunk(texts[lo:hi], a, start=lo) for lo, hi in zip(bounds, bounds[1:])]
+    lengths = np.concatenate([p.doc_lengths for p in parts])
+    vocab = sorted({t for p in parts for t in p.vocabulary.terms})
+    queries = [[t] for t in rng.choice(vocab, 20)] + [["the"], ["the", "and", "of", "a"]]
+    queries += [a.tokens(base[j]) for j in rng.choice(len(base), 40)]
+    queries += [list(rng.choice(vocab, 40)), a.tokens(" ".join(base[:6]))]
+    return {"texts": texts, "chunks": [p.chunk for p in parts], "lengths": lengths, "queries": queries}
+
+
+@pytest.mark.parametrize("k", [1, 10, 100, 2000])
+def test_window_kernels_equal_the_reference_bit_for_bit(wide, k):
+    """The window kernel against the whole-source accumulation, over several windows and chunk
+    bounds inside them, with and without impacts, deletes and a filter: the same scores, slots and
+    order (ties by slot), including k above the matches."""
+    n = len(wide["texts"])
+    qs = wide["queries"]
+    rng = np.random.default_rng(k)
+    tomb = packed(rng.choice(n, n // 7, replace=False).tolist(), n)
+    odd = packed(range(0, n, 2), n)
+    stats = bm25_stats([TextSource(wide["chunks"], wide["lengths"], tomb)], qs)
+    impacts = [chunk_impacts(c, wide["lengths"], 1.2, 0.75, stats.avgdl) for c in wide["chunks"]]
+    for excluded in (NONE, tomb, tomb | odd):
+        ref = bm25_topk(wide["chunks"], wide["lengths"], n, qs, excluded, k, stats=stats, method="accumulate")
+        assert (ref[1] >= 0).any()
+        for kw in ({}, {"impacts": impacts}):
+            got = bm25_topk(wide["chunks"], wide["lengths"], n, qs, excluded, k, stats=stats, method="windows", **kw)
+            assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+            one = [bm25_topk(wide["chunks"], wide["lengths"], n, [q], excluded, k, stats=stats, **kw) for q in qs[:25]]
+            assert np.array_equal(np.concatenate([o[1] for o in one]), ref[1][:25])
+        if excluded.shape[0]:
+            dead = np.unpackbits(excluded, bitorder="little")[:n].astype(bool)
+            assert not dead[ref[1][ref[1] >= 0]].any()
+
+
+@pytest.mark.parametrize("window", [8, 64, 1000])
+def test_small_windows_equal_the_reference(corpus, monkeypatch, window):
+    """Windows far smaller than a chunk (and not dividing its bounds): every cursor crosses many."""
+    from needle_mm._index import text as index_text
+    n = len(corpus["texts"])
+    qs = corpus["queries"]
+    tomb = packed(range(3, n, 11), n)
+    ref = bm25_topk(corpus["chunks"], corpus["lengths"], n, qs, tomb, 25, method="accumulate")
+    monkeypatch.setattr(index_text, "WINDOW", window)
+    got = bm25_topk(corpus["chunks"], corpus["lengths"], n, qs, tomb, 25)
+    assert np.array_equal(got[0], ref[0]) and np.array_equal(got[1], ref[1])
+
+
+def test_bad_method_is_named(corpus):
+    with pytest.raises(errors.InvalidArgumentError, match="method"):
+        bm25_topk(corpus["chunks"], corpus["lengths"], len(corpus["texts"]), [["the"]], NONE, 10, method="fast")
 
 
 def packed(excluded_slots, n):

@@ -117,6 +117,46 @@ def test_text_search_matches_the_formula_across_commits_deletes_and_upserts(tmp_
     assert verify_file(path).ok
 
 
+def test_cached_statistics_and_impacts_follow_every_change(tmp_path, demo):
+    """A view caches N, the token total, each term's df and the per-posting impacts (from its second
+    query with one avgdl): repeated queries between deletes, upserts, unsaved inserts (which move
+    avgdl at every insert) and saves must each see the collection as it is then."""
+    texts, vectors, _ = demo
+    path = str(tmp_path / "c.needle")
+    with needle.Database.open(path) as db:
+        c = db.create_collection("docs", 384, text_field="document")
+        analyzer = analyzer_of(db.engine.state("docs").descriptor.text)
+        meta = lambda i, text: {"document": text, "third": i % 3 == 0}  # noqa: E731
+        c.insert_many([f"d{i}" for i in range(1200)], vectors[:1200], [meta(i, texts[i]) for i in range(1200)])
+        live = {f"d{i}": texts[i] for i in range(1200)}
+        db.save()
+
+        def check():
+            for _ in range(3):  # the first query fills the caches, the later ones read them
+                for q in QUERIES[:5]:
+                    assert_matches(c.search(text=q, k=10), reference_bm25(live, q, analyzer), 10)
+                    want = [(i, s) for i, s in reference_bm25(live, q, analyzer) if int(i[1:]) % 3 == 0]
+                    assert_matches(c.search(text=q, k=5, filter={"third": True}), want, 5)
+
+        check()
+        c.delete([f"d{i}" for i in range(0, 1200, 5)])
+        for i in range(0, 1200, 5):
+            live.pop(f"d{i}")
+        check()  # deleted, not yet saved: the view's tombstones are not the state's
+        db.save()
+        check()
+        for i in range(1200, 1210):  # unsaved inserts: avgdl moves at each one
+            c.insert(f"d{i}", vectors[i], meta(i, texts[i]))
+            live[f"d{i}"] = texts[i]
+            for q in QUERIES[:3]:
+                assert_matches(c.search(text=q, k=10), reference_bm25(live, q, analyzer), 10)
+        c.upsert("d1", vectors[1], meta(1, "great battery life battery"))
+        live["d1"] = "great battery life battery"
+        check()
+        db.save()
+        check()
+
+
 def test_a_filter_narrows_the_list_without_changing_scores(tmp_path, demo):
     texts, vectors, sources = demo
     path = str(tmp_path / "f.needle")

@@ -24,7 +24,9 @@ import numpy as np
 from .._format.catalog import BM25_B, BM25_K1, TextIndex
 from ..errors import InvalidArgumentError, NeedleError
 from ..results import SearchResult
-from .._index.text import analyzer_of, texts_of  # noqa: F401 (the text index's own, re-exported)
+from .._index.text import (BM25Stats, TextSource, bm25_topk, chunk_impacts, corpus_stats, document_frequencies,
+                           query_terms, analyzer_of, texts_of)  # noqa: F401 (analyzer_of, texts_of: re-exported)
+from .._text import term_keys
 from . import search as _search
 
 RRF_K = 60  # Reciprocal Rank Fusion's constant (Cormack et al. 2009), settable per call
@@ -93,31 +95,85 @@ def query_texts(texts, batch: bool) -> list[str]:
     return list(texts)
 
 
+_DF_CACHE_TERMS = 1 << 18  # a view remembers the document frequencies of at most this many terms
+
+
+def _view_cache(source) -> dict | None:
+    """What a committed segment's text search keeps while its view lives (views
+    are immutable; this process's unsaved records have none)."""
+    if source.descriptor is None:
+        return None
+    cache = source.caches.get("text")
+    if cache is None:
+        cache = source.caches.setdefault("text", {"corpus": None, "df": {}, "impacts": None})
+    return cache
+
+
+def _collection_stats(live, parts, query_keys) -> BM25Stats:
+    """``bm25_stats`` over every source for the queries' term keys, from the per-view caches where
+    they hold: N, the token total and each term's df of a segment read with its own tombstones
+    change only with the view."""
+    keys = sorted({key for q in query_keys for key in q})
+    df = dict.fromkeys(keys, 0)
+    n_docs = total = 0
+    for (source, f), (chunks, lengths) in zip(live, parts):
+        src = TextSource(chunks, lengths, f.excluded)
+        cache = _view_cache(source) if f.excluded is getattr(source, "tombstones", None) else None
+        if cache is None:
+            counts = corpus_stats([src])
+            for key, count in zip(keys, document_frequencies([src], np.array(keys, dtype=np.uint64)).tolist()):
+                df[key] += count
+        else:
+            counts = cache["corpus"]
+            if counts is None:
+                counts = cache["corpus"] = corpus_stats([src])
+            known = cache["df"]
+            missing = [key for key in keys if key not in known]
+            if missing:
+                if len(known) + len(missing) > _DF_CACHE_TERMS:
+                    known.clear()
+                known.update(zip(missing, document_frequencies([src], np.array(missing, dtype=np.uint64)).tolist()))
+            for key in keys:
+                df[key] += known[key]
+        n_docs, total = n_docs + counts[0], total + counts[1]
+    return BM25Stats(n_docs, total / n_docs if n_docs else 0.0, df)
+
+
+def _impacts(source, chunks, lengths, text: TextIndex, avgdl: float, settled: bool):
+    """The cached per-posting impacts of a committed segment's chunks for these statistics, or
+    None (score from the formula: the same scores). They hold while avgdl does, so they are
+    computed the second time a view is queried with one avgdl, and only while the statistics are
+    settled (``settled``: every source a committed view read with its own tombstones; unsaved
+    records or deletes move avgdl at every change, and a pass over the postings per change
+    would cost more than the formula saves)."""
+    cache = _view_cache(source) if settled else None
+    if cache is None or not avgdl > 0:
+        return None
+    params = (text.k1, text.b, avgdl)
+    held = cache["impacts"]
+    if held is None or held[0] != params:
+        cache["impacts"] = (params, None)
+        return None
+    if held[1] is None:
+        cache["impacts"] = held = (params, [chunk_impacts(c, lengths, *params) for c in chunks])
+    return held[1]
+
+
 def text_topk(state, texts: list[str], k: int, predicate):
     """Per source, ``(distances[m, k], slots[m, k])`` by BM25 (``distance = -score``),
     with the sources they come from: what ``search.merge`` takes."""
-    from .._index.text import TextSource, bm25_stats, bm25_topk, corpus_stats
-
     text = active_index(state)
     analyzer = analyzer_of(text)
     tokens = [analyzer.tokens(t) for t in texts]
     live = _search.sources(state, None)
     ranked = live if predicate is None else _search.sources(state, predicate)
     parts = [_source_text(source, text) for source, _ in live]
-    sources = [TextSource(chunks, lengths, f.excluded) for (_, f), (chunks, lengths) in zip(live, parts)]
-    n_docs = total = 0
-    for (source, f), src in zip(live, sources):
-        # N and the token total of a committed segment read with its own tombstones change only with
-        # the segment (views are immutable): counted once per view, not per query (an O(n) pass)
-        cached = source.descriptor is not None and f.excluded is source.tombstones
-        counts = source.caches.get("text_corpus") if cached else None
-        if counts is None:
-            counts = corpus_stats([src])
-            if cached:
-                source.caches["text_corpus"] = counts
-        n_docs, total = n_docs + counts[0], total + counts[1]
-    stats = bm25_stats(sources, tokens, (n_docs, total))
-    found = [bm25_topk(chunks, lengths, source.n, tokens, f.excluded, k, text.k1, text.b, stats)
+    query_keys = [term_keys(q).tolist() for q in tokens]
+    stats = _collection_stats(live, parts, query_keys)
+    terms = [query_terms(q, stats, keys) for q, keys in zip(tokens, query_keys)]
+    settled = all(source.descriptor is not None and f.excluded is source.tombstones for source, f in live)
+    found = [bm25_topk(chunks, lengths, source.n, tokens, f.excluded, k, text.k1, text.b, stats,
+                       _impacts(source, chunks, lengths, text, stats.avgdl, settled), terms=terms)
              for (source, f), (chunks, lengths) in zip(ranked, parts)]
     return ranked, found
 
@@ -201,7 +257,7 @@ def fuse(dense: list[SearchResult], textual: list[SearchResult], k: int, method:
             get = fused.get
             for h, part in zip(ranked, _normalised([-h.distance for h in ranked])):
                 fused[h.id] = get(h.id, 0.0) + weight * part
-    order = heapq.nsmallest(k, fused, key=lambda i: (-fused[i], i))
+    order = [i for _, i in heapq.nsmallest(k, [(-score, i) for i, score in fused.items()])]
     by_vector = {h.id: h for h in dense}
     by_text = {h.id: h for h in textual}
     out = []

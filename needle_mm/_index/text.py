@@ -22,9 +22,10 @@ statistics and its own (possibly filtered) bitmap.
 
 from __future__ import annotations
 
-import math
 import functools
+import math
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -35,7 +36,8 @@ from .._format.text_chunk import TextChunk
 from .._kernels import readonly
 from .._kernels.api import (accumulate_bm25_parallel, accumulate_bm25_serial, accumulate_impacts_parallel,
                             accumulate_impacts_serial, bm25_impacts, count_live_postings, get_num_threads,
-                            live_length_stats, rank_bm25_parallel, rank_bm25_serial)
+                            live_length_stats, rank_bm25_parallel, rank_bm25_serial, sort_heaps, windows_parallel,
+                            windows_serial)
 from .._text import Analyzer, term_key, term_keys
 from ..errors import InvalidArgumentError
 
@@ -44,6 +46,11 @@ SCRATCH_BYTES = 1 << 22  # per batch of queries: scores + marks + hits of every 
 SERIAL_QUERIES = 4  # below this many queries per batch one thread is faster
 K1, B = 1.2, 0.75  # Lucene's defaults
 _EMPTY_U8 = readonly(np.zeros(0, dtype=np.uint8))
+WINDOW = 8192  # slots a query scores at once (``_kernels.text_windows``): 64 KB of scores, in L2 (2048 to 131072 measured alike)
+WINDOW_ROWS = 64  # queries per call of the window kernels (their scratch: 12 bytes a slot of the window each)
+METHODS = ("windows", "accumulate")
+_EMPTY_F64 = readonly(np.zeros(0, dtype=np.float64))
+_HEAP_FILLER = 1 << 62  # the slot of an empty heap place: _kernels.text._NO_SLOT
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,7 +223,8 @@ def _check_params(k: int, k1: float, b: float) -> None:
         raise InvalidArgumentError(f"b must be a number in [0, 1], got {b!r}")
 
 
-def query_terms(tokens: Sequence[str], stats: BM25Stats) -> tuple[np.ndarray, np.ndarray]:
+def query_terms(tokens: Sequence[str], stats: BM25Stats, keys: Sequence[int] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """A query's distinct term keys (ascending) and weights: idf times the
     term's count in the query (a repeated term counts per occurrence, as in
     Lucene's BooleanQuery, bm25s and rank-bm25); terms no live record holds
@@ -224,23 +232,21 @@ def query_terms(tokens: Sequence[str], stats: BM25Stats) -> tuple[np.ndarray, np
     (statistics that do not add up), which the kernels rely on (a score of
     0 is "not reached" when they rank). Sorting the terms makes a score
     independent of word order (float64 sums are summed in key order).
-    Plain Python: a query has a few dozen terms, where numpy's per-call
-    cost is most of the time (measured)."""
-    counts: dict[int, int] = {}
-    for t in tokens:
-        key = term_key(t)
-        counts[key] = counts.get(key, 0) + 1
-    keys, weights = [], []
-    n_docs, get = stats.n_docs, stats.df.get
+    ``keys``: the tokens' term keys, if the caller has them. Plain Python:
+    a query has a few dozen terms, where numpy's per-call cost is most of
+    the time (measured)."""
+    counts = Counter(term_keys(tokens).tolist() if keys is None else keys)
+    out_keys, weights = [], []
+    n_docs, get, log1p, isfinite = stats.n_docs, stats.df.get, math.log1p, math.isfinite
     for key in sorted(counts):
         df = get(key, 0)
         if df <= 0:
             continue
-        w = math.log1p((n_docs - df + 0.5) / (df + 0.5)) * counts[key]
-        if w > 0 and math.isfinite(w):
-            keys.append(key)
+        w = log1p((n_docs - df + 0.5) / (df + 0.5)) * counts[key]
+        if w > 0 and isfinite(w):
+            out_keys.append(key)
             weights.append(w)
-    return np.array(keys, dtype=np.uint64), np.array(weights, dtype=np.float64)
+    return np.array(out_keys, dtype=np.uint64), np.array(weights, dtype=np.float64)
 
 
 def _params(k1: float, b: float, avgdl: float) -> np.ndarray:
@@ -248,15 +254,71 @@ def _params(k1: float, b: float, avgdl: float) -> np.ndarray:
 
 
 def chunk_impacts(chunk: TextChunk, doc_lengths: np.ndarray, k1: float, b: float, avgdl: float) -> np.ndarray:
-    """The chunk's per-posting BM25 term-frequency parts (float32 [e]) for
+    """The chunk's per-posting BM25 term-frequency parts (float64 [e]) for
     these parameters: what :func:`bm25_topk` takes as ``impacts`` so a query
     costs one multiply-add per posting. They hold only while ``avgdl`` does
     (until the next commit): a caller caches them per snapshot."""
     _check_params(0, k1, b)
-    out = np.empty(chunk.slots.shape[0], dtype=np.float32)
+    out = np.empty(chunk.slots.shape[0], dtype=np.float64)
     bm25_impacts(chunk.slots, chunk.tfs, readonly(np.ascontiguousarray(doc_lengths, dtype=np.uint32)),
                  _params(k1, b, avgdl), out)
     return readonly(out)
+
+
+def _packed(terms):
+    """``(q_off, q_keys, q_weights)`` of :func:`query_terms` results, as the kernels take a batch."""
+    if len(terms) == 1:
+        keys, weights = terms[0]
+        return readonly(np.array([0, keys.shape[0]], dtype=np.int64)), readonly(keys), readonly(weights)
+    q_off = np.zeros(len(terms) + 1, dtype=np.int64)
+    np.cumsum([keys.shape[0] for keys, _ in terms], out=q_off[1:])
+    return (readonly(q_off), readonly(np.concatenate([keys for keys, _ in terms])),
+            readonly(np.concatenate([w for _, w in terms])))
+
+
+def _heaps(m: int, k: int):
+    return np.full((m, k), np.inf, dtype=np.float64), np.full((m, k), _HEAP_FILLER, dtype=np.int64)
+
+
+def _window_scratch(rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed window scores (float64) and hits (uint32) of ``rows`` x ``WINDOW``: the calling
+    thread's from its last query (the kernels leave the scores zeroed), else new. Handed back
+    only after the kernels finished, so one abandoned halfway (an exception) is never reused."""
+    held = getattr(_local, "windows", None)
+    if held is not None and held[0].shape[0] >= rows and held[0].shape[1] == WINDOW:
+        _local.windows = None
+        return held
+    return np.zeros((rows, WINDOW), dtype=np.float64), np.empty((rows, WINDOW), dtype=np.uint32)
+
+
+def _windowed_topk(chunks, impacts, doc_lengths, terms, excluded, k, params, out_d, out_i) -> None:
+    """The top ``k`` of every query, exhaustively, a window of slots at a time (``_kernels.text_windows``),
+    batches of queries across the kernel threads. (A lone query's slots shared between the two threads of
+    a loaded 2-core machine measured 0.8x one thread: the share waits for the slower thread.)"""
+    m = len(terms)
+    q_off, q_keys, q_weights = _packed(terms)
+    ranges = [(c, None if impacts is None else impacts[j], c.start, c.count) for j, c in enumerate(chunks)]
+    heap_d, heap_i = _windows_run(ranges, doc_lengths, params, q_off, q_keys, q_weights, excluded, k,
+                                  min(m, WINDOW_ROWS) >= SERIAL_QUERIES and get_num_threads() > 1)
+    sort_heaps(heap_d, heap_i, out_d, out_i)
+
+
+def _windows_run(ranges, doc_lengths, params, q_off, q_keys, q_weights, excluded, k, parallel: bool):
+    """The heaps (unsorted) of every query over ``ranges`` (chunk, its impacts or None, first slot, slots)."""
+    m = q_off.shape[0] - 1
+    heap_d, heap_i = _heaps(m, k)
+    rows = min(m, WINDOW_ROWS)
+    run = windows_parallel if parallel else windows_serial
+    acc, hits = _window_scratch(rows)
+    for b0 in range(0, m, rows):
+        b1 = min(m, b0 + rows)
+        part = q_off[b0:b1 + 1]
+        for c, imp, start, count in ranges:
+            run(c.keys, c.list_offsets, c.slots, c.tfs, doc_lengths, _EMPTY_F64 if imp is None else imp, params,
+                start, count, WINDOW, part, q_keys, q_weights, excluded, acc[:b1 - b0], hits[:b1 - b0],
+                heap_d[b0:b1], heap_i[b0:b1])
+    _local.windows = (acc, hits)
+    return heap_d, heap_i
 
 
 _local = threading.local()
@@ -281,9 +343,14 @@ def _give_back(scratch) -> None:
         _local.scratch = scratch
 
 
+def _no_hits(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((m, k), np.inf, dtype=np.float64), np.full((m, k), -1, dtype=np.int64)
+
+
 def bm25_topk(chunks: Sequence[TextChunk], doc_lengths: np.ndarray, n: int,
               query_tokens_list: Sequence[Sequence[str]], excluded: np.ndarray, k: int, k1: float = K1, b: float = B,
-              stats: BM25Stats | None = None, impacts: Sequence[np.ndarray] | None = None
+              stats: BM25Stats | None = None, impacts: Sequence[np.ndarray] | None = None,
+              method: str = "windows", terms: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
     """``(distances[m, k] float64, slots[m, k] int64)`` of one source: the
     top ``k`` by BM25 (``distance = -score``, ascending, ties by slot; +inf /
@@ -293,15 +360,21 @@ def bm25_topk(chunks: Sequence[TextChunk], doc_lengths: np.ndarray, n: int,
     None computes them from this source alone, with ``excluded`` as its
     live set. ``impacts``, one array per chunk from :func:`chunk_impacts`
     with these ``k1``, ``b`` and ``stats.avgdl``, makes each posting cost a
-    multiply-add instead of the formula (same ranking; scores differ in the
-    last float32 bits). Queries run in batches sized so the per-slot
-    scratch stays under ``SCRATCH_BYTES``."""
+    multiply-add instead of the formula (the same scores, bit for bit).
+
+    ``method``: ``"windows"`` (a window of slots at a time, ranked while in
+    cache, ``_kernels.text_windows``) or ``"accumulate"`` (into a per-slot
+    scratch of the whole source, in batches sized so it stays under
+    ``SCRATCH_BYTES``, then ranked: the reference the other is tested
+    against). Both score every posting and return the same results, bit for
+    bit. ``terms``: the queries' :func:`query_terms` under ``stats``, if the
+    caller has them (one per query, shared by every source's call)."""
     _check_params(k, k1, b)
+    if method not in METHODS:
+        raise InvalidArgumentError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     m = len(query_tokens_list)
-    out_d = np.full((m, k), np.inf, dtype=np.float64)
-    out_i = np.full((m, k), -1, dtype=np.int64)
     if n == 0 or k == 0 or m == 0:
-        return out_d, out_i
+        return _no_hits(m, k)
     doc_lengths = readonly(np.ascontiguousarray(doc_lengths, dtype=np.uint32))
     excluded = readonly(np.ascontiguousarray(excluded, dtype=np.uint8))
     if doc_lengths.shape[0] < n or (excluded.shape[0] and excluded.shape[0] < (n + 7) // 8):
@@ -313,9 +386,17 @@ def bm25_topk(chunks: Sequence[TextChunk], doc_lengths: np.ndarray, n: int,
     if stats is None:
         stats = bm25_stats([TextSource(chunks, doc_lengths, excluded)], query_tokens_list)
     if stats.n_docs == 0 or not stats.avgdl > 0:
-        return out_d, out_i  # no live record has a token: nothing can match
+        return _no_hits(m, k)  # no live record has a token: nothing can match
     params = _params(k1, b, stats.avgdl)
-    terms = [query_terms(tokens, stats) for tokens in query_tokens_list]
+    if terms is None:
+        terms = [query_terms(tokens, stats) for tokens in query_tokens_list]
+    elif len(terms) != m:
+        raise InvalidArgumentError(f"terms must hold one entry per query: {m} queries, {len(terms)} terms")
+    if method == "windows":
+        out_d, out_i = np.empty((m, k), dtype=np.float64), np.empty((m, k), dtype=np.int64)  # sort_heaps fills them
+        _windowed_topk(chunks, impacts, doc_lengths, terms, excluded, k, params, out_d, out_i)
+        return out_d, out_i
+    out_d, out_i = _no_hits(m, k)
     block = max(1, min(m, SCRATCH_BYTES // (13 * n)))
     parallel = block >= SERIAL_QUERIES and get_num_threads() > 1
     if impacts is None:
@@ -347,6 +428,6 @@ def bm25_topk(chunks: Sequence[TextChunk], doc_lengths: np.ndarray, n: int,
     return out_d, out_i
 
 
-__all__ = ["B", "BM25Stats", "K1", "TextBuild", "TextChunk", "TextSource", "Vocabulary", "analyzer_of", "bm25_stats",
-           "bm25_topk", "build_text_chunk", "chunk_impacts", "corpus_stats", "document_frequencies", "query_terms",
-           "texts_of"]
+__all__ = ["B", "BM25Stats", "K1", "METHODS", "TextBuild", "TextChunk", "TextSource", "Vocabulary", "WINDOW",
+           "analyzer_of", "bm25_stats", "bm25_topk", "build_text_chunk", "chunk_impacts", "corpus_stats",
+           "document_frequencies", "query_terms", "texts_of"]

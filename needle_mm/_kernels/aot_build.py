@@ -102,10 +102,16 @@ EXPORTS = {
         "u64:1", "u64:1", "u32:1", "u32:1", "u32:1", "f64:1", "i64:1", "u64:1", "f64:1", "f64:2w", "u8:2w", "u32:2w",
         "i64:1w")),
     "accumulate_impacts_serial": ("text", "accumulate_impacts_serial", "void", (
-        "u64:1", "u64:1", "u32:1", "f32:1", "i64:1", "u64:1", "f64:1", "f64:2w", "u8:2w", "u32:2w", "i64:1w")),
-    "bm25_impacts": ("text", "bm25_impacts", "void", ("u32:1", "u32:1", "u32:1", "f64:1", "f32:1w")),
+        "u64:1", "u64:1", "u32:1", "f64:1", "i64:1", "u64:1", "f64:1", "f64:2w", "u8:2w", "u32:2w", "i64:1w")),
+    "bm25_impacts": ("text", "bm25_impacts", "void", ("u32:1", "u32:1", "u32:1", "f64:1", "f64:1w")),
     "rank_bm25_serial": ("text", "rank_bm25_serial", "void", (
         "f64:2w", "u8:2w", "u32:2w", "i64:1", "u8:1", "i64", "f64:2w", "i64:2w")),
+    # BM25 a window of slots at a time: the chunk's lists, doc_lengths, its cached impacts (or none), params, its
+    # slot range and window, the queries, the exclusion bitmap, the window scratch (scores, hits) and the heaps
+    "windows_serial": ("text_windows", "windows_serial", "void", (
+        "u64:1", "u64:1", "u32:1", "u32:1", "u32:1", "f64:1", "f64:1", "i64", "i64", "i64", "i64:1", "u64:1", "f64:1",
+        "u8:1", "f64:2w", "u32:2w", "f64:2w", "i64:2w")),
+    "sort_heaps": ("text_windows", "sort_heaps", "void", ("f64:2w", "i64:2w", "f64:2w", "i64:2w")),
     "count_live_postings": ("text", "count_live_postings", "void", ("u64:1", "u64:1", "u32:1", "u8:1", "u64:1", "i64:1w")),
     "live_length_stats": ("text", "live_length_stats", "void", ("u32:1", "u8:1", "i64:1w")),
     "check_text_chunk": ("text", "check_text_chunk", "i64", ("u64:1", "u64:1", "u32:1", "u32:1", "i64", "i64")),

@@ -706,6 +706,25 @@ def rank_bm25_parallel(scores, marks, hits, nhits, excluded, k, out_d, out_i):
     _on_shares("rank_bm25_serial", "text", "rank_bm25_parallel", args, (0, 1, 2, 3, 6, 7))
 
 
+def windows_serial(keys, list_offsets, slots, tfs, doc_lengths, impacts, params, start, count, window, q_off, q_keys,
+                   q_weights, excluded, acc, hits, heap_d, heap_i):
+    args = (keys, list_offsets, slots, tfs, doc_lengths, impacts, params, start, count, window, q_off, q_keys, q_weights,
+            excluded, acc, hits, heap_d, heap_i)
+    return _call("windows_serial", "text_windows", "windows_serial", args)
+
+
+def windows_parallel(keys, list_offsets, slots, tfs, doc_lengths, impacts, params, start, count, window, q_off,
+                     q_keys, q_weights, excluded, acc, hits, heap_d, heap_i):
+    """``text_windows.windows_parallel``: on the extension, one share of the queries per thread."""
+    args = (keys, list_offsets, slots, tfs, doc_lengths, impacts, params, start, count, window, q_off, q_keys, q_weights,
+            excluded, acc, hits, heap_d, heap_i)
+    _on_shares("windows_serial", "text_windows", "windows_parallel", args, (14, 15, 16, 17), offsets_at=10)
+
+
+def sort_heaps(heap_d, heap_i, out_d, out_i):
+    return _call("sort_heaps", "text_windows", "sort_heaps", (heap_d, heap_i, out_d, out_i))
+
+
 def count_live_postings(keys, list_offsets, slots, excluded, q_keys, counts):
     args = (keys, list_offsets, slots, excluded, q_keys, counts)
     return _call("count_live_postings", "text", "count_live_postings", args)

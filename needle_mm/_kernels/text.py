@@ -7,8 +7,9 @@ ascending within each list) and ``tfs`` (uint32). Every slot's document
 length is in ``doc_lengths`` (uint32, indexed by slot).
 
 Scoring is Lucene's BM25: a posting of term frequency ``tf`` in a document
-of length ``dl`` adds ``w * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl /
-avgdl))`` to its slot, where the caller's weight ``w`` is the term's idf
+of length ``dl`` adds ``w * ((k1 + 1) * tf / (tf + k1 * (1 - b + b * dl /
+avgdl)))`` to its slot (evaluated as written, in float64, by every kernel
+here and in ``text_windows`` / ``text_maxscore``, so they agree bit for bit), where the caller's weight ``w`` is the term's idf
 (from statistics over every chunk and segment, so it is not computed here)
 times how often the term occurs in the query. ``params`` carries
 ``(k1, b, avgdl)`` as float64 (the kernel export table has no float scalar).
@@ -84,6 +85,7 @@ def _accumulate_one(keys, list_offsets, slots, tfs, doc_lengths, params, q_keys,
     k1, b, avgdl = params[0], params[1], params[2]
     c0 = k1 * (1.0 - b)  # the length norm k1 * (1 - b + b * dl / avgdl) = c0 + c1 * dl
     c1 = k1 * b / avgdl
+    kp1 = k1 + 1.0
     at = np.empty(q_keys.shape[0], dtype=np.int64)
     total = _postings(keys, list_offsets, q_keys, at)
     if nhits == 0 and total * DENSE >= scores.shape[0]:
@@ -91,14 +93,14 @@ def _accumulate_one(keys, list_offsets, slots, tfs, doc_lengths, params, q_keys,
     for j in range(q_keys.shape[0]):
         if at[j] < 0:
             continue
-        w = q_weights[j] * (k1 + 1.0)
+        w = q_weights[j]
         lo, hi = np.int64(list_offsets[at[j]]), np.int64(list_offsets[at[j] + 1])
         # the loops are written out, not shared through an inlined helper: that measured 5x slower
         if nhits < 0:
             for e in range(lo, hi):
                 s = slots[e]
                 tf = np.float64(tfs[e])
-                scores[s] += w * tf / (tf + c0 + c1 * np.float64(doc_lengths[s]))
+                scores[s] += w * (kp1 * tf / (tf + c0 + c1 * np.float64(doc_lengths[s])))
         else:
             for e in range(lo, hi):
                 s = slots[e]
@@ -107,7 +109,7 @@ def _accumulate_one(keys, list_offsets, slots, tfs, doc_lengths, params, q_keys,
                     marks[s] = 1
                     hits[nhits] = s
                     nhits += 1
-                scores[s] += w * tf / (tf + c0 + c1 * np.float64(doc_lengths[s]))
+                scores[s] += w * (kp1 * tf / (tf + c0 + c1 * np.float64(doc_lengths[s])))
     return nhits
 
 
@@ -139,15 +141,18 @@ def _accumulate_impacts_one(keys, list_offsets, slots, impacts, q_keys, q_weight
 @kernel()
 def bm25_impacts(slots, tfs, doc_lengths, params, out):
     """``out[e]`` = the BM25 term-frequency part of posting ``e``,
-    ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))`` (float32): a
-    chunk's impacts depend only on (k1, b, avgdl), so a caller caches them per
-    snapshot and the accumulation is then one multiply-add per posting."""
+    ``(k1 + 1) * tf / (tf + k1 * (1 - b + b * dl / avgdl))`` (float64), the
+    very value every kernel multiplies a term's weight by: a chunk's impacts
+    depend only on (k1, b, avgdl), so a caller caches them per snapshot and
+    the accumulation is then one multiply-add per posting, with the same
+    scores bit for bit."""
     k1, b, avgdl = params[0], params[1], params[2]
     c0 = k1 * (1.0 - b)
     c1 = k1 * b / avgdl
+    kp1 = k1 + 1.0
     for e in range(slots.shape[0]):
         tf = np.float64(tfs[e])
-        out[e] = np.float32(tf * (k1 + 1.0) / (tf + c0 + c1 * np.float64(doc_lengths[slots[e]])))
+        out[e] = kp1 * tf / (tf + c0 + c1 * np.float64(doc_lengths[slots[e]]))
 
 
 @kernel(inline="always")
