@@ -327,3 +327,12 @@ def test_without_ray_the_error_names_the_extra():
             print("refused:", e)
     """)
     assert "refused:" in proc.stdout and "needle_mm[ray]" in proc.stdout, proc.stderr
+
+
+def test_one_shard_is_the_whole_collection(runtime, records, tmp_path):
+    _, vectors, _ = records
+    items = [{"id": f"r{i}", "vector": vectors[i]} for i in range(50)]
+    manifest = build_shards(ray_data.from_items(items), str(tmp_path / "single"), shards=1, dim=384)
+    assert read_manifest(manifest).records == (50,)
+    with ShardedCollection.open(manifest, read_only=True) as docs:
+        assert docs.search(vectors[3], k=1, exact=True)[0].id == "r3"

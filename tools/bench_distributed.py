@@ -44,11 +44,11 @@ SECTION = "## Shards on Ray (issue 22)"
 
 
 def load(n: int):
-    train = np.load(os.path.join(DATA, "train.f16.npy"), mmap_mode="r")[:n].astype(np.float32)
+    full = np.load(os.path.join(DATA, "train.f16.npy"), mmap_mode="r")
+    train = full[:n].astype(np.float32)
     test = np.load(os.path.join(DATA, "test.f16.npy")).astype(np.float32)
-    gt = np.load(os.path.join(DATA, "gt.npy"))
-    if n < train.shape[0] or n != np.load(os.path.join(DATA, "train.f16.npy"), mmap_mode="r").shape[0]:
-        gt = None  # the shipped ground truth is over the whole training set
+    # the shipped ground truth is over the whole training set
+    gt = np.load(os.path.join(DATA, "gt.npy")) if n == full.shape[0] else None
     return train, test, gt
 
 

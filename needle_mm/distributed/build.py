@@ -95,10 +95,11 @@ def build_shards(source, out: str | os.PathLike, *, shards: int, dim: int, id_co
     if metadata_columns is None:
         metadata_columns = [c for c in columns if c not in (id_column, vector_column)]
 
-    split = ray.remote(num_returns=shards)(_split) if shards > 1 else ray.remote(_split)
-    pieces = [split.remote(block, id_column, shards) for block in blocks]
-    if shards == 1:
-        pieces = [[p] for p in pieces]
+    if shards == 1:  # every row goes to the one shard: nothing to split
+        pieces = [[block] for block in blocks]
+    else:
+        split = ray.remote(num_returns=shards)(_split)
+        pieces = [split.remote(block, id_column, shards) for block in blocks]
     build = ray.remote(_build_shard)
     files = [os.path.join(out, shard_file_name(i)) for i in range(shards)]
     built = [build.remote(files[i], collection, config, id_column, vector_column, metadata_columns,
@@ -178,9 +179,7 @@ def _ids_of(column) -> list[str]:
 
 
 def _split(block, id_column: str, shards: int):
-    """One block's rows, one table per shard (a 1-tuple-free value when ``shards`` is 1)."""
-    if shards == 1:
-        return block
+    """One block's rows, one table per shard (``shards`` > 1)."""
     route = np.fromiter((shard_of(i, shards) for i in _ids_of(block.column(id_column))), np.int64, block.num_rows)
     order = np.argsort(route, kind="stable")
     bounds = np.searchsorted(route[order], np.arange(shards + 1))

@@ -17,16 +17,25 @@ def ray_module():
     return ray
 
 
-def raise_cause(error: BaseException) -> None:
-    """If ``error`` is Ray's wrapper around a :class:`NeedleError` raised in a
-    task or actor, raise that error itself (its message, not Ray's traceback)."""
-    seen = 0
-    cause = error
-    while cause is not None and seen < 8:
+def needle_cause(error: BaseException) -> NeedleError | None:
+    """The :class:`NeedleError` a task or actor raised, inside Ray's wrapper
+    (``RayTaskError.cause``, or the chain of causes), else None."""
+    cause: BaseException | None = error
+    for _ in range(8):  # Ray nests a wrapper or two; a chain this deep is not ours
+        if cause is None:
+            return None
         inner = getattr(cause, "cause", None)
         if isinstance(inner, NeedleError):
-            raise inner.with_traceback(None) from None
+            return inner
         if isinstance(cause, NeedleError) and not type(cause).__module__.startswith("ray"):
-            raise cause.with_traceback(None) from None
+            return cause
         cause = inner if isinstance(inner, BaseException) else cause.__cause__
-        seen += 1
+    return None
+
+
+def raise_cause(error: BaseException) -> None:
+    """If ``error`` wraps a :class:`NeedleError` raised in a task or actor, raise
+    that error itself (its message, not Ray's traceback)."""
+    inner = needle_cause(error)
+    if inner is not None:
+        raise inner.with_traceback(None) from None

@@ -61,8 +61,8 @@ class ShardServer:
         return self._collection().get_many(ids)
 
     def live_among(self, ids: list[str]) -> list[str]:
-        found = self._collection().get_many(ids)
-        return [i for i, entry in zip(ids, found) if entry is not None]
+        collection = self._collection()
+        return [i for i in ids if i in collection]
 
     def ids(self, filter) -> list[str]:
         return list(self._collection().ids(filter))

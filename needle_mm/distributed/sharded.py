@@ -24,11 +24,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import _input
-from ..errors import (DuplicateIdError, InvalidArgumentError, NeedleError, RecordNotFoundError, ShardError)
+from ..errors import DuplicateIdError, InvalidArgumentError, RecordNotFoundError, ShardError
 from ..filters import compile_filter
 from ..results import Entry, GivenMetadata, SearchResult
 from .manifest import Manifest, read_manifest
-from .runtime import raise_cause, ray_module
+from .runtime import needle_cause, raise_cause, ray_module
 
 _MISSING = object()
 OPEN_TIMEOUT = 600.0  # seconds for every actor to be placed and open its shard
@@ -365,10 +365,9 @@ class ShardedCollection:
 
 
 def _message(error: BaseException) -> str:
-    """The NeedleError inside Ray's wrapper, as its own message; else the error's first line."""
-    try:
-        raise_cause(error)
-    except NeedleError as inner:
+    """The NeedleError inside Ray's wrapper, as its own message; else the error's last line."""
+    inner = needle_cause(error)
+    if inner is not None:
         return f"{type(inner).__name__}: {inner}"
     text = str(error).strip().splitlines()
     return text[-1] if text else type(error).__name__
