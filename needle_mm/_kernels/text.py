@@ -179,6 +179,19 @@ def _sift_down(heap_d, heap_i, size, pos):
 
 
 @kernel(inline="always")
+def _drain(heap_d, heap_i, k, out_d, out_i):
+    """The heap's ``k`` places into ``out_d`` / ``out_i`` in ascending (distance, slot)
+    order, ``-1`` for a filler slot: the last-ranked popped into the last place, k
+    times (the heap is left empty)."""
+    for size in range(k, 0, -1):
+        last = size - 1
+        out_d[last] = heap_d[0]
+        out_i[last] = heap_i[0] if heap_i[0] != _NO_SLOT else -1
+        heap_d[0], heap_i[0] = heap_d[last], heap_i[last]
+        _sift_down(heap_d, heap_i, last, 0)
+
+
+@kernel(inline="always")
 def _offer(heap_d, heap_i, k, s, score, excluded, has_excluded):
     """Put slot ``s`` into the heap if it ranks before the root and may be returned."""
     dist = -score
@@ -226,13 +239,7 @@ def _rank_one(scores, marks, hits, nhits, excluded, k, out_d, out_i):
         for h in range(nhits):
             scores[hits[h]] = 0.0
             marks[hits[h]] = 0
-    # pop the last-ranked into the last place, k times: ascending (distance, slot)
-    for size in range(k, 0, -1):
-        last = size - 1
-        out_d[last] = heap_d[0]
-        out_i[last] = heap_i[0] if heap_i[0] != _NO_SLOT else -1
-        heap_d[0], heap_i[0] = heap_d[last], heap_i[last]
-        _sift_down(heap_d, heap_i, last, 0)
+    _drain(heap_d, heap_i, k, out_d, out_i)
 
 
 @kernel()

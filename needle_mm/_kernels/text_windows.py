@@ -36,7 +36,7 @@ import numpy as np
 from numba import prange
 
 from . import kernel
-from .text import _NO_SLOT, DENSE, RANK_BLOCK, _find, _offer, _sift_down
+from .text import DENSE, RANK_BLOCK, _drain, _find, _offer
 
 @kernel(inline="always")
 def _below(slots, lo, hi, limit):
@@ -179,13 +179,7 @@ def sort_heaps(heap_d, heap_i, out_d, out_i):
     """Each row's heap into ascending (distance, slot) order, ``-1`` for a
     filler slot (the heaps are left empty)."""
     for q in range(heap_d.shape[0]):
-        hd, hi = heap_d[q], heap_i[q]
-        for size in range(hd.shape[0], 0, -1):
-            last = size - 1
-            out_d[q, last] = hd[0]
-            out_i[q, last] = hi[0] if hi[0] != _NO_SLOT else -1
-            hd[0], hi[0] = hd[last], hi[last]
-            _sift_down(hd, hi, last, 0)
+        _drain(heap_d[q], heap_i[q], heap_d.shape[1], out_d[q], out_i[q])
 
 
 __all__ = ["sort_heaps", "windows_parallel", "windows_serial"]
