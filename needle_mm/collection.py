@@ -33,6 +33,8 @@ def _result_count(state, k, as_arrays: bool, include_vector: bool) -> int:
     """A search's ``k``, checked, with the result shape it asks for; a ``k``
     above _CLAMP_ABOVE is clamped to the record count (never more results than
     records: that bounds every k-sized buffer)."""
+    if type(k) is int and 0 <= k <= _CLAMP_ABOVE and not (as_arrays and include_vector):
+        return k  # the common call, checked in one step
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise InvalidArgumentError(f"k must be a non-negative integer, got {k!r}")
     if as_arrays and include_vector:
@@ -511,7 +513,7 @@ class Collection:
         qs, qnorms = _input.queries(queries, meta.dim, meta.distance == "cosine", batch)
         if ef is None:
             ef = meta.hnsw.ef_search
-        elif isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
+        elif type(ef) is not int and (isinstance(ef, bool) or not isinstance(ef, (int, np.integer))) or ef < 1:
             raise InvalidArgumentError(f"ef must be a positive integer, got {ef!r}")
         if ef > _CLAMP_ABOVE:  # a beam wider than the collection finds nothing more
             ef = min(int(ef), max(k, state.count(), 1))
@@ -519,5 +521,5 @@ class Collection:
             rescore = _search.DEFAULT_RESCORE.get(meta.quantization, 0)
         elif isinstance(rescore, bool) or not isinstance(rescore, (int, np.integer)) or not 0 <= rescore <= 1 << 20:
             raise InvalidArgumentError(f"rescore must be a non-negative integer, got {rescore!r}")
-        return _search.search_dense(state, qs, qnorms, int(k), metric, predicate, include_vector,
+        return _search.search_dense(state, qs, qnorms, k, metric, predicate, include_vector,
                                     None if exact else int(ef), as_arrays, int(rescore))

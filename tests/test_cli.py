@@ -255,7 +255,10 @@ def test_export_into_a_closed_pipe_exits_quietly(tmp_path):
 
     path = str(tmp_path / "x.needle")
     with needle.Database.open(path) as db:
-        db.create_collection("c", 4).insert_many([f"r{i}" for i in range(20000)], np.ones((20000, 4)))
+        # distinct vectors: identical ones make the graph build needlessly slow; 6,000 records are
+        # several times a pipe's 64 KiB buffer, so the export is still writing when the pipe closes
+        db.create_collection("c", 4).insert_many([f"r{i}" for i in range(6000)],
+                                                 np.random.default_rng(0).normal(size=(6000, 4)))
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.Popen([sys.executable, "-m", "needle_mm", "export", path, "--collection", "c"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)

@@ -315,6 +315,7 @@ def _searcher(view) -> tuple[VisitedPool, tuple]:
             vectors, norms = view.dense_arrays()
             bound = kernels.GraphSearch(vectors, norms, graph, *((view.quant_codes, view.quant_params)
                                                                  if view.quantized else ()))
+            rows_may_fault(view)  # decided (and the vectors advised) once per view, before any walk
             found = view.caches.setdefault("searcher", (VisitedPool(view.n), (vectors, norms), graph, bound))
     return found
 
@@ -363,16 +364,17 @@ def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, e
     A quantized segment (SPEC §5.10) is walked on its codes and the best
     ``k * rescore`` candidates are ranked by their exact distances (``rescore``
     0: code distances, as found); the beam is at least that wide."""
-    pool, _, _, bound = _searcher(view)
+    found = view.caches.get("searcher")
+    pool, _, _, bound = found if found is not None else _searcher(view)
     m = queries.shape[0]
     if m >= PARALLEL_MIN_QUERIES:
         rows = min(kernels.get_num_threads(), m)
         scratch = tuple(b[:rows] for b in pool.get(rows))
     else:
         scratch = pool.get(1)
-    width = max(ef, k, k * rescore) if view.quantized else max(ef, k)
-    faulting = rows_may_fault(view)
-    if view.quantized and rescore > 0 and faulting:
+    quantized = bound.codes is not None
+    width = max(ef, k, k * rescore) if quantized else max(ef, k)
+    if quantized and rescore > 0 and rows_may_fault(view):
         # The rows to rescore are likely on disk: find them all first, ask for
         # them all at once, then rank them (the same answers as one call).
         status, _, cand = bound.search(metric, queries, qnorms, excluded, k * rescore, width, 0, two_hop, scratch)

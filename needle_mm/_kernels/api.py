@@ -65,6 +65,13 @@ def _check_of(spec: str):
     return np.dtype(DTYPES[dtype]), int(rank.rstrip("w")), required
 
 
+def _fits_array(a, check) -> bool:
+    """One array argument against its (dtype, ndim, flags) check: the per-call test of the search hot path."""
+    dtype, ndim, required = check
+    return isinstance(a, np.ndarray) and a.ndim == ndim and a.flags.num & required == required and \
+        (a.dtype is dtype or a.dtype == dtype)
+
+
 def _fits(args, checks) -> bool:
     if len(args) != len(checks):
         return False
@@ -339,8 +346,11 @@ class GraphSearch:
         self.codes, self.params = codes, params
         self.export = "search_knn" if codes is None else \
             "search_knn_bits" if codes.dtype == np.uint64 else "search_knn_codes"
-        head = (vectors, norms, 0, *graph) if codes is None else (vectors, norms, codes, params, 0, *graph)
-        self._fn, self._checks = None, ()
+        # every call's first arguments but the metric, and the scalars after the per-call arrays
+        self._static = (vectors, norms) if codes is None else (vectors, norms, codes, params)
+        head = (*self._static, 0, *graph)
+        self._heads: dict[int, tuple] = {}  # metric -> the kernel's leading arguments
+        self._fn, self._per_call = None, ()
         table = (_state or _backend()).table
         tag = _VARIANT.get(vectors.dtype) if isinstance(vectors, np.ndarray) else None
         if table and tag is not None:
@@ -351,18 +361,32 @@ class GraphSearch:
                 # two_hop, out_d, out_i (the outputs are made by search() itself)
                 rest = checks[len(head):]
                 scalars = 2 if codes is None else 3
-                self._per_call = rest[:3]
+                self._per_call = rest[:2]
+                self._excluded_check = rest[2:3]
                 self._scratch_checks = rest[3 + scalars:7 + scalars]
-        self._scratch = None  # the last scratch buffers that passed their checks
+        # The last exclusion bitmap and scratch buffers that passed their checks: both
+        # are usually the same objects call after call (a view's tombstones, a thread's pool).
+        self._excluded = self._scratch = None
+
+    def _head(self, metric: int) -> tuple:
+        head = self._heads.get(metric)
+        if head is None:
+            head = self._heads[metric] = (*self._static, metric, *self.graph)
+        return head
 
     def _kernel(self, queries, qnorms, excluded, scratch):
         """The extension's function if this call's arguments fit it, else None (the JIT)."""
         fn = self._fn
         if fn is None:
             return None
-        if not _fits((queries, qnorms, excluded), self._per_call):
+        if not (_fits_array(queries, self._per_call[0]) and _fits_array(qnorms, self._per_call[1])):
             _fallbacks[self.export] = _fallbacks.get(self.export, 0) + 1
             return None
+        if excluded is not self._excluded:
+            if not _fits((excluded,), self._excluded_check):
+                _fallbacks[self.export] = _fallbacks.get(self.export, 0) + 1
+                return None
+            self._excluded = excluded
         if scratch is not self._scratch:
             if not _fits(scratch, self._scratch_checks):
                 return None
@@ -377,13 +401,9 @@ class GraphSearch:
         out_d, out_i = np.empty((m, k), dtype=np.float64), np.empty((m, k), dtype=np.int64)
         visited, tags, cand_d, cand_i = scratch
         fn = self._kernel(queries, qnorms, excluded, scratch)
+        head = self._head(metric)
+        tail = (k, ef) if self.codes is None else (k, ef, rescore)
         rows = visited.shape[0]
-        if self.codes is None:
-            head = (self.vectors, self.norms, metric, *self.graph)
-            tail = (k, ef)
-        else:
-            head = (self.vectors, self.norms, self.codes, self.params, metric, *self.graph)
-            tail = (k, ef, rescore)
         if fn is None:  # the JIT: its own parallel kernel, or the serial one on the threads
             if self.codes is None:
                 kernel = getattr(_jit("hnsw"), "search_knn_parallel" if rows > 1 and m > 1 else "search_knn")

@@ -388,11 +388,25 @@ def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, patch, n, entry
 # ----------------------------------------------------------------- search
 
 
+@kernel(fastmath=FASTMATH)
+def exact_rows(q, qn, vectors, norms, metric, rows, count, out):
+    """``out[j]`` = the exact distance of ``q`` to row ``rows[j]`` for ``j < count``
+    (euclidean: squared, :func:`exact_l2`). Its own kernel, compiled with
+    FASTMATH: the distance functions are inlined into their caller's IR and take
+    the caller's flags, and without reassociation their loops do not vectorise
+    (a 128-d distance took 80-110 ns instead of 9, measured)."""
+    for j in range(count):
+        i = rows[j]
+        if metric == METRIC_EUCLIDEAN:
+            out[j] = exact_l2(q, vectors[i])
+        else:
+            out[j] = float_distance(q, qn, vectors[i], norms[i], metric)
+
+
 @kernel()
-def _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow):
+def _sorted_topk(q, vectors, norms, metric, res_d, res_i, n_res, k, out_d, out_i, qrow):
     if metric == METRIC_EUCLIDEAN:  # exact squared distances for what is returned
-        for j in range(n_res):
-            res_d[j] = exact_l2(q, vectors[res_i[j]])
+        exact_rows(q, np.float32(0.0), vectors, norms, metric, res_i, n_res, res_d)
     order = np.argsort(res_d[:n_res], kind="mergesort")
     m = min(k, n_res)
     for j in range(m):
@@ -434,7 +448,7 @@ def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, up
                                         two_hop)
     if status != STATUS_OK and n_res == 0:
         return status
-    _sorted_topk(q, vectors, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
+    _sorted_topk(q, vectors, norms, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
     return status
 
 
@@ -566,12 +580,7 @@ def _rescore(q, qn, vectors, norms, metric, cand, r, k, out_d, out_i, qrow):
     for j in range(r):  # the rows are read next: let their loads overlap
         prefetch_row(vectors, cand[j])
     exact_d = np.empty(r, dtype=np.float32)
-    for j in range(r):
-        i = cand[j]
-        if metric == METRIC_EUCLIDEAN:
-            exact_d[j] = exact_l2(q, vectors[i])
-        else:
-            exact_d[j] = float_distance(q, qn, vectors[i], norms[i], metric)
+    exact_rows(q, qn, vectors, norms, metric, cand, r, exact_d)
     final = np.argsort(exact_d, kind="mergesort")
     for j in range(min(k, r)):
         d = np.float64(exact_d[final[j]])
