@@ -26,7 +26,7 @@ from ..errors import InvalidArgumentError, NeedleError
 from ..results import SearchResult
 from .._index.text import (BM25Stats, TextSource, bm25_topk, chunk_impacts, corpus_stats, document_frequencies,
                            query_terms, analyzer_of, texts_of)  # noqa: F401 (analyzer_of, texts_of: re-exported)
-from .._text import term_keys
+from .._text import term_key_list
 from . import search as _search
 
 RRF_K = 60  # Reciprocal Rank Fusion's constant (Cormack et al. 2009), settable per call
@@ -113,26 +113,29 @@ def _collection_stats(live, parts, query_keys) -> BM25Stats:
     """``bm25_stats`` over every source for the queries' term keys, from the per-view caches where
     they hold: N, the token total and each term's df of a segment read with its own tombstones
     change only with the view."""
-    keys = sorted({key for q in query_keys for key in q})
+    keys = {key for q in query_keys for key in q}
     df = dict.fromkeys(keys, 0)
     n_docs = total = 0
     for (source, f), (chunks, lengths) in zip(live, parts):
-        src = TextSource(chunks, lengths, f.excluded)
         cache = _view_cache(source) if f.excluded is getattr(source, "tombstones", None) else None
         if cache is None:
+            src = TextSource(chunks, lengths, f.excluded)
             counts = corpus_stats([src])
-            for key, count in zip(keys, document_frequencies([src], np.array(keys, dtype=np.uint64)).tolist()):
+            ordered = sorted(keys)
+            for key, count in zip(ordered, document_frequencies([src], np.array(ordered, dtype=np.uint64)).tolist()):
                 df[key] += count
         else:
             counts = cache["corpus"]
             if counts is None:
-                counts = cache["corpus"] = corpus_stats([src])
+                counts = cache["corpus"] = corpus_stats([TextSource(chunks, lengths, f.excluded)])
             known = cache["df"]
-            missing = [key for key in keys if key not in known]
+            missing = sorted(key for key in keys if key not in known)
             if missing:
                 if len(known) + len(missing) > _DF_CACHE_TERMS:
                     known.clear()
-                known.update(zip(missing, document_frequencies([src], np.array(missing, dtype=np.uint64)).tolist()))
+                found = document_frequencies([TextSource(chunks, lengths, f.excluded)],
+                                             np.array(missing, dtype=np.uint64))
+                known.update(zip(missing, found.tolist()))
             for key in keys:
                 df[key] += known[key]
         n_docs, total = n_docs + counts[0], total + counts[1]
@@ -168,7 +171,7 @@ def text_topk(state, texts: list[str], k: int, predicate):
     live = _search.sources(state, None)
     ranked = live if predicate is None else _search.sources(state, predicate)
     parts = [_source_text(source, text) for source, _ in live]
-    query_keys = [term_keys(q).tolist() for q in tokens]
+    query_keys = [term_key_list(q) for q in tokens]
     stats = _collection_stats(live, parts, query_keys)
     terms = [query_terms(q, stats, keys) for q, keys in zip(tokens, query_keys)]
     settled = all(source.descriptor is not None and f.excluded is source.tombstones for source, f in live)

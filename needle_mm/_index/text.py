@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -38,7 +37,7 @@ from .._kernels.api import (accumulate_bm25_parallel, accumulate_bm25_serial, ac
                             accumulate_impacts_serial, bm25_impacts, count_live_postings, get_num_threads,
                             live_length_stats, rank_bm25_parallel, rank_bm25_serial, sort_heaps, windows_parallel,
                             windows_serial)
-from .._text import Analyzer, term_key, term_keys
+from .._text import Analyzer, term_key, term_key_list, term_keys
 from ..errors import InvalidArgumentError
 
 SCRATCH_BYTES = 1 << 22  # per batch of queries: scores + marks + hits of every slot (13 bytes each); measured on
@@ -235,7 +234,10 @@ def query_terms(tokens: Sequence[str], stats: BM25Stats, keys: Sequence[int] | N
     ``keys``: the tokens' term keys, if the caller has them. Plain Python:
     a query has a few dozen terms, where numpy's per-call cost is most of
     the time (measured)."""
-    counts = Counter(term_keys(tokens).tolist() if keys is None else keys)
+    counts: dict[int, int] = {}
+    seen = counts.get
+    for key in (term_key_list(tokens) if keys is None else keys):
+        counts[key] = seen(key, 0) + 1
     out_keys, weights = [], []
     n_docs, get, log1p, isfinite = stats.n_docs, stats.df.get, math.log1p, math.isfinite
     for key in sorted(counts):

@@ -83,7 +83,9 @@ def _fits(args, checks) -> bool:
                 return False
             continue
         dtype, ndim, required = check
-        if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != ndim or a.flags.num & required != required:
+        # (a built-in dtype is one object: `is` settles most comparisons without dtype.__eq__)
+        if not isinstance(a, np.ndarray) or a.ndim != ndim or a.flags.num & required != required or \
+                (a.dtype is not dtype and a.dtype != dtype):
             return False
     return True
 

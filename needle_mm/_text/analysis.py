@@ -233,8 +233,13 @@ def term_key(term: str) -> int:
 
 def term_keys(terms) -> np.ndarray:
     """:func:`term_key` of each term, as uint64, in the order given."""
+    return np.array(term_key_list(terms), dtype=np.uint64)
+
+
+def term_key_list(terms) -> list[int]:
+    """:func:`term_key` of each term, as Python ints, in the order given (a query's few terms)."""
     get = _key_cache.get
-    return np.array([get(t) or term_key(t) for t in terms], dtype=np.uint64)  # (a key of 0 is just recomputed)
+    return [get(t) or term_key(t) for t in terms]  # (a key of 0 is just recomputed)
 
 
 def _load_stemmer(language: str):
@@ -396,4 +401,4 @@ def _check_options(stemmer, stop, fold, error, prefix: str) -> None:
 
 
 __all__ = ["ANALYZER_VERSION", "Analyzer", "STEMMER_LANGUAGES", "environment", "normalize", "split", "stop_word_languages",
-           "stop_word_set", "strip_accents", "term_key", "term_keys"]
+           "stop_word_set", "strip_accents", "term_key", "term_key_list", "term_keys"]
