@@ -13,6 +13,16 @@ import os
 from . import failpoints
 
 
+def write_all(fd: int, data, offset: int) -> None:
+    """``data`` at ``offset`` of ``fd``, whole: ``os.pwrite`` may write less than
+    it is given (a signal, a full device), and a short write must not pass for one."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
 class FileIO:
     """An open file descriptor of a Needle file."""
 
@@ -60,12 +70,8 @@ class FileIO:
         if tear:
             os.pwrite(self.fd, view[: len(view) // 2], offset)
             failpoints.die()
-        whole, start = view, offset
-        while view:
-            written = os.pwrite(self.fd, view, offset)
-            view = view[written:]
-            offset += written
-        failpoints.record("pwrite", start, len(whole), whole)
+        write_all(self.fd, view, offset)
+        failpoints.record("pwrite", offset, len(view), view)
 
     def fsync(self) -> None:
         failpoints.io_call("fsync")
@@ -142,11 +148,7 @@ def write_new_file(path: str, pieces: list[tuple[int, bytes]]) -> None:
         for offset, data in pieces:
             failpoints.io_call("pwrite")
             failpoints.record("other.pwrite")  # the trace counts every mutating call; only the open file's are replayed
-            view = memoryview(data).cast("B")
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view = view[written:]
-                offset += written
+            write_all(fd, data, offset)
         failpoints.io_call("fsync")
         failpoints.record("other.fsync")
         os.fsync(fd)

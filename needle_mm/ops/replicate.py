@@ -30,7 +30,7 @@ import threading
 
 from .._format.header import SUPERBLOCK_OFFSETS, encode_superblock
 from .._storage import failpoints, readers
-from .._storage.io import FileIO, replace_file
+from .._storage.io import FileIO, replace_file, write_all
 from .._storage.lock import WriterLock
 from .._storage.mapping import read_header, read_superblock
 from ..errors import DatabaseNotFoundError, InvalidArgumentError, NeedleError
@@ -155,10 +155,10 @@ def _copy_whole(dest: str, buf, sb, previous: int | None, why: str, uuid: bytes)
             length = sb.file_length
             for lo in range(0, length, COPY_BLOCK):
                 hi = min(length, lo + COPY_BLOCK)
-                os.pwrite(fd, buf[lo:hi], lo)
+                write_all(fd, buf[lo:hi], lo)
             other = 1 - sb.slot
-            os.pwrite(fd, bytes(64), SUPERBLOCK_OFFSETS[other])
-            os.pwrite(fd, encode_superblock(sb), SUPERBLOCK_OFFSETS[sb.slot])
+            write_all(fd, bytes(64), SUPERBLOCK_OFFSETS[other])
+            write_all(fd, encode_superblock(sb), SUPERBLOCK_OFFSETS[sb.slot])
             failpoints.hit("replicate.before_rename")
             os.fsync(fd)
         finally:
