@@ -201,20 +201,25 @@ def _arrays_of_one_source(source, dist: np.ndarray, slot: np.ndarray, k: int) ->
     m, w = slot.shape
     width = min(k, w)
     ids = np.empty((m, k), dtype=object)  # None everywhere
+    if m == 1:  # one query: its hits are a prefix of its row (slot -1 after the last)
+        slots = slot[0, :width].tolist()
+        if -1 in slots:
+            slots = slots[:slots.index(-1)]
+        hits = len(slots)
+        ids[0, :hits] = source.ids_at(slots)  # slicing ids in Python beats a kernel call's fixed cost (measured)
+        if hits == k:
+            return ids, dist.astype(np.float32)[:, :k]
+        dists = np.full((1, k), np.inf, dtype=np.float32)
+        dists[0, :hits] = dist[0, :hits]
+        return ids, dists
     slot = slot[:, :width]
     found = slot >= 0
     full = bool(found.all())
-    if m == 1:  # slicing ids in Python beats a kernel call's fixed cost (measured)
-        slots = slot[0].tolist()
-        names = source.ids_at(slots if full else [s for s in slots if s >= 0])
-    else:
-        names = source.ids_of(np.ascontiguousarray(slot))
+    names = source.ids_of(np.ascontiguousarray(slot))
     if full:
         ids[:, :width] = np.array(names, dtype=object).reshape(m, width)
         if width == k:
             return ids, dist.astype(np.float32)[:, :k]
-    elif m == 1:
-        ids[0, :len(names)] = np.array(names, dtype=object)
     else:
         ids[:, :width][found] = np.array(names, dtype=object).reshape(m, width)[found]
     dists = np.full((m, k), np.inf, dtype=np.float32)
