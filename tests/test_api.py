@@ -60,6 +60,35 @@ def test_search_matches_brute_force(db_path, demo_data, distance):
                                                      for q in demo_data["queries"]]
 
 
+@pytest.mark.parametrize("quantization", [None, "int8"])
+def test_every_form_of_a_query_gives_one_answer_and_the_query_is_left_as_it_was(db_path, demo_data, quantization):
+    # A float32, C-contiguous, writable query is read in place (no copy); every other form is copied
+    # first. Each must give the same answer, on the graph, by brute force and as arrays, and none may
+    # be written to.
+    vectors = demo_data["vectors"][:600]
+    db, coll = make(db_path, 384, "euclidean", quantization=quantization)
+    coll.insert_many([f"r{i}" for i in range(600)], vectors)
+    db.save()
+    for q in demo_data["queries"][:5]:
+        base = np.ascontiguousarray(q, dtype=np.float32)
+        frozen = base.copy()
+        frozen.flags.writeable = False
+        wide = np.zeros((384, 2), dtype=np.float32)
+        wide[:, 0] = base
+        forms = {"float32": base.copy(), "read-only": frozen, "strided": wide[:, 0],
+                 "float64": base.astype(np.float64), "list": base.tolist()}
+        for exact in (False, True):
+            want = [(r.id, r.distance) for r in coll.search(base.copy(), 10, exact=exact)]
+            for name, form in forms.items():
+                before = np.array(form, dtype=np.float64, copy=True)
+                got = [(r.id, r.distance) for r in coll.search(form, 10, exact=exact)]
+                assert got == want, (name, exact)
+                ids, dists = coll.search(form, 10, exact=exact, as_arrays=True)
+                assert list(ids) == [i for i, _ in want] and np.allclose(dists, [d for _, d in want]), (name, exact)
+                assert np.array_equal(np.asarray(form, dtype=np.float64), before), name
+    db.close()
+
+
 def test_distances_are_documented_values(db_path):
     x, q = np.array([3.0, 4.0]), np.array([1.0, 0.0])
     for distance, expected in [("cosine", 1 - 3 / 5), ("euclidean", np.hypot(2, 4)), ("dot", 1 - 3)]:
