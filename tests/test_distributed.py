@@ -110,6 +110,24 @@ def test_exact_search_equals_brute_force_over_all_records(sharded, records, demo
     assert [h.metadata for h in hits] == [metas[ids.index(h.id)] for h in hits]
 
 
+def test_a_large_batch_is_searched_in_waves_and_still_equals_brute_force(sharded, records):
+    # 4 shards on ray.init(num_cpus=2): a batch of at least WAVE_MIN_QUERIES goes to two shards
+    # at a time; the merged answer must be the same as all at once, record for record.
+    from needle_mm.distributed.sharded import WAVE_MIN_QUERIES
+
+    ids, vectors, _ = records
+    assert sharded.searching_at_once == 2
+    queries = vectors[7::37][:WAVE_MIN_QUERIES + 6] * 0.9 + vectors[3::37][:WAVE_MIN_QUERIES + 6] * 0.1
+    assert len(queries) >= WAVE_MIN_QUERIES
+    want = brute_force_ids(vectors, ids, queries, K)
+    got_ids, _ = sharded.search_batch(queries, k=K, exact=True, as_arrays=True)
+    assert [list(row) for row in got_ids] == want
+    got = sharded.search_batch(queries, k=K, exact=True)
+    assert [[h.id for h in row] for row in got] == want
+    small = sharded.search_batch(queries[:5], k=K, exact=True, as_arrays=True)[0]  # all at once
+    assert [list(row) for row in small] == want[:5]
+
+
 def test_exact_search_with_a_filter_equals_brute_force(sharded, records, demo_data):
     ids, vectors, metas = records
     queries = demo_data["queries"][:20]
