@@ -364,8 +364,7 @@ def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, e
     A quantized segment (SPEC §5.10) is walked on its codes and the best
     ``k * rescore`` candidates are ranked by their exact distances (``rescore``
     0: code distances, as found); the beam is at least that wide."""
-    found = view.caches.get("searcher")
-    pool, _, _, bound = found if found is not None else _searcher(view)
+    pool, _, _, bound = _searcher(view)
     m = queries.shape[0]
     if m >= PARALLEL_MIN_QUERIES:
         rows = min(kernels.get_num_threads(), m)

@@ -211,9 +211,9 @@ class ShardedCollection:
         # Ray's overhead over searching the shards in one process +9 % all at once, +2 % in waves).
         # A small batch costs the round trips more than the contention: all at once.
         at_once = self._at_once if len(queries) >= WAVE_MIN_QUERIES else len(actors)
+        method = "search_arrays" if as_arrays else "search_hits"
         parts: dict = {}
         for w in range(0, len(actors), at_once):
-            method = "search_arrays" if as_arrays else "search_hits"
             parts.update(self._gather({getattr(a, method).remote(*args): i
                                        for i, a in enumerate(actors[w:w + at_once], w)}))
         if as_arrays:
