@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import needle_mm as needle
+from needle_mm._format.header import SUPERBLOCK_OFFSETS
 from needle_mm.errors import DatabaseNotFoundError, InvalidArgumentError
 from needle_mm.ops.replicate import ship
 from needle_mm.ops.verify import verify_file
@@ -90,6 +91,26 @@ def test_a_replica_behind_by_several_commits_catches_up(tmp_path):
         assert s.mode == "ranges" or "reused space" in s.why
         queries = rng.random((2, 16))
         assert verify_file(dst).ok and _answers(dst, queries) == _answers(src, queries)
+
+
+def test_a_replica_that_is_not_one_is_copied_whole_and_says_why(tmp_path):
+    rng = np.random.default_rng(5)
+    src, other, dst = (str(tmp_path / n) for n in ("src.needle", "other.needle", "dst.needle"))
+    with needle.Database.open(other) as db:
+        _filled(db, rng, n=50)
+    with needle.Database.open(src) as db:
+        _filled(db, rng, n=50)
+        g = db.generation
+    os.replace(other, dst)  # another database's file where the replica should be
+    s = ship(src, dst)
+    assert (s.mode, s.previous, s.generation) == ("copy", None, g) and "another file" in s.why, s
+    with open(dst, "r+b") as f:  # both superblocks torn: the replica no longer opens
+        for offset in SUPERBLOCK_OFFSETS:
+            f.seek(offset)
+            f.write(b"\xff" * 64)
+    s = ship(src, dst)
+    assert (s.mode, s.previous) == ("copy", None) and "does not open" in s.why, s
+    assert verify_file(dst).ok and _generation(dst) == g
 
 
 def test_a_reader_of_the_replica_keeps_its_generation(tmp_path):

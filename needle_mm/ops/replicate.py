@@ -42,23 +42,23 @@ COPY_BLOCK = 1 << 24  # bytes read and written at a time by a whole copy
 
 
 def _replica_state(dest: str, uuid: bytes):
-    """``(generation, catalog, superblock)`` of the replica if it is a copy of
-    the file ``uuid`` and opens, else None."""
+    """``((generation, catalog, superblock), None)`` of the replica if it is a
+    copy of the file ``uuid`` and opens, else ``(None, why it is copied whole)``."""
     if not os.path.exists(dest):
-        return None
+        return None, "a new replica"
     from .._engine.snapshot import Snapshot
 
     try:
         io = FileIO(dest, writable=False)
-    except OSError:
-        return None
+    except OSError as exc:
+        return None, f"the replica could not be opened ({exc.strerror or exc})"
     try:
         if read_header(io).file_uuid != uuid:
-            return None
+            return None, "the replica is a copy of another file"
         snap = Snapshot.load(io)
-        return snap.generation, snap.catalog, snap.superblock
-    except NeedleError:
-        return None
+        return (snap.generation, snap.catalog, snap.superblock), None
+    except NeedleError as exc:
+        return None, f"the replica does not open ({exc})"
     finally:
         io.close()
 
@@ -94,10 +94,9 @@ def _ship(source: str, dest: str) -> Shipment:
         sb, catalog, buf = snap.superblock, snap.catalog, snap.mapping.buffer
         g = sb.generation
         uuid = db.engine._io.file_uuid
-        replica = _replica_state(dest, uuid)
+        replica, why = _replica_state(dest, uuid)
         if replica is not None and replica[0] == g:
             return Shipment(g, g, "none", 0)
-        why = "a new replica"
         if replica is not None:
             d, d_catalog, d_sb = replica
             ranges = pending_ranges(catalog, d, g) if d < g else None
