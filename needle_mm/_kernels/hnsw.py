@@ -35,7 +35,7 @@ from . import FASTMATH, METRIC_COSINE, METRIC_EUCLIDEAN, STATUS_CORRUPT, STATUS_
 from .halves import as_f32
 from .heaps import maxheap_pop, maxheap_push, maxheap_replace_root
 from .bits import popcount
-from .prefetch import prefetch_row
+from .prefetch import prefetch_row, prefetch_whole_row
 
 
 # ----------------------------------------------------------------- distances
@@ -281,17 +281,20 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
                 return n_res, STATUS_CORRUPT
             nbrs = upper_row_of(r, upper_links, patch)
         width = nbrs.shape[0]
+        # the rows about to be measured, all at once: their loads overlap (prefetch.py)
+        for j in range(width):
+            nb = nbrs[j]
+            if nb < 0:
+                break
+            if nb < n and seen[nb] != tag:
+                prefetch_whole_row(vectors, nb)
+                prefetch_row(norms, nb)
         for j in range(width):
             nb = nbrs[j]
             if nb < 0:
                 break
             if nb >= n:
                 return n_res, STATUS_CORRUPT
-            if j + 1 < width:
-                nxt = nbrs[j + 1]
-                if 0 <= nxt < n:
-                    prefetch_row(vectors, nxt)
-                    prefetch_row(norms, nxt)
             if seen[nb] == tag:
                 continue
             seen[nb] = tag
@@ -353,7 +356,7 @@ def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, patch, n, entry
             if not is_excluded(excluded, nb):
                 if visited[vrow, nb] != tag:
                     visited[vrow, nb] = tag
-                    prefetch_row(vectors, nb)
+                    prefetch_whole_row(vectors, nb)
                     prefetch_row(norms, nb)
                     batch[count] = nb
                     count += 1
@@ -369,7 +372,7 @@ def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, patch, n, entry
                 if is_excluded(excluded, x) or visited[vrow, x] == tag:  # the bitmap is the smaller array
                     continue
                 visited[vrow, x] = tag
-                prefetch_row(vectors, x)
+                prefetch_whole_row(vectors, x)
                 prefetch_row(norms, x)
                 batch[count] = x
                 count += 1
@@ -578,7 +581,7 @@ def _rescore(q, qn, vectors, norms, metric, cand, r, k, out_d, out_i, qrow):
     """The ``k`` of candidates ``cand[:r]`` (in code-distance order) nearest by
     exact distance, stably sorted, into row ``qrow`` of the outputs."""
     for j in range(r):  # the rows are read next: let their loads overlap
-        prefetch_row(vectors, cand[j])
+        prefetch_whole_row(vectors, cand[j])
     exact_d = np.empty(r, dtype=np.float32)
     exact_rows(q, qn, vectors, norms, metric, cand, r, exact_d)
     final = np.argsort(exact_d, kind="mergesort")
