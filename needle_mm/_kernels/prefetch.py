@@ -26,51 +26,45 @@ from numba.extending import intrinsic
 from . import kernel
 
 
+def _prefetch(context, builder, array_type, array, index, offset):
+    """Emit ``llvm.prefetch`` of the byte ``offset`` of row ``index`` (both intp)."""
+    ary = context.make_array(array_type)(context, builder, array)
+    stride = builder.extract_value(ary.strides, 0)
+    row = builder.add(builder.ptrtoint(ary.data, ir.IntType(64)), builder.mul(index, stride))
+    pointer = builder.inttoptr(builder.add(row, offset), ir.IntType(8).as_pointer())
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+    # read access, high temporal locality, data cache
+    builder.call(fn, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+
+
 @intrinsic
 def prefetch_row(typingctx, array, index):
     if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
         return None
-    sig = types.void(array, index)
 
     def codegen(context, builder, signature, args):
-        array_type, index_type = signature.args
-        ary = context.make_array(array_type)(context, builder, args[0])
-        i = context.cast(builder, args[1], index_type, types.intp)
-        stride = builder.extract_value(ary.strides, 0)
-        address = builder.add(builder.ptrtoint(ary.data, ir.IntType(64)), builder.mul(i, stride))
-        pointer = builder.inttoptr(address, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        # read access, high temporal locality, data cache
-        builder.call(fn, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        _prefetch(context, builder, signature.args[0], args[0], i, ir.Constant(ir.IntType(64), 0))
         return context.get_dummy_value()
 
-    return sig, codegen
+    return types.void(array, index), codegen
 
 
 @intrinsic
 def prefetch_at(typingctx, array, index, offset):
     """Like :func:`prefetch_row`, for the byte ``offset`` into row ``index``."""
-    if not isinstance(array, types.Array) or not isinstance(index, types.Integer) or not isinstance(offset, types.Integer):
+    if not all((isinstance(array, types.Array), isinstance(index, types.Integer), isinstance(offset, types.Integer))):
         return None
-    sig = types.void(array, index, offset)
 
     def codegen(context, builder, signature, args):
-        array_type, index_type, offset_type = signature.args
-        ary = context.make_array(array_type)(context, builder, args[0])
-        i = context.cast(builder, args[1], index_type, types.intp)
-        o = context.cast(builder, args[2], offset_type, types.intp)
-        stride = builder.extract_value(ary.strides, 0)
-        address = builder.add(builder.add(builder.ptrtoint(ary.data, ir.IntType(64)), builder.mul(i, stride)), o)
-        pointer = builder.inttoptr(address, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [pointer.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        i = context.cast(builder, args[1], signature.args[1], types.intp)
+        o = context.cast(builder, args[2], signature.args[2], types.intp)
+        _prefetch(context, builder, signature.args[0], args[0], i, o)
         return context.get_dummy_value()
 
-    return sig, codegen
+    return types.void(array, index, offset), codegen
 
 
 @kernel(inline="always")
