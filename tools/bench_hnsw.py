@@ -614,8 +614,9 @@ def report(results: dict, command: str) -> str:
         half_p = at_recall(half["sweep"]) if half and "sweep" in half else None
         hp_ = at_recall(h.get("sweep", [])) if h else None
         if half_p and hp_:
-            lines += ["", f"Needle with `dtype=\"f16\"` (vectors stored as half floats; file "
-                          f"{half['file_bytes'] / res['needle']['file_bytes']:.2f}× the f32 file) / hnswlib: "
+            size = (f"; file {half['file_bytes'] / res['needle']['file_bytes']:.2f}× the f32 file" if "needle" in res
+                    else "")  # the f32 engine may not be in the run
+            lines += ["", f"Needle with `dtype=\"f16\"` (vectors stored as half floats{size}) / hnswlib: "
                           f"single **{half_p['qps_single'] / hp_['qps_single']:.2f}×**, "
                           f"batch **{half_p['qps_batch'] / hp_['qps_batch']:.2f}×**, build "
                           f"**{half['build_per_s'] / h['build_per_s_2t']:.2f}×** hnswlib 2 threads."]
