@@ -427,8 +427,12 @@ class Collection:
             if text is None:
                 if query is None:
                     raise InvalidArgumentError("search needs a query vector, a text, or both")
-                found = self._search(self._state(), query, False, k, filter, include_vector, ef, exact, as_arrays,
-                                     rescore)
+                state = self._state()
+                if filter is None and type(query) is np.ndarray and not (exact or include_vector):
+                    found = _search.quick(state, query, k, ef, rescore, as_arrays)  # the lean call, if it applies
+                    if found is not None:
+                        return found
+                found = self._search(state, query, False, k, filter, include_vector, ef, exact, as_arrays, rescore)
             else:
                 found = self._search_text(self._state(), query, text, k, filter, fusion, candidates, include_vector,
                                           ef, exact, as_arrays, rescore)

@@ -122,6 +122,16 @@ def read_db(tmp_path_factory):
             for distance in ("cosine", "euclidean", "dot"):
                 db.collection(f"{dtype}-{distance}").delete([f"r{i}" for i in range(0, n, 7)])
         db.collection("sparse").delete([f"s{i}" for i in range(0, 1500, 9)])
+    with needle.Database.open(path) as db:  # one segment each: one-query searches take the lean call
+        for dtype, quantization, distance in (("f32", None, "euclidean"), ("f16", None, "cosine"),
+                                              ("f32", "int8", "cosine"), ("f32", "binary", "dot")):
+            c = db.create_collection(f"one-{dtype}-{quantization}-{distance}", DIM, distance, m=8,
+                                     ef_construction=48, ef_search=16, dtype=dtype, quantization=quantization)
+            c.insert_many([f"r{i}" for i in range(1200)], rng.normal(size=(1200, DIM)), meta[:1200])
+    with needle.Database.open(path) as db:
+        for name in db.list_collections():
+            if name.startswith("one-"):
+                db.collection(name).delete([f"r{i}" for i in range(0, 1200, 11)])
     return path
 
 
@@ -157,6 +167,12 @@ with needle.Database.open(sys.argv[1], read_only=True) as db:
                                ("array size", {"tags": {"$size": 1}})):
                 out[f"{name} filter {label}"] = hits([c.search(q[1], k=10, filter=flt)])
                 out[f"{name} filter {label} batch"] = arrays(c.search_batch(q[:6], k=10, filter=flt, as_arrays=True))
+    for name in db.list_collections():
+        if name.startswith("one-"):
+            c = db.collection(name)
+            out[name + " single"] = hits([c.search(q[j], k=10) for j in range(5)])
+            out[name + " single arrays"] = [arrays(c.search(q[j], k=10, as_arrays=True)) for j in range(3)]
+            out[name + " single rescore 0"] = hits([c.search(q[j], k=10, rescore=0) for j in range(3)])
     c = db.collection("f32-cosine")
     out["get"] = [(e.id, e.metadata, e.vector.tolist()) if e is not None else None
                   for e in [c.get("r5"), *c.get_many(["r1", "r7", "nope", "r1599"])]]

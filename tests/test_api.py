@@ -89,6 +89,78 @@ def test_every_form_of_a_query_gives_one_answer_and_the_query_is_left_as_it_was(
     db.close()
 
 
+def _lean_and_checked(coll, q, **kw):
+    """One query through the lean call (a float32 query, read in place) and through the checked path (the
+    same values as float64, which the lean call never takes), as (id, distance) lists or array pairs."""
+    def plain(found):
+        if kw.get("as_arrays"):
+            return found[0].tolist(), found[1].tolist()
+        return [(r.id, r.distance) for r in found]
+
+    return plain(coll.search(q, **kw)), plain(coll.search(q.astype(np.float64), **kw))
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean", "dot"])
+@pytest.mark.parametrize("kind", [("f32", None), ("f16", None), ("f32", "int8"), ("f32", "binary"), ("f16", "int8")])
+def test_the_lean_call_answers_as_the_checked_path(db_path, demo_data, distance, kind):
+    # A one-query search of a collection held in one committed segment takes the lean call (one kernel
+    # call, no argument conversion); everything else takes the checked path. Both must give the same
+    # answers whatever happens to the state between calls: deletes, unsaved records, a save, another thread.
+    dtype, quantization = kind
+    vectors = demo_data["vectors"][:700] * np.linspace(0.5, 2, 700, dtype=np.float32)[:, None]
+    db, coll = make(db_path, 384, distance, dtype=dtype, quantization=quantization)
+    coll.insert_many([f"r{i}" for i in range(600)], vectors[:600], [{"i": i} for i in range(600)])
+    db.save()
+    queries = np.ascontiguousarray(demo_data["queries"][:4], dtype=np.float32)
+    calls = [{"k": 10}, {"k": 1}, {"k": 10, "ef": 3}, {"k": 25, "ef": 80}, {"k": 10, "as_arrays": True},
+             {"k": 10, "rescore": 0}, {"k": 10, "rescore": 5}, {"k": 650}, {"k": 650, "as_arrays": True}]
+
+    def agree(when):
+        for q in queries:
+            for kw in calls:
+                lean, checked = _lean_and_checked(coll, q, **kw)
+                assert lean == checked, (when, kw)
+                if not kw.get("as_arrays"):
+                    assert len(lean) == min(kw["k"], coll.count()), (when, kw)
+
+    agree("one segment")
+    assert coll._state().quick is not None  # the lean call was taken (and is what was compared)
+    got = coll.search(queries[0], 3)
+    assert got[0].metadata == {"i": int(got[0].id[1:])}
+    coll.delete(["r1", "r2", got[0].id])  # this process's deletes: a new exclusion bitmap
+    agree("after deletes")
+    coll.insert("new", vectors[650])  # an unsaved record: the checked path
+    agree("with an unsaved record")
+    db.save()  # two segments now
+    agree("after the save")
+    with needle.Database.open(db_path, read_only=True) as ro:
+        c = ro.collection("c")
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:  # threads share the lean call (scratch and outputs per thread)
+            futures = [pool.submit(lambda q=q: [(r.id, r.distance) for r in c.search(q, 10)]) for q in queries]
+            assert [f.result() for f in futures] == [_lean_and_checked(c, q, k=10)[1] for q in queries]
+    db.close()
+
+
+def test_the_lean_call_refuses_what_the_checked_path_refuses(db_path, demo_data):
+    db, coll = make(db_path, 384, "cosine")
+    coll.insert_many([f"r{i}" for i in range(300)], demo_data["vectors"][:300])
+    db.save()
+    q = np.ascontiguousarray(demo_data["queries"][0], dtype=np.float32)
+    coll.search(q, 5)
+    for bad, words in [(np.full(384, np.nan, np.float32), "NaN"), (np.zeros(384, np.float32), "zeros"),
+                       (np.full(384, 1e30, np.float32), "too large")]:
+        with pytest.raises(needle.InvalidVectorError, match=words):
+            coll.search(bad, 5)
+    for kw, words in [({"k": -1}, "k must"), ({"ef": 0}, "ef must"), ({"ef": 2.5}, "ef must"),
+                      ({"rescore": -1}, "rescore must"), ({"k": True}, "k must")]:
+        with pytest.raises(needle.InvalidArgumentError, match=words):
+            coll.search(q, **{"k": 5, **kw})
+    assert [r.id for r in coll.search(q, 5)] == [r.id for r in coll.search(q.astype(np.float64), 5)]
+    db.close()
+
+
 def test_distances_are_documented_values(db_path):
     x, q = np.array([3.0, 4.0]), np.array([1.0, 0.0])
     for distance, expected in [("cosine", 1 - 3 / 5), ("euclidean", np.hypot(2, 4)), ("dot", 1 - 3)]:

@@ -9,17 +9,19 @@ bitmap per source, the one convention every kernel shares.
 
 from __future__ import annotations
 
+import math
 from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
 
-from .._kernels import METRIC_EUCLIDEAN
+from .._input import _AS_KERNELS_TAKE, _FLOAT32  # what a query read in place must be
+from .._kernels import METRIC_CODES, METRIC_EUCLIDEAN
 from .._kernels.api import exact_topk
 from .._index.metadata import ViewCache, segment_matches
 from ..filters import Filter
 from .._kernels import readonly
-from .._index.hnsw import DEFAULT_RESCORE, search_segment  # noqa: F401 (the collection's default, by quantization)
+from .._index.hnsw import DEFAULT_RESCORE, one_query_kernel, search_segment
 from .._index.inverted import sparse_topk
 from ..results import SearchResult
 from .state import CollectionState
@@ -152,6 +154,115 @@ def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray
                 dist = np.sqrt(dist.astype(np.float64))
         found.append((dist, slot))
     return merge_arrays(srcs, found, k) if as_arrays else merge(srcs, found, k, include_vector)
+
+
+_FLOAT32_INF = float(np.float32(np.inf))  # np.vdot of float32 rows overflows to this (NaN fails `<` too)
+QUICK_LIMIT = 4096  # k and ef above this take the checked path (which clamps them)
+
+
+class QuickSearch:
+    """The lean call: one query of the commonest shape answered by one kernel
+    call, with no per-hit numpy and no argument conversion.
+
+    The shape: a dense collection whose live records are all in one committed
+    segment with a graph (nothing unsaved in this process), no filter, and a
+    float32 C-contiguous aligned writable query of the collection's dimension
+    (the one numpy makes by default), k and ef plain ints. Bound to that
+    segment and the exclusion bitmap it was built with; :meth:`__call__`
+    returns None for anything else, for a query the checked path refuses (not
+    finite, or all zeros for cosine) and for a damaged graph, and the caller
+    then takes the checked path, which answers the same (or names the
+    problem). Built once per state
+    and segment (:func:`quick`); its kernel takes its scratch and outputs from
+    the segment's per-thread pool, so threads share it safely."""
+
+    __slots__ = ("view", "source_excluded", "excluded", "shape", "fn", "head", "pool", "ef_search", "rescore",
+                 "quantized", "cosine")
+
+    def __init__(self, view, source_excluded, bound, ef_search: int, rescore: int, cosine: bool):
+        self.view = view
+        self.cosine = cosine
+        self.source_excluded = source_excluded
+        self.excluded = readonly(source_excluded)
+        self.shape = (view.dim,)
+        self.fn, self.head, self.pool = bound
+        self.ef_search = ef_search
+        self.quantized = view.quantized
+        self.rescore = rescore
+
+    @classmethod
+    def of(cls, state: CollectionState):
+        meta = state.descriptor
+        if meta.kind == "sparse" or len(state.views) != 1 or state.pending.index:
+            return None
+        view = state.views[0]
+        if view.descriptor is None or view.descriptor.hnsw is None or view.n == 0:
+            return None
+        excluded = state.excluded[0]
+        bound = one_query_kernel(view, METRIC_CODES[meta.distance], readonly(excluded))
+        if bound is None:
+            return None
+        return cls(view, excluded, bound, meta.hnsw.ef_search, DEFAULT_RESCORE.get(meta.quantization, 0),
+                   meta.distance == "cosine")
+
+    def fits(self, state: CollectionState) -> bool:
+        """Whether ``state`` still holds exactly what this was bound to."""
+        views = state.views
+        return (len(views) == 1 and views[0] is self.view and state.excluded[0] is self.source_excluded
+                and not state.pending.index)
+
+    def __call__(self, query, k, ef, rescore, as_arrays: bool):
+        if (query.shape != self.shape or query.dtype is not _FLOAT32
+                or query.flags.num & _AS_KERNELS_TAKE != _AS_KERNELS_TAKE
+                or type(k) is not int or not 0 < k <= QUICK_LIMIT):
+            return None
+        if ef is None:
+            ef = self.ef_search
+        elif type(ef) is not int or not 0 < ef <= QUICK_LIMIT:
+            return None
+        if rescore is None:
+            rescore = self.rescore
+        elif type(rescore) is not int or not 0 <= rescore <= QUICK_LIMIT:
+            return None
+        # The norm exactly as the checked path computes it (_input.queries), so both give the same distances;
+        # a query it refuses (not finite, all zeros for cosine) goes there to be named.
+        sq = float(np.vdot(query, query))
+        if not (sq < _FLOAT32_INF) or (sq == 0.0 and self.cosine):
+            return None
+        visited, tags, cand_d, cand_i, out_d, out_i, row_d, row_i = self.pool.one(k)
+        width = ef if ef > k else k
+        if self.quantized:
+            if k * rescore > width:
+                width = k * rescore
+            hits = self.fn(*self.head, query, math.sqrt(sq), self.excluded, k, width, rescore, visited, tags,
+                           cand_d, cand_i, out_d, out_i)
+        else:  # (rescore applies to quantized segments only)
+            hits = self.fn(*self.head, query, math.sqrt(sq), self.excluded, k, width, visited, tags, cand_d,
+                           cand_i, out_d, out_i)
+        if hits < 0:  # the graph is damaged: the checked path says where
+            return None
+        view = self.view
+        slots = row_i.tolist()
+        if hits < k:
+            del slots[hits:]
+        ids = view.ids_at(slots)
+        if as_arrays:
+            names = np.empty(k, dtype=object)
+            names[:hits] = ids
+            return names, row_d.astype(np.float32)  # inf past the last hit, as the kernel left them
+        dists = row_d.tolist()
+        return list(map(SearchResult, ids, dists[:hits] if hits < k else dists, repeat(view, hits), slots))
+
+
+def quick(state: CollectionState, query, k, ef, rescore, as_arrays: bool):
+    """:class:`QuickSearch` of ``state`` (built or rebuilt as needed) on one
+    query, or None: not that shape, take the checked path."""
+    found = state.quick
+    if found is None or not found.fits(state):
+        found = state.quick = QuickSearch.of(state)
+        if found is None:
+            return None
+    return found(query, k, ef, rescore, as_arrays)
 
 
 def search_sparse(state: CollectionState, qs: list, k: int, predicate: Filter | None,

@@ -178,6 +178,8 @@ class CollectionState:
         # to commit while any conflict remains (SPEC §9, promise 8).
         self.inserted: set[str] = set()
         self.conflicts: set[str] = set()
+        # The lean one-query search bound to this state's segment (search.quick), built on first use.
+        self.quick = None
 
     @property
     def dirty(self) -> bool:

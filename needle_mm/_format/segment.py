@@ -85,6 +85,8 @@ class RecordSource(Protocol):
         """Posting chunks over the slots (sparse collections)."""
 
 
+ID_CACHE = 1 << 15  # decoded ids a view keeps (ids_at, ids_of): a few MB for ids of common lengths
+
 NO_TOMBSTONES = np.zeros(0, dtype=np.uint8)
 NO_TOMBSTONES.flags.writeable = False  # read-only like every file-backed array kernels see
 
@@ -106,6 +108,7 @@ class SegmentView:
         # What indexes derive from this view and keep while it lives (views are
         # immutable): the HNSW search scratch and graph arguments, filter answers.
         self.caches: dict = {}
+        self._ids_seen: dict[int, str] = {}  # slot -> id, filled by ids_at and ids_of
         self.dtype = dtype  # the collection's vector storage dtype: "f32" or "f16"
         self.dim = dim
         self.m = m
@@ -386,30 +389,55 @@ class SegmentView:
         return plain, blob.offset, self._buf
 
     def ids_at(self, slots: list[int]) -> list[str]:
-        """Ids of several slots (``0 <= slot < n``, plain Python ints)."""
+        """Ids of several slots (``0 <= slot < n``, plain Python ints).
+
+        Ids once decoded are kept (up to ID_CACHE entries per view; then the
+        cache starts again): a search's hits are mostly ids returned before,
+        and a dict lookup costs a fifth of a decode (measured)."""
+        seen = self._ids_seen
+        try:
+            return [seen[s] for s in slots]
+        except KeyError:
+            pass
         offsets, base, buf = self._id_reader
         try:  # bytes.decode is utf-8 and 30 % faster than str(b, "utf-8"), measured
-            return [buf[base + offsets[s]:base + offsets[s + 1]].decode() for s in slots]
+            ids = [buf[base + offsets[s]:base + offsets[s + 1]].decode() for s in slots]
         except UnicodeDecodeError:
             for s in slots:
                 self.id_at(s)  # raises CorruptFileError naming the slot
             raise
+        if len(seen) + len(ids) > ID_CACHE:
+            seen.clear()
+        seen.update(zip(slots, ids))
+        return ids
 
     def ids_of(self, slots: np.ndarray) -> list[str]:
         """Ids of an int64 array of slots (``-1`` or ``0 <= slot < n``), read
-        row-major, ``""`` for -1: the search hot path, gathered by one kernel
-        call and decoded once."""
+        row-major, ``""`` for -1: the search hot path, from the ids
+        :meth:`ids_at` keeps when it has them all (a fifth of the time,
+        measured), else gathered by one kernel call and decoded once."""
+        seen = self._ids_seen
+        flat = slots.ravel().tolist()
+        try:
+            return [seen[s] for s in flat]
+        except KeyError:
+            pass
         self._id_reader  # the offsets are checked before a kernel trusts them
         raw, bounds = gather_blobs(self.id_offsets, self.id_blob, slots)
         b = bounds.tolist()
         try:
             text = raw.tobytes().decode("utf-8")
         except UnicodeDecodeError:
-            self.ids_at([s for s in slots.ravel().tolist() if s >= 0])  # raises CorruptFileError naming the slot
+            self.ids_at([s for s in flat if s >= 0])  # raises CorruptFileError naming the slot
             raise
         if len(text) == len(raw):  # one byte per character: byte bounds are str bounds
-            return [text[b[j]:b[j + 1]] for j in range(len(b) - 1)]
-        return [str(raw[b[j]:b[j + 1]], "utf-8") for j in range(len(b) - 1)]
+            names = [text[b[j]:b[j + 1]] for j in range(len(b) - 1)]
+        else:
+            names = [str(raw[b[j]:b[j + 1]], "utf-8") for j in range(len(b) - 1)]
+        if len(seen) + len(names) > ID_CACHE:
+            seen.clear()
+        seen.update(zip(flat, names))  # (-1 -> "" too: what this method reads it as)
+        return names
 
     def meta_bytes_at(self, slot: int) -> bytes:
         raw = self._blob_slice(self.meta_offsets, self.meta_blob, slot, "metadata")

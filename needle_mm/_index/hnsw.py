@@ -281,6 +281,7 @@ class VisitedPool(threading.local):
     def __init__(self, n: int):
         self.n = n
         self.buffers: tuple[np.ndarray, ...] | None = None
+        self.single: tuple[np.ndarray, ...] | None = None
 
     def get(self, rows: int) -> tuple[np.ndarray, ...]:
         buffers = self.buffers
@@ -289,6 +290,18 @@ class VisitedPool(threading.local):
                                       np.empty((rows, self.n), dtype=np.float32),
                                       np.empty((rows, self.n), dtype=np.int32))
         return buffers
+
+    def one(self, k: int) -> tuple[np.ndarray, ...]:
+        """The lean call's buffers (:class:`needle_mm._engine.search.QuickSearch`):
+        the scratch of one walk, then outputs ``[1, k]`` (float64 distances,
+        int64 slots) and their rows, which this thread's next call overwrites (the caller copies
+        what it returns). Always these dtypes, C-contiguous and writable: the
+        extension's signature, so nothing here is checked per call."""
+        found = self.single
+        if found is None or found[5].shape[1] != k:
+            out_d, out_i = np.empty((1, k), dtype=np.float64), np.empty((1, k), dtype=np.int64)
+            found = self.single = (*self.get(1)[:4], out_d, out_i, out_d[0], out_i[0])
+        return found
 
 
 _pools_lock = threading.Lock()
@@ -352,6 +365,18 @@ def rows_may_fault(view) -> bool:
 # reading half the rows. binary: Hamming distances of 384 bits rank coarsely; minilm-10k needed 16 for
 # recall 0.95 (8: 0.90, 4: 0.81); siftsmall's 128 bits reach 0.86 at 16 (int8 suits it better).
 DEFAULT_RESCORE = {"int8": 2, "binary": 16}
+
+
+def one_query_kernel(view, metric: int, excluded: np.ndarray):
+    """``(fn, head, pool)`` for the lean call of one query on this segment
+    (``kernels.GraphSearch.one``, scratch from ``pool.one``), or None where a
+    one-query search takes :func:`search_segment`'s two steps (a quantized
+    segment whose rows to rescore are likely on disk)."""
+    pool, _, _, bound = _searcher(view)
+    if bound.codes is not None and rows_may_fault(view):
+        return None
+    fn, head = bound.one(metric, excluded)
+    return fn, head, pool
 
 
 def search_segment(view, queries: np.ndarray, qnorms: np.ndarray, metric: int, excluded: np.ndarray,

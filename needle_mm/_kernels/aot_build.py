@@ -45,7 +45,7 @@ import re
 EXTENSION = "_aot"  # -> needle_mm._kernels._aot
 ROUTER = "api.py"  # the one kernel source not hashed: it calls the extension, it is not compiled into it
 
-# An argument is "i64" or "bool" (a scalar), "patch" (the HNSW graph-patch
+# An argument is "i64", "f64" or "bool" (a scalar), "patch" (the HNSW graph-patch
 # tuple: u8[:], i32[:], i64[:, :], i64[:, :]), or "<dtype>:<ndim>" for a
 # C-contiguous aligned array the kernel only reads, "<dtype>:<ndim>w" for one
 # it writes. "V:2" is the vectors: float32 or the uint16 bits of float16
@@ -56,6 +56,16 @@ EXPORTS = {
     "search_knn": ("hnsw", "search_knn", "i64", (
         "V:2", "f32:1", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64",
         "f32:2", "f32:1", "u8:1", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "bool", "f64:2w", "i64:2w")),
+    # the lean call (one 1-D query, its norm computed by the kernel): hnsw.search_one
+    "search_one": ("hnsw", "search_one", "i64", (
+        "V:2", "f32:1", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64",
+        "f32:1", "f64", "u8:1", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "f64:2w", "i64:2w")),
+    "search_one_codes": ("hnsw", "search_one_codes", "i64", (
+        "V:2", "f32:1", "i8:2", "f32:2", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64",
+        "f32:1", "f64", "u8:1", "i64", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "f64:2w", "i64:2w")),
+    "search_one_bits": ("hnsw", "search_one_codes", "i64", (
+        "V:2", "f32:1", "u64:2", "f32:2", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64",
+        "f32:1", "f64", "u8:1", "i64", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "f64:2w", "i64:2w")),
     # graph construction: the phases of hnsw.py's batches, shared by Python threads
     "build_candidates": ("hnsw", "build_candidates", "void", (
         "V:2", "f32:1", "V:2", "f32:1", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64", "i64", "i64",
@@ -192,6 +202,8 @@ def _numba_type(spec: str):
         return t.void
     if spec == "i64":
         return t.int64
+    if spec == "f64":
+        return t.float64
     if spec == "bool":
         return t.boolean
     if spec == "patch":

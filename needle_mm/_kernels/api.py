@@ -56,7 +56,7 @@ _BY_VECTORS = frozenset(name for name, (_, _, _, args) in EXPORTS.items() if arg
 def _check_of(spec: str):
     """What an argument of this spec must be: None (a scalar, converted by the
     extension itself), a list of checks (the patch tuple), or (dtype, ndim, flags)."""
-    if spec in ("i64", "bool"):
+    if spec in ("i64", "f64", "bool"):
         return None
     if spec == "patch":
         return [_check_of(p) for p in PATCH]
@@ -394,6 +394,24 @@ class GraphSearch:
                 return None
             self._scratch = scratch
         return fn
+
+    def one(self, metric: int, excluded) -> tuple:
+        """The lean call's kernel for these arrays and this exclusion bitmap:
+        ``(fn, head)`` with ``fn(*head, query, qnorm, excluded, k, ef[, rescore],
+        visited, tags, cand_d, cand_i, out_d, out_i)`` searching one 1-D query
+        (``hnsw.search_one``). The extension's function when the bitmap fits it
+        (the bound arrays were checked when bound), else the JIT's. The caller
+        guarantees the rest fits the signature: a float32 C-contiguous aligned
+        writable query, scratch from the segment's pool, outputs ``[1, k]``
+        float64 and int64 of its own."""
+        export = "search_one" if self.codes is None else \
+            "search_one_bits" if self.codes.dtype == np.uint64 else "search_one_codes"
+        head = self._head(metric)
+        if self._fn is not None:
+            fn, checks = (_state or _backend()).table[f"{export}__{_VARIANT[self.vectors.dtype]}"]
+            if _fits((excluded,), checks[len(head) + 2:len(head) + 3]):
+                return fn, head
+        return getattr(_jit("hnsw"), "search_one" if self.codes is None else "search_one_codes"), head
 
     def search(self, metric, queries, qnorms, excluded, k, ef, rescore, two_hop, scratch):
         """Top ``k`` of each query: ``(distances[m, k] float64, slots[m, k] int64)`` and
