@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ._kernels.api import QUERY_IN_PLACE
 from .errors import InvalidIdError, InvalidMetadataError, InvalidVectorError
 
 MAX_ID_BYTES = 65535
@@ -100,7 +101,7 @@ def queries(value: Any, dim: int, cosine: bool, batch: bool) -> tuple[np.ndarray
     """
     if not batch:
         if type(value) is np.ndarray and value.shape == (dim,) and value.dtype.kind == "f":
-            if value.dtype == _FLOAT32 and value.flags.num & _AS_KERNELS_TAKE == _AS_KERNELS_TAKE:
+            if value.dtype == _FLOAT32 and value.flags.num & QUERY_IN_PLACE == QUERY_IN_PLACE:
                 v = value  # read as it is (kernels never write a query): no copy
             else:
                 v = value.astype(np.float32)  # a copy: C-contiguous and writable, as the kernels are compiled for
@@ -124,7 +125,6 @@ def queries(value: Any, dim: int, cosine: bool, batch: bool) -> tuple[np.ndarray
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FLOAT32 = np.dtype(np.float32)
-_AS_KERNELS_TAKE = 0x1 | 0x100 | 0x400  # numpy's C_CONTIGUOUS | ALIGNED | WRITEABLE flag bits
 
 
 def norms(arr: np.ndarray, what: str = "vector") -> np.ndarray:

@@ -15,8 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._input import _AS_KERNELS_TAKE, _FLOAT32  # what a query read in place must be
 from .._kernels import METRIC_CODES, METRIC_EUCLIDEAN
+from .._kernels.api import QUERY_IN_PLACE
 from .._kernels.api import exact_topk
 from .._index.metadata import ViewCache, segment_matches
 from ..filters import Filter
@@ -156,6 +156,7 @@ def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray
     return merge_arrays(srcs, found, k) if as_arrays else merge(srcs, found, k, include_vector)
 
 
+_FLOAT32 = np.dtype(np.float32)
 _FLOAT32_INF = float(np.float32(np.inf))  # np.vdot of float32 rows overflows to this (NaN fails `<` too)
 QUICK_LIMIT = 4096  # k and ef above this take the checked path (which clamps them)
 
@@ -213,7 +214,7 @@ class QuickSearch:
 
     def __call__(self, query, k, ef, rescore, as_arrays: bool):
         if (query.shape != self.shape or query.dtype is not _FLOAT32
-                or query.flags.num & _AS_KERNELS_TAKE != _AS_KERNELS_TAKE
+                or query.flags.num & QUERY_IN_PLACE != QUERY_IN_PLACE
                 or type(k) is not int or not 0 < k <= QUICK_LIMIT):
             return None
         if ef is None:

@@ -49,6 +49,9 @@ _ALL_ROWS = np.zeros(0, dtype=np.int64)  # "no row list": scan rows in order
 
 # numpy's array flag bits (NPY_ARRAY_C_CONTIGUOUS, NPY_ARRAY_ALIGNED, NPY_ARRAY_WRITEABLE; ABI constants)
 _C_CONTIGUOUS, _ALIGNED, _WRITEABLE = 0x1, 0x100, 0x400
+# A query the kernels read in place, with no copy: what _input.queries and the lean call
+# (_engine.search.QuickSearch) both test.
+QUERY_IN_PLACE = _C_CONTIGUOUS | _ALIGNED | _WRITEABLE
 _VARIANT = {np.dtype(np.float32): "f32", np.dtype(np.uint16): "u16"}
 _BY_VECTORS = frozenset(name for name, (_, _, _, args) in EXPORTS.items() if args[0].startswith("V:"))
 
