@@ -40,7 +40,7 @@ M, EFC, K = 16, 200, 10
 # Needle's and hnswlib's 2-thread builds run this many times, the fastest counts: one 30 s build on
 # this shared machine measured 0.66x to 1.13x of hnswlib's in consecutive runs.
 BUILDS = 2
-EFS = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+EFS = [10, 12, 16, 20, 24, 32, 48, 64, 96, 128, 192, 256]
 
 
 def load(shared: Path, name: str):
@@ -117,27 +117,39 @@ def per_call_us(call, queries) -> float:
 
 
 def needle_split(view, coll, q, metric: str, ef: int) -> dict:
-    """Where a single query's time goes, at ``ef``: the graph search kernel
-    (``index.search_segment`` on checked queries, numba dispatch included),
-    query checking, building the result objects with decoded ids, and the
+    """Where a single query's time goes, at ``ef``, on the lean call that
+    ``Collection.search`` takes for a float32 query of a one-segment file
+    (``_engine.search.QuickSearch``): its kernel call (argument conversion
+    included), the query's norm, the result objects with their ids, and the
     rest of the Python path (``Collection.search`` less those three)."""
-    from needle_mm._index import hnsw as index
-    from needle_mm._engine import search
-    from needle_mm import _input as validation
-    from needle_mm._kernels import METRIC_CODES
+    from itertools import repeat
 
-    dim, cosine, code = q.shape[1], metric == "cosine", METRIC_CODES[metric]
-    checked = [validation.queries(qq, dim, cosine, False) for qq in q]
-    none = np.zeros(0, dtype=np.uint8)
-    found = [index.search_segment(view, a, b, code, none, K, ef) for a, b in checked]
-    next_checked, next_found = itertools.cycle(checked).__next__, itertools.cycle(found).__next__
+    from needle_mm.results import SearchResult
+
+    coll.search(q[0], K, ef=ef)
+    quick = coll.engine.state(coll.name).quick
+    if quick is None:
+        return {}
+    scratch = quick.pool.one(K)[:6]
+    width = max(ef, K, K * quick.rescore) if quick.quantized else max(ef, K)
+    tail = (K, width, quick.rescore) if quick.quantized else (K, width)
+    norms = [float(np.sqrt(np.vdot(qq, qq))) for qq in q]
+    found = []
+    for qq, qn in zip(q, norms):
+        hits = quick.fn(*quick.head, qq, qn, quick.excluded, *tail, *scratch)
+        found.append((scratch[5][0, :hits].tolist(), scratch[4][0, :hits].tolist()))
+    next_norm, next_found = itertools.cycle(norms).__next__, itertools.cycle(found).__next__
+
+    def objects(qq):
+        slots, dists = next_found()
+        return list(map(SearchResult, view.ids_at(slots), dists, repeat(view), slots))
 
     total = per_call_us(lambda qq: coll.search(qq, K, ef=ef), q)
-    kernel = per_call_us(lambda qq: index.search_segment(view, *next_checked(), code, none, K, ef), q)
-    check = per_call_us(lambda qq: validation.queries(qq, dim, cosine, False), q)
-    objects = per_call_us(lambda qq: search._rows_of_one_source(view, *next_found(), False), q)
-    return {"ef": ef, "total_us": total, "kernel_us": kernel, "check_us": check, "results_us": objects,
-            "rest_us": total - kernel - check - objects}
+    kernel = per_call_us(lambda qq: quick.fn(*quick.head, qq, next_norm(), quick.excluded, *tail, *scratch), q)
+    check = per_call_us(lambda qq: float(np.vdot(qq, qq)), q)
+    results = per_call_us(objects, q)
+    return {"ef": ef, "total_us": total, "kernel_us": kernel, "check_us": check, "results_us": results,
+            "rest_us": total - kernel - check - results}
 
 
 # ---------------------------------------------------------------- engines
@@ -661,11 +673,11 @@ def report(results: dict, command: str) -> str:
                           + f"; hnswlib at ef {hh['efs']['hnswlib']}), ratios to hnswlib: " + "; ".join(parts)
                           + ". These are the figures to read against targets; the table's engines ran minutes "
                           "apart."]
-        if n and "split" in n and h and "call_floor_us" in h:
+        if n and n.get("split") and h and "call_floor_us" in h:
             sp = n["split"]
             lines += ["", f"Where a single query's time goes (Needle, ef={sp['ef']}, µs per call, best of passes): "
-                          f"`Collection.search` {sp['total_us']:.1f} = graph search kernel {sp['kernel_us']:.1f} "
-                          f"(numba dispatch included) + query checks {sp['check_us']:.1f} + result objects with "
+                          f"`Collection.search` {sp['total_us']:.1f} = the lean call's kernel {sp['kernel_us']:.1f} "
+                          f"(argument conversion included) + the query's norm {sp['check_us']:.1f} + result objects with "
                           f"decoded ids {sp['results_us']:.1f} + the rest of the Python path {sp['rest_us']:.1f}. "
                           f"Per-call floor (a {FLOOR_N}-record index, k={K}, ef=16): Needle "
                           f"{n['call_floor_us']:.1f} µs, hnswlib {h['call_floor_us']:.1f} µs."]
