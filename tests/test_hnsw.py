@@ -279,3 +279,32 @@ def test_an_f16_graph_is_the_graph_of_its_rounded_vectors(tmp_path, demo_data):
             graphs.append((np.array(v.hnsw_links0), np.array(v.hnsw_upper_links), v.descriptor.hnsw))
     assert np.array_equal(graphs[0][0], graphs[1][0]) and np.array_equal(graphs[0][1], graphs[1][1])
     assert graphs[0][2] == graphs[1][2]
+
+
+@pytest.mark.parametrize("scale, halves", [(1.0, True), (1e6, False), (1e-7, False)])
+def test_a_float32_graph_is_built_on_halves_only_where_they_are_faithful(tmp_path, demo_data, scale, halves):
+    # The build reads float32 rows rounded to halves (half the memory traffic) unless rounding would
+    # move a row's norm: rows too large overflow a half, rows too small fall into its subnormals. Either
+    # way the graph must find what brute force finds, and searches measure the stored float32 rows.
+    from needle_mm._index.hnsw import _build_rows
+
+    x = demo_data["vectors"][:1500] * np.float32(scale)
+    norms = np.linalg.norm(x.astype(np.float64), axis=1).astype(np.float32)
+    rows, _ = _build_rows([x[:700], x[700:]], len(x), norms, "f32")
+    assert rows.dtype == (np.uint16 if halves else np.float32)
+    if not halves:
+        assert np.array_equal(rows, x)
+    path = str(tmp_path / "v.needle")
+    with needle.Database.open(path) as db:
+        c = db.create_collection("c", 384, "euclidean")
+        c.insert_many([f"r{i}" for i in range(len(x))], x)
+        db.save()
+        hits, queries = 0, demo_data["queries"]
+        for q in queries:
+            q = q * np.float32(scale)
+            want, want_d = brute_force(x, q, 10, "euclidean")
+            got = c.search(q, 10)
+            hits += len({r.id for r in got} & {f"r{i}" for i in want})
+            exact = c.search(q, 10, exact=True)
+            assert [r.id for r in exact] == [f"r{i}" for i in want]
+        assert hits / (10 * len(queries)) >= 0.95
