@@ -180,11 +180,11 @@ class QuickSearch:
     __slots__ = ("view", "source_excluded", "excluded", "shape", "fn", "head", "pool", "ef_search", "rescore",
                  "quantized", "cosine")
 
-    def __init__(self, view, source_excluded, bound, ef_search: int, rescore: int, cosine: bool):
+    def __init__(self, view, source_excluded, excluded, bound, ef_search: int, rescore: int, cosine: bool):
         self.view = view
         self.cosine = cosine
         self.source_excluded = source_excluded
-        self.excluded = readonly(source_excluded)
+        self.excluded = excluded  # read-only view of source_excluded, as the kernel was chosen for
         self.shape = (view.dim,)
         self.fn, self.head, self.pool = bound
         self.ef_search = ef_search
@@ -199,11 +199,12 @@ class QuickSearch:
         view = state.views[0]
         if view.descriptor is None or view.descriptor.hnsw is None or view.n == 0:
             return None
-        excluded = state.excluded[0]
-        bound = one_query_kernel(view, METRIC_CODES[meta.distance], readonly(excluded))
+        source_excluded = state.excluded[0]
+        excluded = readonly(source_excluded)
+        bound = one_query_kernel(view, METRIC_CODES[meta.distance], excluded)
         if bound is None:
             return None
-        return cls(view, excluded, bound, meta.hnsw.ef_search, DEFAULT_RESCORE.get(meta.quantization, 0),
+        return cls(view, source_excluded, excluded, bound, meta.hnsw.ef_search, DEFAULT_RESCORE.get(meta.quantization, 0),
                    meta.distance == "cosine")
 
     def fits(self, state: CollectionState) -> bool:

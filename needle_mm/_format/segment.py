@@ -406,10 +406,15 @@ class SegmentView:
             for s in slots:
                 self.id_at(s)  # raises CorruptFileError naming the slot
             raise
+        self._remember(slots, ids)
+        return ids
+
+    def _remember(self, slots: list[int], ids: list[str]) -> None:
+        """Keep decoded ids for :meth:`ids_at` / :meth:`ids_of` (bounded: ID_CACHE)."""
+        seen = self._ids_seen
         if len(seen) + len(ids) > ID_CACHE:
             seen.clear()
         seen.update(zip(slots, ids))
-        return ids
 
     def ids_of(self, slots: np.ndarray) -> list[str]:
         """Ids of an int64 array of slots (``-1`` or ``0 <= slot < n``), read
@@ -434,9 +439,7 @@ class SegmentView:
             names = [text[b[j]:b[j + 1]] for j in range(len(b) - 1)]
         else:
             names = [str(raw[b[j]:b[j + 1]], "utf-8") for j in range(len(b) - 1)]
-        if len(seen) + len(names) > ID_CACHE:
-            seen.clear()
-        seen.update(zip(flat, names))  # (-1 -> "" too: what this method reads it as)
+        self._remember(flat, names)  # (-1 -> "" too: what this method reads it as)
         return names
 
     def meta_bytes_at(self, slot: int) -> bytes:

@@ -81,16 +81,21 @@ def draw_levels(count: int, m: int, seed: int, segment_id: int, start: int) -> n
 HALF_BUILD_ERROR = 1e-2
 
 
+def _stacked(blocks: list[np.ndarray], n: int, dtype) -> np.ndarray:
+    """``blocks`` stacked in order into one new build buffer of ``dtype``."""
+    out = build_buffer((n, blocks[0].shape[1]), dtype)
+    at = 0
+    with np.errstate(over="ignore", under="ignore"):  # halves: judged by the caller
+        for block in blocks:
+            out[at:at + block.shape[0]] = block
+            at += block.shape[0]
+    return out
+
+
 def _build_rows(blocks: list[np.ndarray], n: int, norms: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """The build's copy of the rows and their norms: halves (as uint16 bits, what the
     kernels read as halves) where they are faithful (HALF_BUILD_ERROR), else float32."""
-    dim = blocks[0].shape[1]
-    halves = build_buffer((n, dim), np.float16)
-    at = 0
-    with np.errstate(over="ignore", under="ignore"):  # judged below, by the norms
-        for block in blocks:
-            halves[at:at + block.shape[0]] = block
-            at += block.shape[0]
+    halves = _stacked(blocks, n, np.float16)
     if dtype == "f16":
         return halves.view(np.uint16), norms
     half_norms = np.sqrt(np.einsum("ij,ij->i", halves, halves, dtype=np.float32))
@@ -100,12 +105,7 @@ def _build_rows(blocks: list[np.ndarray], n: int, norms: np.ndarray, dtype: str)
     if faithful:
         return halves.view(np.uint16), half_norms
     del halves
-    vectors = build_buffer((n, dim), np.float32)
-    at = 0
-    for block in blocks:
-        vectors[at:at + block.shape[0]] = block
-        at += block.shape[0]
-    return vectors, norms
+    return _stacked(blocks, n, np.float32), norms
 
 
 def extend_graph(old: Graph | None, blocks: list[np.ndarray], norms: np.ndarray, m: int, ef_construction: int,
