@@ -87,6 +87,9 @@ def test_every_shard_is_an_ordinary_file_holding_the_ids_routed_to_it(built, rec
     ids, _, _ = records
     manifest = read_manifest(built)
     assert len(manifest.shards) == SHARDS and sum(manifest.records) == len(ids)
+    # the output holds the manifest and the shards, none of the build's side files
+    assert sorted(os.listdir(os.path.dirname(manifest.shards[0]))) == sorted(
+        [os.path.basename(built)] + [os.path.basename(p) for p in manifest.shards])
     for index, path in enumerate(manifest.shards):
         report = verify_file(path)
         assert report.ok, report.summary()

@@ -216,12 +216,16 @@ def _build_shard(path: str, collection: str, config: dict, id_column: str, vecto
     ``path`` is never a half-written shard (a retried task starts again)."""
     import pyarrow as pa
 
+    from .._storage.readers import table_path as reader_table_path
     from ..database import Database
 
     pieces = [p for p in pieces if p.num_rows]
     table = pa.concat_tables(pieces, promote_options="default") if pieces else None
     building = path + ".building"
-    for stale in (building, building + ".lock"):
+    # The build's own side files (its writer lock and reader table) are named
+    # after ``building`` and are removed with it: the output holds shards only.
+    side_files = (building + ".lock", reader_table_path(building))
+    for stale in (building, *side_files):
         if os.path.exists(stale):
             os.remove(stale)
     db = Database.open(building)
@@ -237,7 +241,8 @@ def _build_shard(path: str, collection: str, config: dict, id_column: str, vecto
     finally:
         db.close()
     os.replace(building, path)
-    if os.path.exists(building + ".lock"):
-        os.remove(building + ".lock")
+    for side in side_files:
+        if os.path.exists(side):
+            os.remove(side)
     return 0 if table is None else table.num_rows
 
