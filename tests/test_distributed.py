@@ -113,13 +113,17 @@ def test_exact_search_equals_brute_force_over_all_records(sharded, records, demo
     assert [h.metadata for h in hits] == [metas[ids.index(h.id)] for h in hits]
 
 
-def test_a_large_batch_is_searched_in_waves_and_still_equals_brute_force(sharded, records):
-    # 4 shards on ray.init(num_cpus=2): a batch of at least WAVE_MIN_QUERIES goes to two shards
+def test_a_large_batch_is_searched_one_shard_at_a_time_and_still_equals_brute_force(sharded, records):
+    # 4 shards on ray.init(num_cpus=2): a batch of at least WAVE_MIN_QUERIES goes to one shard
     # at a time; the merged answer must be the same as all at once, record for record.
     from needle_mm.distributed.sharded import WAVE_MIN_QUERIES
 
     ids, vectors, _ = records
-    assert sharded.searching_at_once == 2
+    assert sharded.searching_at_once == 1
+    # ... each actor searching on all of the node's CPUs
+    threads = ray.get([a.__ray_call__.remote(lambda self: os.environ.get("NUMBA_NUM_THREADS"))
+                       for a in sharded._actors])
+    assert threads == ["2"] * SHARDS
     queries = vectors[7::37][:WAVE_MIN_QUERIES + 6] * 0.9 + vectors[3::37][:WAVE_MIN_QUERIES + 6] * 0.1
     assert len(queries) >= WAVE_MIN_QUERIES
     want = brute_force_ids(vectors, ids, queries, K)

@@ -34,7 +34,7 @@ _MISSING = object()
 OPEN_TIMEOUT = 600.0  # seconds for every actor to be placed and open its shard
 
 
-WAVE_MIN_QUERIES = 64  # a batch this large is searched by at most one shard per CPU at a time
+WAVE_MIN_QUERIES = 64  # a batch this large is searched one shard at a time when the shards outnumber the CPUs
 
 
 class ShardedCollection:
@@ -63,8 +63,10 @@ class ShardedCollection:
         ``read_only=True`` refuses writes. ``actor_options`` go to Ray's
         ``.options()`` for each actor (default ``num_cpus=0``: an actor waits
         on memory, and a shard per CPU would otherwise leave shards unplaced;
-        and a ``runtime_env`` giving each actor the cluster's CPUs divided by
-        the shards as its search threads, ``NUMBA_NUM_THREADS``).
+        and a ``runtime_env`` setting each actor's search threads,
+        ``NUMBA_NUM_THREADS``: the cluster's CPUs divided by the shards, or a
+        node's CPUs when the shards outnumber the cluster's CPUs and a large
+        batch is searched one shard at a time).
         """
         plan = read_manifest(manifest)
         for i, path in enumerate(plan.shards):
@@ -75,12 +77,21 @@ class ShardedCollection:
 
         options = {"num_cpus": 0, **(actor_options or {})}
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        if len(plan.shards) <= cpus:
+            # Every actor searches a batch at once, each with its share of the
+            # cluster's CPUs as search threads (measured: 4 actors of 2 threads on
+            # 2 cores cost a third more than 1 thread each).
+            at_once, threads = len(plan.shards), max(1, cpus // len(plan.shards))
+        else:
+            # More shards than CPUs: a large batch is searched one shard at a time,
+            # each actor with a whole node's CPUs as threads. Measured on 2 CPUs, 4
+            # shards, 1,000 queries: Ray's overhead over the shards searched one after
+            # the other in one process +4..12 % this way, +18..28 % two shards at a
+            # time on one thread each (two processes share the caches worse than two
+            # threads of one, and a wave waits for its slower shard).
+            at_once, threads = 1, _node_cpus(ray)
         if "runtime_env" not in options:
-            # Every actor searching a batch at once: each gets its share of the
-            # cluster's CPUs as search threads, not all of them (measured: 4
-            # actors of 2 threads on 2 cores cost a third more than 1 thread each).
-            share = max(1, cpus // len(plan.shards))
-            options["runtime_env"] = {"env_vars": {"NUMBA_NUM_THREADS": str(share)}}
+            options["runtime_env"] = {"env_vars": {"NUMBA_NUM_THREADS": str(threads)}}
         server = ray.remote(ShardServer)
         actors = [server.options(**options).remote(path, plan.collection, read_only) for path in plan.shards]
         infos: list = [None] * len(actors)
@@ -106,7 +117,7 @@ class ShardedCollection:
             for actor in actors:
                 ray.kill(actor)
             raise
-        return cls(plan, actors, infos, read_only, min(len(plan.shards), cpus))
+        return cls(plan, actors, infos, read_only, at_once)
 
     def close(self) -> None:
         """Close every shard and stop its actor (unsaved writes are dropped, with a warning in the actor)."""
@@ -206,10 +217,7 @@ class ShardedCollection:
         # travels inline with each call (Ray inlines arguments under 100 KB).
         shared = self._ray.put(queries) if queries.nbytes > 64 * 1024 else queries
         args = (shared, k, filter, ef, exact, rescore) + (() if as_arrays else (include_vector,))
-        # More shards than CPUs: a large batch is searched by as many shards at a time as there are
-        # CPUs, so the actors do not time-slice the cores (measured on 2 CPUs, 4 shards, 1,000 queries:
-        # Ray's overhead over searching the shards in one process +9 % all at once, +2 % in waves).
-        # A small batch costs the round trips more than the contention: all at once.
+        # A small batch costs the round trips more than the actors' contention: all at once.
         at_once = self._at_once if len(queries) >= WAVE_MIN_QUERIES else len(actors)
         method = "search_arrays" if as_arrays else "search_hits"
         parts: dict = {}
@@ -223,7 +231,7 @@ class ShardedCollection:
     @property
     def searching_at_once(self) -> int:
         """How many shards search a batch of at least ``WAVE_MIN_QUERIES`` queries at
-        a time: every shard, or the cluster's CPUs when the shards outnumber them."""
+        a time: every shard, or one when the shards outnumber the cluster's CPUs."""
         return self._at_once
 
     # --------------------------------------------------------------- reads
@@ -380,6 +388,12 @@ class ShardedCollection:
                              + "; these failed and keep their unsaved writes: "
                              + "; ".join(f"{self._manifest.shard_name(s)}: {why}" for s, why in sorted(failed.items())))
         return saved
+
+
+def _node_cpus(ray) -> int:
+    """The CPUs of the largest live node of the cluster (at least 1)."""
+    sizes = [n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    return max(1, int(max(sizes, default=1)))
 
 
 def _message(error: BaseException) -> str:

@@ -1,19 +1,21 @@
-"""Ray's overhead per batch on shards already built: searched in waves, all at once, and in one process.
+"""Ray's overhead per batch on shards already built, for three ways of sending it out.
 
-``ShardedCollection.search_batch`` sends a batch of at least
-``WAVE_MIN_QUERIES`` queries to one shard per CPU at a time when the shards
-outnumber the cluster's CPUs. This times, alternated round by round, a
-1,000-query batch (``as_arrays=True``) searched
+When the shards outnumber the cluster's CPUs, ``ShardedCollection.search_batch``
+sends a batch of at least ``WAVE_MIN_QUERIES`` queries to one shard at a
+time, each actor searching with a node's CPUs as threads. This times,
+alternated round by round, a 1,000-query batch (``as_arrays=True``) searched
 
-- ``waves``: through ``ShardedCollection.search_batch`` (what users get),
-- ``together``: every shard's actor called at once, merged the same way,
+- ``shipped``: through ``ShardedCollection.search_batch`` (what users get),
+- ``waves``: one shard per CPU at a time, each actor on one thread (the rule before),
+- ``together``: every shard's actor at once, each on one thread,
 - ``local``: the shard files opened in this process, searched one after the other,
 
-and prints each median and each Ray variant's overhead over ``local`` (the
-median of per-round ratios). Build the shards first, e.g. with
-``tools/bench_distributed.py`` or ``needle_mm.distributed.build_shards``:
+all merged by the same function, and prints each median and each Ray
+variant's overhead over ``local`` (the median of per-round ratios). Build
+the shards first, e.g. with ``tools/bench_distributed.py`` or
+``needle_mm.distributed.build_shards``:
 
-    python tools/bench_ray_waves.py --manifest out/manifest.json
+    python tools/bench_ray_dispatch.py --manifest out/manifest.json [--ef 64]
 """
 
 from __future__ import annotations
@@ -53,18 +55,26 @@ def main() -> None:
     queries = np.ascontiguousarray(np.load(args.queries)[:args.n], dtype=np.float32)
     k, ef = 10, args.ef
     docs = ShardedCollection.open(args.manifest, read_only=True)
+    single = ShardedCollection.open(args.manifest, read_only=True,
+                                    actor_options={"runtime_env": {"env_vars": {"NUMBA_NUM_THREADS": "1"}}})
     local = [needle.Database.open(p, read_only=True).collection(plan.collection) for p in plan.shards]
-    actors = docs._actors  # the same actors, called all at once
+    actors = single._actors
 
-    def together():
-        shared = ray.put(queries)
-        return merge_arrays(ray.get([a.search_arrays.remote(shared, k, None, ef, False, None) for a in actors]), k)
+    def waves(size):
+        def run():
+            shared = ray.put(queries)
+            parts = []
+            for w in range(0, len(actors), size):
+                parts += ray.get([a.search_arrays.remote(shared, k, None, ef, False, None) for a in actors[w:w + size]])
+            return merge_arrays(parts, k)
+        return run
 
-    runs = {"waves": lambda: docs.search_batch(queries, k=k, ef=ef, as_arrays=True),
-            "together": together,
+    runs = {"shipped": lambda: docs.search_batch(queries, k=k, ef=ef, as_arrays=True),
+            "waves": waves(cores),
+            "together": waves(len(actors)),
             "local": lambda: merge_arrays([c.search_batch(queries, k=k, ef=ef, as_arrays=True) for c in local], k)}
     answers = {name: run() for name, run in runs.items()}
-    assert all(np.array_equal(a[0], answers["local"][0]) for a in answers.values())  # one answer, three ways
+    assert all(np.array_equal(a[0], answers["local"][0]) for a in answers.values())  # one answer, four ways
     times: dict[str, list[float]] = {name: [] for name in runs}
     names = list(runs)
     for r in range(args.rounds):
@@ -76,9 +86,10 @@ def main() -> None:
            "queries": len(queries), "ef": ef, "rounds": args.rounds,
            "median_s": {n: round(statistics.median(v), 4) for n, v in times.items()},
            "overhead_vs_local": {n: round(statistics.median(a / b for a, b in zip(times[n], times["local"])) - 1, 4)
-                                 for n in ("waves", "together")}}
+                                 for n in ("shipped", "waves", "together")}}
     print(json.dumps(out))
     docs.close()
+    single.close()
 
 
 if __name__ == "__main__":
