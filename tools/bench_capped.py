@@ -106,15 +106,16 @@ def build_all(out: Path, tag: str, x, metric: str) -> dict[str, list[Path]]:
 CHILD = textwrap.dedent("""
     import json, sys, time
     import numpy as np
-    engine, path, dim, metric, ef, warm, qfile, gtfile = sys.argv[1:9]
+    engine, path, dim, metric, ef, warm, qfile, gtfile, rescore = sys.argv[1:10]
     dim, ef, warm = int(dim), int(ef), int(warm)
+    options = {} if rescore == "default" else {"rescore": int(rescore)}
     q, gt = np.load(qfile), np.load(gtfile)
     t0 = time.perf_counter()
     if engine.startswith("needle"):
         import needle_mm as needle
         db = needle.Database.open(path, read_only=True)
         c = db.collection("c")
-        search = lambda v: [int(h.id) for h in c.search(v, 10, ef=ef)]
+        search = lambda v: [int(h.id) for h in c.search(v, 10, ef=ef, **options)]
     elif engine == "hnswlib":
         import hnswlib
         idx = hnswlib.Index(space={"cosine": "cosine", "euclidean": "l2"}[metric], dim=dim)
@@ -227,7 +228,7 @@ def warm_cache(paths: list[Path]) -> None:
 
 
 def run_reader(engine: str, files: list[Path], dim: int, metric: str, ef: int, warm: int, qfile: str, gtfile: str,
-               group: Cgroup | None) -> dict:
+               group: Cgroup | None, rescore: str = "default") -> dict:
     """One reader process: capped (``group``) from a cold page cache, or uncapped from a warm one."""
     if group is None:
         warm_cache(files)
@@ -235,7 +236,7 @@ def run_reader(engine: str, files: list[Path], dim: int, metric: str, ef: int, w
         drop_cache(files)
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", CHILD, engine, str(files[0]), str(dim), metric, str(ef), str(warm),
-                          qfile, gtfile], capture_output=True, text=True, env=env, timeout=3600,
+                          qfile, gtfile, rescore], capture_output=True, text=True, env=env, timeout=3600,
                          preexec_fn=group.enter if group else None)
     result = {"exit": out.returncode}
     if out.returncode == 0:
@@ -261,6 +262,8 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=200, help="untimed queries first")
     ap.add_argument("--queries", type=int, default=1000, help="queries in all (warm-up included)")
     ap.add_argument("--engines", default="needle_int8,needle_f32,hnswlib,faiss,faiss_mmap")
+    ap.add_argument("--rescore", default="default",
+                    help="Needle's rescore= for quantized engines (k x this many full rows read; 0: codes only)")
     ap.add_argument("--write", action="store_true")
     a = ap.parse_args()
     out = ROOT / "bench-out"
@@ -278,22 +281,22 @@ def main() -> None:
     efs = {}
     for e in engines:
         for ef in EFS:
-            r = run_reader(e, files[e], x.shape[1], metric, ef, a.warm, qfile, gtfile, None)
+            r = run_reader(e, files[e], x.shape[1], metric, ef, a.warm, qfile, gtfile, None, a.rescore)
             if r.get("recall", 0) >= 0.95 or ef == EFS[-1]:
                 efs[e] = ef
                 break
     group, why = Cgroup.make(f"needle-bench-capped-{os.getpid()}")
-    results = {"dataset": DATASETS[a.dataset], "n": len(x), "dim": x.shape[1], "cap_bytes": cap,
+    results = {"rescore": a.rescore, "dataset": DATASETS[a.dataset], "n": len(x), "dim": x.shape[1], "cap_bytes": cap,
                "fraction": a.fraction, "of": a.of, "sizes": sizes, "efs": efs, "cgroup": None if group is None else
                f"{'v2' if group.v2 else 'v1'} {group.path}", "skipped": why or None, "runs": {}}
     try:
         for e in engines:
             results["runs"][e] = {"uncapped": run_reader(e, files[e], x.shape[1], metric, efs[e], a.warm, qfile,
-                                                         gtfile, None)}
+                                                         gtfile, None, a.rescore)}
             if group is not None:
                 group.limit(cap)
                 results["runs"][e]["capped"] = run_reader(e, files[e], x.shape[1], metric, efs[e], a.warm, qfile,
-                                                          gtfile, group)
+                                                          gtfile, group, a.rescore)
             print(e, json.dumps(results["runs"][e]), flush=True)
     finally:
         if group is not None:
@@ -307,7 +310,7 @@ def main() -> None:
     store = out / "capped.json"
     kept = json.loads(store.read_text()) if store.exists() else {}
     kept = kept if isinstance(kept, dict) and "runs" not in kept else {}
-    kept[f"{a.fraction} of {a.of}: {a.engines}"] = results  # one entry per cap and engines: the section shows all
+    kept[f"{a.fraction} of {a.of}: {a.engines}, rescore {a.rescore}"] = results  # one entry per cap and engines: the section shows all
     store.write_text(json.dumps(kept, indent=1))
     section = "\n".join(["## Larger than memory (issue 20): a reader capped below the file", "",
                          "Each table: one `tools/bench_capped.py` run (command above it).", ""]
@@ -354,7 +357,9 @@ def report(r: dict, command: str) -> str:
               "| cgroup peak (MB) | times at the limit |", "|---|---|---|---|---|---|---|---|---|---|"]
     for e, runs in r["runs"].items():
         u, c = runs["uncapped"], runs.get("capped")
-        cells = [e, f"{r['sizes'][e] / mb:.0f}", str(r["efs"][e]),
+        named = e if r.get("rescore", "default") == "default" or not e.startswith("needle_") or e == "needle_f32" \
+            else f"{e} (rescore {r['rescore']})"
+        cells = [named, f"{r['sizes'][e] / mb:.0f}", str(r["efs"][e]),
                  f"{u['qps']:,.0f}" if "qps" in u else u.get("error", "?"), f"{u.get('recall', 0):.3f}"]
         if c is None:
             cells += ["—"] * 5
