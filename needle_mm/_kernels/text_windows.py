@@ -84,6 +84,9 @@ def _windows_one(keys, list_offsets, slots, tfs, doc_lengths, impacts, params, s
         return
     dense = total * DENSE >= count
     threshold = -heap_d[0] if heap_d[0] < np.inf else 0.0
+    # Loops over postings and slots count in uint64: with a signed index numba tests each one for
+    # a negative (wrap-around) value, which kept LLVM from vectorising the ranking's count and cost
+    # the scatter a compare per posting (measured: this kernel 1.45x faster, the same results).
     for w0 in range(start, stop, window):
         w1 = min(stop, w0 + window)
         base = np.uint32(w0)  # slots - base index the window (unsigned: no negative-index test)
@@ -94,22 +97,22 @@ def _windows_one(keys, list_offsets, slots, tfs, doc_lengths, impacts, params, s
             wi = w[i]
             # four loops written out (dense or not, cached or not): a shared inlined helper measured slower
             if dense and cached:
-                for e in range(pos[i], upto[i]):
+                for e in range(np.uint64(pos[i]), np.uint64(upto[i])):
                     acc[slots[e] - base] += wi * impacts[e]
             elif dense:
-                for e in range(pos[i], upto[i]):
+                for e in range(np.uint64(pos[i]), np.uint64(upto[i])):
                     s = slots[e]
                     tf = np.float64(tfs[e])
                     acc[s - base] += wi * (kp1 * tf / (tf + c0 + c1 * np.float64(doc_lengths[s])))
             elif cached:
-                for e in range(pos[i], upto[i]):
+                for e in range(np.uint64(pos[i]), np.uint64(upto[i])):
                     x = slots[e] - base
                     if acc[x] == 0.0:
                         hits[nh] = x
                         nh += 1
                     acc[x] += wi * impacts[e]
             else:
-                for e in range(pos[i], upto[i]):
+                for e in range(np.uint64(pos[i]), np.uint64(upto[i])):
                     s = slots[e]
                     x = s - base
                     if acc[x] == 0.0:
@@ -123,15 +126,15 @@ def _windows_one(keys, list_offsets, slots, tfs, doc_lengths, impacts, params, s
             for b0 in range(0, span, RANK_BLOCK):
                 b1 = min(span, b0 + RANK_BLOCK)
                 count_over = 0
-                for x in range(b0, b1):
+                for x in range(np.uint64(b0), np.uint64(b1)):
                     count_over += acc[x] >= threshold
                 if count_over > 0:
                     # list the block's slots at or above the threshold without a branch (the
                     # test mispredicts), then offer those: most blocks hold one or two
-                    nc = 0
-                    for x in range(b0, b1):
+                    nc = np.uint64(0)
+                    for x in range(np.uint64(b0), np.uint64(b1)):
                         hits[nc] = x
-                        nc += acc[x] >= threshold
+                        nc += np.uint64(acc[x] >= threshold)
                     for h in range(nc):
                         x = np.int64(hits[h])
                         score = acc[x]
