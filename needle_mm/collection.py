@@ -453,28 +453,28 @@ class Collection:
         n = max(k, _text.check_candidates(candidates))
         predicate = compile_filter(filter)
         if batch:
-            dense = self._search(state, query, batch, n, filter, include_vector, ef, exact, False, rescore)
-            if len(dense) != len(texts):
-                raise InvalidArgumentError(f"hybrid search needs one text per query: {len(dense)} queries, "
+            dense = self._search(state, query, batch, n, filter, False, ef, exact, rescore=rescore, ranked=True)
+            m = dense[1][0][1].shape[0] if dense[1] else len(query)
+            if m != len(texts):
+                raise InvalidArgumentError(f"hybrid search needs one text per query: {m} queries, "
                                            f"{len(texts)} texts")
-            textual = _text.search_text(state, texts, n, predicate, include_vector, False)
+            textual = _text.text_topk(state, texts, n, predicate)
         else:
             # One query: the two rankings at once, the vector walk on a kernel thread (the kernels release
             # the GIL), under this call's read of the state; their errors are raised here, the vector's first.
             def ranking(which):
                 try:
                     if which:
-                        return self._search(state, query, False, n, filter, include_vector, ef, exact, False,
-                                            rescore), None
-                    return _text.search_text(state, texts, n, predicate, include_vector, False), None
+                        return self._search(state, query, False, n, filter, False, ef, exact, rescore=rescore,
+                                            ranked=True), None
+                    return _text.text_topk(state, texts, n, predicate), None
                 except Exception as exc:  # noqa: BLE001 (re-raised below, in the caller's thread)
                     return None, exc
 
             (textual, text_error), (dense, dense_error) = _kernels.on_threads(ranking, 2)
             if dense_error is not None or text_error is not None:
                 raise dense_error if dense_error is not None else text_error
-        rows = [_text.fuse(d, t, k, method, value) for d, t in zip(dense, textual)]
-        return _text.fused_arrays(rows, k) if as_arrays else rows
+        return _text.fuse(dense, textual, k, method, value, include_vector, as_arrays)
 
     def create_text_index(self, field: str, **options) -> None:
         """Index the string values of metadata ``field`` for full-text and
@@ -506,7 +506,10 @@ class Collection:
         finally:
             engine.end_read()
 
-    def _search(self, state, queries, batch, k, filter, include_vector, ef, exact, as_arrays=False, rescore=None):
+    def _search(self, state, queries, batch, k, filter, include_vector, ef, exact, as_arrays=False, rescore=None,
+                ranked=False):
+        """Dense or sparse search of ``queries``: result lists, ``(ids, distances)`` arrays, or
+        with ``ranked`` (dense only) each source's own top-k, unmerged (``search.dense_topk``)."""
         k = _result_count(state, k, as_arrays, include_vector)
         predicate = compile_filter(filter)
         meta = state.descriptor
@@ -525,5 +528,8 @@ class Collection:
             rescore = _search.DEFAULT_RESCORE.get(meta.quantization, 0)
         elif isinstance(rescore, bool) or not isinstance(rescore, (int, np.integer)) or not 0 <= rescore <= 1 << 20:
             raise InvalidArgumentError(f"rescore must be a non-negative integer, got {rescore!r}")
+        if ranked:
+            return _search.dense_topk(state, qs, qnorms, k, metric, predicate, None if exact else int(ef),
+                                      int(rescore))
         return _search.search_dense(state, qs, qnorms, k, metric, predicate, include_vector,
                                     None if exact else int(ef), as_arrays, int(rescore))

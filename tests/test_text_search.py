@@ -216,6 +216,68 @@ def test_hybrid_rrf_and_weighted_are_the_documented_formulas(tmp_path, demo):
             assert got[0].tolist() == sorted(fused, key=lambda i: (-fused[i], i))[:5]
 
 
+def _fused_by_hand(dense, textual, k, method, value):
+    """The documented fusion of two ranked result lists, record by record (ids and fused scores)."""
+    fused = {}
+    if method == "rrf":
+        for ranked in (dense, textual):
+            for r, h in enumerate(ranked, 1):
+                fused[h.id] = fused.get(h.id, 0.0) + 1 / (value + r)
+    else:
+        for weight, ranked in ((value, dense), (1 - value, textual)):
+            sims = [-h.distance for h in ranked]
+            lo, hi = (min(sims), max(sims)) if sims else (0.0, 0.0)
+            for h, v in zip(ranked, sims):
+                fused[h.id] = fused.get(h.id, 0.0) + weight * ((v - lo) / (hi - lo) if hi > lo else 1.0)
+    order = sorted(fused, key=lambda i: (-fused[i], i))[:k]
+    return order, fused
+
+
+def test_fusion_over_segments_unsaved_records_deletes_and_filters_is_the_formula(tmp_path, demo):
+    """The fused list is the formula over the two rankings as each search returns them, when the
+    candidates come from two segments and this process's unsaved records, some deleted, under a
+    filter; each hit's scores, vector and metadata are its record's."""
+    texts, vectors, _ = demo
+    with needle.Database.open(str(tmp_path / "f.needle")) as db:
+        c = db.create_collection("docs", 384, text_field="document")
+        meta = [{"document": t, "half": i % 2} for i, t in enumerate(texts[:1400])]
+        ids = [f"d{i}" for i in range(1400)]
+        c.insert_many(ids[:800], vectors[:800], meta[:800])
+        db.save()
+        c.insert_many(ids[800:1200], vectors[800:1200], meta[800:1200])
+        db.save()
+        c.insert_many(ids[1200:], vectors[1200:1400], meta[1200:])  # unsaved
+        c.delete(ids[3:600:7] + ids[1201:1400:9])
+        for j, q in enumerate(QUERIES[:4]):
+            qv = vectors[1450 + j]
+            for flt in (None, {"half": 1}):
+                dense = c.search(qv, k=40, exact=True, filter=flt)
+                textual = c.search(text=q, k=40, filter=flt)
+                for method, value in (("rrf", 60.0), ("rrf", 5.0), ("weighted", 0.3)):
+                    fusion = {"method": method, ("k" if method == "rrf" else "alpha"): value}
+                    want, fused = _fused_by_hand(dense, textual, 12, method, value)
+                    got = c.search(qv, text=q, k=12, candidates=40, exact=True, filter=flt, fusion=fusion,
+                                   include_vector=True)
+                    assert [h.id for h in got] == want
+                    assert [-h.distance for h in got] == [fused[i] for i in want]
+                    by_vector = {h.id: h.distance for h in dense}
+                    by_text = {h.id: -h.distance for h in textual}
+                    for h in got:
+                        assert h.scores == {"vector": by_vector.get(h.id), "text": by_text.get(h.id)}
+                        assert np.array_equal(h.vector, c.get(h.id).vector)
+                        assert h.metadata == c.get(h.id).metadata
+                        assert flt is None or h.metadata["half"] == 1
+                    arrays = c.search(qv, text=q, k=12, candidates=40, exact=True, filter=flt, fusion=fusion,
+                                      as_arrays=True)
+                    assert arrays[0].tolist() == want + [None] * (12 - len(want))
+                    assert arrays[1][:len(want)].tolist() == [float(np.float32(-fused[i])) for i in want]
+            batch = c.search_batch(vectors[1450:1454], texts=QUERIES[:4], k=12, candidates=40, exact=True)
+            # (exact vector distances of a batch may differ from one query's in the last bit: ranks do not)
+            assert [[(h.id, h.distance, h.scores["text"]) for h in r] for r in batch] == \
+                [[(h.id, h.distance, h.scores["text"]) for h in c.search(v, text=t, k=12, candidates=40, exact=True)]
+                 for v, t in zip(vectors[1450:1454], QUERIES[:4])]
+
+
 def test_answers_identical_in_another_process(tmp_path, demo):
     texts, vectors, _ = demo
     path = str(tmp_path / "p.needle")

@@ -136,9 +136,19 @@ def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray
     ids gathered per source in bulk, metadata left undecoded.
     """
     m = queries.shape[0]
-    srcs = sources(state, predicate)
+    srcs, found = dense_topk(state, queries, qnorms, k, metric, predicate, ef, rescore)
     if not srcs or k == 0:
         return empty_arrays(m, k) if as_arrays else [[] for _ in range(m)]
+    return merge_arrays(srcs, found, k) if as_arrays else merge(srcs, found, k, include_vector)
+
+
+def dense_topk(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray, k: int, metric: int,
+               predicate: Filter | None, ef: int | None, rescore: int = 0):
+    """``(sources, found)``: every source with ``(distances[m, w], slots[m, w])``, its own
+    top-k of each query (ascending, slot -1 past its last hit), as :func:`merge` takes them."""
+    srcs = sources(state, predicate)
+    if k == 0:
+        return srcs, []
     found = []
     for source, f in srcs:
         graph = ef is not None and source.descriptor is not None and source.descriptor.hnsw is not None
@@ -153,7 +163,33 @@ def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray
             if metric == METRIC_EUCLIDEAN:  # this kernel ranks by squared L2; users get the distance
                 dist = np.sqrt(dist.astype(np.float64))
         found.append((dist, slot))
-    return merge_arrays(srcs, found, k) if as_arrays else merge(srcs, found, k, include_vector)
+    return srcs, found
+
+
+def ranked(srcs, found, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The merged top ``k`` of each query as ``(source[m, k] int64, slot[m, k] int64,
+    distance[m, k] float64)``: positions in ``srcs``, slot -1 and distance +inf past the last
+    hit; the order :func:`merge` gives its result lists."""
+    m = found[0][1].shape[0]
+    if len(found) == 1:
+        dist, slot = found[0]
+        src = np.zeros(slot.shape, dtype=np.int64)
+    else:
+        dist = np.concatenate([f[0] for f in found], axis=1)
+        slot = np.concatenate([f[1] for f in found], axis=1)
+        src = np.repeat(np.arange(len(found), dtype=np.int64), [f[1].shape[1] for f in found])
+        src = np.broadcast_to(src[None, :], slot.shape)
+        order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        dist, slot, src = (np.take_along_axis(a, order, axis=1) for a in (dist, slot, src))
+    out_src = np.zeros((m, k), dtype=np.int64)
+    out_slot = np.full((m, k), -1, dtype=np.int64)
+    out_dist = np.full((m, k), np.inf, dtype=np.float64)
+    width = min(k, slot.shape[1])
+    hit = slot[:, :width] >= 0
+    out_src[:, :width][hit] = src[:, :width][hit]
+    out_slot[:, :width][hit] = slot[:, :width][hit]
+    out_dist[:, :width][hit] = dist[:, :width][hit]
+    return out_src, out_slot, out_dist
 
 
 _FLOAT32 = np.dtype(np.float32)

@@ -17,6 +17,7 @@ search" documents both, and the order of ties).
 
 from __future__ import annotations
 
+import functools
 import heapq
 
 import numpy as np
@@ -201,9 +202,9 @@ class FusedResult(SearchResult):
 
     __slots__ = ("vector", "scores")
 
-    def __init__(self, hit: SearchResult, distance: float, scores: dict):
-        SearchResult.__init__(self, hit.id, distance, hit._source, hit._slot)
-        self.vector = hit.vector
+    def __init__(self, id: str, distance: float, source, slot: int, vector, scores: dict):
+        SearchResult.__init__(self, id, distance, source, slot)
+        self.vector = vector
         self.scores = scores
 
 
@@ -231,52 +232,170 @@ def fusion_of(fusion) -> tuple[str, float]:
     return method, float(value)
 
 
-def _normalised(values: list[float]) -> list[float]:
-    """Min-max normalisation to [0, 1] (all 1.0 when the values are equal)."""
-    lo, hi = min(values), max(values)
-    if not hi > lo:
-        return [1.0] * len(values)
-    return [(v - lo) / (hi - lo) for v in values]
+_SOURCE_SHIFT = 40  # a candidate's key: its source's position << this | its slot
 
 
-def fuse(dense: list[SearchResult], textual: list[SearchResult], k: int, method: str, value: float) -> list[FusedResult]:
-    """The top ``k`` of two ranked candidate lists, fused.
-
-    ``rrf``: each record scores ``sum 1 / (value + rank)`` over the lists it
-    is in (rank from 1). ``weighted``: ``value * v + (1 - value) * t``, where
-    ``v`` is the record's vector similarity (minus its distance) and ``t`` its
-    BM25 score, each min-max normalised over its own list, 0 where absent.
-    Ties are broken by id, so the order is fully determined."""
+def _contributions(dist: np.ndarray, hit: np.ndarray, method: str, value: float, weight: float) -> np.ndarray:
+    """What each candidate of one ranking (``dist[m, n]`` ascending, ``hit`` where there is
+    one) adds to its record's fused score: ``1 / (value + rank)``, or ``weight`` times its
+    similarity (minus the distance) min-max normalised over its query's candidates (1 where
+    they are all equal); 0 where there is no candidate."""
     if method == "rrf":
-        fused = {h.id: 1.0 / (value + r) for r, h in enumerate(dense, 1)}
-        get = fused.get
-        for r, h in enumerate(textual, 1):
-            fused[h.id] = get(h.id, 0.0) + 1.0 / (value + r)
+        share = 1.0 / (value + np.arange(1, dist.shape[1] + 1, dtype=np.float64))
+        return np.where(hit, share[None, :], 0.0)
+    sim = np.where(hit, -dist, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo = np.nanmin(np.where(hit.any(axis=1, keepdims=True), sim, 0.0), axis=1, keepdims=True)
+        hi = np.nanmax(np.where(hit.any(axis=1, keepdims=True), sim, 0.0), axis=1, keepdims=True)
+        part = np.where(hi > lo, (sim - lo) / np.where(hi > lo, hi - lo, 1.0), 1.0)
+    return np.where(hit, weight * part, 0.0)
+
+
+def fuse(dense, textual, k: int, method: str, value: float, include_vector: bool, as_arrays: bool):
+    """The top ``k`` of each query's two ranked candidate lists, fused: result lists of
+    :class:`FusedResult`, or ``(ids, distances)`` arrays. ``dense`` and ``textual`` are each
+    ``(sources, found)`` as the rankings' kernels leave them (``search.dense_topk``,
+    :func:`text_topk`).
+
+    ``rrf``: each record scores ``sum 1 / (value + rank)`` over the lists it is in (rank
+    from 1). ``weighted``: ``value * v + (1 - value) * t``, where ``v`` is the record's
+    vector similarity (minus its distance) and ``t`` its BM25 score, each min-max
+    normalised over its own list, 0 where absent. A record's two parts are added vector
+    first. Ties are broken by id, so the order is fully determined. Records are keyed by
+    source and slot while they are fused (a batch as arrays, one query as lists: numpy's
+    cost per call is most of one query's fusion, measured); ids are decoded and objects
+    made only for the ``k`` kept and the records tied with the last of them."""
+    (d_srcs, d_found), (t_srcs, t_found) = dense, textual
+    m = (d_found or t_found)[0][1].shape[0] if (d_found or t_found) else 0
+    pool = [source for source, _ in d_srcs]  # every source either ranking drew from, by position
+    position = {id(source): j for j, source in enumerate(pool)}
+    for source, _ in t_srcs:
+        if id(source) not in position:
+            position[id(source)] = len(pool)
+            pool.append(source)
+    rankings = []  # (keys[m, n] int64, -1 where none; distances[m, n] float64)
+    for srcs, found in ((d_srcs, d_found), (t_srcs, t_found)):
+        if found:
+            src, slot, dist = _search.ranked(srcs, found, max(f[1].shape[1] for f in found))
+            where = np.array([position[id(source)] for source, _ in srcs], dtype=np.int64)
+            rankings.append((np.where(slot >= 0, (where[src] << _SOURCE_SHIFT) | slot, -1), dist))
+        else:
+            rankings.append((np.full((m, 0), -1, dtype=np.int64), np.zeros((m, 0))))
+    arrays = _search.empty_arrays(m, k) if as_arrays else None
+    rows = [[] for _ in range(m)]
+    if m == 1:
+        chosen = [_fused_lists(rankings, k, method, value)]
     else:
-        fused = {}
-        for weight, ranked in ((value, dense), (1.0 - value, textual)):
-            if not ranked:
-                continue
+        chosen = _fused_arrays(rankings, k, method, value)
+    for r, (keys, scores, vector, text) in enumerate(chosen):
+        if not keys:
+            continue
+        names = _names(pool, keys)
+        best = sorted(range(len(keys)), key=lambda j: (-scores[j], names[j]))[:k]
+        if as_arrays:
+            for c, j in enumerate(best):
+                arrays[0][r, c], arrays[1][r, c] = names[j], -scores[j]
+            continue
+        for j in best:
+            source, slot = pool[keys[j] >> _SOURCE_SHIFT], keys[j] & _SLOT_MASK
+            rows[r].append(FusedResult(names[j], -scores[j], source, slot,
+                                       source.vector_at(slot) if include_vector else None,
+                                       {"vector": vector.get(keys[j]), "text": text.get(keys[j])}))
+    return arrays if as_arrays else rows
+
+
+_SLOT_MASK = (1 << _SOURCE_SHIFT) - 1
+
+
+def _names(pool, keys: list[int]) -> list[str]:
+    """The ids of records by key, decoded per source in bulk."""
+    by_source: dict[int, list[int]] = {}
+    for j, key in enumerate(keys):
+        by_source.setdefault(key >> _SOURCE_SHIFT, []).append(j)
+    names = [""] * len(keys)
+    for where, js in by_source.items():
+        for j, name in zip(js, pool[where].ids_at([keys[j] & _SLOT_MASK for j in js])):
+            names[j] = name
+    return names
+
+
+def _fused_lists(rankings, k: int, method: str, value: float):
+    """One query's fusion in plain Python: ``(keys, fused scores, vector distance by key, BM25
+    score by key)`` of the records that may be kept (every record scoring at least the k-th best)."""
+    fused: dict[int, float] = {}
+    held = []
+    for (keys, dist), weight, first in zip(rankings, (value, 1.0 - value), (True, False)):
+        row = keys[0].tolist()
+        count = len(row) - row.count(-1)  # the candidates are a prefix of the row
+        row, dists = row[:count], dist[0, :count].tolist()
+        held.append(dict(zip(row, dists)))
+        if method == "rrf":
+            parts = _rrf_shares(value, count)
+        elif count:
+            lo, hi = -max(dists), -min(dists)  # of the similarities, minus the distances
+            parts = [weight * ((-d - lo) / (hi - lo)) for d in dists] if hi > lo else [weight * 1.0] * count
+        else:
+            parts = ()
+        if first:
+            fused = dict(zip(row, parts))  # (0.0 + part is part: the same sum as the loop below)
+        else:
             get = fused.get
-            for h, part in zip(ranked, _normalised([-h.distance for h in ranked])):
-                fused[h.id] = get(h.id, 0.0) + weight * part
-    order = [i for _, i in heapq.nsmallest(k, [(-score, i) for i, score in fused.items()])]
-    by_vector = {h.id: h for h in dense}
-    by_text = {h.id: h for h in textual}
+            for key, part in zip(row, parts):
+                fused[key] = get(key, 0.0) + part
+    if len(fused) > k:
+        cut = heapq.nlargest(k, fused.values())[-1]
+        keys = [key for key, score in fused.items() if score >= cut]
+    else:
+        keys = list(fused)
+    vector, text = held
+    return keys, [fused[key] for key in keys], vector, {key: -d for key, d in text.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _rrf_shares(value: float, count: int) -> tuple[float, ...]:
+    return tuple(1.0 / (value + r) for r in range(1, count + 1))
+
+
+def _fused_arrays(rankings, k: int, method: str, value: float):
+    """:func:`_fused_lists` of every query of a batch, fused as arrays."""
+    keys, parts, held = [], [], []
+    for (key, dist), weight, sign in zip(rankings, (value, 1.0 - value), (1.0, -1.0)):
+        hit = key >= 0
+        keys.append(key)
+        parts.append(_contributions(dist, hit, method, value, weight))
+        held.append(np.where(hit, sign * dist, np.nan))
+    n_dense = keys[0].shape[1]
+    key = np.concatenate(keys, axis=1)
+    part = np.concatenate(parts, axis=1)
+    value_of = np.concatenate(held, axis=1)
+    order = np.argsort(key, axis=1, kind="stable")  # a record's dense candidate before its text one
+    key, part, value_of = (np.take_along_axis(a, order, axis=1) for a in (key, part, value_of))
+    from_dense = order < n_dense
+    twin = np.zeros(key.shape, dtype=bool)  # the second of a record's two candidates
+    twin[:, 1:] = (key[:, 1:] == key[:, :-1]) & (key[:, 1:] >= 0)
+    fused = part.copy()
+    fused[:, :-1] += np.where(twin[:, 1:], part[:, 1:], 0.0)
+    fused[twin | (key < 0)] = -np.inf
+    if fused.shape[1] == 0:
+        return [([], [], {}, {}) for _ in range(key.shape[0])]
+    kept = min(k, fused.shape[1])
+    cut = -np.partition(-fused, kept - 1, axis=1)[:, kept - 1:kept]  # the kept-th best score of each query
+    chosen = (fused >= cut) & (fused > -np.inf)
     out = []
-    for i in order:
-        v, t = by_vector.get(i), by_text.get(i)
-        scores = {"vector": None if v is None else v.distance, "text": None if t is None else -t.distance}
-        out.append(FusedResult(v if v is not None else t, -fused[i], scores))
+    width = key.shape[1]
+    for r in range(key.shape[0]):
+        at = np.flatnonzero(chosen[r]).tolist()
+        row_keys = key[r, at].tolist()
+        vector, text = {}, {}
+        for p, kk in zip(at, row_keys):
+            if from_dense[r, p]:
+                vector[kk] = float(value_of[r, p])
+                if p + 1 < width and twin[r, p + 1]:
+                    text[kk] = float(value_of[r, p + 1])
+            else:
+                text[kk] = float(value_of[r, p])
+        out.append((row_keys, fused[r, at].tolist(), vector, text))
     return out
-
-
-def fused_arrays(rows: list[list[FusedResult]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    ids, dists = _search.empty_arrays(len(rows), k)
-    for r, row in enumerate(rows):
-        for j, hit in enumerate(row):
-            ids[r, j], dists[r, j] = hit.id, hit.distance
-    return ids, dists
 
 
 def check_candidates(candidates) -> int:
@@ -286,4 +405,4 @@ def check_candidates(candidates) -> int:
 
 
 __all__ = ["DEFAULT_CANDIDATES", "FusedResult", "RRF_K", "TEXT_OPTIONS", "active_index", "analyzer_of", "fuse",
-           "fusion_of", "search_text", "text_index", "texts_of"]
+           "fusion_of", "search_text", "text_index", "text_topk", "texts_of"]

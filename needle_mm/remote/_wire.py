@@ -290,13 +290,15 @@ def _result_in(r: dict, include_vector: bool) -> SearchResult:
     """One hit: a SearchResult, or for a hybrid hit (the answer carries its ``scores``) a
     ``FusedResult``, as the embedded hybrid search returns it."""
     distance = float("inf") if r["distance"] is None else r["distance"]
-    if include_vector:
+    scores = r.get("scores")
+    if scores is not None:
+        res = _text.FusedResult(r["id"], distance, GivenMetadata(r["metadata"]), 0,
+                                vector_in(r["vector"]) if include_vector else None,
+                                {"vector": scores.get("vector"), "text": scores.get("text")})
+    elif include_vector:
         res = SearchResult.with_vector(r["id"], distance, GivenMetadata(r["metadata"]), 0, vector_in(r["vector"]))
     else:
         res = SearchResult(r["id"], distance, GivenMetadata(r["metadata"]), 0)
-    scores = r.get("scores")
-    if scores is not None:
-        res = _text.FusedResult(res, distance, {"vector": scores.get("vector"), "text": scores.get("text")})
     res._meta = r["metadata"]
     return res
 
