@@ -478,7 +478,7 @@ class Collection:
             (textual, text_error), (dense, dense_error) = _kernels.on_threads(ranking, 2)
             if dense_error is not None or text_error is not None:
                 raise dense_error if dense_error is not None else text_error
-        return _text.fuse(dense, textual, k, method, value, include_vector, as_arrays)
+        return _text.fuse(dense, textual, len(texts), k, method, value, include_vector, as_arrays)
 
     def create_text_index(self, field: str, **options) -> None:
         """Index the string values of metadata ``field`` for full-text and

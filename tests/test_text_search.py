@@ -278,6 +278,28 @@ def test_fusion_over_segments_unsaved_records_deletes_and_filters_is_the_formula
                  for v, t in zip(vectors[1450:1454], QUERIES[:4])]
 
 
+def test_hybrid_over_nothing_answers_empty(tmp_path):
+    """No records, k=0, a filter no record passes, a text no record holds: every shape of
+    answer as a search over nothing gives it (one empty list per query, None / inf arrays)."""
+    with needle.Database.open(str(tmp_path / "e.needle")) as db:
+        c = db.create_collection("docs", 4, text_field="document")
+        q, qs = np.ones(4, np.float32), np.ones((2, 4), np.float32)
+        assert c.search(q, text="cat", k=3) == []
+        ids, dists = c.search(q, text="cat", k=3, as_arrays=True)
+        assert ids.tolist() == [None] * 3 and np.isinf(dists).all()
+        assert c.search_batch(qs, texts=["a", "b"], k=3) == [[], []]
+        assert c.search_batch(qs, texts=["a", "b"], k=3, as_arrays=True)[0].shape == (2, 3)
+        c.insert_many(["a", "b"], np.eye(4, dtype=np.float32)[:2], [{"document": "the cat", "x": 1},
+                                                                   {"document": "a dog", "x": 2}])
+        for saved in (False, True):
+            assert c.search(q, text="cat", k=0) == []
+            assert c.search(q, text="cat", k=3, filter={"x": 9}) == []
+            assert c.search_batch(qs, texts=["cat", "dog"], k=3, filter={"x": 9}) == [[], []]
+            got = c.search(q, text="zebra", k=3)  # the vector ranking alone
+            assert [h.id for h in got] == ["a", "b"] and all(h.scores["text"] is None for h in got)
+            db.save()
+
+
 def test_answers_identical_in_another_process(tmp_path, demo):
     texts, vectors, _ = demo
     path = str(tmp_path / "p.needle")

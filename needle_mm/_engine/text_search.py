@@ -251,8 +251,8 @@ def _contributions(dist: np.ndarray, hit: np.ndarray, method: str, value: float,
     return np.where(hit, weight * part, 0.0)
 
 
-def fuse(dense, textual, k: int, method: str, value: float, include_vector: bool, as_arrays: bool):
-    """The top ``k`` of each query's two ranked candidate lists, fused: result lists of
+def fuse(dense, textual, m: int, k: int, method: str, value: float, include_vector: bool, as_arrays: bool):
+    """The top ``k`` of each of ``m`` queries' two ranked candidate lists, fused: result lists of
     :class:`FusedResult`, or ``(ids, distances)`` arrays. ``dense`` and ``textual`` are each
     ``(sources, found)`` as the rankings' kernels leave them (``search.dense_topk``,
     :func:`text_topk`).
@@ -266,7 +266,10 @@ def fuse(dense, textual, k: int, method: str, value: float, include_vector: bool
     cost per call is most of one query's fusion, measured); ids are decoded and objects
     made only for the ``k`` kept and the records tied with the last of them."""
     (d_srcs, d_found), (t_srcs, t_found) = dense, textual
-    m = (d_found or t_found)[0][1].shape[0] if (d_found or t_found) else 0
+    arrays = _search.empty_arrays(m, k) if as_arrays else None
+    rows = [[] for _ in range(m)]
+    if k == 0 or not (d_found or t_found):
+        return arrays if as_arrays else rows
     pool = [source for source, _ in d_srcs]  # every source either ranking drew from, by position
     position = {id(source): j for j, source in enumerate(pool)}
     for source, _ in t_srcs:
@@ -281,8 +284,6 @@ def fuse(dense, textual, k: int, method: str, value: float, include_vector: bool
             rankings.append((np.where(slot >= 0, (where[src] << _SOURCE_SHIFT) | slot, -1), dist))
         else:
             rankings.append((np.full((m, 0), -1, dtype=np.int64), np.zeros((m, 0))))
-    arrays = _search.empty_arrays(m, k) if as_arrays else None
-    rows = [[] for _ in range(m)]
     if m == 1:
         chosen = [_fused_lists(rankings, k, method, value)]
     else:
