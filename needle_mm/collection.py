@@ -455,9 +455,8 @@ class Collection:
         predicate = compile_filter(filter)
         if batch:
             dense = self._search(state, query, batch, n, filter, False, ef, exact, rescore=rescore, ranked=True)
-            m = dense[1][0][1].shape[0] if dense[1] else len(query)
-            if m != len(texts):
-                raise InvalidArgumentError(f"hybrid search needs one text per query: {m} queries, "
+            if len(query) != len(texts):  # (a 2-D batch: _search checked it)
+                raise InvalidArgumentError(f"hybrid search needs one text per query: {len(query)} queries, "
                                            f"{len(texts)} texts")
             textual = _text.text_topk(state, texts, n, predicate)
         else:

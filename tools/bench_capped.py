@@ -357,8 +357,8 @@ def report(r: dict, command: str) -> str:
               "| cgroup peak (MB) | times at the limit |", "|---|---|---|---|---|---|---|---|---|---|"]
     for e, runs in r["runs"].items():
         u, c = runs["uncapped"], runs.get("capped")
-        named = e if r.get("rescore", "default") == "default" or not e.startswith("needle_") or e == "needle_f32" \
-            else f"{e} (rescore {r['rescore']})"
+        quantized = e in ("needle_int8", "needle_binary")
+        named = f"{e} (rescore {r['rescore']})" if quantized and r.get("rescore", "default") != "default" else e
         cells = [named, f"{r['sizes'][e] / mb:.0f}", str(r["efs"][e]),
                  f"{u['qps']:,.0f}" if "qps" in u else u.get("error", "?"), f"{u.get('recall', 0):.3f}"]
         if c is None:

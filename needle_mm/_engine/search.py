@@ -324,22 +324,14 @@ def merge_arrays(srcs, found, k: int) -> tuple[np.ndarray, np.ndarray]:
     m = found[0][1].shape[0]
     if len(found) == 1:
         return _arrays_of_one_source(srcs[0][0], *found[0], k)
-    ids, dists = empty_arrays(m, k)
-    dist = np.concatenate([f[0] for f in found], axis=1)
-    slot = np.concatenate([f[1] for f in found], axis=1)
-    src = np.repeat(np.arange(len(found), dtype=np.int32), [f[1].shape[1] for f in found])
-    src = np.broadcast_to(src[None, :], slot.shape)
-    order = np.argsort(dist, axis=1, kind="stable")
-    dist, slot, src = (np.take_along_axis(a, order, axis=1) for a in (dist, slot, src))
-    width = min(k, slot.shape[1])
-    dist, slot, src = dist[:, :width], slot[:, :width], src[:, :width]
+    src, slot, dist = ranked(srcs, found, k)
+    ids = np.full((m, k), None, dtype=object)
     hit = slot >= 0
-    dists[:, :width][hit] = dist[hit]
     for j, (source, _) in enumerate(srcs):
         mine = hit & (src == j)
         if mine.any():
-            ids[:, :width][mine] = source.ids_at(slot[mine].tolist())
-    return ids, dists
+            ids[mine] = source.ids_at(slot[mine].tolist())
+    return ids, dist.astype(np.float32)
 
 
 def _arrays_of_one_source(source, dist: np.ndarray, slot: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -381,15 +373,10 @@ def merge(srcs, found, k: int, include_vector: bool) -> list[list[SearchResult]]
     (ascending, slot -1 past the end): merged exactly, ids gathered in bulk."""
     if len(found) == 1:
         return _rows_of_one_source(srcs[0][0], *found[0], include_vector)
-    dist = np.concatenate([f[0] for f in found], axis=1)
-    slot = np.concatenate([f[1] for f in found], axis=1)
-    src = np.repeat(np.arange(len(found), dtype=np.int32), [f[1].shape[1] for f in found])
-    src = np.broadcast_to(src[None, :], slot.shape)
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    dists = np.take_along_axis(dist, order, axis=1).tolist()
-    slots = np.take_along_axis(slot, order, axis=1).tolist()
+    src, slot, dist = ranked(srcs, found, k)
+    dists, slots = dist.tolist(), slot.tolist()
     results = []
-    for drow, srow, irow in zip(dists, slots, np.take_along_axis(src, order, axis=1).tolist()):
+    for drow, srow, irow in zip(dists, slots, src.tolist()):
         count = k - srow.count(-1)
         row = []
         for j in range(count):

@@ -244,10 +244,12 @@ def _contributions(dist: np.ndarray, hit: np.ndarray, method: str, value: float,
         share = 1.0 / (value + np.arange(1, dist.shape[1] + 1, dtype=np.float64))
         return np.where(hit, share[None, :], 0.0)
     sim = np.where(hit, -dist, np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        lo = np.nanmin(np.where(hit.any(axis=1, keepdims=True), sim, 0.0), axis=1, keepdims=True)
-        hi = np.nanmax(np.where(hit.any(axis=1, keepdims=True), sim, 0.0), axis=1, keepdims=True)
-        part = np.where(hi > lo, (sim - lo) / np.where(hi > lo, hi - lo, 1.0), 1.0)
+    sim[~hit.any(axis=1)] = 0.0  # (a query with no candidate: no all-NaN row for nanmin)
+    lo = np.nanmin(sim, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # (an infinite distance: inf - inf)
+        spread = np.nanmax(sim, axis=1, keepdims=True) - lo
+        varies = spread > 0
+        part = np.where(varies, (sim - lo) / np.where(varies, spread, 1.0), 1.0)
     return np.where(hit, weight * part, 0.0)
 
 
