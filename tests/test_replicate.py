@@ -93,6 +93,39 @@ def test_a_replica_behind_by_several_commits_catches_up(tmp_path):
         assert verify_file(dst).ok and _answers(dst, queries) == _answers(src, queries)
 
 
+def _set_uuid(path: str, uuid: bytes) -> None:
+    """Give the file another ``file_uuid`` (header CRC rewritten to match)."""
+    from needle_mm._format.header import UUID_OFFSET
+    from zlib import crc32
+
+    with open(path, "r+b") as f:
+        raw = bytearray(f.read(64))
+        raw[UUID_OFFSET : UUID_OFFSET + 16] = uuid
+        raw[60:64] = crc32(bytes(raw[:60])).to_bytes(4, "little")
+        f.seek(0)
+        f.write(raw)
+
+
+@pytest.mark.parametrize("uuid", [bytes(range(1, 15)) + b"\0\0", bytes(16)])
+def test_a_file_whose_uuid_ends_in_nul_bytes_is_a_replica_of_itself(tmp_path, uuid):
+    """One uuid in 256 ends in a NUL byte, which numpy's "S16" field drops:
+    the replica then looked like a copy of another file and was copied whole."""
+    rng = np.random.default_rng(4)
+    src, dst = str(tmp_path / "src.needle"), str(tmp_path / "dst.needle")
+    with needle.Database.open(src) as db:
+        db.create_collection("c", 16, text_field="t")
+    _set_uuid(src, uuid)
+    with needle.Database.open(src) as db:
+        c = db.collection("c")
+        c.insert_many([str(i) for i in range(200)], rng.random((200, 16)), [{"t": "x"}] * 200)
+        db.save()
+        assert ship(src, dst).mode == "copy"
+        _commit(db, c, rng, 0)
+        s = ship(src, dst)
+        assert (s.mode, s.previous, s.generation) == ("ranges", db.generation - 1, db.generation), s
+    assert verify_file(dst).ok
+
+
 def test_a_replica_that_is_not_one_is_copied_whole_and_says_why(tmp_path):
     rng = np.random.default_rng(5)
     src, other, dst = (str(tmp_path / n) for n in ("src.needle", "other.needle", "dst.needle"))

@@ -81,6 +81,9 @@ class Superblock:
     commit_time_ns: int
 
 
+UUID_OFFSET = HEADER_DTYPE.fields["file_uuid"][1]
+
+
 def encode_header(creator: str) -> bytes:
     rec = np.zeros((), dtype=HEADER_DTYPE)
     rec["magic"] = MAGIC
@@ -116,7 +119,9 @@ def decode_header(raw: bytes, path: str) -> Header:
         read_version=int(rec["read_version"]),
         write_version=int(rec["write_version"]),
         page_size=int(rec["page_size"]),
-        file_uuid=bytes(rec["file_uuid"]),
+        # Raw bytes, not the field: numpy's "S" type drops trailing NULs, and
+        # one uuid in 256 ends in one (the file would then not equal itself).
+        file_uuid=bytes(raw[UUID_OFFSET : UUID_OFFSET + 16]),
         creator=bytes(rec["creator"]).rstrip(b"\0").decode("ascii", "replace"),
     )
 
