@@ -11,7 +11,7 @@ from .config import CollectionConfig, DistanceFunction
 from .database import Database
 from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _error_names
-from .results import Entry, SearchResult
+from .results import Entry, SearchResult, SearchResults
 from .sparse import SparseVector
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "DistanceFunction",
     "Entry",
     "SearchResult",
+    "SearchResults",
     "SparseVector",
     "__version__",
     *_error_names,

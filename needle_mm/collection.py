@@ -416,7 +416,7 @@ class Collection:
 
         Returns
         -------
-        list of SearchResult, or (ids, distances) with ``as_arrays``
+        SearchResults (a sequence of SearchResult), or (ids, distances) with ``as_arrays``
         """
         if vector is not None:
             if query is not None:

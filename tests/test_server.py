@@ -843,7 +843,7 @@ def sentences(demo_data):
 
 def _hits(rows):
     """A result list (or a batch of them) as comparable values: id, distance, metadata, scores."""
-    if rows and isinstance(rows[0], list):
+    if rows and isinstance(rows[0], needle.SearchResults):
         return [_hits(r) for r in rows]
     return [(h.id, h.distance, h.metadata, getattr(h, "scores", None)) for h in rows]
 

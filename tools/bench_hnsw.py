@@ -124,7 +124,7 @@ def needle_split(view, coll, q, metric: str, ef: int) -> dict:
     rest of the Python path (``Collection.search`` less those three)."""
     from itertools import repeat
 
-    from needle_mm.results import SearchResult
+    from needle_mm.results import SearchResult, SearchResults
 
     coll.search(q[0], K, ef=ef)
     quick = coll.engine.state(coll.name).quick
@@ -140,6 +140,10 @@ def needle_split(view, coll, q, metric: str, ef: int) -> dict:
         found.append((scratch[5][0, :hits].tolist(), scratch[4][0, :hits].tolist()))
     next_norm, next_found = itertools.cycle(norms).__next__, itertools.cycle(found).__next__
 
+    def results(qq):
+        slots, dists = next_found()
+        return SearchResults(view, slots, dists)
+
     def objects(qq):
         slots, dists = next_found()
         return list(map(SearchResult, view.ids_at(slots), dists, repeat(view), slots))
@@ -147,9 +151,10 @@ def needle_split(view, coll, q, metric: str, ef: int) -> dict:
     total = per_call_us(lambda qq: coll.search(qq, K, ef=ef), q)
     kernel = per_call_us(lambda qq: quick.fn(*quick.head, qq, next_norm(), quick.excluded, *tail, *scratch), q)
     check = per_call_us(lambda qq: float(np.vdot(qq, qq)), q)
-    results = per_call_us(objects, q)
-    return {"ef": ef, "total_us": total, "kernel_us": kernel, "check_us": check, "results_us": results,
-            "rest_us": total - kernel - check - results}
+    made = per_call_us(results, q)
+    read = per_call_us(objects, q)
+    return {"ef": ef, "total_us": total, "kernel_us": kernel, "check_us": check, "results_us": made,
+            "rest_us": total - kernel - check - made, "read_us": read}
 
 
 # ---------------------------------------------------------------- engines
@@ -509,6 +514,9 @@ def bench_lancedb(x, q, gt, metric, tmp) -> dict:
 ROUNDS = 7  # alternations in the head-to-head comparison
 
 
+READ = "+read"  # head_to_head: a Needle engine's calls with every hit's id read
+
+
 def head_to_head(x, q, metric, tmp, efs: dict, builds_too: bool = True) -> dict:
     """Needle (f32, f16) and hnswlib measured in alternation, at each engine's
     ef for recall >= 0.95: the sweep above runs each engine for minutes on
@@ -531,6 +539,10 @@ def head_to_head(x, q, metric, tmp, efs: dict, builds_too: bool = True) -> dict:
         coll, ef = db.collection("c"), efs[eng]
         engines[eng] = (db, lambda qq, c=coll, ef=ef: c.search(qq, K, ef=ef),
                         lambda qs, c=coll, ef=ef: c.search_batch(qs, K, ef=ef))
+        # The same calls with every hit's result object made and its id read (a search returns
+        # SearchResults, which make their objects when first read; hnswlib's arrays are read as made).
+        engines[eng + READ] = (None, lambda qq, c=coll, ef=ef: [h.id for h in c.search(qq, K, ef=ef)],
+                               lambda qs, c=coll, ef=ef: [[h.id for h in r] for r in c.search_batch(qs, K, ef=ef)])
     index = hnswlib.Index(space=space, dim=x.shape[1])
     index.load_index(os.path.join(tmp, f"hnswlib-{len(x)}.bin"), max_elements=len(x))
     index.set_ef(efs["hnswlib"])
@@ -560,9 +572,9 @@ def head_to_head(x, q, metric, tmp, efs: dict, builds_too: bool = True) -> dict:
             for _ in range(reps):
                 many(q)
             batch[e].append(reps * len(q) / (time.perf_counter() - t))
-    builds = {e: [] for e in engines}
+    builds = {e: [] for e in engines if not e.endswith(READ)}
     for _ in range(BUILDS if builds_too else 0):
-        for e in engines:
+        for e in builds:
             if e == "hnswlib":
                 took = build_hnswlib(x, space, 2)[1]
             else:
@@ -665,8 +677,10 @@ def report(results: dict, command: str) -> str:
                              ("needle_binary", "Needle binary")):
                 if e in hh["single"]:
                     built = f", build **{hh['build'][e]:.2f}×**" if e in hh["build"] else ""
+                    read = (f" (every hit's id read: {hh['single'][e + READ]:.2f}× / {hh['batch'][e + READ]:.2f}×)"
+                            if e + READ in hh["single"] else "")
                     parts.append(f"{label} (ef {hh['efs'][e]}) single **{hh['single'][e]:.2f}×**, batch "
-                                 f"**{hh['batch'][e]:.2f}×**{built}")
+                                 f"**{hh['batch'][e]:.2f}×**{read}{built}")
             lines += ["", f"**Head to head at recall ≥ {target}** (each engine at the smallest ef of its sweep "
                           f"reaching it; timed in alternation, median of {hh['rounds']} rounds for queries"
                           + (f" and {BUILDS} for builds on 2 threads" if hh["build"] else "")
@@ -677,9 +691,11 @@ def report(results: dict, command: str) -> str:
             sp = n["split"]
             lines += ["", f"Where a single query's time goes (Needle, ef={sp['ef']}, µs per call, best of passes): "
                           f"`Collection.search` {sp['total_us']:.1f} = the lean call's kernel {sp['kernel_us']:.1f} "
-                          f"(argument conversion included) + the query's norm {sp['check_us']:.1f} + result objects with "
-                          f"decoded ids {sp['results_us']:.1f} + the rest of the Python path {sp['rest_us']:.1f}. "
-                          f"Per-call floor (a {FLOOR_N}-record index, k={K}, ef=16): Needle "
+                          f"(argument conversion included) + the query's norm {sp['check_us']:.1f} + the result list "
+                          f"{sp['results_us']:.1f} + the rest of the Python path {sp['rest_us']:.1f}; reading the "
+                          f"hits afterwards (their ids decoded, their objects made) "
+                          + (f"{sp['read_us']:.1f}. " if "read_us" in sp else "was not measured. ")
+                          + f"Per-call floor (a {FLOOR_N}-record index, k={K}, ef=16): Needle "
                           f"{n['call_floor_us']:.1f} µs, hnswlib {h['call_floor_us']:.1f} µs."]
         if n and "sweep" in n:
             lines += ["", "Needle sweep (ef: recall, single q/s, batch q/s): " + "; ".join(

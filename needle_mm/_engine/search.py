@@ -23,7 +23,7 @@ from ..filters import Filter
 from .._kernels import readonly
 from .._index.hnsw import DEFAULT_RESCORE, one_query_kernel, search_segment
 from .._index.inverted import sparse_topk
-from ..results import SearchResult
+from ..results import SearchResult, SearchResults
 from .state import CollectionState
 
 _EMPTY = readonly(np.zeros(0, dtype=np.uint8))
@@ -138,7 +138,7 @@ def search_dense(state: CollectionState, queries: np.ndarray, qnorms: np.ndarray
     m = queries.shape[0]
     srcs, found = dense_topk(state, queries, qnorms, k, metric, predicate, ef, rescore)
     if not srcs or k == 0:
-        return empty_arrays(m, k) if as_arrays else [[] for _ in range(m)]
+        return empty_arrays(m, k) if as_arrays else no_results(m)
     return merge_arrays(srcs, found, k) if as_arrays else merge(srcs, found, k, include_vector)
 
 
@@ -240,6 +240,7 @@ class QuickSearch:
         bound = one_query_kernel(view, METRIC_CODES[meta.distance], excluded)
         if bound is None:
             return None
+        view.check_ids()  # (its results decode ids when read)
         return cls(view, source_excluded, excluded, bound, meta.hnsw.ef_search, DEFAULT_RESCORE.get(meta.quantization, 0),
                    meta.distance == "cosine")
 
@@ -279,17 +280,17 @@ class QuickSearch:
                            cand_i, out_d, out_i)
         if hits < 0:  # the graph is damaged: the checked path says where
             return None
-        view = self.view
         slots = row_i.tolist()
         if hits < k:
             del slots[hits:]
-        ids = view.ids_at(slots)
         if as_arrays:
             names = np.empty(k, dtype=object)
-            names[:hits] = ids
+            names[:hits] = self.view.ids_at(slots)
             return names, row_d.astype(np.float32)  # inf past the last hit, as the kernel left them
         dists = row_d.tolist()
-        return list(map(SearchResult, ids, dists[:hits] if hits < k else dists, repeat(view, hits), slots))
+        if hits < k:
+            del dists[hits:]
+        return SearchResults(self.view, slots, dists)  # ids and objects made when read
 
 
 def quick(state: CollectionState, query, k, ef, rescore, as_arrays: bool):
@@ -308,9 +309,14 @@ def search_sparse(state: CollectionState, qs: list, k: int, predicate: Filter | 
     """Exact top-k by dot product over every source of a sparse collection (``qs``: SparseVectors)."""
     srcs = sources(state, predicate)
     if not srcs or k == 0:
-        return empty_arrays(len(qs), k) if as_arrays else [[] for _ in qs]
+        return empty_arrays(len(qs), k) if as_arrays else no_results(len(qs))
     found = [sparse_topk(source.posting_chunks(), source.n, qs, f.excluded, k) for source, f in srcs]
     return merge_arrays(srcs, found, k) if as_arrays else merge(srcs, found, k, include_vector)
+
+
+def no_results(m: int) -> list[SearchResults]:
+    """The answers of ``m`` queries that found nothing."""
+    return [SearchResults.of([]) for _ in range(m)]
 
 
 def empty_arrays(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -368,7 +374,7 @@ def _arrays_of_one_source(source, dist: np.ndarray, slot: np.ndarray, k: int) ->
     return ids, dists
 
 
-def merge(srcs, found, k: int, include_vector: bool) -> list[list[SearchResult]]:
+def merge(srcs, found, k: int, include_vector: bool) -> list[SearchResults]:
     """One result list per query from each source's ``(distances[m, k], slots[m, k])``
     (ascending, slot -1 past the end): merged exactly, ids gathered in bulk."""
     if len(found) == 1:
@@ -385,33 +391,33 @@ def merge(srcs, found, k: int, include_vector: bool) -> list[list[SearchResult]]
                 row.append(SearchResult.with_vector(source.id_at(s), drow[j], source, s, source.vector_at(s)))
             else:
                 row.append(SearchResult(source.id_at(s), drow[j], source, s))
-        results.append(row)
+        results.append(SearchResults.of(row))
     return results
 
 
-def _rows_of_one_source(source, dist: np.ndarray, slot: np.ndarray, include_vector: bool) -> list[list[SearchResult]]:
+def _rows_of_one_source(source, dist: np.ndarray, slot: np.ndarray, include_vector: bool) -> list[SearchResults]:
     """The result lists of one source's ``(distances[m, w], slots[m, w])``: the
     common case, built for all queries at once (one id gather, one map)."""
     w = slot.shape[1]
     dists, slots = dist.ravel().tolist(), slot.ravel().tolist()
-    if slot.shape[0] == 1:  # one query: slicing ids in Python beats a kernel call's fixed cost (measured)
-        if -1 in slots:
-            count = w - slots.count(-1)
-            dists, slots = dists[:count], slots[:count]
-        return [_hits(source, source.ids_at(slots), dists, slots, include_vector)]
-    flat = _hits(source, source.ids_of(slot), dists, slots, include_vector)
-    rows = [flat[j:j + w] for j in range(0, len(flat), w)]
-    if -1 in slots:  # fewer than w results somewhere: slots of -1 pad the tail of a row
-        for r in range(len(rows)):
-            pad = slots[r * w:(r + 1) * w].count(-1)
-            if pad:
-                rows[r] = rows[r][:w - pad]
-    return rows
-
-
-def _hits(source, ids: list[str], dists: list[float], slots: list[int], include_vector: bool) -> list:
-    """One SearchResult per slot of one source (None where the slot is -1, with vectors)."""
     if include_vector:
-        return [SearchResult.with_vector(i, d, source, s, source.vector_at(s)) if s >= 0 else None
-                for i, d, s in zip(ids, dists, slots)]
-    return list(map(SearchResult, ids, dists, repeat(source), slots))
+        flat = [SearchResult.with_vector(i, d, source, s, source.vector_at(s)) if s >= 0 else None
+                for i, d, s in zip(source.ids_of(slot), dists, slots)]
+        rows = [flat[j:j + w] for j in range(0, len(flat), w)]
+        return [SearchResults.of(row[:w - row.count(None)] if row[-1] is None else row) for row in rows]
+    if source.descriptor is None:  # this process's unsaved records change: their ids are read now
+        flat = list(map(SearchResult, source.ids_of(slot), dists, repeat(source), slots))
+        rows = [flat[j:j + w] for j in range(0, len(flat), w)]
+        return [SearchResults.of(row[:row_slots.index(-1)] if row_slots[-1] == -1 else row)
+                for row, row_slots in zip(rows, (slots[j:j + w] for j in range(0, len(slots), w)))]
+    # A committed segment is immutable (and held while results refer to it): only slots and
+    # distances per query are kept; ids and objects are made when a query's results are read.
+    source.check_ids()
+    rows = []
+    for j in range(0, len(slots), w):
+        srow, drow = slots[j:j + w], dists[j:j + w]
+        if srow[-1] == -1:  # fewer than w hits: slots of -1 pad the tail of the row
+            count = srow.index(-1)
+            del srow[count:], drow[count:]
+        rows.append(SearchResults(source, srow, drow))
+    return rows

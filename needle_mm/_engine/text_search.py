@@ -24,7 +24,7 @@ import numpy as np
 
 from .._format.catalog import BM25_B, BM25_K1, TextIndex
 from ..errors import InvalidArgumentError, NeedleError
-from ..results import SearchResult
+from ..results import SearchResult, SearchResults
 from .._index.text import (BM25Stats, TextSource, bm25_topk, chunk_impacts, corpus_stats, document_frequencies,
                            query_terms, analyzer_of, texts_of)  # noqa: F401 (analyzer_of, texts_of: re-exported)
 from .._text import term_key_list
@@ -187,7 +187,7 @@ def search_text(state, texts: list[str], k: int, predicate, include_vector: bool
     m = len(texts)
     srcs, found = text_topk(state, texts, k, predicate)
     if not srcs or k == 0:
-        return _search.empty_arrays(m, k) if as_arrays else [[] for _ in range(m)]
+        return _search.empty_arrays(m, k) if as_arrays else _search.no_results(m)
     return _search.merge_arrays(srcs, found, k) if as_arrays else _search.merge(srcs, found, k, include_vector)
 
 
@@ -271,7 +271,7 @@ def fuse(dense, textual, m: int, k: int, method: str, value: float, include_vect
     arrays = _search.empty_arrays(m, k) if as_arrays else None
     rows = [[] for _ in range(m)]
     if k == 0 or not (d_found or t_found):
-        return arrays if as_arrays else rows
+        return arrays if as_arrays else _search.no_results(m)
     pool = [source for source, _ in d_srcs]  # every source either ranking drew from, by position
     position = {id(source): j for j, source in enumerate(pool)}
     for source, _ in t_srcs:
@@ -304,7 +304,7 @@ def fuse(dense, textual, m: int, k: int, method: str, value: float, include_vect
             rows[r].append(FusedResult(names[j], -scores[j], source, slot,
                                        source.vector_at(slot) if include_vector else None,
                                        {"vector": vector.get(keys[j]), "text": text.get(keys[j])}))
-    return arrays if as_arrays else rows
+    return arrays if as_arrays else [SearchResults.of(row) for row in rows]
 
 
 _SLOT_MASK = (1 << _SOURCE_SHIFT) - 1

@@ -388,6 +388,12 @@ class SegmentView:
             plain = memoryview(self._buf)[ref.offset:ref.offset + ref.length].cast("Q")
         return plain, blob.offset, self._buf
 
+    def check_ids(self) -> None:
+        """Raise CorruptFileError now if the id offsets are damaged (checked once
+        per view): results that decode their ids later (``SearchResults``) then
+        cannot fail for that reason once returned."""
+        self._id_reader
+
     def ids_at(self, slots: list[int]) -> list[str]:
         """Ids of several slots (``0 <= slot < n``, plain Python ints).
 

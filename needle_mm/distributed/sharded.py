@@ -26,7 +26,7 @@ import numpy as np
 from .. import _input
 from ..errors import DuplicateIdError, InvalidArgumentError, RecordNotFoundError, ShardError
 from ..filters import compile_filter
-from ..results import Entry, GivenMetadata, SearchResult
+from ..results import Entry, GivenMetadata, SearchResult, SearchResults
 from .manifest import Manifest, read_manifest
 from .runtime import needle_cause, raise_cause, ray_module
 
@@ -432,7 +432,7 @@ def merge_arrays(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np
     return top_ids, top
 
 
-def merge_hits(parts: list[list[tuple]], k: int) -> list[SearchResult]:
+def merge_hits(parts: list[list[tuple]], k: int) -> SearchResults:
     """One query's hits from each shard, as ``(id, distance, metadata, vector)``, merged into
     the ``k`` closest SearchResults, ties by id."""
     hits = sorted((h for part in parts for h in part), key=lambda h: (h[1], h[0]))[:k]
@@ -442,4 +442,4 @@ def merge_hits(parts: list[list[tuple]], k: int) -> list[SearchResult]:
             out.append(SearchResult(id, distance, GivenMetadata(metadata), 0))
         else:
             out.append(SearchResult.with_vector(id, distance, GivenMetadata(metadata), 0, vector))
-    return out
+    return SearchResults.of(out)

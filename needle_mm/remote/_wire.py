@@ -25,7 +25,7 @@ from .._engine import text_search as _text
 from ..config import CollectionConfig, DistanceFunction
 from ..database import _CONFIG_KEYWORDS, _check_name
 from ..filters import compile_filter
-from ..results import Entry, GivenMetadata, SearchResult
+from ..results import Entry, GivenMetadata, SearchResult, SearchResults
 from ..sparse import SparseVector
 
 MISSING = object()
@@ -671,7 +671,7 @@ def search(name: str, query: Any, batch: bool, k: Any, filter: dict | None, ef: 
     def parse(payload):
         if as_arrays:
             return _arrays_in(payload)
-        rows = [[_result_in(r, include_vector) for r in row] for row in payload["results"]]
+        rows = [SearchResults.of([_result_in(r, include_vector) for r in row]) for row in payload["results"]]
         return rows if batch else rows[0]
 
     return Call("POST", f"{collection_path(name)}/search", body, parse=parse, read=True)

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from .. import errors as E
 from ..config import CollectionConfig, DistanceFunction
-from ..results import Entry, SearchResult
+from ..results import Entry, SearchResult, SearchResults
 from . import _wire as W
 
 __all__ = ["Client", "RemoteCollection"]
@@ -542,7 +542,7 @@ class RemoteCollection:
 
         Returns
         -------
-        list of SearchResult (``FusedResult`` for hybrid hits), or (ids, distances) with ``as_arrays``
+        SearchResults of SearchResult (``FusedResult`` for hybrid hits), or (ids, distances) with ``as_arrays``
         """
         return self._client._run(W.search(self.name, W.query_of(query, vector), False, k, filter, ef, exact,
                                           include_vector, as_arrays, self._info, text, fusion, candidates, rescore))
@@ -550,7 +550,7 @@ class RemoteCollection:
     def search_batch(self, queries=None, k: int = 10, filter: dict | None = None, *, texts=None, fusion="rrf",
                      candidates: int = W.DEFAULT_CANDIDATES, ef: int | None = None, exact: bool = False,
                      include_vector: bool = False, as_arrays: bool = False,
-                     rescore: int | None = None) -> list[list[SearchResult]] | tuple:
+                     rescore: int | None = None) -> list[SearchResults] | tuple:
         """:meth:`search` for each row of a 2-D array of queries (one request): a list of
         result lists, or with ``as_arrays=True`` ``(ids, distances)`` arrays of shape ``(m, k)``.
         ``texts`` (a list of strings): text queries, alone or one per query row (hybrid)."""

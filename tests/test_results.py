@@ -1,0 +1,105 @@
+"""What a search returns: SearchResults, whose ids and objects are made when first read.
+
+What could go wrong: ids decoded after the search from bytes a later commit
+reused (the generation must stay held while the results exist), unsaved
+records changing under results that read them late, a damaged id region
+noticed only when results are read (after the call returned), and a
+sequence that does not behave like the list it replaced.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import needle_mm as needle
+from needle_mm.results import SearchResult, SearchResults
+
+
+def _filled(path: str, n: int = 300, dim: int = 8, seed: int = 0, prefix: str = "r"):
+    rng = np.random.default_rng(seed)
+    db = needle.Database.open(path)
+    c = db.get_or_create_collection("c", dim, "euclidean")
+    c.insert_many([f"{prefix}{i}" for i in range(n)], rng.random((n, dim), dtype=np.float32),
+                  [{"i": i} for i in range(n)])
+    db.save()
+    return db, c, rng
+
+
+def test_results_read_late_equal_the_exact_answer_and_behave_as_a_list(db_path):
+    db, c, rng = _filled(db_path)
+    q = rng.random(8, dtype=np.float32)
+    hits = c.search(q, k=5)  # the lean call: one committed segment, no filter
+    exact = c.search(q, k=5, exact=True)
+    assert type(hits) is SearchResults and len(hits) == 5 and hits
+    assert hits.ids == [h.id for h in exact] and hits.distances == pytest.approx([h.distance for h in exact])
+    assert [h.metadata["i"] for h in hits] == [int(i[1:]) for i in hits.ids]
+    assert all(type(h) is SearchResult for h in hits) and hits[0] is hits[0]  # made once
+    assert hits == list(hits) and list(hits) == hits and hits == tuple(hits) and hits != hits.ids
+    assert hits[1:3] == [hits[1], hits[2]] and hits[-1] is hits[4] and list(reversed(hits))[0] is hits[4]
+    assert hits + [] == list(hits) and [] + hits == list(hits) and hits.index(hits[2]) == 2 and hits[3] in hits
+    assert repr(hits) == repr(list(hits))
+    with pytest.raises(TypeError):
+        hash(hits)
+    nothing = c.search(q, k=5, filter={"i": -1})
+    assert nothing == [] and not nothing and len(nothing) == 0 and nothing.ids == []
+    batch = c.search_batch(np.stack([q, q]), k=5)
+    assert all(type(r) is SearchResults for r in batch) and batch[0] == batch[0] and batch[1].ids == hits.ids
+    db.close()
+    assert hits.ids == [h.id for h in exact]  # after close: the results hold what they read
+
+
+def test_results_read_after_later_commits_rewrote_everything_still_name_their_records(db_path):
+    """The results hold their segment view, whose generation stays in the reader table: the
+    writer's later commits (every record deleted, new ones written, space reused where it may)
+    never touch the bytes they decode their ids from."""
+    db, c, rng = _filled(db_path, n=400)
+    blob = db.engine.snapshot.catalog.collections["c"].segments[0].regions["id_blob"]
+    rewrote = False  # (dropping the results instead rewrites these bytes in this same sequence: checked)
+    reader = needle.Database.open(db_path, read_only=True)
+    queries = rng.random((6, 8), dtype=np.float32)
+    rc = reader.collection("c")
+    late = [rc.search(q, k=7) for q in queries] + rc.search_batch(queries, k=7)
+    want = [[h.id for h in c.search(q, k=7, exact=True)] for q in queries] * 2
+    for step in range(4):  # each commit replaces every record: nothing the old ids occupied is needed any more
+        c.delete([f"{'r' if step == 0 else f's{step - 1}-'}{i}" for i in range(400)])
+        c.insert_many([f"s{step}-{i}" for i in range(400)], rng.random((400, 8), dtype=np.float32))
+        db.save()
+        rewrote |= any(a < blob.offset + blob.length and a + n > blob.offset
+                       for a, n in db.engine.snapshot.catalog.written[-1][1])
+        rc.search(queries[0], k=1)  # the reader moves on to the newest generation
+    assert rc.count() == 400 and rc.search(queries[0], k=1)[0].id.startswith("s3-")
+    assert not rewrote
+    got = [r.ids for r in late]
+    assert [[h.id for h in r] for r in late] == got and [len(r) for r in got] == [7] * 12
+    # HNSW over 400 records at the default ef finds the exact top 7 here: checked, not assumed
+    assert got == want
+    reader.close()
+    db.close()
+
+
+def test_results_over_unsaved_records_are_read_at_once(db_path):
+    db, c, rng = _filled(db_path, n=50)
+    c.insert_many([f"u{i}" for i in range(20)], rng.random((20, 8), dtype=np.float32) + 5)
+    q = np.full(8, 5.5, dtype=np.float32)
+    hits = c.search(q, k=3)
+    batch = c.search_batch(np.stack([q, q]), k=3)
+    ids = [h.id for h in c.search(q, k=3, exact=True)]
+    assert all(i.startswith("u") for i in ids)
+    c.delete(ids)
+    c.insert_many([f"v{i}" for i in range(20)], rng.random((20, 8), dtype=np.float32) + 5)
+    db.save()  # the unsaved records the results came from are gone: they were read at once
+    assert hits.ids == ids and [r.ids for r in batch] == [ids, ids]
+    db.close()
+
+
+def test_damaged_id_offsets_are_reported_by_the_search_not_by_the_results(db_path):
+    db, c, _ = _filled(db_path, n=20)
+    ref = db.engine.snapshot.catalog.collections["c"].segments[0].regions["id_offsets"]
+    db.close()
+    with open(db_path, "r+b") as f:  # offsets of slots 5.. jump past the blob
+        f.seek(ref.offset + 8 * 5)
+        f.write(np.uint64(1 << 40).tobytes())
+    with needle.Database.open(db_path, read_only=True) as db:
+        with pytest.raises(needle.CorruptFileError, match="id offsets"):
+            db.collection("c").search(np.zeros(8, dtype=np.float32), 3)
