@@ -1,4 +1,4 @@
-"""What reads return: :class:`Entry` from ``get``, :class:`SearchResult` from ``search``."""
+"""What reads return: :class:`Entry` from ``get``, :class:`SearchResults` of :class:`SearchResult` from ``search``."""
 
 from __future__ import annotations
 

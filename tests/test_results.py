@@ -103,3 +103,40 @@ def test_damaged_id_offsets_are_reported_by_the_search_not_by_the_results(db_pat
     with needle.Database.open(db_path, read_only=True) as db:
         with pytest.raises(needle.CorruptFileError, match="id offsets"):
             db.collection("c").search(np.zeros(8, dtype=np.float32), 3)
+
+
+def test_short_answers_with_vectors_from_segments_and_unsaved_records(db_path):
+    """Fewer hits than k (slots of -1 pad the kernels' rows) for every way a result list is made."""
+    db, c, rng = _filled(db_path, n=6)
+    qs = rng.random((3, 8), dtype=np.float32)
+    for unsaved in (False, True):
+        if unsaved:
+            c.insert_many(["u0", "u1"], rng.random((2, 8), dtype=np.float32))  # now two sources: merged
+        live = 8 if unsaved else 6
+        for include_vector in (False, True):
+            rows = c.search_batch(qs, k=10, include_vector=include_vector)
+            one = c.search(qs[0], k=10, include_vector=include_vector, filter={"i": {"$lt": 4}})
+            exact = [[h.id for h in c.search(q, k=10, exact=True)] for q in qs]
+            assert [r.ids for r in rows] == exact and [len(r) for r in rows] == [live] * 3
+            assert [h.id for h in one] == [i for i in exact[0] if i.startswith("r") and int(i[1:]) < 4]
+            for h in (*rows[0], *one):
+                assert (h.vector is not None) == include_vector
+                if include_vector:
+                    assert np.array_equal(h.vector, c.get(h.id).vector)
+    db.save()
+    rows = c.search_batch(qs[:1], k=10, include_vector=True)  # one segment again, with vectors
+    assert len(rows[0]) == 8 and all(np.array_equal(h.vector, c.get(h.id).vector) for h in rows[0])
+    db.close()
+
+
+def test_a_collection_never_saved_answers_from_its_unsaved_records_alone(db_path):
+    db = needle.Database.open(db_path)
+    c = db.create_collection("fresh", 4, "euclidean")
+    c.insert_many(["a", "b", "c"], [[0, 0, 0, 1], [0, 0, 1, 0], [5, 5, 5, 5]])
+    hits = c.search(np.array([0, 0, 0, 1], dtype=np.float32), k=5)
+    batch = c.search_batch(np.array([[0, 0, 1, 0]], dtype=np.float32), k=2, include_vector=True)
+    c.delete(["a", "b"])
+    c.insert_many(["d"], [[0, 0, 0, 1]])  # the unsaved records change after the answers were made
+    assert hits.ids == ["a", "b", "c"] and [r.ids for r in batch] == [["b", "a"]]
+    assert list(batch[0][0].vector) == [0, 0, 1, 0]
+    db.close()

@@ -396,28 +396,24 @@ def merge(srcs, found, k: int, include_vector: bool) -> list[SearchResults]:
 
 
 def _rows_of_one_source(source, dist: np.ndarray, slot: np.ndarray, include_vector: bool) -> list[SearchResults]:
-    """The result lists of one source's ``(distances[m, w], slots[m, w])``: the
-    common case, built for all queries at once (one id gather, one map)."""
+    """The result lists of one source's ``(distances[m, w], slots[m, w])`` (slot -1
+    past each query's last hit). A committed segment is immutable, and held while
+    results refer to it: its results keep only slots and distances, and make ids and
+    objects when read. This process's unsaved records change: theirs are made now."""
     w = slot.shape[1]
     dists, slots = dist.ravel().tolist(), slot.ravel().tolist()
-    if include_vector:
-        flat = [SearchResult.with_vector(i, d, source, s, source.vector_at(s)) if s >= 0 else None
-                for i, d, s in zip(source.ids_of(slot), dists, slots)]
-        rows = [flat[j:j + w] for j in range(0, len(flat), w)]
-        return [SearchResults.of(row[:w - row.count(None)] if row[-1] is None else row) for row in rows]
-    if source.descriptor is None:  # this process's unsaved records change: their ids are read now
-        flat = list(map(SearchResult, source.ids_of(slot), dists, repeat(source), slots))
-        rows = [flat[j:j + w] for j in range(0, len(flat), w)]
-        return [SearchResults.of(row[:row_slots.index(-1)] if row_slots[-1] == -1 else row)
-                for row, row_slots in zip(rows, (slots[j:j + w] for j in range(0, len(slots), w)))]
-    # A committed segment is immutable (and held while results refer to it): only slots and
-    # distances per query are kept; ids and objects are made when a query's results are read.
-    source.check_ids()
     rows = []
     for j in range(0, len(slots), w):
         srow, drow = slots[j:j + w], dists[j:j + w]
         if srow[-1] == -1:  # fewer than w hits: slots of -1 pad the tail of the row
             count = srow.index(-1)
             del srow[count:], drow[count:]
-        rows.append(SearchResults(source, srow, drow))
-    return rows
+        rows.append((srow, drow))
+    if include_vector:
+        return [SearchResults.of([SearchResult.with_vector(i, d, source, s, source.vector_at(s))
+                                  for i, d, s in zip(source.ids_at(srow), drow, srow)]) for srow, drow in rows]
+    if source.descriptor is None:
+        return [SearchResults.of(list(map(SearchResult, source.ids_at(srow), drow, repeat(source), srow)))
+                for srow, drow in rows]
+    source.check_ids()
+    return [SearchResults(source, srow, drow) for srow, drow in rows]
