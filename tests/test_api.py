@@ -264,6 +264,9 @@ def test_damaged_id_offsets_are_reported_not_misread(db_path):
         f.seek(ref.offset + 8 * 5)
         f.write(np.uint64(1 << 40).tobytes())
     with needle.Database.open(db_path, read_only=True) as db:
+        # by the search, not later by its results (which decode their ids when read)
+        with pytest.raises(needle.CorruptFileError, match="id offsets"):
+            db.collection("c").search(np.array([1, 3], dtype=np.float32), 3)  # the lean call
         with pytest.raises(needle.CorruptFileError, match="id offsets"):
             db.collection("c").search_batch([[1, 3], [1, 7]], 3)
 
