@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ._kernels.api import QUERY_IN_PLACE
+from ._kernels.api import QUERY_IN_PLACE, square_norm, square_norms
 from .errors import InvalidIdError, InvalidMetadataError, InvalidVectorError
 
 MAX_ID_BYTES = 65535
@@ -95,9 +95,11 @@ def _as_float_array(value: Any, what: str) -> np.ndarray:
 def queries(value: Any, dim: int, cosine: bool, batch: bool) -> tuple[np.ndarray, np.ndarray]:
     """Queries as a writable float32 ``[m, dim]`` matrix and their norms.
 
-    The single-query path is the hot one: one copy and one dot product, whose
-    result also proves the query finite (NaN, infinity and float32 overflow
-    all make the squared norm non-finite).
+    Every query's norm is ``kernels.square_norm``'s, the lean call's kernel's
+    own, so one query ranks alike on every path and in a batch. The squared
+    norm also proves the query finite (NaN, infinity and float32 overflow
+    all make it exceed float32's range), so no other pass looks for them
+    unless one is found.
     """
     if not batch:
         if type(value) is np.ndarray and value.shape == (dim,) and value.dtype.kind == "f":
@@ -107,17 +109,22 @@ def queries(value: Any, dim: int, cosine: bool, batch: bool) -> tuple[np.ndarray
                 v = value.astype(np.float32)  # a copy: C-contiguous and writable, as the kernels are compiled for
         else:
             v = vector(value, dim, "query").astype(np.float32)
-        # vdot: no floating-point warning on overflow (dot warns), 0.2 us more than
-        # v.dot(v); a float32 sum, like the kernels' own (see norms()).
-        sq = float(np.vdot(v, v))
-        if not math.isfinite(sq):
+        sq = square_norm(v)
+        if not sq <= _FLOAT32_MAX:  # NaN fails too
             vector(v, dim, "query")  # names NaN/infinity if present
             raise InvalidVectorError("query values are too large: the squared norm overflows float32")
         if cosine and sq == 0.0:
             raise InvalidVectorError("query is all zeros: cosine distance is undefined for it")
         return v.reshape(1, dim), np.array([math.sqrt(sq)], dtype=np.float32)
-    q = np.require(matrix(value, dim, "queries"), np.float32, ["C", "W", "A"])
-    qn = norms(q, "query")
+    arr = _as_float_array(value, "queries")
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        matrix(arr, dim, "queries")  # names the shape
+    q = np.require(arr, np.float32, ["C", "W", "A"])
+    squares = square_norms(q)
+    if not (squares <= _FLOAT32_MAX).all():  # NaN fails too
+        matrix(q, dim, "queries")  # names a row with NaN or infinity
+        raise InvalidVectorError("query values are too large: the squared norm overflows float32")
+    qn = np.sqrt(squares).astype(np.float32)
     if cosine:
         require_nonzero(qn, "query")
     return q, qn

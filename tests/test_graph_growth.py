@@ -17,6 +17,7 @@ from needle_mm._format.catalog import decode_catalog
 from needle_mm._format.header import crc32
 from needle_mm._index import hnsw
 from needle_mm._kernels import hnsw as kernels
+from needle_mm._kernels import scratch_width
 from needle_mm.errors import CorruptFileError
 from needle_mm.ops.verify import verify_file
 
@@ -95,13 +96,21 @@ def test_patched_search_equals_search_of_the_folded_graph(tmp_path):
             n = view.n
             d = np.empty((len(queries), 10)), np.empty((len(queries), 10), dtype=np.int64)
             visited, tags = np.zeros((1, n), np.uint16), np.zeros(1, np.uint16)
+            row = scratch_width(n, l0.shape[1])  # the walk's heaps and two-hop batch
             status = kernels.search_knn(vecs, norms, 0, l0, view.hnsw_levels, view.hnsw_upper_offsets, up, patch,
                                         h.entry_point, h.max_level, queries, qn, np.zeros(0, np.uint8), 10, 64,
-                                        visited, tags, np.empty((1, n), np.float32), np.empty((1, n), np.int32),
+                                        visited, tags, np.empty((1, row), np.float32), np.empty((1, row), np.int32),
                                         False, d[0], d[1])
             assert status == kernels.STATUS_OK
             out.append(d[1])
         np.testing.assert_array_equal(out[0], out[1])
+        # a scratch row one short of what the walk keeps there is refused, never overrun
+        short = row - 1
+        status = kernels.search_knn(vecs, norms, 0, l0, view.hnsw_levels, view.hnsw_upper_offsets, up, patch,
+                                    h.entry_point, h.max_level, queries, qn, np.zeros(0, np.uint8), 10, 64,
+                                    visited, tags, np.empty((1, short), np.float32), np.empty((1, short), np.int32),
+                                    False, d[0], d[1])
+        assert status == kernels.STATUS_CORRUPT
 
 
 def test_every_record_is_found_after_small_commits(tmp_path):

@@ -9,7 +9,6 @@ bitmap per source, the one convention every kernel shares.
 
 from __future__ import annotations
 
-import math
 from itertools import repeat
 from typing import NamedTuple
 
@@ -193,7 +192,6 @@ def ranked(srcs, found, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 _FLOAT32 = np.dtype(np.float32)
-_FLOAT32_INF = float(np.float32(np.inf))  # np.vdot of float32 rows overflows to this (NaN fails `<` too)
 QUICK_LIMIT = 4096  # k and ef above this take the checked path (which clamps them)
 
 
@@ -214,11 +212,10 @@ class QuickSearch:
     the segment's per-thread pool, so threads share it safely."""
 
     __slots__ = ("view", "source_excluded", "excluded", "shape", "fn", "head", "pool", "ef_search", "rescore",
-                 "quantized", "cosine")
+                 "quantized")
 
-    def __init__(self, view, source_excluded, excluded, bound, ef_search: int, rescore: int, cosine: bool):
+    def __init__(self, view, source_excluded, excluded, bound, ef_search: int, rescore: int):
         self.view = view
-        self.cosine = cosine
         self.source_excluded = source_excluded
         self.excluded = excluded  # read-only view of source_excluded, as the kernel was chosen for
         self.shape = (view.dim,)
@@ -241,8 +238,7 @@ class QuickSearch:
         if bound is None:
             return None
         view.check_ids()  # (its results decode ids when read)
-        return cls(view, source_excluded, excluded, bound, meta.hnsw.ef_search, DEFAULT_RESCORE.get(meta.quantization, 0),
-                   meta.distance == "cosine")
+        return cls(view, source_excluded, excluded, bound, meta.hnsw.ef_search, DEFAULT_RESCORE.get(meta.quantization, 0))
 
     def fits(self, state: CollectionState) -> bool:
         """Whether ``state`` still holds exactly what this was bound to."""
@@ -263,22 +259,18 @@ class QuickSearch:
             rescore = self.rescore
         elif type(rescore) is not int or not 0 <= rescore <= QUICK_LIMIT:
             return None
-        # The norm exactly as the checked path computes it (_input.queries), so both give the same distances;
-        # a query it refuses (not finite, all zeros for cosine) goes there to be named.
-        sq = float(np.vdot(query, query))
-        if not (sq < _FLOAT32_INF) or (sq == 0.0 and self.cosine):
-            return None
+        # (the kernel computes the query's norm as the checked path does, _input.queries, and refuses what
+        # that path refuses: a norm not finite, or zero for cosine)
         visited, tags, cand_d, cand_i, out_d, out_i, row_d, row_i = self.pool.one(k)
         width = ef if ef > k else k
         if self.quantized:
             if k * rescore > width:
                 width = k * rescore
-            hits = self.fn(*self.head, query, math.sqrt(sq), self.excluded, k, width, rescore, visited, tags,
-                           cand_d, cand_i, out_d, out_i)
+            hits = self.fn(*self.head, query, self.excluded, k, width, rescore, visited, tags, cand_d, cand_i,
+                           out_d, out_i)
         else:  # (rescore applies to quantized segments only)
-            hits = self.fn(*self.head, query, math.sqrt(sq), self.excluded, k, width, visited, tags, cand_d,
-                           cand_i, out_d, out_i)
-        if hits < 0:  # the graph is damaged: the checked path says where
+            hits = self.fn(*self.head, query, self.excluded, k, width, visited, tags, cand_d, cand_i, out_d, out_i)
+        if hits < 0:  # the graph is damaged, or the query refused: the checked path names the problem
             return None
         slots = row_i.tolist()
         if hits < k:

@@ -20,7 +20,7 @@ import numpy as np
 from .. import _progress
 from .._format.catalog import MAX_LEVEL, HnswGraph
 from .._format.segment import graph_problems
-from .._kernels import STATUS_OK, readonly
+from .._kernels import STATUS_OK, readonly, scratch_width
 from .._kernels import api as kernels
 from ..errors import CorruptFileError
 from .._storage.mapping import ask_huge_pages, memory_budget, random_access, release, will_need
@@ -302,14 +302,16 @@ def extend_committed(view, vectors: np.ndarray, norms: np.ndarray, m: int, ef_co
 class VisitedPool(threading.local):
     """Search scratch of one segment, one set per thread (searches in several
     threads run concurrently: the kernels release the GIL): visited marks
-    with their tags, and the candidate heap (capacity n, see search_layer).
+    with their tags, and the rows a walk keeps its heaps in (candidates,
+    results, two-hop batch: ``kernels.scratch_width``).
 
     Allocated lazily (untouched pages cost nothing) and reused with tags, so
     no search clears n entries.
     """
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, width: int):
         self.n = n
+        self.row = scratch_width(n, width)
         self.buffers: tuple[np.ndarray, ...] | None = None
         self.single: tuple[np.ndarray, ...] | None = None
 
@@ -317,8 +319,8 @@ class VisitedPool(threading.local):
         buffers = self.buffers
         if buffers is None or buffers[0].shape[0] < rows:
             buffers = self.buffers = (np.zeros((rows, self.n), dtype=np.uint16), np.zeros(rows, dtype=np.uint16),
-                                      np.empty((rows, self.n), dtype=np.float32),
-                                      np.empty((rows, self.n), dtype=np.int32))
+                                      np.empty((rows, self.row), dtype=np.float32),
+                                      np.empty((rows, self.row), dtype=np.int32))
         return buffers
 
     def one(self, k: int) -> tuple[np.ndarray, ...]:
@@ -359,7 +361,8 @@ def _searcher(view) -> tuple[VisitedPool, tuple]:
             bound = kernels.GraphSearch(vectors, norms, graph, *((view.quant_codes, view.quant_params)
                                                                  if view.quantized else ()))
             rows_may_fault(view)  # decided (and the vectors advised) once per view, before any walk
-            found = view.caches.setdefault("searcher", (VisitedPool(view.n), (vectors, norms), graph, bound))
+            pool = VisitedPool(view.n, view.hnsw_links0.shape[1])
+            found = view.caches.setdefault("searcher", (pool, (vectors, norms), graph, bound))
     return found
 
 

@@ -23,6 +23,15 @@ METRIC_CODES = {"cosine": METRIC_COSINE, "euclidean": METRIC_EUCLIDEAN, "dot": M
 STATUS_OK = 0
 STATUS_CORRUPT = 1  # the graph names a node or layer that does not exist
 
+def scratch_width(n: int, width: int) -> int:
+    """The length of an HNSW walk's scratch row (``cand_d[vrow]``,
+    ``cand_i[vrow]``) over ``n`` nodes whose layer-0 rows hold ``width``
+    links: the candidate heap (``[0, n)``: each node enters it at most once),
+    the result heap (``[n, 2n + 1)``: at most one entry per node), then the
+    two-hop batch (the last ``width`` ids). ``hnsw._walk`` refuses a shorter row."""
+    return 2 * n + 1 + width
+
+
 QUERY_TILE = 8  # queries the exact kernels dot with each row while it sits in L1 (exact.py)
 
 

@@ -59,13 +59,13 @@ EXPORTS = {
     # the lean call (one 1-D query, its norm computed by the kernel): hnsw.search_one
     "search_one": ("hnsw", "search_one", "i64", (
         "V:2", "f32:1", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64",
-        "f32:1", "f64", "u8:1", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "f64:2w", "i64:2w")),
+        "f32:1", "u8:1", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "f64:2w", "i64:2w")),
     "search_one_codes": ("hnsw", "search_one_codes", "i64", (
         "V:2", "f32:1", "i8:2", "f32:2", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64",
-        "f32:1", "f64", "u8:1", "i64", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "f64:2w", "i64:2w")),
+        "f32:1", "u8:1", "i64", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "f64:2w", "i64:2w")),
     "search_one_bits": ("hnsw", "search_one_codes", "i64", (
         "V:2", "f32:1", "u64:2", "f32:2", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64",
-        "f32:1", "f64", "u8:1", "i64", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "f64:2w", "i64:2w")),
+        "f32:1", "u8:1", "i64", "i64", "i64", "u16:2w", "u16:1w", "f32:2w", "i32:2w", "f64:2w", "i64:2w")),
     # graph construction: the phases of hnsw.py's batches, shared by Python threads
     "build_candidates": ("hnsw", "build_candidates", "void", (
         "V:2", "f32:1", "V:2", "f32:1", "i64", "i32:2", "u8:1", "u32:1", "i32:2", "patch", "i64", "i64", "i64", "i64",
@@ -99,6 +99,8 @@ EXPORTS = {
     "exact_merge": ("exact", "_merge", "void", ("f32:3", "i64:3", "i64", "f32:2w", "i64:2w", "i64")),
     "gather_blobs__1d": ("blobs", "gather_blobs", "u8:1w,i64:1w", ("u64:1", "u8:1", "i64:1")),
     "gather_blobs__2d": ("blobs", "gather_blobs", "u8:1w,i64:1w", ("u64:1", "u8:1", "i64:2")),
+    "square_norm": ("hnsw", "square_norm", "f64", ("f32:1",)),
+    "square_norms": ("hnsw", "square_norms", "void", ("f32:2", "f64:1w")),
     "csr_any": ("filters", "csr_any", "b1:1w", ("u64:1", "b1:1")),
     "csr_length_is": ("filters", "csr_length_is", "b1:1w", ("u64:1", "i64")),
     "accumulate_serial": ("sparse", "accumulate_serial", "void", (

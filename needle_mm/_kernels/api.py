@@ -400,7 +400,7 @@ class GraphSearch:
 
     def one(self, metric: int, excluded) -> tuple:
         """The lean call's kernel for these arrays and this exclusion bitmap:
-        ``(fn, head)`` with ``fn(*head, query, qnorm, excluded, k, ef[, rescore],
+        ``(fn, head)`` with ``fn(*head, query, excluded, k, ef[, rescore],
         visited, tags, cand_d, cand_i, out_d, out_i)`` searching one 1-D query
         (``hnsw.search_one``). The extension's function when the bitmap fits it
         (the bound arrays were checked when bound), else the JIT's. The caller
@@ -661,6 +661,19 @@ def gather_blobs(offsets, blob, slots):
     args = (offsets, blob, slots)
     return _call("gather_blobs__2d" if getattr(slots, "ndim", 0) == 2 else "gather_blobs__1d", "blobs", "gather_blobs",
                  args)
+
+
+def square_norm(query) -> float:
+    """``hnsw.square_norm``: a query's squared norm as every search computes
+    it (the lean call's kernel included); ``query``: 1-D float32."""
+    return _call("square_norm", "hnsw", "square_norm", (query,))
+
+
+def square_norms(queries) -> np.ndarray:
+    """``hnsw.square_norms``: :func:`square_norm` of each row of a 2-D float32 array (float64)."""
+    out = np.empty(queries.shape[0], dtype=np.float64)
+    _call("square_norms", "hnsw", "square_norms", (queries, out))
+    return out
 
 
 def csr_any(offsets, element_mask):

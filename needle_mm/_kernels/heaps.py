@@ -59,3 +59,40 @@ def maxheap_pop(hd, hi, size):
     if size > 0:
         maxheap_sift_down(hd, hi, size, hd[size], hi[size])
     return size
+
+
+@kernel(inline="always")
+def _pair_after(hd, hi, a, b):
+    """Whether entry ``a`` sorts after entry ``b`` (distance, then id)."""
+    return hd[a] > hd[b] or (hd[a] == hd[b] and hi[a] > hi[b])
+
+
+@kernel(inline="always")
+def _pair_sift_down(hd, hi, pos, size):
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            return
+        if child + 1 < size and _pair_after(hd, hi, child + 1, child):
+            child += 1
+        if not _pair_after(hd, hi, child, pos):
+            return
+        d, i = hd[pos], hi[pos]
+        hd[pos], hi[pos] = hd[child], hi[child]
+        hd[child], hi[child] = d, i
+        pos = child
+
+
+@kernel(_nrt=False)
+def sort_pairs(hd, hi, size):
+    """Sort ``(hd, hi)[:size]`` in place, ascending by distance, ties by id:
+    one total order, so every path that ranks the same entries lists them
+    alike. A heapsort: no buffer (the search kernels allocate nothing, see
+    hnsw._walk), O(size log size)."""
+    for pos in range(size // 2 - 1, -1, -1):
+        _pair_sift_down(hd, hi, pos, size)
+    for end in range(size - 1, 0, -1):
+        d, i = hd[0], hi[0]
+        hd[0], hi[0] = hd[end], hi[end]
+        hd[end], hi[end] = d, i
+        _pair_sift_down(hd, hi, 0, end)

@@ -38,7 +38,7 @@ from numba.extending import overload
 
 from . import FASTMATH, METRIC_COSINE, METRIC_EUCLIDEAN, STATUS_CORRUPT, STATUS_OK, kernel
 from .halves import as_f32
-from .heaps import maxheap_pop, maxheap_push, maxheap_replace_root
+from .heaps import maxheap_pop, maxheap_push, maxheap_replace_root, sort_pairs
 from .bits import popcount
 from .prefetch import prefetch_row, prefetch_whole_row
 
@@ -358,9 +358,9 @@ def search_layer(q, qn, vectors, norms, metric, links0, levels, upper_offsets, u
     return n_res, STATUS_OK
 
 
-@kernel(fastmath=FASTMATH)
+@kernel(fastmath=FASTMATH, _nrt=False)
 def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, patch, n, entry, entry_d, ef, visited, vrow, tag,
-                          excluded, res_d, res_i, cand_d, cand_i):
+                          excluded, res_d, res_i, cand_d, cand_i, batch):
     """Layer-0 beam search for a filter that rejects most nodes (after ACORN).
 
     Distances are computed only for passing nodes: a rejected neighbour is not
@@ -369,7 +369,8 @@ def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, patch, n, entry
     where one-hop links between passing nodes are few. Rejected nodes are
     never marked visited, so each can lend its neighbours from any path.
     An expansion measures at most 2M nodes, like a plain one.
-    Returns (result count, status); heaps as in :func:`search_layer`.
+    Returns (result count, status); heaps as in :func:`search_layer`;
+    ``batch``: room for ``links0.shape[1]`` node ids.
     """
     n_cand = maxheap_push(cand_d, cand_i, 0, -entry_d, entry)
     n_res = 0
@@ -377,7 +378,6 @@ def search_layer0_two_hop(q, qn, vectors, norms, metric, links0, patch, n, entry
         n_res = maxheap_push(res_d, res_i, 0, entry_d, entry)
     visited[vrow, entry] = tag
     width = links0.shape[1]
-    batch = np.empty(width, dtype=np.int64)
     while n_cand > 0:
         c_d = -cand_d[0]
         c = cand_i[0]
@@ -455,56 +455,72 @@ def exact_rows(q, qn, vectors, norms, metric, rows, count, out):
             out[j] = float_distance(q, qn, vectors[i], norms[i], metric)
 
 
-@kernel()
+@kernel(_nrt=False)
 def _sorted_topk(q, vectors, norms, metric, res_d, res_i, n_res, k, out_d, out_i, qrow):
     if metric == METRIC_EUCLIDEAN:  # exact squared distances for what is returned
         exact_rows(q, np.float32(0.0), vectors, norms, metric, res_i, n_res, res_d)
-    order = np.argsort(res_d[:n_res], kind="mergesort")
-    m = min(k, n_res)
-    for j in range(m):
-        d = np.float64(res_d[order[j]])
+    sort_pairs(res_d, res_i, n_res)
+    for j in range(min(k, n_res)):
+        d = np.float64(res_d[j])
         out_d[qrow, j] = np.sqrt(d) if metric == METRIC_EUCLIDEAN else d  # the distance users get
-        out_i[qrow, j] = res_i[order[j]]
+        out_i[qrow, j] = res_i[j]
 
 
-@kernel()
+@kernel(_nrt=False)
 def _walk(q, qn, rows, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level, excluded,
           ef, visited, vrow, tags, cand_d, cand_i, two_hop):
     """One query's HNSW search over ``rows`` (the vectors, or their codes with
     ``q``/``qn`` in code space, see :func:`distance`): greedy descent to layer
-    0, then the beam of width ``ef`` there. Returns (res_d, res_i, n_res,
-    status): the found nodes with their distances, unordered."""
+    0, then the beam of width ``ef`` there. Returns (n_res, status): the
+    found nodes with their distances, unordered, are the first ``n_res`` of
+    :func:`result_heap`.
+
+    Allocates nothing, like every kernel of a float walk down to
+    ``search_one`` / ``search_knn`` (``_nrt=False``: numba's reference counts
+    and allocations were ~20 % of a 128-d one-query call, measured). It
+    returns no array: one made in code without reference counts and handed to
+    code with them would be released once too often. A scratch row shorter
+    than :func:`scratch_width` is refused (STATUS_CORRUPT), never overrun."""
     n = rows.shape[0]
-    res_d = np.empty(ef + 1, dtype=np.float32)
-    res_i = np.empty(ef + 1, dtype=np.int32)
+    width = links0.shape[1]
+    if cand_d.shape[1] < 2 * n + 1 + width or cand_i.shape[1] < 2 * n + 1 + width:
+        return 0, STATUS_CORRUPT
+    heap_d, heap_i = cand_d[vrow, :n], cand_i[vrow, :n]
+    res_d, res_i = result_heap(cand_d, cand_i, vrow, n)
     cur, cur_d, status = greedy_descend(q, qn, rows, norms, metric, levels, upper_offsets, upper_links, patch, n,
                                         entry, max_level, 0)
     if status != STATUS_OK:
-        return res_d, res_i, 0, status
+        return 0, status
     tag = next_tag(visited, tags, vrow)
     if two_hop:
         n_res, status = search_layer0_two_hop(q, qn, rows, norms, metric, links0, patch, n, cur, cur_d, ef, visited,
-                                              vrow, tag, excluded, res_d, res_i, cand_d[vrow], cand_i[vrow])
+                                              vrow, tag, excluded, res_d, res_i, heap_d, heap_i,
+                                              cand_i[vrow, cand_i.shape[1] - width:])
     else:
         n_res, status = search_layer(q, qn, rows, norms, metric, links0, levels, upper_offsets, upper_links, patch, n,
-                                     0, cur, cur_d, ef, visited, vrow, tag, excluded, res_d, res_i, cand_d[vrow],
-                                     cand_i[vrow])
-    return res_d, res_i, n_res, status
+                                     0, cur, cur_d, ef, visited, vrow, tag, excluded, res_d, res_i, heap_d, heap_i)
+    return n_res, status
 
 
-@kernel()
+@kernel(inline="always")
+def result_heap(cand_d, cand_i, vrow, n):
+    """Where :func:`_walk` leaves its results in scratch row ``vrow`` (:func:`scratch_width`)."""
+    return cand_d[vrow, n:2 * n + 1], cand_i[vrow, n:2 * n + 1]
+
+
+@kernel(_nrt=False)
 def _search_one(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
                 excluded, k, ef, visited, vrow, tags, cand_d, cand_i, out_d, out_i, qrow, two_hop):
-    res_d, res_i, n_res, status = _walk(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links,
-                                        patch, entry, max_level, excluded, ef, visited, vrow, tags, cand_d, cand_i,
-                                        two_hop)
+    n_res, status = _walk(q, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry,
+                          max_level, excluded, ef, visited, vrow, tags, cand_d, cand_i, two_hop)
     if status != STATUS_OK and n_res == 0:
         return status
+    res_d, res_i = result_heap(cand_d, cand_i, vrow, vectors.shape[0])
     _sorted_topk(q, vectors, norms, metric, res_d, res_i, n_res, k, out_d, out_i, qrow)
     return status
 
 
-@kernel()
+@kernel(_nrt=False)
 def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
                queries, qnorms, excluded, k, ef, visited, tags, cand_d, cand_i, two_hop, out_d, out_i):
     """k nearest non-excluded nodes per query, serially, into ``out_d/out_i[m, k]``
@@ -525,6 +541,58 @@ def search_knn(vectors, norms, metric, links0, levels, upper_offsets, upper_link
 
 
 QUERY_CORRUPT = -1  # search_one: the graph names a node or layer that does not exist
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+QUERY_REFUSED = -2  # search_one: the squared norm is not finite in float32, or zero for cosine
+
+
+@kernel(inline="always")
+def _square_norm_of(q):
+    n = q.shape[0]
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float64(0.0)
+    j = 0
+    while j + 8 <= n:
+        a0 += np.float64(q[j]) * np.float64(q[j])
+        a1 += np.float64(q[j + 1]) * np.float64(q[j + 1])
+        a2 += np.float64(q[j + 2]) * np.float64(q[j + 2])
+        a3 += np.float64(q[j + 3]) * np.float64(q[j + 3])
+        a4 += np.float64(q[j + 4]) * np.float64(q[j + 4])
+        a5 += np.float64(q[j + 5]) * np.float64(q[j + 5])
+        a6 += np.float64(q[j + 6]) * np.float64(q[j + 6])
+        a7 += np.float64(q[j + 7]) * np.float64(q[j + 7])
+        j += 8
+    while j < n:
+        a0 += np.float64(q[j]) * np.float64(q[j])
+        j += 1
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+@kernel(_nrt=False)
+def square_norm(q):
+    """The squared norm of a query, summed in float64: the one definition of a
+    query's norm, in the lean call's kernel, on the checked path
+    (``_input.queries``) and for a batch (:func:`square_norms`), so that every
+    path ranks a query alike. Eight partial sums in a fixed order and no
+    fast-math (no reassociation, no fused multiply-add): the JIT's and the
+    extension's builds add alike. A NaN gives NaN and infinity inf; the callers
+    refuse a result above float32's largest value (the kernels' dot products
+    are float32)."""
+    return _square_norm_of(q)
+
+
+@kernel(_nrt=False)
+def square_norms(queries, out):
+    """:func:`square_norm` of each row of ``queries``, into ``out``."""
+    for i in range(queries.shape[0]):
+        out[i] = _square_norm_of(queries[i])
+
+
+@kernel(inline="always")
+def _query_norm(query, metric):
+    """The norm a one-query kernel ranks ``query`` with, or -1 where the checked path refuses it."""
+    sq = square_norm(query)
+    if not sq <= _FLOAT32_MAX or (metric == METRIC_COSINE and sq == 0.0):
+        return np.float32(-1.0)
+    return np.float32(np.sqrt(sq))
 
 
 @kernel(inline="always")
@@ -538,15 +606,17 @@ def _hits_of(status, out_i, k):
     return hits
 
 
-@kernel()
+@kernel(_nrt=False)
 def search_one(vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry, max_level,
-               query, qnorm, excluded, k, ef, visited, tags, cand_d, cand_i, out_d, out_i):
-    """:func:`search_knn` of one 1-D query (``qnorm``: its norm, a float64
-    rounded to float32 here as the checked path rounds it): the lean call's
-    kernel. Returns how many hits row 0 of ``out_d/out_i[1, k]`` holds
-    (ascending; the rest inf / -1), or QUERY_CORRUPT, for which the caller
-    takes the checked path (which names the problem)."""
-    qn = np.float32(qnorm)
+               query, excluded, k, ef, visited, tags, cand_d, cand_i, out_d, out_i):
+    """:func:`search_knn` of one 1-D query, its norm computed here
+    (:func:`square_norm`): the lean call's kernel. Returns how many hits row 0
+    of ``out_d/out_i[1, k]`` holds (ascending; the rest inf / -1), or
+    QUERY_CORRUPT or QUERY_REFUSED, for which the caller takes the checked
+    path (which names the problem)."""
+    qn = _query_norm(query, metric)
+    if qn < np.float32(0.0):
+        return QUERY_REFUSED
     out_d[:] = np.inf
     out_i[:] = -1
     status = _search_one(query, qn, vectors, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry,
@@ -556,9 +626,11 @@ def search_one(vectors, norms, metric, links0, levels, upper_offsets, upper_link
 
 @kernel()
 def search_one_codes(vectors, norms, codes, params, metric, links0, levels, upper_offsets, upper_links, patch, entry,
-                     max_level, query, qnorm, excluded, k, ef, rescore, visited, tags, cand_d, cand_i, out_d, out_i):
+                     max_level, query, excluded, k, ef, rescore, visited, tags, cand_d, cand_i, out_d, out_i):
     """:func:`search_one` of a quantized segment (:func:`search_knn_codes` of one query)."""
-    qn = np.float32(qnorm)
+    qn = _query_norm(query, metric)
+    if qn < np.float32(0.0):
+        return QUERY_REFUSED
     out_d[:] = np.inf
     out_i[:] = -1
     status = _search_one_codes(query, qn, vectors, norms, codes, params, metric, links0, levels, upper_offsets,
@@ -648,22 +720,22 @@ def _search_one_codes(q, qn, vectors, norms, codes, params, metric, links0, leve
     ``k * rescore`` candidates by code distance ranked again by their exact
     distance to the stored vectors (``rescore`` 0: the code distances as found)."""
     info = (qn, encode_query(q, params, qc))
-    res_d, res_i, n_res, status = _walk(qc, info, codes, norms, metric, links0, levels, upper_offsets, upper_links,
-                                        patch, entry, max_level, excluded, ef, visited, vrow, tags, cand_d, cand_i,
-                                        two_hop)
+    n_res, status = _walk(qc, info, codes, norms, metric, links0, levels, upper_offsets, upper_links, patch, entry,
+                          max_level, excluded, ef, visited, vrow, tags, cand_d, cand_i, two_hop)
     if status != STATUS_OK and n_res == 0:
         return status
-    order = np.argsort(res_d[:n_res], kind="mergesort")
+    res_d, res_i = result_heap(cand_d, cand_i, vrow, codes.shape[0])
+    sort_pairs(res_d, res_i, n_res)
     if rescore <= 0:
         for j in range(min(k, n_res)):
-            d = np.float64(res_d[order[j]])
+            d = np.float64(res_d[j])
             out_d[qrow, j] = np.sqrt(d) if metric == METRIC_EUCLIDEAN else d
-            out_i[qrow, j] = res_i[order[j]]
+            out_i[qrow, j] = res_i[j]
         return status
     r = min(n_res, k * rescore)
     cand = np.empty(r, dtype=np.int64)
     for j in range(r):
-        cand[j] = res_i[order[j]]
+        cand[j] = res_i[j]
     _rescore(q, qn, vectors, norms, metric, cand, r, k, out_d, out_i, qrow)
     return status
 
