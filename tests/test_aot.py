@@ -547,6 +547,49 @@ def test_kernel_threads_work_after_fork():
     assert out.stdout.split() == ["0"]
 
 
+def test_kernel_threads_run_shares_in_order_raise_their_errors_and_never_queue():
+    """Every task runs once and its result lands in its place; a task's error
+    is raised in the caller (after every task has finished); callers that find
+    no idle kernel thread run their shares themselves; stop_threads ends the
+    idle ones, and the next call starts new ones."""
+    import threading
+
+    assert api._on_threads(lambda i: (i, threading.current_thread().name), 2)[1][1] == "needle-kernels"
+    assert api._on_threads(lambda i: i * 10, 5) == [0, 10, 20, 30, 40]
+
+    ran = []
+
+    def failing(i):
+        ran.append(i)
+        if i == 1:
+            raise KeyError("share 1")
+        return i
+
+    with pytest.raises(KeyError, match="share 1"):
+        api._on_threads(failing, 3)
+    assert sorted(ran) == [0, 1, 2]
+
+    # many callers at once, each with more shares than there are kernel threads: all answer, in order
+    answers, barrier = {}, threading.Barrier(6)
+
+    def caller(c):
+        barrier.wait()
+        for _ in range(20):
+            answers.setdefault(c, []).append(api._on_threads(lambda i: (c, i), 3))
+
+    threads = [threading.Thread(target=caller, args=(c,)) for c in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == {c: [[(c, 0), (c, 1), (c, 2)]] * 20 for c in range(6)}
+    assert api._workers <= api.get_num_threads()
+
+    api.stop_threads()
+    assert not [t for t in threading.enumerate() if t.name == "needle-kernels"]
+    assert api._on_threads(lambda i: -i, 2) == [0, -1]
+
+
 def test_get_num_threads_without_numba():
     out = subprocess.run([sys.executable, "-c", "import sys; from needle_mm._kernels import api; "
                           "print(api.get_num_threads(), 'numba' in sys.modules)"], capture_output=True, text=True,

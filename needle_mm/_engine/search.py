@@ -392,15 +392,11 @@ def _rows_of_one_source(source, dist: np.ndarray, slot: np.ndarray, include_vect
     past each query's last hit). A committed segment is immutable, and held while
     results refer to it: its results keep only slots and distances, and make ids and
     objects when read. This process's unsaved records change: theirs are made now."""
-    w = slot.shape[1]
-    dists, slots = dist.ravel().tolist(), slot.ravel().tolist()
-    rows = []
-    for j in range(0, len(slots), w):
-        srow, drow = slots[j:j + w], dists[j:j + w]
-        if srow[-1] == -1:  # fewer than w hits: slots of -1 pad the tail of the row
+    rows = list(zip(slot.tolist(), dist.tolist()))  # a list per query row, made in C
+    for srow, drow in rows:
+        if srow and srow[-1] == -1:  # fewer hits than the row holds: slots of -1 pad its tail
             count = srow.index(-1)
             del srow[count:], drow[count:]
-        rows.append((srow, drow))
     if include_vector:
         return [SearchResults.of([SearchResult.with_vector(i, d, source, s, source.vector_at(s))
                                   for i, d, s in zip(source.ids_at(srow), drow, srow)]) for srow, drow in rows]
@@ -408,4 +404,4 @@ def _rows_of_one_source(source, dist: np.ndarray, slot: np.ndarray, include_vect
         return [SearchResults.of(list(map(SearchResult, source.ids_at(srow), drow, repeat(source), srow)))
                 for srow, drow in rows]
     source.check_ids()
-    return [SearchResults(source, srow, drow) for srow, drow in rows]
+    return list(map(SearchResults, repeat(source), *zip(*rows))) if rows else []
