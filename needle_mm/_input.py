@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ._kernels.api import QUERY_IN_PLACE, square_norm, square_norms
+from ._kernels.api import QUERY_IN_PLACE, query_norms, square_norm
 from .errors import InvalidIdError, InvalidMetadataError, InvalidVectorError
 
 MAX_ID_BYTES = 65535
@@ -120,13 +120,12 @@ def queries(value: Any, dim: int, cosine: bool, batch: bool) -> tuple[np.ndarray
     if arr.ndim != 2 or arr.shape[1] != dim:
         matrix(arr, dim, "queries")  # names the shape
     q = np.require(arr, np.float32, ["C", "W", "A"])
-    squares = square_norms(q)
-    if not (squares <= _FLOAT32_MAX).all():  # NaN fails too
+    qn, bad = query_norms(q, cosine)  # one pass: the norms, and whether every row is a query
+    if bad >= 0:
         matrix(q, dim, "queries")  # names a row with NaN or infinity
-        raise InvalidVectorError("query values are too large: the squared norm overflows float32")
-    qn = np.sqrt(squares).astype(np.float32)
-    if cosine:
-        require_nonzero(qn, "query")
+        if not square_norm(q[bad]) <= _FLOAT32_MAX:
+            raise InvalidVectorError(f"query row {bad} values are too large: the squared norm overflows float32")
+        raise InvalidVectorError(f"query row {bad} is all zeros: cosine distance is undefined for it")
     return q, qn
 
 

@@ -100,7 +100,7 @@ EXPORTS = {
     "gather_blobs__1d": ("blobs", "gather_blobs", "u8:1w,i64:1w", ("u64:1", "u8:1", "i64:1")),
     "gather_blobs__2d": ("blobs", "gather_blobs", "u8:1w,i64:1w", ("u64:1", "u8:1", "i64:2")),
     "square_norm": ("hnsw", "square_norm", "f64", ("f32:1",)),
-    "square_norms": ("hnsw", "square_norms", "void", ("f32:2", "f64:1w")),
+    "query_norms": ("hnsw", "query_norms", "i64", ("f32:2", "bool", "f32:1w")),
     "csr_any": ("filters", "csr_any", "b1:1w", ("u64:1", "b1:1")),
     "csr_length_is": ("filters", "csr_length_is", "b1:1w", ("u64:1", "i64")),
     "accumulate_serial": ("sparse", "accumulate_serial", "void", (

@@ -739,11 +739,12 @@ def square_norm(query) -> float:
     return _call("square_norm", "hnsw", "square_norm", (query,))
 
 
-def square_norms(queries) -> np.ndarray:
-    """``hnsw.square_norms``: :func:`square_norm` of each row of a 2-D float32 array (float64)."""
-    out = np.empty(queries.shape[0], dtype=np.float64)
-    _call("square_norms", "hnsw", "square_norms", (queries, out))
-    return out
+def query_norms(queries, cosine: bool) -> tuple[np.ndarray, int]:
+    """``hnsw.query_norms``: the float32 norm of each row of a 2-D float32 array
+    as every search computes a query's, and the first row refused (-1: none)."""
+    out = np.empty(queries.shape[0], dtype=np.float32)
+    bad = _call("query_norms", "hnsw", "query_norms", (queries, cosine, out))
+    return out, int(bad)
 
 
 def csr_any(offsets, element_mask):

@@ -570,7 +570,7 @@ def _square_norm_of(q):
 def square_norm(q):
     """The squared norm of a query, summed in float64: the one definition of a
     query's norm, in the lean call's kernel, on the checked path
-    (``_input.queries``) and for a batch (:func:`square_norms`), so that every
+    (``_input.queries``) and for a batch (:func:`query_norms`), so that every
     path ranks a query alike. Eight partial sums in a fixed order and no
     fast-math (no reassociation, no fused multiply-add): the JIT's and the
     extension's builds add alike. A NaN gives NaN and infinity inf; the callers
@@ -580,10 +580,16 @@ def square_norm(q):
 
 
 @kernel(_nrt=False)
-def square_norms(queries, out):
-    """:func:`square_norm` of each row of ``queries``, into ``out``."""
+def query_norms(queries, cosine, out):
+    """The norm of each row of ``queries`` as :func:`_query_norm` computes a
+    one-query search's, into ``out`` (float32); returns the first row refused
+    (squared norm above float32's range, NaN, or zero for ``cosine``), or -1."""
     for i in range(queries.shape[0]):
-        out[i] = _square_norm_of(queries[i])
+        sq = _square_norm_of(queries[i])
+        if not sq <= _FLOAT32_MAX or (cosine and sq == 0.0):
+            return i
+        out[i] = np.float32(np.sqrt(sq))
+    return -1
 
 
 @kernel(inline="always")
